@@ -1,0 +1,3 @@
+from localrouter.cli import main
+
+raise SystemExit(main())

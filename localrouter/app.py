@@ -1,0 +1,107 @@
+"""create_app(settings) -> web.Application: routes, middlewares, upstream session, registry."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from localrouter.api import cache_stats
+from localrouter.cache import Clock
+from localrouter.config import EMBEDDED_DEFAULT, Settings
+from localrouter.errors import LocalRouterError, error_body
+from localrouter.registry import Registry
+from localrouter.responses import json_response
+from localrouter.state import CLOCK, CONFIG_ORIGIN, HTTP_SESSION, MODELS_VIEW, REGISTRY
+from localrouter.views import ModelsView, list_models, retrieve_model
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+def create_app(
+    settings: Settings, *, clock: Clock = time.time, config_origin: str = EMBEDDED_DEFAULT
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[CLOCK] = clock
+    app[CONFIG_ORIGIN] = config_origin
+    app[MODELS_VIEW] = ModelsView()
+    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_registry(settings))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", retrieve_model)
+    app.router.add_get("/api/cache/stats", cache_stats)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    # trust_env: honour HTTPS_PROXY/NO_PROXY as users behind a corporate proxy expect.
+    async with aiohttp.ClientSession(trust_env=True, raise_for_status=False) as session:
+        app[HTTP_SESSION] = session
+        yield
+
+
+def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK])
+        app[REGISTRY] = registry
+        await registry.warm_up()
+        yield
+        await registry.close()
+
+    return context
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as OpenAI-shaped JSON; no stack trace ever reaches a client."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except LocalRouterError as exc:
+        response = json_response(exc.to_body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _http_error(request, exc)
+    except Exception:
+        log.exception("http.unhandled_error", path=request.path)
+        response = json_response(
+            error_body("Internal error in localrouter; see its log.", "server_error", "internal"),
+            status=500,
+        )
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    messages = {
+        404: f"No route for {request.method} {request.path}. localrouter serves /v1/models, "
+        "/v1/chat/completions, /v1/completions, /v1/embeddings, /api/* and /health.",
+        405: f"{request.method} is not allowed on {request.path}.",
+        413: f"The request body is larger than {MAX_REQUEST_BYTES} bytes.",
+    }
+    message = messages.get(exc.status, exc.reason)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status, "http_error"
+    )
+    error_type = "invalid_request_error" if exc.status < 500 else "server_error"
+    response = json_response(error_body(message, error_type, code), status=exc.status)
+    if allow := exc.headers.get("Allow"):
+        response.headers["Allow"] = allow
+    return response

@@ -1,0 +1,226 @@
+"""ModelCache: one instance's model list with TTL, single-flight refresh, stale-while-revalidate,
+backoff, and a fallback chain so an outage never empties the list."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from localrouter.errors import UpstreamError
+from localrouter.providers.base import ModelInfo
+
+Clock = Callable[[], float]
+Fetch = Callable[[], Awaitable[list[ModelInfo]]]
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_FIRST_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+class Source(StrEnum):
+    LIVE = "live"
+    STALE = "stale"
+    PERSISTED = "persisted"
+    CATALOG = "catalog"
+    STATIC = "static"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ModelList:
+    """An immutable list with its provenance. Compared by identity: a new list is a new object."""
+
+    models: tuple[ModelInfo, ...]
+    source: Source
+    fetched_at: float
+    expires_at: float
+
+
+Fallback = Callable[[], ModelList | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What one request gets from one instance: a list and how to describe it right now."""
+
+    models: ModelList
+    source: Source
+
+
+@dataclass(slots=True)
+class CacheCounters:
+    hits: int = 0
+    misses: int = 0
+    refreshes: int = 0
+    fallbacks: int = 0
+    upstream_calls: int = 0
+    upstream_errors: int = 0
+
+
+def backoff_seconds(failures: int) -> float:
+    return min(BACKOFF_FIRST_SECONDS * 2.0 ** max(failures - 1, 0), BACKOFF_MAX_SECONDS)
+
+
+class ModelCache:
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        ttl_seconds: float,
+        clock: Clock = time.time,
+        fallbacks: Sequence[Fallback] = (),
+        fetched_source: Source = Source.LIVE,
+        log_context: dict[str, Any] | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._fallbacks = fallbacks
+        self._fetched_source = fetched_source
+        self._log = log.bind(**(log_context or {}))
+        self._list: ModelList | None = None
+        self._fallback_list: ModelList | None = None
+        self._fallback_resolved = False
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self.last_error: str | None = None
+        self.counters = CacheCounters()
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl
+
+    def fresh(self) -> Served | None:
+        """The list if it is fresh, without awaiting anything: the hot path."""
+        current = self._list
+        if current is not None and self._clock() < current.expires_at:
+            self.counters.hits += 1
+            return Served(current, current.source)
+        return None
+
+    async def get(self, wait_seconds: float, *, refresh: bool = False) -> Served | None:
+        """Serve the best list available, waiting at most `wait_seconds` for an upstream.
+
+        refresh=True skips the fresh list and the backoff, still sharing one upstream call.
+        """
+        if not refresh and (served := self.fresh()) is not None:
+            return served
+        self.counters.misses += 1
+        previous = self._list
+        task = self._start_refresh(force=refresh)
+        if previous is not None and not refresh:
+            return self._describe(previous)
+        if task is not None:
+            await asyncio.wait({task}, timeout=wait_seconds)
+        current = self._list
+        if current is None:
+            return self._serve_fallback()
+        return self._describe(current)
+
+    def prefetch(self) -> None:
+        """Start fetching a list nobody has asked for yet, so the first request finds it."""
+        if self._list is None:
+            self._start_refresh(force=False)
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        current = self._list
+        served = self._describe(current) if current else None
+        fallback = self._fallback_list if self._fallback_resolved and not current else None
+        shown = current or fallback
+        return {
+            "source": served.source if served else (fallback.source if fallback else None),
+            "count": len(shown.models) if shown else 0,
+            "fetched_at": current.fetched_at if current else None,
+            "expires_at": current.expires_at if current else None,
+            "age_seconds": round(now - current.fetched_at, 3) if current else None,
+            "expires_in_seconds": round(current.expires_at - now, 3) if current else None,
+            "ttl_seconds": self._ttl,
+            "last_error": self.last_error,
+            "refreshing": self._task is not None,
+            "retry_in_seconds": max(round(self._retry_at - now, 3), 0.0)
+            if self._failures
+            else None,
+        }
+
+    def set_ttl(self, ttl_seconds: float) -> None:
+        """A changed TTL applies to the current list at once: expiry = fetched_at + new TTL."""
+        self._ttl = ttl_seconds
+        if self._list is not None and self._list.source is self._fetched_source:
+            self._list = replace(self._list, expires_at=self._list.fetched_at + ttl_seconds)
+
+    def expire(self) -> None:
+        """Mark the list expired but keep serving it (as stale) until a refresh replaces it."""
+        now = self._clock()
+        if self._list is not None and self._list.expires_at > now:
+            self._list = replace(self._list, expires_at=now)
+        self._retry_at = 0.0
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _describe(self, current: ModelList) -> Served:
+        if current.source is Source.LIVE and self._clock() >= current.expires_at:
+            return Served(current, Source.STALE)
+        return Served(current, current.source)
+
+    def _start_refresh(self, *, force: bool) -> asyncio.Task[None] | None:
+        if self._task is not None:
+            return self._task
+        if not force and self._clock() < self._retry_at:
+            return None
+        self.counters.refreshes += 1
+        self._task = asyncio.create_task(self._refresh())
+        return self._task
+
+    async def _refresh(self) -> None:
+        self.counters.upstream_calls += 1
+        try:
+            models = await self._fetch()
+        except UpstreamError as exc:
+            self._record_failure(exc.message)
+            return
+        except Exception as exc:  # an adapter bug must not take the daemon down
+            self._log.exception("provider.fetch_crashed")
+            self._record_failure(f"internal error while listing models: {type(exc).__name__}")
+            return
+        finally:
+            self._task = None
+        if not models and self._list is not None and self._list.models:
+            self._record_failure("the upstream returned no models; keeping the previous list")
+            return
+        now = self._clock()
+        self._list = ModelList(tuple(models), self._fetched_source, now, now + self._ttl)
+        self._failures = 0
+        self._retry_at = 0.0
+        self.last_error = None
+        self._log.info("provider.models_refreshed", count=len(models))
+
+    def _record_failure(self, message: str) -> None:
+        self.counters.upstream_errors += 1
+        self._failures += 1
+        delay = backoff_seconds(self._failures)
+        self._retry_at = self._clock() + delay
+        self.last_error = message
+        self._log.warning("provider.refresh_failed", error=message, retry_in_seconds=delay)
+
+    def _serve_fallback(self) -> Served | None:
+        if not self._fallback_resolved:
+            self._fallback_list = next(
+                (found for fallback in self._fallbacks if (found := fallback()) is not None), None
+            )
+            self._fallback_resolved = True
+        if self._fallback_list is None:
+            return None
+        self.counters.fallbacks += 1
+        return Served(self._fallback_list, self._fallback_list.source)

@@ -1,0 +1,77 @@
+"""The command line: serve | check. Thin: every command calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from localrouter import __version__
+from localrouter.config import LoadedConfig, Settings, load_config
+from localrouter.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"localrouter: invalid config\n{exc}", file=sys.stderr)
+        return 1
+    if args.command == "check":
+        print(describe(loaded))
+        return 0
+    return _serve(loaded, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localrouter", description="A local OpenAI-compatible gateway for all your models."
+    )
+    parser.add_argument("--version", action="version", version=f"localrouter {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: server.port, 8741)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = commands.add_parser("check", help="validate the config and show what it resolves to")
+    for command in (serve, check):
+        command.add_argument("--config", type=Path, help="config file (default: see README)")
+    return parser
+
+
+def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from localrouter.serve import run
+
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
+    settings = loaded.settings
+    if overrides:
+        server = settings.server.model_copy(update=overrides)
+        settings = settings.model_copy(update={"server": server})
+    return run(settings, config_origin=loaded.origin, log_level=args.log_level)
+
+
+def describe(loaded: LoadedConfig) -> str:
+    """A summary of the resolved instances, without secrets."""
+    settings: Settings = loaded.settings
+    server = settings.server
+    lines = [
+        f"config: {loaded.origin}",
+        f"listen: http://{server.host}:{server.port}/v1"
+        + ("  (auth token required)" if server.auth_token else ""),
+        f"instances: {len(settings.enabled_providers)}",
+    ]
+    for provider in settings.providers:
+        key = "key set" if provider.api_key else "no key"
+        state = "" if provider.enabled else "  (disabled)"
+        headers = f"  headers: {', '.join(sorted(provider.headers))}" if provider.headers else ""
+        lines.append(
+            f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "
+            f"ttl {settings.ttl_for(provider):g}s  {key}{headers}{state}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,282 @@
+"""Typed settings: find the config file, expand ${VAR} secrets, validate, say what is wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import platformdirs
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from localrouter.errors import ConfigError
+from localrouter.providers import PROVIDERS
+from localrouter.providers.base import DefaultInclusion, ProviderKind, ProviderSpec
+
+APP_NAME = "localrouter"
+ENV_CONFIG = "LOCALROUTER_CONFIG"
+EMBEDDED_DEFAULT = "<embedded default>"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_INSTANCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+# Built-in TTLs for kinds whose lists change at a different pace than a cloud provider's.
+KIND_TTL_SECONDS = {ProviderKind.LOCAL: 300.0, ProviderKind.STATIC: 86400.0}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8741, ge=0, le=65535)
+    auth_token: SecretStr | None = None
+    models_deadline_seconds: float = Field(default=2.5, gt=0)
+
+
+class ProviderSettings(_Strict):
+    name: str = Field(pattern=_INSTANCE_NAME)
+    type: str
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    enabled: bool = True
+    catalog_provider: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(
+                f"unknown provider type {value!r}; expected one of: {', '.join(sorted(PROVIDERS))}"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        spec = self.spec
+        if self.base_url is None and spec.default_base_url is None:
+            raise ValueError(f"provider type {self.type!r} has no default URL; set base_url")
+        if spec.key_required and self.api_key is None and self.enabled:
+            variable = spec.key_env or "the provider's key variable"
+            raise ValueError(
+                f"provider {self.name!r} needs an API key: set {variable} "
+                f"or add api_key to provider {self.name!r}"
+            )
+        return self
+
+    @property
+    def spec(self) -> ProviderSpec:
+        return PROVIDERS[self.type]
+
+    @property
+    def resolved_base_url(self) -> str:
+        url = self.base_url or self.spec.default_base_url
+        assert url is not None  # guaranteed by _complete
+        return url
+
+    @property
+    def kind(self) -> ProviderKind:
+        return self.spec.kind.resolve(self.resolved_base_url)
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Everything that must never be shown: the key and every custom header value."""
+        key = (self.api_key.get_secret_value(),) if self.api_key else ()
+        return key + tuple(self.headers.values())
+
+
+class ModelCacheSettings(_Strict):
+    default_ttl_seconds: float = Field(default=3600.0, gt=0)
+    provider_ttl_overrides: dict[str, float] = Field(default_factory=dict)
+    use_catalog_fallback: bool = True
+    persist: bool = True
+
+    @field_validator("provider_ttl_overrides")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, ttl in value.items():
+            if ttl <= 0:
+                raise ValueError(f"TTL for {key!r} must be greater than 0, got {ttl}")
+        return value
+
+
+class Settings(_Strict):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    providers: list[ProviderSettings] = Field(default_factory=list)
+    model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        seen: set[str] = set()
+        for provider in self.providers:
+            if provider.name in seen:
+                raise ValueError(f"duplicate instance name {provider.name!r}; names must be unique")
+            seen.add(provider.name)
+        for key in self.model_cache.provider_ttl_overrides:
+            if key not in seen and key not in PROVIDERS:
+                raise ValueError(
+                    f"model_cache.provider_ttl_overrides: {key!r} is neither an instance name "
+                    "nor a provider type"
+                )
+        return self
+
+    @property
+    def enabled_providers(self) -> list[ProviderSettings]:
+        return [provider for provider in self.providers if provider.enabled]
+
+    def ttl_for(self, provider: ProviderSettings) -> float:
+        """Instance-name override, then provider-type override, then the kind's default."""
+        overrides = self.model_cache.provider_ttl_overrides
+        if provider.name in overrides:
+            return overrides[provider.name]
+        if provider.type in overrides:
+            return overrides[provider.type]
+        return KIND_TTL_SECONDS.get(provider.kind, self.model_cache.default_ttl_seconds)
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        token = (self.server.auth_token.get_secret_value(),) if self.server.auth_token else ()
+        return token + tuple(s for p in self.providers for s in p.secret_values)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    settings: Settings
+    origin: str  # the file path, or EMBEDDED_DEFAULT
+
+
+def find_config_path(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    """--config, then $LOCALROUTER_CONFIG (both must exist), then the XDG file, then legacy."""
+    if explicit is not None:
+        return explicit
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    xdg_home = env.get("XDG_CONFIG_HOME")
+    config_dir = Path(xdg_home) / APP_NAME if xdg_home else platformdirs.user_config_path(APP_NAME)
+    home = Path(env.get("HOME") or Path.home())
+    for candidate in (config_dir / "config.yaml", home / ".localrouter" / "config.yml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    environment = os.environ if env is None else env
+    path = find_config_path(explicit, environment)
+    if path is None:
+        return LoadedConfig(default_settings(environment), EMBEDDED_DEFAULT)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    return LoadedConfig(parse_settings(text, str(path), environment), str(path))
+
+
+def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{origin}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        found = type(raw).__name__
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {found}")
+    expanded = _expand_env(raw, env, origin, ())
+    _fill_standard_keys(expanded, env)
+    try:
+        return Settings.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def default_settings(env: Mapping[str, str]) -> Settings:
+    """Keyless providers plus every provider whose standard key variable is set."""
+    providers: list[dict[str, Any]] = []
+    for spec in PROVIDERS.values():
+        key = env.get(spec.key_env) if spec.key_env else None
+        wanted = spec.default_inclusion is DefaultInclusion.ALWAYS or (
+            spec.default_inclusion is DefaultInclusion.WITH_KEY and key
+        )
+        if wanted:
+            providers.append({"name": spec.type, "type": spec.type, "api_key": key or None})
+    try:
+        return Settings.model_validate({"providers": providers})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, EMBEDDED_DEFAULT)) from None
+
+
+def _expand_env(node: Any, env: Mapping[str, str], origin: str, path: tuple[str | int, ...]) -> Any:
+    if isinstance(node, dict):
+        return {key: _expand_env(value, env, origin, (*path, key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(value, env, origin, (*path, index)) for index, value in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(
+                f"{origin}: {_key_path(path)}: environment variable {name} is not set; "
+                "export it before starting localrouter or write the value in the file"
+            )
+        return env[name]
+
+    return _ENV_REFERENCE.sub(substitute, node)
+
+
+def _fill_standard_keys(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """An entry without api_key uses its provider's standard variable (OPENAI_API_KEY, ...)."""
+    providers = raw.get("providers")
+    if not isinstance(providers, list):
+        return
+    for entry in providers:
+        if not isinstance(entry, dict) or "api_key" in entry:
+            continue
+        spec = PROVIDERS.get(str(entry.get("type")))
+        if spec is not None and spec.key_env and env.get(spec.key_env):
+            entry["api_key"] = env[spec.key_env]
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against config/localrouter.example.yaml"
+        lines.append(f"{origin}: {_key_path(item['loc'])}: {message}")
+    return "\n".join(lines)
+
+
+def _key_path(location: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"

@@ -1,0 +1,56 @@
+"""A shallow error hierarchy; one middleware turns these into OpenAI-shaped JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LocalRouterError(Exception):
+    """An error a client may see: an HTTP status plus an OpenAI error type and code."""
+
+    status = 500
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.code, self.param)
+
+
+class BadRequest(LocalRouterError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "bad_request"
+
+
+class NotFound(LocalRouterError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class ConfigError(Exception):
+    """The config file (or the embedded default) cannot be used; the message says why and where."""
+
+
+class UpstreamError(Exception):
+    """An upstream call failed. The message is safe to show: it never contains a secret."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def error_body(
+    message: str, error_type: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}

@@ -1,0 +1,138 @@
+"""Every provider that serves an OpenAI-shaped `GET {base}/models`, as preset rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from localrouter.providers.base import (
+    DefaultInclusion,
+    ModelInfo,
+    ProviderKind,
+    ProviderSpec,
+)
+from localrouter.providers.parsing import (
+    model_items,
+    per_token_prices,
+    positive_int,
+    strings,
+    text,
+    unix_time,
+)
+
+if TYPE_CHECKING:
+    from localrouter.config import ProviderSettings
+    from localrouter.providers.http import UpstreamClient
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIShape:
+    """How one OpenAI-shaped provider differs from the plain shape."""
+
+    # Divide the provider's prices by this to get USD per token; None: its prices are not read.
+    price_scale: float | None = None
+
+
+class OpenAICompatProvider:
+    def __init__(
+        self, settings: ProviderSettings, spec: ProviderSpec, shape: OpenAIShape = OpenAIShape()
+    ) -> None:
+        base_url = settings.base_url or spec.default_base_url
+        assert base_url is not None, "config validation guarantees a base_url"
+        self._models_url = base_url.rstrip("/") + "/models"
+        self._headers = dict(settings.headers)
+        if settings.api_key is not None:
+            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._shape = shape
+
+    async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
+        body = await http.get_json(self._models_url, headers=self._headers)
+        return [
+            model
+            for item in model_items(body, "data", "result", "models")
+            if (model := self._parse(item)) is not None
+        ]
+
+    def _parse(self, item: dict[str, Any]) -> ModelInfo | None:
+        model_id = text(item.get("id"))
+        if model_id is None:
+            return None
+        architecture = item.get("architecture")
+        if not isinstance(architecture, dict):
+            architecture = {}
+        top_provider = item.get("top_provider")
+        if not isinstance(top_provider, dict):
+            top_provider = {}
+        input_modalities = strings(architecture.get("input_modalities"))
+        output_modalities = strings(architecture.get("output_modalities"))
+        supported = strings(item.get("supported_parameters"))
+        scale = self._shape.price_scale
+        return ModelInfo(
+            id=model_id,
+            name=text(item.get("name")) or text(item.get("display_name")),
+            description=text(item.get("description")),
+            created=unix_time(item.get("created")),
+            context_length=positive_int(item.get("context_length"))
+            or positive_int(item.get("context_window"))
+            or positive_int(item.get("max_context_length")),
+            max_output_tokens=positive_int(top_provider.get("max_completion_tokens"))
+            or positive_int(item.get("max_completion_tokens")),
+            pricing=per_token_prices(item.get("pricing"), scale) if scale else {},
+            input_modalities=input_modalities,
+            output_modalities=output_modalities,
+            capabilities=_capabilities(input_modalities, output_modalities, supported),
+            supported_parameters=supported,
+            active=item.get("active") is not False,
+        )
+
+
+def _capabilities(
+    inputs: tuple[str, ...], outputs: tuple[str, ...], supported: tuple[str, ...]
+) -> tuple[str, ...]:
+    found: list[str] = []
+    if "text" in outputs:
+        found.append("chat")
+    if "image" in inputs:
+        found.append("vision")
+    if "tools" in supported:
+        found.append("tools")
+    if "image" in outputs:
+        found.append("image_generation")
+    return tuple(found)
+
+
+def _preset(type_name: str, shape: OpenAIShape = OpenAIShape(), **spec: Any) -> ProviderSpec:
+    return ProviderSpec(type=type_name, factory=partial(OpenAICompatProvider, shape=shape), **spec)
+
+
+OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
+    _preset(
+        "openai",
+        kind=ProviderKind.CLOUD,
+        default_base_url="https://api.openai.com/v1",
+        key_env="OPENAI_API_KEY",
+        key_required=True,
+        catalog_provider="openai",
+    ),
+    _preset(
+        "openrouter",
+        OpenAIShape(price_scale=1.0),
+        kind=ProviderKind.CLOUD,
+        default_base_url="https://openrouter.ai/api/v1",
+        key_env="OPENROUTER_API_KEY",
+        default_inclusion=DefaultInclusion.ALWAYS,
+        catalog_provider="openrouter",
+    ),
+    _preset(
+        "lmstudio",
+        kind=ProviderKind.LOCAL,
+        default_base_url="http://127.0.0.1:1234/v1",
+        default_inclusion=DefaultInclusion.ALWAYS,
+    ),
+    _preset(
+        "openai_compatible",
+        kind=ProviderKind.BY_URL,
+        default_inclusion=DefaultInclusion.NEVER,
+    ),
+)

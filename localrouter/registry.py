@@ -1,0 +1,150 @@
+"""The configured instances, guarded by a read/write lock: requests read, a new config writes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import aiohttp
+import aiorwlock
+import structlog
+
+from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, Source
+from localrouter.config import ProviderSettings, Settings
+from localrouter.providers.base import ModelInfo, Provider
+from localrouter.providers.http import UpstreamClient
+
+log = structlog.get_logger(__name__)
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Instance:
+    settings: ProviderSettings
+    provider: Provider
+    http: UpstreamClient
+    cache: ModelCache
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLists:
+    """One request's view of every instance: each one's served list, or None if it has none."""
+
+    entries: tuple[tuple[Instance, Served | None], ...]
+
+
+class Registry:
+    def __init__(
+        self, settings: Settings, session: aiohttp.ClientSession, *, clock: Clock = time.time
+    ) -> None:
+        self._session = session
+        self._clock = clock
+        self._lock = aiorwlock.RWLock()
+        self._settings = settings
+        self._instances: dict[str, Instance] = {
+            p.name: self._build(p, settings) for p in settings.enabled_providers
+        }
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def instances(self, names: Sequence[str] | None = None) -> list[Instance]:
+        """The current instances in config order (only `names`, if given)."""
+        async with self._lock.reader:
+            if names is None:
+                return list(self._instances.values())
+            return [self._instances[name] for name in names if name in self._instances]
+
+    async def lists(
+        self,
+        wait_seconds: float,
+        *,
+        names: Sequence[str] | None = None,
+        refresh: bool = False,
+    ) -> InstanceLists:
+        """Every instance's list, fetched concurrently, none waited on past `wait_seconds`."""
+        instances = await self.instances(names)
+        served: list[Served | None] = [
+            None if refresh else instance.cache.fresh() for instance in instances
+        ]
+        pending = [index for index, item in enumerate(served) if item is None]
+        if pending:
+            results = await asyncio.gather(
+                *(instances[i].cache.get(wait_seconds, refresh=refresh) for i in pending)
+            )
+            for index, result in zip(pending, results, strict=True):
+                served[index] = result
+        return InstanceLists(tuple(zip(instances, served, strict=True)))
+
+    async def warm_up(self) -> None:
+        for instance in await self.instances():
+            instance.cache.prefetch()
+
+    async def resolve(self, model_id: str) -> tuple[Instance, str] | None:
+        """`instance/upstream-id` -> the instance and the upstream id."""
+        name, slash, upstream_id = model_id.partition("/")
+        if not slash or not upstream_id:
+            return None
+        async with self._lock.reader:
+            instance = self._instances.get(name)
+        return (instance, upstream_id) if instance is not None else None
+
+    async def apply(self, settings: Settings) -> None:
+        """Switch to a new config: unchanged instances keep their lists (with the new TTL),
+        changed ones start empty, removed ones disappear."""
+        async with self._lock.writer:
+            old = self._instances
+            new: dict[str, Instance] = {}
+            for provider in settings.enabled_providers:
+                kept = old.get(provider.name)
+                if kept is not None and kept.settings == provider:
+                    kept.cache.set_ttl(settings.ttl_for(provider))
+                    new[provider.name] = kept
+                else:
+                    new[provider.name] = self._build(provider, settings)
+            dropped = [instance for name, instance in old.items() if new.get(name) is not instance]
+            self._instances = new
+            self._settings = settings
+            await asyncio.gather(*(instance.cache.close() for instance in dropped))
+
+    async def close(self) -> None:
+        async with self._lock.writer:
+            await asyncio.gather(*(i.cache.close() for i in self._instances.values()))
+
+    def _build(self, provider: ProviderSettings, settings: Settings) -> Instance:
+        spec = provider.spec
+        http = UpstreamClient(
+            self._session,
+            timeout_seconds=provider.timeout_seconds,
+            max_bytes=MAX_RESPONSE_BYTES,
+            secrets=provider.secret_values,
+        )
+        adapter = spec.factory(provider, spec)
+        fallbacks: list[Fallback] = []
+        if spec.static_models:
+            fallbacks.append(self._static_fallback(spec.static_models))
+        cache = ModelCache(
+            partial(adapter.list_models, http),
+            ttl_seconds=settings.ttl_for(provider),
+            clock=self._clock,
+            fallbacks=fallbacks,
+            log_context={"instance": provider.name},
+        )
+        return Instance(provider, adapter, http, cache)
+
+    def _static_fallback(self, model_ids: tuple[str, ...]) -> Fallback:
+        def static() -> ModelList:
+            now = self._clock()
+            models = tuple(ModelInfo(id=model_id) for model_id in model_ids)
+            return ModelList(models, Source.STATIC, now, now)
+
+        return static

@@ -1,0 +1,28 @@
+"""Running the daemon: logging, the aiohttp runner, and a clean exit."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from localrouter.app import create_app
+from localrouter.config import Settings
+from localrouter.log import SecretRedactor, configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def run(settings: Settings, *, config_origin: str, log_level: str = "info") -> int:
+    redactor = SecretRedactor()
+    redactor.secrets = settings.secret_values
+    configure_logging(log_level, redactor=redactor)
+    app = create_app(settings, config_origin=config_origin)
+    host, port = settings.server.host, settings.server.port
+    log.info(
+        "server.starting",
+        url=f"http://{host}:{port}/v1",
+        config=config_origin,
+        instances=[p.name for p in settings.enabled_providers],
+    )
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    return 0

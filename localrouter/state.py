@@ -1,0 +1,19 @@
+"""Every typed key the application stores, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from localrouter.cache import Clock
+    from localrouter.registry import Registry
+    from localrouter.views import ModelsView
+
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
+CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")

@@ -1,0 +1,114 @@
+"""Shared test helpers: real loopback upstreams, an injectable clock, the daemon over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from localrouter.app import create_app
+from localrouter.config import Settings, parse_settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_bytes(relative: str) -> bytes:
+    return (FIXTURES / relative).read_bytes()
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Upstream:
+    """A real HTTP server on loopback that plays one provider and records what it was asked."""
+
+    body: bytes
+    status: int = 200
+    delay_seconds: float = 0.0
+    expected_auth: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    def serve_models(self, ids: list[str]) -> None:
+        data = [{"id": i, "object": "model", "created": 1700000000, "owned_by": "x"} for i in ids]
+        self.body = orjson.dumps({"object": "list", "data": data})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        self.requests.append({"path": request.path_qs, "headers": dict(request.headers)})
+        for name, value in self.expected_auth.items():
+            if request.headers.get(name) != value:
+                return web.json_response({"error": {"message": "bad auth"}}, status=401)
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        return web.Response(body=self.body, status=self.status, content_type="application/json")
+
+
+UpstreamFactory = Callable[..., Awaitable[Upstream]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> UpstreamFactory:
+    async def start(body: bytes = b'{"object":"list","data":[]}', **options: Any) -> Upstream:
+        fake = Upstream(body=body, **options)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", fake.handle)
+        fake.server = await aiohttp_server(app)
+        return fake
+
+    return start
+
+
+def settings_from(config: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
+    return parse_settings(yaml.safe_dump(config), "test-config.yaml", env or {})
+
+
+DaemonFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def daemon(aiohttp_client: Any, clock: FakeClock) -> DaemonFactory:
+    """The daemon over real HTTP, from a config dict, with the test's clock."""
+
+    async def start(
+        config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> TestClient[web.Request, web.Application]:
+        app = create_app(settings_from(config, env), clock=clock)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        return client
+
+    return start
+
+
+def openai_compatible(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "openai_compatible", "base_url": url, **extra}

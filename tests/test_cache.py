@@ -1,0 +1,224 @@
+"""Cache semantics, observed over HTTP against real loopback upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from localrouter.cache import backoff_seconds
+from tests.conftest import DaemonFactory, FakeClock, Upstream, UpstreamFactory, openai_compatible
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for background I/O (a refresh) to land; the clock itself is never slept on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+async def settled(client: Any) -> dict[str, Any]:
+    """Wait until no instance has a refresh in flight; return the cache stats."""
+    for _ in range(500):
+        stats = await (await client.get("/api/cache/stats")).json()
+        if not any(status["refreshing"] for status in stats["instances"].values()):
+            return stats
+        await asyncio.sleep(0.01)
+    raise AssertionError("a refresh never finished")
+
+
+async def ids_and_sources(client: Any) -> tuple[list[str], set[str]]:
+    response = await client.get("/v1/models")
+    assert response.status == 200
+    data = (await response.json())["data"]
+    return [m["id"] for m in data], {m["source"] for m in data}
+
+
+def one_instance(up: Upstream, **cache: Any) -> dict[str, Any]:
+    return {
+        "providers": [openai_compatible("local", up.url)],
+        "model_cache": {"provider_ttl_overrides": {"local": 100}, **cache},
+    }
+
+
+async def test_cache_hit_makes_no_upstream_call(upstream: UpstreamFactory, daemon: DaemonFactory):
+    up = await upstream()
+    up.serve_models(["m1", "m2"])
+    client = await daemon(one_instance(up))
+    ids, sources = await ids_and_sources(client)
+    assert ids == ["local/m1", "local/m2"]
+    assert sources == {"live"}
+    calls = up.calls
+    assert calls == 1  # the start-up warm-up and the first request shared one call
+    for _ in range(5):
+        await ids_and_sources(client)
+    assert up.calls == calls
+
+
+async def test_expiry_causes_exactly_one_refetch(
+    upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    client = await daemon(one_instance(up))
+    await ids_and_sources(client)
+    assert up.calls == 1
+
+    up.serve_models(["m1", "m2"])
+    clock.advance(101)
+    # Expired: served at once (stale), one background refresh however many ask.
+    results = await asyncio.gather(*(ids_and_sources(client) for _ in range(20)))
+    assert all(ids == ["local/m1"] and sources == {"stale"} for ids, sources in results)
+    await eventually(lambda: up.calls == 2)
+    ids, sources = await ids_and_sources(client)
+    assert ids == ["local/m1", "local/m2"]
+    assert sources == {"live"}
+    assert up.calls == 2
+
+
+async def test_concurrent_cold_requests_share_one_upstream_call(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream(delay_seconds=0.3)
+    up.serve_models(["m1"])
+    client = await daemon(one_instance(up))
+    results = await asyncio.gather(*(ids_and_sources(client) for _ in range(200)))
+    assert all(ids == ["local/m1"] for ids, _ in results)
+    assert up.calls == 1
+
+
+async def test_down_and_hanging_upstreams_do_not_block_the_others(
+    upstream: UpstreamFactory, daemon: DaemonFactory, unused_tcp_port: int
+):
+    healthy = await upstream()
+    healthy.serve_models(["ok"])
+    hanging = await upstream(delay_seconds=30)
+    config = {
+        "server": {"models_deadline_seconds": 0.5},
+        "providers": [
+            openai_compatible("down", f"http://127.0.0.1:{unused_tcp_port}/v1"),
+            openai_compatible("hanging", hanging.url),
+            openai_compatible("healthy", healthy.url),
+        ],
+    }
+    client = await daemon(config)
+    started = time.monotonic()
+    ids, _ = await ids_and_sources(client)
+    assert time.monotonic() - started < 2.0
+    assert ids == ["healthy/ok"]
+
+
+async def test_slow_instance_appears_once_its_fetch_completes(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    fast = await upstream()
+    fast.serve_models(["a"])
+    slow = await upstream(delay_seconds=0.6)
+    slow.serve_models(["b"])
+    config = {
+        "server": {"models_deadline_seconds": 0.1},
+        "providers": [openai_compatible("fast", fast.url), openai_compatible("slow", slow.url)],
+    }
+    client = await daemon(config)
+    ids, _ = await ids_and_sources(client)
+    assert ids == ["fast/a"]
+    for _ in range(200):
+        ids, _ = await ids_and_sources(client)
+        if "slow/b" in ids:
+            break
+        await asyncio.sleep(0.01)
+    assert ids == ["fast/a", "slow/b"]
+    assert slow.calls == 1
+
+
+async def test_failure_after_success_serves_stale_and_backs_off(
+    upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    client = await daemon(one_instance(up))
+    await ids_and_sources(client)
+
+    up.status = 500
+    clock.advance(101)
+    ids, sources = await ids_and_sources(client)
+    assert (ids, sources) == (["local/m1"], {"stale"})
+    stats = await settled(client)
+    assert up.calls == 2
+    assert "HTTP 500" in stats["instances"]["local"]["last_error"]
+    for _ in range(5):  # within the backoff window: no new upstream call
+        ids, sources = await ids_and_sources(client)
+        assert (ids, sources) == (["local/m1"], {"stale"})
+    assert up.calls == 2
+
+    clock.advance(backoff_seconds(1) + 0.1)
+    await ids_and_sources(client)
+    await settled(client)
+    assert up.calls == 3
+
+    up.status = 200
+    clock.advance(backoff_seconds(2) + 0.1)
+    await ids_and_sources(client)
+    stats = await settled(client)
+    assert up.calls == 4
+    assert stats["instances"]["local"]["last_error"] is None
+    ids, sources = await ids_and_sources(client)
+    assert (ids, sources) == (["local/m1"], {"live"})
+
+
+async def test_empty_answer_never_replaces_a_good_list(
+    upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    client = await daemon(one_instance(up))
+    await ids_and_sources(client)
+
+    up.serve_models([])
+    clock.advance(101)
+    await ids_and_sources(client)
+    stats = await settled(client)
+    assert up.calls == 2
+    assert "no models" in stats["instances"]["local"]["last_error"]
+    ids, sources = await ids_and_sources(client)
+    assert (ids, sources) == (["local/m1"], {"stale"})
+
+
+@pytest.mark.parametrize(
+    ("advance", "refetched"),
+    [(50, {"by_name"}), (150, {"by_name", "by_type"}), (1100, {"by_name", "by_type", "default"})],
+)
+async def test_ttl_by_instance_name_beats_type_beats_default(
+    upstream: UpstreamFactory,
+    daemon: DaemonFactory,
+    clock: FakeClock,
+    advance: float,
+    refetched: set[str],
+):
+    ups = {name: await upstream() for name in ("by_name", "by_type", "default")}
+    for name, up in ups.items():
+        up.serve_models([name])
+    config = {
+        "providers": [
+            openai_compatible("by_name", ups["by_name"].url),
+            openai_compatible("by_type", ups["by_type"].url),
+            {"name": "default", "type": "openai", "base_url": ups["default"].url, "api_key": "k"},
+        ],
+        "model_cache": {
+            "default_ttl_seconds": 1000,
+            "provider_ttl_overrides": {"by_name": 10, "openai_compatible": 100},
+        },
+    }
+    client = await daemon(config)
+    await ids_and_sources(client)
+    assert {name: up.calls for name, up in ups.items()} == dict.fromkeys(ups, 1)
+
+    clock.advance(advance)
+    await ids_and_sources(client)
+    await settled(client)
+    assert {name for name, up in ups.items() if up.calls == 2} == refetched
