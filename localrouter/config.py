@@ -128,16 +128,20 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        seen: set[str] = set()
-        for provider in self.providers:
+        # Cross-field checks name their own key path: pydantic would only say "top level".
+        seen: dict[str, int] = {}
+        for index, provider in enumerate(self.providers):
             if provider.name in seen:
-                raise ValueError(f"duplicate instance name {provider.name!r}; names must be unique")
-            seen.add(provider.name)
+                raise ValueError(
+                    f"providers[{index}].name: duplicate instance name {provider.name!r} "
+                    f"(also providers[{seen[provider.name]}]); names must be unique"
+                )
+            seen[provider.name] = index
         for key in self.model_cache.provider_ttl_overrides:
             if key not in seen and key not in PROVIDERS:
                 raise ValueError(
-                    f"model_cache.provider_ttl_overrides: {key!r} is neither an instance name "
-                    "nor a provider type"
+                    f"model_cache.provider_ttl_overrides.{key}: {key!r} is neither an instance "
+                    "name nor a provider type"
                 )
         return self
 
@@ -271,7 +275,8 @@ def _describe(error: ValidationError, origin: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against config/localrouter.example.yaml"
-        lines.append(f"{origin}: {_key_path(item['loc'])}: {message}")
+        where = f"{_key_path(item['loc'])}: " if item["loc"] else ""
+        lines.append(f"{origin}: {where}{message}")
     return "\n".join(lines)
 
 
@@ -279,4 +284,4 @@ def _key_path(location: tuple[str | int, ...]) -> str:
     text = ""
     for part in location:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+    return text

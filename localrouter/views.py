@@ -34,20 +34,23 @@ class ModelsView:
         self._key: ViewKey | None = None
         self._merged: MergedModels | None = None
 
-    def merged(self, lists: InstanceLists) -> MergedModels:
-        key: ViewKey = tuple(
-            (
-                instance.name,
-                instance.settings.type,
-                served.models if served else None,
-                served.source if served else None,
-            )
-            for instance, served in lists.entries
-        )
+    def merged(self, key: ViewKey) -> MergedModels:
         if self._merged is None or key != self._key:
             self._merged = _merge(key)
             self._key = key
         return self._merged
+
+
+def view_key(lists: InstanceLists) -> ViewKey:
+    return tuple(
+        (
+            instance.name,
+            instance.settings.type,
+            served.models if served else None,
+            served.source if served else None,
+        )
+        for instance, served in lists.entries
+    )
 
 
 def _merge(key: ViewKey) -> MergedModels:
@@ -112,7 +115,7 @@ async def _merged(request: web.Request) -> MergedModels:
     app = request.app
     registry = app[REGISTRY]
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
-    return app[MODELS_VIEW].merged(lists)
+    return app[MODELS_VIEW].merged(view_key(lists))
 
 
 async def list_models(request: web.Request) -> web.Response:
