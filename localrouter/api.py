@@ -21,7 +21,7 @@ def instance_status(instance: Instance) -> dict[str, Any]:
 
 
 async def cache_stats(request: web.Request) -> web.Response:
-    instances = await request.app[REGISTRY].instances()
+    instances = request.app[REGISTRY].instances()
     per_instance = {instance.name: instance_status(instance) for instance in instances}
     totals = {
         counter: sum(status[counter] for status in per_instance.values())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import structlog
@@ -15,9 +16,17 @@ from localrouter.api import cache_stats
 from localrouter.cache import Clock
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.errors import LocalRouterError, error_body
+from localrouter.log import REQUEST_ID
 from localrouter.registry import Registry
 from localrouter.responses import json_response
-from localrouter.state import CLOCK, CONFIG_ORIGIN, HTTP_SESSION, MODELS_VIEW, REGISTRY
+from localrouter.state import (
+    CLOCK,
+    CONFIG_ORIGIN,
+    HTTP_SESSION,
+    MODELS_VIEW,
+    NEW_REQUEST_ID,
+    REGISTRY,
+)
 from localrouter.views import ModelsView, list_models, retrieve_model
 
 log = structlog.get_logger(__name__)
@@ -30,6 +39,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[CLOCK] = clock
+    app[NEW_REQUEST_ID] = request_ids().__next__
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
     app.cleanup_ctx.append(_upstream_session)
@@ -39,6 +49,12 @@ def create_app(
     app.router.add_get("/api/cache/stats", cache_stats)
     app.router.add_get("/health", health)
     return app
+
+
+def request_ids() -> Iterator[str]:
+    """Unique per process run and cheap: a random prefix and a counter."""
+    prefix = secrets.token_hex(4)
+    return (f"{prefix}-{n}" for n in itertools.count(1))
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -52,7 +68,7 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
     async def context(app: web.Application) -> AsyncIterator[None]:
         registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK])
         app[REGISTRY] = registry
-        await registry.warm_up()
+        registry.warm_up()
         yield
         await registry.close()
 
@@ -66,8 +82,9 @@ async def health(request: web.Request) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as OpenAI-shaped JSON; no stack trace ever reaches a client."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    request_id = request.headers.get("X-Request-Id") or request.app[NEW_REQUEST_ID]()
+    # Each request handler runs in its own context, so there is nothing to reset afterwards.
+    REQUEST_ID.set(request_id)
     response: web.StreamResponse
     try:
         response = await handler(request)
@@ -83,8 +100,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             error_body("Internal error in localrouter; see its log.", "server_error", "internal"),
             status=500,
         )
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
     response.headers["X-Request-Id"] = request_id
     return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -12,6 +13,17 @@ import structlog
 from localrouter.secrets import REDACTED, redact
 
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "auth_token", "token", "password"})
+
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def add_request_id(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if (request_id := REQUEST_ID.get()) is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
 
 
 class SecretRedactor:
@@ -40,6 +52,7 @@ def configure_logging(level: str = "info", *, redactor: SecretRedactor | None = 
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

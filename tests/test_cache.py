@@ -64,6 +64,8 @@ async def test_expiry_causes_exactly_one_refetch(
     # Expired: served at once (stale), one background refresh however many ask.
     results = await asyncio.gather(*(ids_and_sources(client) for _ in range(20)))
     assert all(ids == ["local/m1"] and sources == {"stale"} for ids, sources in results)
+    await settled(client)
+    assert up.calls == 2
     ids, sources = await ids_and_sources(client)
     assert ids == ["local/m1", "local/m2"]
     assert sources == {"live"}

@@ -1,0 +1,182 @@
+"""Serving a cached GET /v1/models against the same-run ceiling.
+
+For each list size, starts (as separate processes) a fake upstream of N models, the daemon in
+front of it, and a minimal aiohttp server that returns the very bytes the daemon returns. Both
+get the same load (wrk when installed, else an aiohttp client loop), with and without gzip, and
+the script prints req/s for each and their ratio (localrouter / ceiling; 1.0 = no overhead).
+
+    python bench/models.py [--models 50,2000] [--seconds 5] [--connections 32] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(*command: str) -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+async def wait_for(url: str, expected_models: int | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        body = await response.json()
+                        if expected_models is None or len(body["data"]) == expected_models:
+                            return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"{url} did not become ready")
+
+
+async def fetch_bodies(url: str) -> tuple[bytes, bytes]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(url, headers={"Accept-Encoding": "identity"}) as response:
+            raw = await response.read()
+        async with session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.headers.get("Content-Encoding") == "gzip"
+            zipped = await response.read()
+    return raw, zipped
+
+
+def load_with_wrk(url: str, gzip: bool, seconds: float, connections: int) -> float:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
+    if gzip:
+        command[1:1] = ["-H", "Accept-Encoding: gzip"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not match or "Non-2xx" in output:
+        raise SystemExit(f"wrk failed:\n{output}")
+    return float(match.group(1))
+
+
+async def load_with_aiohttp(url: str, gzip: bool, seconds: float, connections: int) -> float:
+    headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            async with session.get(url, headers=headers) as response:
+                await response.read()
+                assert response.status == 200
+                done += 1
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        started = time.monotonic()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        return done / (time.monotonic() - started)
+
+
+def measure(url: str, gzip: bool, args: argparse.Namespace) -> float:
+    if args.tool == "wrk":
+        return load_with_wrk(url, gzip, args.seconds, args.connections)
+    return asyncio.run(load_with_aiohttp(url, gzip, args.seconds, args.connections))
+
+
+def bench_size(
+    count: int, args: argparse.Namespace, workdir: Path
+) -> list[tuple[bool, float, float]]:
+    upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
+    config = workdir / f"config-{count}.yaml"
+    config.write_text(
+        "providers:\n"
+        f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
+        "model_cache: {provider_ttl_overrides: {bench: 86400}, persist: false}\n"
+    )
+    python = sys.executable
+    daemon_url = f"http://127.0.0.1:{daemon_port}/v1/models"
+    ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
+    results = []
+    with process(python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count)):
+        with process(
+            python,
+            "-m",
+            "localrouter",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(daemon_port),
+            "--log-level",
+            "warning",
+        ):
+            asyncio.run(wait_for(daemon_url, expected_models=count))
+            raw, zipped = asyncio.run(fetch_bodies(daemon_url))
+            body = workdir / f"models-{count}.json"
+            body.write_bytes(raw)
+            body.with_suffix(".json.gz").write_bytes(zipped)
+            with process(python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body)):
+                asyncio.run(wait_for(ceiling_url))
+                for gzip in (False, True):
+                    ours, ceiling = 0.0, 0.0
+                    for _ in range(args.rounds):  # alternate, keep the best of each
+                        ours = max(ours, measure(daemon_url, gzip, args))
+                        ceiling = max(ceiling, measure(ceiling_url, gzip, args))
+                    results.append((gzip, ours, ceiling))
+                    print(
+                        f"{count:>5} models  gzip={'on ' if gzip else 'off'}  "
+                        f"bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} req/s  "
+                        f"ceiling {ceiling:9.1f} req/s  ratio {ours / ceiling:.2f}",
+                        flush=True,
+                    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--models", default="50,2000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tool", choices=["wrk", "aiohttp"], default=None)
+    args = parser.parse_args()
+    args.tool = args.tool or ("wrk" if shutil.which("wrk") else "aiohttp")
+    print(
+        f"load: {args.tool}, {args.connections} connections, {args.seconds:g} s x {args.rounds} rounds"
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        for count in (int(n) for n in args.models.split(",")):
+            bench_size(count, args, Path(workdir))
+
+
+if __name__ == "__main__":
+    main()

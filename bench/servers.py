@@ -1,0 +1,78 @@
+"""Helper servers for the benchmarks, each run as its own process.
+
+python bench/servers.py upstream PORT N      an OpenAI-shaped upstream listing N models
+python bench/servers.py ceiling PORT FILE    the least an aiohttp server can do: return FILE's
+                                             bytes (FILE.gz when the client accepts gzip)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+
+def fake_models(count: int) -> bytes:
+    """N realistic entries of about 400 bytes, shaped like OpenRouter's."""
+    data = []
+    for index in range(count):
+        vendor = ("acme", "bolt", "cirrus", "delta")[index % 4]
+        data.append(
+            {
+                "id": f"{vendor}/model-{index:05d}-instruct",
+                "object": "model",
+                "created": 1_700_000_000 + index,
+                "owned_by": vendor,
+                "name": f"{vendor.title()}: Model {index} Instruct",
+                "description": f"A general model number {index} tuned for chat and tools.",
+                "context_length": 8192 * (1 + index % 16),
+                "architecture": {
+                    "modality": "text+image->text",
+                    "input_modalities": ["text", "image"],
+                    "output_modalities": ["text"],
+                },
+                "pricing": {"prompt": "0.0000015", "completion": "0.000006"},
+                "top_provider": {"max_completion_tokens": 4096},
+                "supported_parameters": ["max_tokens", "temperature", "tools", "tool_choice"],
+            }
+        )
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def upstream_app(count: int) -> web.Application:
+    body = fake_models(count)
+
+    async def models(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+def ceiling_app(path: Path) -> web.Application:
+    raw = path.read_bytes()
+    zipped = path.with_suffix(path.suffix + ".gz").read_bytes()
+
+    async def models(request: web.Request) -> web.Response:
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(
+                body=zipped, content_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
+        return web.Response(body=raw, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+def main() -> None:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    app = upstream_app(int(sys.argv[3])) if mode == "upstream" else ceiling_app(Path(sys.argv[3]))
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
