@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import itertools
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import structlog
@@ -17,7 +15,7 @@ from localrouter.api import cache_stats
 from localrouter.cache import Clock
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.errors import LocalRouterError, error_body
-from localrouter.log import REQUEST_ID
+from localrouter.log import CURRENT_REQUEST, request_id
 from localrouter.registry import Registry
 from localrouter.responses import json_response
 from localrouter.state import (
@@ -25,7 +23,6 @@ from localrouter.state import (
     CONFIG_ORIGIN,
     HTTP_SESSION,
     MODELS_VIEW,
-    NEW_REQUEST_ID,
     REGISTRY,
 )
 from localrouter.views import ModelsView, list_models, retrieve_model
@@ -40,7 +37,6 @@ def create_app(
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[CLOCK] = clock
-    app[NEW_REQUEST_ID] = request_ids().__next__
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
     app.cleanup_ctx.append(_upstream_session)
@@ -55,12 +51,6 @@ def create_app(
     for method, path, handler in routes:
         app.router.add_route(method, path, openai_errors(handler))
     return app
-
-
-def request_ids() -> Iterator[str]:
-    """Unique per process run and cheap: a random prefix and a counter."""
-    prefix = secrets.token_hex(4)
-    return (f"{prefix}-{n}" for n in itertools.count(1))
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -94,12 +84,12 @@ def openai_errors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-Id") or request.app[NEW_REQUEST_ID]()
-        # Each request is handled in its own context: nothing to reset afterwards.
-        REQUEST_ID.set(request_id)
+        # Each request is handled in its own context: nothing to reset afterwards. The id itself
+        # is made only when something logs or fails (see log.request_id).
+        CURRENT_REQUEST.set(request)
         response: web.StreamResponse
         try:
-            response = await handler(request)
+            return await handler(request)
         except LocalRouterError as exc:
             response = json_response(exc.to_body(), status=exc.status)
         except web.HTTPException as exc:
@@ -112,7 +102,7 @@ def openai_errors(handler: Handler) -> Handler:
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = json_response(body, status=500)
-        response.headers["X-Request-Id"] = request_id
+        response.headers["X-Request-Id"] = request_id(request)
         return response
 
     return wrapped

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from localrouter.secrets import REDACTED, redact
 
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "auth_token", "token", "password"})
 
 
-REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+CURRENT_REQUEST: ContextVar[web.BaseRequest | None] = ContextVar("current_request", default=None)
+_REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The client's X-Request-Id, else one made on first use: most requests never need one."""
+    known: str | None = request.get(_REQUEST_ID)
+    if known is None:
+        known = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        request[_REQUEST_ID] = known
+    return known
 
 
 def add_request_id(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if (request_id := REQUEST_ID.get()) is not None:
-        event_dict.setdefault("request_id", request_id)
+    if (request := CURRENT_REQUEST.get()) is not None:
+        event_dict.setdefault("request_id", request_id(request))
     return event_dict
 
 

@@ -1,10 +1,10 @@
 """The configured instances.
 
-A new config is applied under the writer side of a read/write lock, and management operations
-that act on instances (clearing caches) take the reader side, so neither interleaves with an
-apply. The request hot path takes no lock at all: the writer publishes each new set of instances
-as one immutable tuple, which a reader picks up in a single step. Awaiting the lock would cost
-every /v1/models request an event-loop turn (bench/models.py measured the difference).
+A new config is applied under the writer side of a read/write lock, so two applies never
+interleave. Readers take no lock: the writer publishes each new set of instances as one
+immutable tuple, which a reader picks up in a single step, and a request keeps using the
+instances it picked up even if a reload replaces them meanwhile. Awaiting aiorwlock's reader side
+would cost every /v1/models request an event-loop turn (bench/models.py measured it).
 """
 
 from __future__ import annotations
@@ -61,10 +61,6 @@ class Registry:
     @property
     def settings(self) -> Settings:
         return self._settings
-
-    @property
-    def lock(self) -> aiorwlock.RWLock:
-        return self._lock
 
     def instances(self, names: Sequence[str] | None = None) -> tuple[Instance, ...]:
         """The current instances in config order (only `names`, if given)."""

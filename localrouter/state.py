@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -18,4 +17,3 @@ HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
-NEW_REQUEST_ID: web.AppKey[Callable[[], str]] = web.AppKey("new_request_id")
