@@ -85,6 +85,11 @@ class ModelCache:
         self._fetched_source = fetched_source
         self._log = log.bind(**(log_context or {}))
         self._list: ModelList | None = None
+        # The two ways to serve the current list (as itself, as stale), made once per list so
+        # that an unchanged answer is the identical object and a view can tell by identity.
+        self._forms_of: ModelList | None = None
+        self._as_itself: Served | None = None
+        self._as_stale: Served | None = None
         self._fallback_list: ModelList | None = None
         self._fallback_resolved = False
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +107,9 @@ class ModelCache:
         current = self._list
         if current is not None and self._clock() < current.expires_at:
             self.counters.hits += 1
-            return Served(current, current.source)
+            if current is self._forms_of and self._as_itself is not None:
+                return self._as_itself
+            return self._served_as(current, stale=False)
         return None
 
     async def get(self, wait_seconds: float, *, refresh: bool = False) -> Served | None:
@@ -170,9 +177,15 @@ class ModelCache:
             await asyncio.gather(task, return_exceptions=True)
 
     def _describe(self, current: ModelList) -> Served:
-        if current.source is Source.LIVE and self._clock() >= current.expires_at:
-            return Served(current, Source.STALE)
-        return Served(current, current.source)
+        stale = current.source is Source.LIVE and self._clock() >= current.expires_at
+        return self._served_as(current, stale=stale)
+
+    def _served_as(self, models: ModelList, *, stale: bool) -> Served:
+        if models is not self._forms_of or self._as_itself is None or self._as_stale is None:
+            self._forms_of = models
+            self._as_itself = Served(models, models.source)
+            self._as_stale = Served(models, Source.STALE)
+        return self._as_stale if stale else self._as_itself
 
     def _start_refresh(self, *, force: bool) -> asyncio.Task[None] | None:
         if self._task is not None:
@@ -223,4 +236,4 @@ class ModelCache:
         if self._fallback_list is None:
             return None
         self.counters.fallbacks += 1
-        return Served(self._fallback_list, self._fallback_list.source)
+        return self._served_as(self._fallback_list, stale=False)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import aiohttp
 import aiorwlock
@@ -41,11 +42,12 @@ class Instance:
         return self.settings.name
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceLists:
-    """One request's view of every instance: each one's served list, or None if it has none."""
+class InstanceLists(NamedTuple):  # a NamedTuple: built on every request, cheaply
+    """One request's view of the instances: each one's served list, or None if it has none."""
 
-    entries: tuple[tuple[Instance, Served | None], ...]
+    instances: tuple[Instance, ...]
+    labels: tuple[tuple[str, str], ...]  # (instance name, provider type), for views
+    served: tuple[Served | None, ...]
 
 
 class Registry:
@@ -75,6 +77,7 @@ class Registry:
     def _publish(self, instances: dict[str, Instance]) -> None:
         self._by_name = instances
         self._ordered = tuple(instances.values())
+        self._labels = _labels(self._ordered)
 
     async def lists(
         self,
@@ -85,9 +88,16 @@ class Registry:
     ) -> InstanceLists:
         """Every instance's list, fetched concurrently, none waited on past `wait_seconds`."""
         instances = self.instances(names)
-        served: list[Served | None] = [
-            None if refresh else instance.cache.fresh() for instance in instances
-        ]
+        labels = self._labels if names is None else _labels(instances)
+        served: list[Served | None] = []
+        if not refresh:
+            for instance in instances:  # the hot path: every list fresh, nothing awaited
+                if (fresh := instance.cache.fresh()) is None:
+                    break
+                served.append(fresh)
+            else:
+                return InstanceLists(instances, labels, tuple(served))
+        served += [None] * (len(instances) - len(served))
         pending = [index for index, item in enumerate(served) if item is None]
         if len(pending) == 1:  # common enough to skip gather's task per instance
             served[pending[0]] = await instances[pending[0]].cache.get(
@@ -99,7 +109,7 @@ class Registry:
             )
             for index, result in zip(pending, results, strict=True):
                 served[index] = result
-        return InstanceLists(tuple(zip(instances, served, strict=True)))
+        return InstanceLists(instances, labels, tuple(served))
 
     def warm_up(self) -> None:
         for instance in self._ordered:
@@ -161,3 +171,7 @@ class Registry:
             return ModelList(models, Source.STATIC, now, now)
 
         return static
+
+
+def _labels(instances: tuple[Instance, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((instance.name, instance.settings.type) for instance in instances)

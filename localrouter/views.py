@@ -10,15 +10,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from localrouter.cache import ModelList, Source
+from localrouter.cache import Served, Source
 from localrouter.errors import ModelNotFound
 from localrouter.providers.base import ModelInfo
-from localrouter.registry import InstanceLists
 from localrouter.responses import JSON, Body, cached_response
 from localrouter.state import MODELS_VIEW, REGISTRY
 
-# What makes two renders identical: per instance its name, type, list (by identity) and source.
-ViewKey = tuple[tuple[str, str, ModelList | None, Source | None], ...]
+Labels = tuple[tuple[str, str], ...]  # (instance name, provider type) per instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,38 +26,32 @@ class MergedModels:
 
 
 class ModelsView:
-    """The merged list, rebuilt only when some instance's served list or source changes."""
+    """The merged list, rebuilt only when some instance's served list or source changes.
+
+    A cache keeps one Served object per list and source, so "unchanged" is an identity check
+    per instance: no per-model work on the request path.
+    """
 
     def __init__(self) -> None:
-        self._key: ViewKey | None = None
+        self._labels: Labels = ()
+        self._served: tuple[Served | None, ...] = ()
         self._merged: MergedModels | None = None
 
-    def merged(self, key: ViewKey) -> MergedModels:
-        if self._merged is None or key != self._key:
-            self._merged = _merge(key)
-            self._key = key
+    def merged(self, labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
+        # Tuple equality checks identity first, item by item: no Served.__eq__ on the hot path.
+        if self._merged is None or served != self._served or labels != self._labels:
+            self._merged = _merge(labels, served)
+            self._labels, self._served = labels, served
         return self._merged
 
 
-def view_key(lists: InstanceLists) -> ViewKey:
-    return tuple(
-        (
-            instance.name,
-            instance.settings.type,
-            served.models if served else None,
-            served.source if served else None,
-        )
-        for instance, served in lists.entries
-    )
-
-
-def _merge(key: ViewKey) -> MergedModels:
+def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
     by_id: dict[str, dict[str, Any]] = {}
-    for name, provider_type, models, source in key:
-        if models is None or source is None:
+    for (name, provider_type), answer in zip(labels, served, strict=True):
+        if answer is None:
             continue
-        for model in models.models:
-            entry = model_entry(name, provider_type, model, source)
+        for model in answer.models.models:
+            entry = model_entry(name, provider_type, model, answer.source)
             by_id.setdefault(entry["id"], entry)
     data = [by_id[model_id] for model_id in sorted(by_id)]
     return MergedModels(Body.of({"object": "list", "data": data}), by_id)
@@ -115,7 +107,7 @@ async def _merged(request: web.Request) -> MergedModels:
     app = request.app
     registry = app[REGISTRY]
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
-    return app[MODELS_VIEW].merged(view_key(lists))
+    return app[MODELS_VIEW].merged(lists.labels, lists.served)
 
 
 async def list_models(request: web.Request) -> web.Response:

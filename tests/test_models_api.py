@@ -9,9 +9,9 @@ import openai
 import orjson
 import pytest
 
-from localrouter.cache import ModelList, Source
+from localrouter.cache import ModelList, Served, Source
 from localrouter.providers.base import ModelInfo
-from localrouter.views import ModelsView, ViewKey, price_text
+from localrouter.views import ModelsView, price_text
 from tests.conftest import DaemonFactory, UpstreamFactory, fixture_bytes, openai_compatible
 
 OPENAI_FIXTURE = orjson.loads(fixture_bytes("openai/models.json"))
@@ -112,17 +112,18 @@ def test_view_serialises_once_per_change():
     first = ModelList((ModelInfo(id="a"),), Source.LIVE, 0.0, 10.0)
     second = ModelList((ModelInfo(id="a"),), Source.LIVE, 0.0, 10.0)
 
-    def key(model_list: ModelList, source: Source) -> ViewKey:
-        return (("x", "openai", model_list, source),)
-
-    merged = view.merged(key(first, Source.LIVE))
-    assert view.merged(key(first, Source.LIVE)) is merged
-    stale = view.merged(key(first, Source.STALE))
+    labels = (("x", "openai"),)
+    live = Served(first, Source.LIVE)
+    merged = view.merged(labels, (live,))
+    assert view.merged(labels, (live,)) is merged
+    stale = view.merged(labels, (Served(first, Source.STALE),))
     assert stale is not merged  # the source is part of the body
     assert b'"source":"stale"' in stale.body.raw
-    again = view.merged(key(second, Source.STALE))
-    assert again is not stale  # a new list object is a change, even with equal content
+    again = view.merged(labels, (Served(second, Source.STALE),))
+    assert again is not stale  # a new answer is a change, even with equal content
     assert again.body.raw == stale.body.raw
+    renamed = view.merged((("y", "openai"),), (Served(second, Source.STALE),))
+    assert b'"id":"y/a"' in renamed.body.raw
 
 
 async def test_retrieve_model_with_slashes_and_unknown_model(
