@@ -177,7 +177,7 @@ def bench_size(
                 print(
                     f"{count:>5} models  gzip={'on ' if gzip else 'off'}  "
                     f"bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} req/s  "
-                    f"ceiling {ceiling:9.1f} req/s  ratio {ratio:.2f}",
+                    f"ceiling {ceiling:9.1f} req/s  ratio {ratio:.2f} (median of per-round ratios)",
                     flush=True,
                 )
     return results
