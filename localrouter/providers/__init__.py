@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from localrouter.providers.base import ProviderSpec
-from localrouter.providers.openai_compat import OPENAI_PRESETS
+from localrouter.providers.openai_presets import OPENAI_PRESETS
 
 PROVIDERS: dict[str, ProviderSpec] = {spec.type: spec for spec in (*OPENAI_PRESETS,)}
 

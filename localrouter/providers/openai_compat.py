@@ -1,18 +1,17 @@
-"""Every provider that serves an OpenAI-shaped `GET {base}/models`, as preset rows."""
+"""The adapter for every provider that serves an OpenAI-shaped `GET {base}/models`.
+
+The presets (one row per provider type) are in openai_presets.py.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import (
-    DefaultInclusion,
-    ModelInfo,
-    ProviderKind,
-    ProviderSpec,
-)
+from localrouter.providers.base import ModelInfo, ProviderSpec
 from localrouter.providers.parsing import (
+    capabilities_from_id,
     model_items,
     per_token_prices,
     positive_int,
@@ -26,12 +25,17 @@ if TYPE_CHECKING:
     from localrouter.providers.http import UpstreamClient
 
 
+# ModelInfo fields a provider's own extra keys fill in; empty values leave the plain ones.
+Extras = dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class OpenAIShape:
     """How one OpenAI-shaped provider differs from the plain shape."""
 
     # Divide the provider's prices by this to get USD per token; None: its prices are not read.
     price_scale: float | None = None
+    extras: Callable[[dict[str, Any]], Extras] | None = None
 
 
 class OpenAICompatProvider:
@@ -68,7 +72,7 @@ class OpenAICompatProvider:
         output_modalities = strings(architecture.get("output_modalities"))
         supported = strings(item.get("supported_parameters"))
         scale = self._shape.price_scale
-        return ModelInfo(
+        model = ModelInfo(
             id=model_id,
             name=text(item.get("name")) or text(item.get("display_name")),
             description=text(item.get("description")),
@@ -85,6 +89,12 @@ class OpenAICompatProvider:
             supported_parameters=supported,
             active=item.get("active") is not False,
         )
+        if self._shape.extras is not None:
+            found = {key: value for key, value in self._shape.extras(item).items() if value}
+            model = replace(model, **found)
+        if not model.capabilities:
+            model = replace(model, capabilities=capabilities_from_id(model_id))
+        return model
 
 
 def _capabilities(
@@ -100,39 +110,3 @@ def _capabilities(
     if "image" in outputs:
         found.append("image_generation")
     return tuple(found)
-
-
-def _preset(type_name: str, shape: OpenAIShape = OpenAIShape(), **spec: Any) -> ProviderSpec:
-    return ProviderSpec(type=type_name, factory=partial(OpenAICompatProvider, shape=shape), **spec)
-
-
-OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
-    _preset(
-        "openai",
-        kind=ProviderKind.CLOUD,
-        default_base_url="https://api.openai.com/v1",
-        key_env="OPENAI_API_KEY",
-        key_required=True,
-        catalog_provider="openai",
-    ),
-    _preset(
-        "openrouter",
-        OpenAIShape(price_scale=1.0),
-        kind=ProviderKind.CLOUD,
-        default_base_url="https://openrouter.ai/api/v1",
-        key_env="OPENROUTER_API_KEY",
-        default_inclusion=DefaultInclusion.ALWAYS,
-        catalog_provider="openrouter",
-    ),
-    _preset(
-        "lmstudio",
-        kind=ProviderKind.LOCAL,
-        default_base_url="http://127.0.0.1:1234/v1",
-        default_inclusion=DefaultInclusion.ALWAYS,
-    ),
-    _preset(
-        "openai_compatible",
-        kind=ProviderKind.BY_URL,
-        default_inclusion=DefaultInclusion.NEVER,
-    ),
-)

@@ -80,3 +80,24 @@ def per_token_prices(pricing: Any, scale: float = 1.0) -> dict[str, float]:
         if isinstance(key, str) and value is not None and value >= 0:
             prices[key] = value / scale
     return prices
+
+
+# Substrings of model ids that say what a model does, for lists that say nothing else.
+_ID_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("embed",), "embedding"),
+    (("whisper", "transcribe"), "transcription"),
+    (("tts",), "speech"),
+    (("dall-e", "gpt-image", "imagen", "flux", "stable-diffusion", "sdxl"), "image_generation"),
+    (("sora", "veo"), "video_generation"),
+    (("moderation", "guard"), "moderation"),
+    (("rerank",), "rerank"),
+)
+
+
+def capabilities_from_id(model_id: str) -> tuple[str, ...]:
+    """A best guess from the id alone: one kind if a hint matches, else chat."""
+    lowered = model_id.lower()
+    for hints, capability in _ID_HINTS:
+        if any(hint in lowered for hint in hints):
+            return (capability,)
+    return ("chat",)
