@@ -53,8 +53,11 @@ class ProviderSettings(_Strict):
     base_url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_pages: int = Field(default=50, gt=0)
     enabled: bool = True
     catalog_provider: str | None = None
+    categories: list[str] | None = None  # fal only: which model categories to list
 
     @field_validator("type")
     @classmethod

@@ -22,12 +22,10 @@ import structlog
 
 from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, Source
 from localrouter.config import ProviderSettings, Settings
-from localrouter.providers.base import ModelInfo, Provider
+from localrouter.providers.base import ModelInfo, Provider, ProviderKind
 from localrouter.providers.http import UpstreamClient
 
 log = structlog.get_logger(__name__)
-
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -148,7 +146,7 @@ class Registry:
         http = UpstreamClient(
             self._session,
             timeout_seconds=provider.timeout_seconds,
-            max_bytes=MAX_RESPONSE_BYTES,
+            max_bytes=provider.max_response_bytes,
             secrets=provider.secret_values,
         )
         adapter = spec.factory(provider, spec)
@@ -160,6 +158,7 @@ class Registry:
             ttl_seconds=settings.ttl_for(provider),
             clock=self._clock,
             fallbacks=fallbacks,
+            fetched_source=Source.STATIC if provider.kind is ProviderKind.STATIC else Source.LIVE,
             log_context={"instance": provider.name},
         )
         return Instance(provider, adapter, http, cache)

@@ -50,11 +50,32 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
     ) -> Any:
+        return await self._json("GET", url, headers=headers, params=params)
+
+    async def post_json(
+        self, url: str | URL, body: Any, *, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        return await self._json("POST", url, headers=headers, body=body)
+
+    async def _json(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        body: Any = None,
+    ) -> Any:
         where = display_url(url)
+        data = orjson.dumps(body) if body is not None else None
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
             async with (
                 asyncio.timeout(self._timeout),
-                self._session.get(url, headers=headers, params=params) as response,
+                self._session.request(
+                    method, url, headers=headers, params=params, data=data
+                ) as response,
             ):
                 if response.status >= 400:
                     snippet = await response.content.read(_ERROR_SNIPPET_BYTES)

@@ -22,6 +22,17 @@ def model_items(data: Any, *keys: str) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
+def field(body: Any, key: str) -> Any:
+    """A top-level field of a page, or None when the page is not an object."""
+    return body.get(key) if isinstance(body, Mapping) else None
+
+
+def too_many_pages(limit: int) -> UpstreamError:
+    return UpstreamError(
+        f"the model list has more than {limit} pages; raise max_pages for this instance"
+    )
+
+
 def text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 

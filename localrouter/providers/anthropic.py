@@ -1,0 +1,60 @@
+"""Anthropic: `GET /v1/models`, x-api-key + anthropic-version, paginated by after_id."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.parsing import field, model_items, text, too_many_pages, unix_time
+
+if TYPE_CHECKING:
+    from localrouter.config import ProviderSettings
+    from localrouter.providers.http import UpstreamClient
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
+        self._url = settings.resolved_base_url.rstrip("/") + "/models"
+        self._headers = {**settings.headers, "anthropic-version": API_VERSION}
+        if settings.api_key is not None:
+            self._headers["x-api-key"] = settings.api_key.get_secret_value()
+        self._max_pages = settings.max_pages
+
+    async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
+        params: dict[str, str | int] = {"limit": 1000}
+        models: list[ModelInfo] = []
+        for _ in range(self._max_pages):
+            body = await http.get_json(self._url, headers=self._headers, params=params)
+            models += [model for item in model_items(body, "data") if (model := _parse(item))]
+            last_id = text(field(body, "last_id"))
+            if field(body, "has_more") is not True or last_id is None:
+                return models
+            params["after_id"] = last_id
+        raise too_many_pages(self._max_pages)
+
+
+def _parse(item: dict[str, Any]) -> ModelInfo | None:
+    model_id = text(item.get("id"))
+    if model_id is None:
+        return None
+    return ModelInfo(
+        id=model_id,
+        name=text(item.get("display_name")),
+        created=unix_time(item.get("created_at")),
+        input_modalities=("text", "image"),
+        output_modalities=("text",),
+        capabilities=("chat", "vision", "tools"),
+    )
+
+
+SPEC = ProviderSpec(
+    type="anthropic",
+    factory=AnthropicProvider,
+    kind=ProviderKind.CLOUD,
+    default_base_url="https://api.anthropic.com/v1",
+    key_env="ANTHROPIC_API_KEY",
+    key_required=True,
+    catalog_provider="anthropic",
+)

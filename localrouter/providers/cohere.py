@@ -1,0 +1,77 @@
+"""Cohere: `GET /v1/models`, Bearer, paginated by page_token."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.parsing import (
+    field,
+    model_items,
+    positive_int,
+    strings,
+    text,
+    too_many_pages,
+)
+
+if TYPE_CHECKING:
+    from localrouter.config import ProviderSettings
+    from localrouter.providers.http import UpstreamClient
+
+_ENDPOINTS = {
+    "chat": "chat",
+    "generate": "completion",
+    "embed": "embedding",
+    "rerank": "rerank",
+    "classify": "classification",
+}
+
+
+class CohereProvider:
+    def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
+        self._url = settings.resolved_base_url.rstrip("/") + "/models"
+        self._headers = dict(settings.headers)
+        if settings.api_key is not None:
+            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._max_pages = settings.max_pages
+
+    async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
+        params: dict[str, str | int] = {"page_size": 1000}
+        models: list[ModelInfo] = []
+        for _ in range(self._max_pages):
+            body = await http.get_json(self._url, headers=self._headers, params=params)
+            models += [model for item in model_items(body, "models") if (model := _parse(item))]
+            token = text(field(body, "next_page_token"))
+            if token is None:
+                return models
+            params["page_token"] = token
+        raise too_many_pages(self._max_pages)
+
+
+def _parse(item: dict[str, Any]) -> ModelInfo | None:
+    name = text(item.get("name"))
+    if name is None:
+        return None
+    endpoints = strings(item.get("endpoints"))
+    capabilities = tuple(dict.fromkeys(_ENDPOINTS[e] for e in endpoints if e in _ENDPOINTS))
+    if item.get("supports_vision"):
+        capabilities += ("vision",)
+    return ModelInfo(
+        id=name,
+        context_length=positive_int(item.get("context_length")),
+        capabilities=capabilities,
+        input_modalities=("text", "image") if item.get("supports_vision") else ("text",),
+        output_modalities=("text",) if "chat" in capabilities else (),
+        deprecated=item.get("is_deprecated") is True,
+    )
+
+
+SPEC = ProviderSpec(
+    type="cohere",
+    factory=CohereProvider,
+    kind=ProviderKind.CLOUD,
+    default_base_url="https://api.cohere.com/v1",
+    key_env="COHERE_API_KEY",
+    key_required=True,
+    catalog_provider="cohere",
+)

@@ -1,0 +1,72 @@
+"""Gemini: `GET /v1beta/models`, x-goog-api-key header (never the key in the URL), pageToken."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.parsing import (
+    field,
+    model_items,
+    positive_int,
+    strings,
+    text,
+    too_many_pages,
+)
+
+if TYPE_CHECKING:
+    from localrouter.config import ProviderSettings
+    from localrouter.providers.http import UpstreamClient
+
+_METHODS = {"generateContent": "chat", "embedContent": "embedding"}
+
+
+class GeminiProvider:
+    def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
+        self._url = settings.resolved_base_url.rstrip("/") + "/models"
+        self._headers = dict(settings.headers)
+        if settings.api_key is not None:
+            self._headers["x-goog-api-key"] = settings.api_key.get_secret_value()
+        self._max_pages = settings.max_pages
+
+    async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
+        params: dict[str, str | int] = {"pageSize": 1000}
+        models: list[ModelInfo] = []
+        for _ in range(self._max_pages):
+            body = await http.get_json(self._url, headers=self._headers, params=params)
+            models += [model for item in model_items(body, "models") if (model := _parse(item))]
+            token = text(field(body, "nextPageToken"))
+            if token is None:
+                return models
+            params["pageToken"] = token
+        raise too_many_pages(self._max_pages)
+
+
+def _parse(item: dict[str, Any]) -> ModelInfo | None:
+    name = text(item.get("name"))
+    methods = strings(item.get("supportedGenerationMethods"))
+    capabilities = tuple(dict.fromkeys(_METHODS[m] for m in methods if m in _METHODS))
+    if name is None or not capabilities:
+        return None
+    chat = "chat" in capabilities
+    return ModelInfo(
+        id=name.removeprefix("models/"),
+        name=text(item.get("displayName")),
+        description=text(item.get("description")),
+        context_length=positive_int(item.get("inputTokenLimit")),
+        max_output_tokens=positive_int(item.get("outputTokenLimit")) if chat else None,
+        input_modalities=("text", "image") if chat else ("text",),
+        output_modalities=("text",) if chat else (),
+        capabilities=(*capabilities, "vision") if chat else capabilities,
+    )
+
+
+SPEC = ProviderSpec(
+    type="gemini",
+    factory=GeminiProvider,
+    kind=ProviderKind.CLOUD,
+    default_base_url="https://generativelanguage.googleapis.com/v1beta",
+    key_env="GEMINI_API_KEY",
+    key_required=True,
+    catalog_provider="google",
+)
