@@ -77,7 +77,9 @@ SCENARIOS: dict[str, Scenario] = {
         single("openrouter/models.json"), ids_of("openrouter/models.json", "data"), BEARER
     ),
     "lmstudio": Scenario(
-        single("lmstudio/v1-models.json"), ids_of("lmstudio/v1-models.json", "data"), keyed=False
+        single("lmstudio/v0-models.json", "/api/v0/models"),
+        ids_of("lmstudio/v0-models.json", "data"),
+        keyed=False,
     ),
     "openai_compatible": Scenario(
         single("openai_compatible/models.json"),
@@ -326,3 +328,51 @@ async def test_replicate_refuses_a_next_page_on_another_host(
     stats = await settled_stats(client)
     assert "another host" in stats["instances"]["r"]["last_error"]
     assert up.calls == 1
+
+
+async def test_lmstudio_reads_v0_details_and_falls_back_to_v1(
+    scripted: Callable[..., Any], daemon: DaemonFactory
+):
+    rich = await scripted(SCENARIOS["lmstudio"])
+    plain = await scripted(Scenario(single("lmstudio/v1-models.json"), frozenset(), keyed=False))
+    client = await daemon(
+        {
+            "providers": [
+                instance_config("lmstudio", rich),
+                {**instance_config("lmstudio", plain), "name": "old"},
+            ]
+        }
+    )
+    body = await (await client.get("/v1/models")).json()
+    models = {model["id"]: model for model in body["data"]}
+    vision = models["p/qwen2-vl-7b-instruct"]
+    assert vision["context_length"] == 32768
+    assert set(vision["capabilities"]) == {"chat", "vision"}
+    assert vision["active"] is False  # not loaded
+    assert models["p/text-embedding-nomic-embed-text-v1.5"]["capabilities"] == ["embedding"]
+    old = {model_id for model_id in models if model_id.startswith("old/")}
+    assert old == {f"old/{i}" for i in ids_of("lmstudio/v1-models.json", "data")}
+    assert [r.path for r in plain.requests] == ["/api/v0/models", "/v1/models"]
+
+
+async def test_page_cap_is_an_instance_error(scripted: Callable[..., Any], daemon: DaemonFactory):
+    fake = await scripted(SCENARIOS["anthropic"])
+    client = await daemon({"providers": [instance_config("anthropic", fake, max_pages=2)]})
+    await client.get("/v1/models")
+    stats = await settled_stats(client)
+    assert "more than 2 pages" in stats["instances"]["p"]["last_error"]
+    assert len(fake.requests) == 2
+
+
+async def test_fal_works_without_a_key(upstream: UpstreamFactory, daemon: DaemonFactory):
+    up = await upstream((FIXTURES / "fal/page3.json").read_bytes())
+    config = {
+        "providers": [
+            {"name": "f", "type": "fal", "base_url": up.url, "categories": ["text-to-image"]}
+        ]
+    }
+    client = await daemon(config, env={})
+    body = await (await client.get("/v1/models")).json()
+    assert [model["id"] for model in body["data"]] == ["f/fal-ai/hidream-i1-full"]
+    assert "Authorization" not in up.requests[0]["headers"]
+    assert "category=text-to-image" in up.requests[0]["path"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localrouter.providers import anthropic, cohere, fal, gemini, ollama, replicate
+from localrouter.providers import anthropic, cohere, fal, gemini, lmstudio, ollama, replicate
 from localrouter.providers.base import ProviderSpec
 from localrouter.providers.openai_presets import OPENAI_PRESETS
 from localrouter.providers.static import PERPLEXITY
@@ -11,6 +11,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
     spec.type: spec
     for spec in (
         *OPENAI_PRESETS,
+        lmstudio.SPEC,
         anthropic.SPEC,
         gemini.SPEC,
         ollama.SPEC,

@@ -136,12 +136,6 @@ OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
         catalog_provider="openrouter",
     ),
     _preset(
-        "lmstudio",
-        kind=ProviderKind.LOCAL,
-        default_base_url="http://127.0.0.1:1234/v1",
-        default_inclusion=DefaultInclusion.ALWAYS,
-    ),
-    _preset(
         "openai_compatible",
         kind=ProviderKind.BY_URL,
         default_inclusion=DefaultInclusion.NEVER,
