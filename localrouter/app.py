@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from localrouter.api import cache_stats
+from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.errors import LocalRouterError, error_body
@@ -21,6 +22,7 @@ from localrouter.responses import json_response
 from localrouter.state import (
     CLOCK,
     CONFIG_ORIGIN,
+    DETAILED_CACHE,
     HTTP_SESSION,
     MODELS_VIEW,
     REGISTRY,
@@ -39,11 +41,13 @@ def create_app(
     app[CLOCK] = clock
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
+    app[DETAILED_CACHE] = DetailedCache()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     routes = [
         ("GET", "/v1/models", list_models),
         ("GET", "/v1/models/{model_id:.+}", retrieve_model),
+        ("GET", "/api/models", detailed_models),
         ("GET", "/api/cache/stats", cache_stats),
         ("GET", "/health", health),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched

@@ -99,6 +99,11 @@ class ModelCache:
         self.counters = CacheCounters()
 
     @property
+    def current(self) -> ModelList | None:
+        """The list this cache holds (fresh or not), or the fallback it is serving instead."""
+        return self._list or (self._fallback_list if self._fallback_resolved else None)
+
+    @property
     def ttl_seconds(self) -> float:
         return self._ttl
 
@@ -169,6 +174,11 @@ class ModelCache:
         if self._list is not None and self._list.expires_at > now:
             self._list = replace(self._list, expires_at=now)
         self._retry_at = 0.0
+
+    def abandon(self) -> None:
+        """Stop a refresh in flight without waiting for it (an evicted cache)."""
+        if self._task is not None:
+            self._task.cancel()
 
     async def close(self) -> None:
         task, self._task = self._task, None

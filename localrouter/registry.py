@@ -10,8 +10,10 @@ would cost every /v1/models request an event-loop turn (bench/models.py measured
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -19,6 +21,7 @@ from typing import NamedTuple
 import aiohttp
 import aiorwlock
 import structlog
+from pydantic import SecretStr
 
 from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, Source
 from localrouter.config import ProviderSettings, Settings
@@ -27,6 +30,8 @@ from localrouter.providers.http import UpstreamClient
 
 log = structlog.get_logger(__name__)
 
+MAX_KEYED_TWINS = 32
+
 
 @dataclass(slots=True)
 class Instance:
@@ -34,6 +39,11 @@ class Instance:
     provider: Provider
     http: UpstreamClient
     cache: ModelCache
+    base: Instance | None = None  # set on a twin built with a caller's key: never persisted
+
+    @property
+    def caller_keyed(self) -> bool:
+        return self.base is not None
 
     @property
     def name(self) -> str:
@@ -56,6 +66,7 @@ class Registry:
         self._clock = clock
         self._lock = aiorwlock.RWLock()
         self._settings = settings
+        self._twins: OrderedDict[tuple[str, str], Instance] = OrderedDict()
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
 
     @property
@@ -77,16 +88,48 @@ class Registry:
         self._ordered = tuple(instances.values())
         self._labels = _labels(self._ordered)
 
+    def with_caller_keys(
+        self, instances: tuple[Instance, ...], keys: Mapping[str, str]
+    ) -> tuple[Instance, ...]:
+        """Each instance whose provider type has a caller key, swapped for its keyed twin.
+
+        A twin is cached under a hash of the key, so a list fetched with one caller's key is
+        never served to a caller with another; twins are never persisted.
+        """
+        return tuple(
+            self._twin(instance, keys[instance.settings.type])
+            if instance.settings.type in keys
+            else instance
+            for instance in instances
+        )
+
+    def _twin(self, instance: Instance, key: str) -> Instance:
+        slot = (instance.name, hashlib.sha256(key.encode()).hexdigest())
+        twin = self._twins.get(slot)
+        if twin is None or twin.base is not instance:
+            keyed = instance.settings.model_copy(update={"api_key": SecretStr(key)})
+            twin = self._build(keyed, self._settings, base=instance)
+            self._twins[slot] = twin
+            while len(self._twins) > MAX_KEYED_TWINS:
+                _, evicted = self._twins.popitem(last=False)
+                evicted.cache.abandon()
+        self._twins.move_to_end(slot)
+        return twin
+
     async def lists(
         self,
         wait_seconds: float,
         *,
         names: Sequence[str] | None = None,
+        instances: tuple[Instance, ...] | None = None,
         refresh: bool = False,
     ) -> InstanceLists:
         """Every instance's list, fetched concurrently, none waited on past `wait_seconds`."""
-        instances = self.instances(names)
-        labels = self._labels if names is None else _labels(instances)
+        if instances is None:
+            instances = self.instances(names)
+            labels = self._labels if names is None else _labels(instances)
+        else:
+            labels = _labels(instances)
         served: list[Served | None] = []
         if not refresh:
             for instance in instances:  # the hot path: every list fresh, nothing awaited
@@ -133,15 +176,20 @@ class Registry:
                 else:
                     new[provider.name] = self._build(provider, settings)
             dropped = [instance for name, instance in old.items() if new.get(name) is not instance]
+            dropped += self._twins.values()
+            self._twins.clear()
             self._publish(new)
             self._settings = settings
             await asyncio.gather(*(instance.cache.close() for instance in dropped))
 
     async def close(self) -> None:
         async with self._lock.writer:
-            await asyncio.gather(*(i.cache.close() for i in self._ordered))
+            everything = (*self._ordered, *self._twins.values())
+            await asyncio.gather(*(instance.cache.close() for instance in everything))
 
-    def _build(self, provider: ProviderSettings, settings: Settings) -> Instance:
+    def _build(
+        self, provider: ProviderSettings, settings: Settings, base: Instance | None = None
+    ) -> Instance:
         spec = provider.spec
         http = UpstreamClient(
             self._session,
@@ -159,9 +207,9 @@ class Registry:
             clock=self._clock,
             fallbacks=fallbacks,
             fetched_source=Source.STATIC if provider.kind is ProviderKind.STATIC else Source.LIVE,
-            log_context={"instance": provider.name},
+            log_context={"instance": provider.name, "caller_key": base is not None},
         )
-        return Instance(provider, adapter, http, cache)
+        return Instance(provider, adapter, http, cache, base=base)
 
     def _static_fallback(self, model_ids: tuple[str, ...]) -> Fallback:
         def static() -> ModelList:

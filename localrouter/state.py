@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
     from localrouter.registry import Registry
     from localrouter.views import ModelsView
@@ -16,4 +17,5 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
+DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")

@@ -45,7 +45,8 @@ class ModelsView:
         return self._merged
 
 
-def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
+def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dict[str, Any]]:
+    """Every instance's models as /v1/models entries, sorted by id, first instance wins a tie."""
     by_id: dict[str, dict[str, Any]] = {}
     for (name, provider_type), answer in zip(labels, served, strict=True):
         if answer is None:
@@ -53,7 +54,12 @@ def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
         for model in answer.models.models:
             entry = model_entry(name, provider_type, model, answer.source)
             by_id.setdefault(entry["id"], entry)
-    data = [by_id[model_id] for model_id in sorted(by_id)]
+    return [by_id[model_id] for model_id in sorted(by_id)]
+
+
+def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
+    data = merge_entries(labels, served)
+    by_id = {entry["id"]: entry for entry in data}
     return MergedModels(Body.of({"object": "list", "data": data}), by_id)
 
 

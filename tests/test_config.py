@@ -15,6 +15,7 @@ from localrouter.config import (
     parse_settings,
 )
 from localrouter.errors import ConfigError
+from localrouter.providers import PROVIDERS
 
 VALID = """
 server:
@@ -197,3 +198,19 @@ def test_check_refuses_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_missing_explicit_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["check", "--config", str(tmp_path / "absent.yaml")]) == 1
     assert "absent.yaml: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "type_name", sorted(t for t, spec in PROVIDERS.items() if spec.key_required)
+)
+def test_a_missing_required_key_names_the_variable_to_set(type_name: str):
+    variable = PROVIDERS[type_name].key_env
+    assert variable
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(f"providers:\n  - {{name: x, type: {type_name}}}\n", "c.yaml", {})
+    assert f"needs an API key: set {variable}" in str(caught.value)
+
+
+def test_keyless_types_need_no_key():
+    for type_name in ("ollama", "lmstudio", "fal", "openrouter"):
+        parse_settings(f"providers:\n  - {{name: x, type: {type_name}}}\n", "c.yaml", {})

@@ -181,6 +181,8 @@ class Scripted:
             await asyncio.sleep(5)
         if self.failure == "garbage":
             return web.Response(text="<html>maintenance</html>", content_type="text/html")
+        if self.failure == "not_a_list":
+            return web.json_response({"status": "ok", "message": "hello"})
         fixture = self.scenario.route(request, body)
         if fixture is None:
             return web.json_response({"error": {"message": "no such thing"}}, status=404)
@@ -251,6 +253,8 @@ async def test_lists_parses_and_namespaces(
         assert isinstance(model["name"], str)
     for request in fake.requests:
         assert KEY not in str(request.url)
+        if not SCENARIOS[type_name].keyed:
+            assert "Authorization" not in request.headers
     stats = await settled_stats(client)
     assert stats["instances"]["p"]["last_error"] is None
     logged = capsys.readouterr()
@@ -262,6 +266,7 @@ FAILURES = {
     "429": "HTTP 429",
     "500": "HTTP 500",
     "garbage": "not JSON",
+    "not_a_list": "not a model list",
     "oversized": "more than 1000 bytes",
     "timeout": "did not answer within 0.3 s",
 }
@@ -376,3 +381,12 @@ async def test_fal_works_without_a_key(upstream: UpstreamFactory, daemon: Daemon
     assert [model["id"] for model in body["data"]] == ["f/fal-ai/hidream-i1-full"]
     assert "Authorization" not in up.requests[0]["headers"]
     assert "category=text-to-image" in up.requests[0]["path"]
+
+
+async def test_cloudflare_result_wrapper_is_a_model_list(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream(orjson.dumps({"result": [{"id": "@cf/meta/llama-3-8b-instruct"}]}))
+    client = await daemon({"providers": [openai_compatible("cf", up.url)]})
+    body = await (await client.get("/v1/models")).json()
+    assert [m["id"] for m in body["data"]] == ["cf/@cf/meta/llama-3-8b-instruct"]
