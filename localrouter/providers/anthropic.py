@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
-from localrouter.providers.parsing import field, model_items, text, too_many_pages, unix_time
+from localrouter.providers.paging import paged_models
+from localrouter.providers.parsing import field, text, unix_time
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -23,16 +24,21 @@ class AnthropicProvider:
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
-        params: dict[str, str | int] = {"limit": 1000}
-        models: list[ModelInfo] = []
-        for _ in range(self._max_pages):
-            body = await http.get_json(self._url, headers=self._headers, params=params)
-            models += [model for item in model_items(body, "data") if (model := _parse(item))]
-            last_id = text(field(body, "last_id"))
-            if field(body, "has_more") is not True or last_id is None:
-                return models
-            params["after_id"] = last_id
-        raise too_many_pages(self._max_pages)
+        return await paged_models(
+            http,
+            self._url,
+            headers=self._headers,
+            params={"limit": 1000},
+            items_key="data",
+            next_param="after_id",
+            next_token=_next_token,
+            parse=_parse,
+            max_pages=self._max_pages,
+        )
+
+
+def _next_token(body: Any) -> str | None:
+    return text(field(body, "last_id")) if field(body, "has_more") is True else None
 
 
 def _parse(item: dict[str, Any]) -> ModelInfo | None:

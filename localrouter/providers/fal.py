@@ -5,10 +5,12 @@ An instance lists the active models of the categories in its `categories` option
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from localrouter.providers.base import DefaultInclusion, ModelInfo, ProviderKind, ProviderSpec
-from localrouter.providers.parsing import field, model_items, text, too_many_pages, unix_time
+from localrouter.providers.paging import paged_models
+from localrouter.providers.parsing import field, text, unix_time
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -38,23 +40,25 @@ class FalProvider:
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
         models: dict[str, ModelInfo] = {}
-        pages = 0
-        for category in self._categories:
-            params: dict[str, str | int] = {"status": "active", "limit": 100, "category": category}
-            while True:
-                pages += 1
-                if pages > self._max_pages:
-                    raise too_many_pages(self._max_pages)
-                body = await http.get_json(self._url, headers=self._headers, params=params)
-                for item in model_items(body, "models"):
-                    model = _parse(item, category)
-                    if model is not None:
-                        models.setdefault(model.id, model)
-                cursor = text(field(body, "next_cursor"))
-                if field(body, "has_more") is not True or cursor is None:
-                    break
-                params["cursor"] = cursor
+        for category in self._categories:  # max_pages bounds each category's pages
+            listed = await paged_models(
+                http,
+                self._url,
+                headers=self._headers,
+                params={"status": "active", "limit": 100, "category": category},
+                items_key="models",
+                next_param="cursor",
+                next_token=_next_cursor,
+                parse=partial(_parse, requested=category),
+                max_pages=self._max_pages,
+            )
+            for model in listed:
+                models.setdefault(model.id, model)
         return list(models.values())
+
+
+def _next_cursor(body: Any) -> str | None:
+    return text(field(body, "next_cursor")) if field(body, "has_more") is True else None
 
 
 def _parse(item: dict[str, Any], requested: str) -> ModelInfo | None:

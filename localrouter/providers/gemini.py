@@ -5,14 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
-from localrouter.providers.parsing import (
-    field,
-    model_items,
-    positive_int,
-    strings,
-    text,
-    too_many_pages,
-)
+from localrouter.providers.paging import paged_models
+from localrouter.providers.parsing import field, positive_int, strings, text
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -30,16 +24,17 @@ class GeminiProvider:
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
-        params: dict[str, str | int] = {"pageSize": 1000}
-        models: list[ModelInfo] = []
-        for _ in range(self._max_pages):
-            body = await http.get_json(self._url, headers=self._headers, params=params)
-            models += [model for item in model_items(body, "models") if (model := _parse(item))]
-            token = text(field(body, "nextPageToken"))
-            if token is None:
-                return models
-            params["pageToken"] = token
-        raise too_many_pages(self._max_pages)
+        return await paged_models(
+            http,
+            self._url,
+            headers=self._headers,
+            params={"pageSize": 1000},
+            items_key="models",
+            next_param="pageToken",
+            next_token=lambda body: text(field(body, "nextPageToken")),
+            parse=_parse,
+            max_pages=self._max_pages,
+        )
 
 
 def _parse(item: dict[str, Any]) -> ModelInfo | None:
