@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -14,12 +15,14 @@ from aiohttp.typedefs import Handler
 from localrouter.api import cache_stats
 from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
+from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.errors import LocalRouterError, error_body
 from localrouter.log import CURRENT_REQUEST, request_id
 from localrouter.registry import Registry
 from localrouter.responses import json_response
 from localrouter.state import (
+    CACHE_DIR,
     CLOCK,
     CONFIG_ORIGIN,
     DETAILED_CACHE,
@@ -35,10 +38,17 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def create_app(
-    settings: Settings, *, clock: Clock = time.time, config_origin: str = EMBEDDED_DEFAULT
+    settings: Settings,
+    *,
+    clock: Clock = time.time,
+    config_origin: str = EMBEDDED_DEFAULT,
+    cache_dir: Path | None = None,
 ) -> web.Application:
+    """The daemon. `cache_dir` holds what it keeps on disk (an updated catalog, persisted lists);
+    None keeps nothing there."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[CLOCK] = clock
+    app[CACHE_DIR] = cache_dir
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
@@ -66,7 +76,8 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK])
+        catalog = CatalogStore(app[CACHE_DIR])
+        registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK], catalog=catalog)
         app[REGISTRY] = registry
         registry.warm_up()
         yield

@@ -24,6 +24,8 @@ import structlog
 from pydantic import SecretStr
 
 from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, Source
+from localrouter.catalog import CatalogStore
+from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
 from localrouter.providers.base import ModelInfo, Provider, ProviderKind
 from localrouter.providers.http import UpstreamClient
@@ -60,10 +62,16 @@ class InstanceLists(NamedTuple):  # a NamedTuple: built on every request, cheapl
 
 class Registry:
     def __init__(
-        self, settings: Settings, session: aiohttp.ClientSession, *, clock: Clock = time.time
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.time,
+        catalog: CatalogStore | None = None,
     ) -> None:
         self._session = session
         self._clock = clock
+        self._catalog = catalog
         self._lock = aiorwlock.RWLock()
         self._settings = settings
         self._twins: OrderedDict[tuple[str, str], Instance] = OrderedDict()
@@ -198,11 +206,21 @@ class Registry:
             secrets=provider.secret_values,
         )
         adapter = spec.factory(provider, spec)
+        catalog_provider = provider.catalog_provider or spec.catalog_provider
+
+        async def fetch() -> list[ModelInfo]:
+            models = await adapter.list_models(http)
+            return enrich(
+                models, self._catalog.current() if self._catalog else None, catalog_provider
+            )
+
         fallbacks: list[Fallback] = []
+        if settings.model_cache.use_catalog_fallback and catalog_provider and self._catalog:
+            fallbacks.append(partial(self._catalog_fallback, catalog_provider))
         if spec.static_models:
             fallbacks.append(self._static_fallback(spec.static_models))
         cache = ModelCache(
-            partial(adapter.list_models, http),
+            fetch,
             ttl_seconds=settings.ttl_for(provider),
             clock=self._clock,
             fallbacks=fallbacks,
@@ -210,6 +228,19 @@ class Registry:
             log_context={"instance": provider.name, "caller_key": base is not None},
         )
         return Instance(provider, adapter, http, cache, base=base)
+
+    def _catalog_fallback(self, catalog_provider: str) -> ModelList | None:
+        """The catalog's models for this provider, when its upstream cannot be reached."""
+        assert self._catalog is not None
+        scope = self._catalog.current().scope(catalog_provider)
+        if scope is None or not scope.entries:
+            return None
+        models = tuple(
+            model_from_entry(key, entry, scope.catalog_id(key))
+            for key, entry in scope.entries.items()
+        )
+        now = self._clock()
+        return ModelList(models, Source.CATALOG, now, now)
 
     def _static_fallback(self, model_ids: tuple[str, ...]) -> Fallback:
         def static() -> ModelList:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -19,3 +20,4 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
+CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

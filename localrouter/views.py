@@ -98,6 +98,8 @@ def model_entry(
         entry["deprecated"] = True
     if not model.active:
         entry["active"] = False
+    if model.catalog is not None:
+        entry["catalog"] = {"id": model.catalog.id, "matched_via": model.catalog.matched_via}
     entry["provider"] = provider_type
     entry["upstream_id"] = model.id
     entry["source"] = source.value

@@ -70,14 +70,19 @@ async def test_deepinfra_metadata_prices_per_token(
     assert all(model_id in models for model_id in without_metadata)
 
 
-async def test_plain_openai_list_guesses_capabilities_from_ids(
+async def test_plain_openai_list_is_enriched_by_the_catalog_else_guessed_from_ids(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
     models = await listed(upstream, daemon, "openai", "openai/models.json")
     assert models["text-embedding-3-small"]["capabilities"] == ["embedding"]
+    gpt4o = models["gpt-4o"]
+    assert {"chat", "vision", "tools"} <= set(gpt4o["capabilities"])
+    assert gpt4o["catalog"] == {"id": "openai/gpt-4o", "matched_via": "provider_id"}
+    assert gpt4o["context_length"] == 128000
+    # Not in the catalog: guessed from the id, and no catalog reference claimed.
     assert models["dall-e-3"]["capabilities"] == ["image_generation"]
     assert models["whisper-1"]["capabilities"] == ["transcription"]
-    assert models["gpt-4o"]["capabilities"] == ["chat"]
+    assert "catalog" not in models["whisper-1"]
 
 
 def test_every_openai_shaped_cloud_preset_has_a_default_url_and_key_variable():

@@ -292,6 +292,7 @@ async def test_failures_are_instance_errors_and_others_still_list(
             instance_config(type_name, fake, timeout_seconds=0.3, max_response_bytes=1000),
             openai_compatible("ok", healthy.url),
         ],
+        "model_cache": {"use_catalog_fallback": False},  # the error itself is under test
     }
     client = await daemon(config)
     response = await client.get("/v1/models")

@@ -38,6 +38,14 @@ class DefaultInclusion(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogRef:
+    """Which catalog entry filled in a model's metadata, and how it was found."""
+
+    id: str
+    matched_via: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """One upstream model, with whatever metadata its provider (or the catalog) knows.
 
@@ -59,6 +67,7 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
     deprecated: bool = False
     active: bool = True
+    catalog: CatalogRef | None = None
 
 
 class Provider(Protocol):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from localrouter.providers.base import ModelInfo, ProviderSpec
 from localrouter.providers.parsing import (
-    capabilities_from_id,
     model_items,
     per_token_prices,
     positive_int,
@@ -92,8 +91,6 @@ class OpenAICompatProvider:
         if self._shape.extras is not None:
             found = {key: value for key, value in self._shape.extras(item).items() if value}
             model = replace(model, **found)
-        if not model.capabilities:
-            model = replace(model, capabilities=capabilities_from_id(model_id))
         return model
 
 

@@ -33,6 +33,11 @@ def too_many_pages(limit: int) -> UpstreamError:
     )
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    """An object field, or an empty one when the upstream sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
 def text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 

@@ -1,0 +1,162 @@
+"""Turn the two public sources into one compact catalog (used by the build script and
+`localrouter catalog update`, so the embedded and the updated catalog are made the same way).
+
+Entries keep only what localrouter serves: name, description, created, context_length,
+max_output_tokens, pricing (USD per token, OpenRouter's keys), modalities, capabilities,
+supported_parameters, deprecated. Empty fields are left out.
+"""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from localrouter.providers.parsing import (
+    PER_MILLION,
+    mapping,
+    number,
+    per_token_prices,
+    positive_int,
+    strings,
+    text,
+)
+
+FORMAT = 1
+Entry = dict[str, Any]
+
+# models.dev cost keys -> OpenRouter price keys (models.dev prices are USD per 1M tokens).
+_MODELS_DEV_COST = {
+    "input": "prompt",
+    "output": "completion",
+    "cache_read": "input_cache_read",
+    "cache_write": "input_cache_write",
+}
+_MODALITY = {"pdf": "file"}  # models.dev says pdf where OpenRouter says file
+
+
+def build_catalog(openrouter: Any, models_dev: Any, sources: dict[str, str]) -> dict[str, Any]:
+    """The catalog document: OpenRouter's entries by id, models.dev's by provider then id."""
+    router_items = openrouter.get("data", []) if isinstance(openrouter, dict) else []
+    router = {
+        item["id"]: _from_openrouter(item)
+        for item in router_items
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+    providers: dict[str, dict[str, Entry]] = {}
+    for provider_id, provider in sorted((models_dev or {}).items()):
+        models = provider.get("models") if isinstance(provider, dict) else None
+        if not isinstance(models, dict):
+            continue
+        entries = {
+            model_id: _from_models_dev(item)
+            for model_id, item in sorted(models.items())
+            if isinstance(item, dict)
+        }
+        if entries:
+            providers[provider_id] = entries
+    return {
+        "format": FORMAT,
+        "sources": sources,
+        "openrouter": dict(sorted(router.items())),
+        "providers": providers,
+    }
+
+
+def serialise(document: dict[str, Any]) -> bytes:
+    """Deterministic bytes: sorted keys, gzip without a timestamp."""
+    raw = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return gzip.compress(raw, compresslevel=9, mtime=0)
+
+
+def _from_openrouter(item: dict[str, Any]) -> Entry:
+    architecture = mapping(item.get("architecture"))
+    top = mapping(item.get("top_provider"))
+    inputs = strings(architecture.get("input_modalities"))
+    outputs = strings(architecture.get("output_modalities"))
+    supported = strings(item.get("supported_parameters"))
+    capabilities = _capabilities(
+        inputs, outputs, tools="tools" in supported, reasoning="reasoning" in supported
+    )
+    return _compact(
+        name=text(item.get("name")),
+        description=text(item.get("description")),
+        created=positive_int(item.get("created")),
+        context_length=positive_int(item.get("context_length")),
+        max_output_tokens=positive_int(top.get("max_completion_tokens")),
+        pricing=per_token_prices(item.get("pricing")),
+        input_modalities=list(inputs),
+        output_modalities=list(outputs),
+        capabilities=capabilities,
+        supported_parameters=list(supported),
+    )
+
+
+def _from_models_dev(item: dict[str, Any]) -> Entry:
+    limit = mapping(item.get("limit"))
+    modalities = mapping(item.get("modalities"))
+    inputs = tuple(_MODALITY.get(m, m) for m in strings(modalities.get("input")))
+    outputs = tuple(_MODALITY.get(m, m) for m in strings(modalities.get("output")))
+    cost = mapping(item.get("cost"))
+    pricing = {
+        ours: value / PER_MILLION
+        for theirs, ours in _MODELS_DEV_COST.items()
+        if (value := number(cost.get(theirs))) is not None and value >= 0
+    }
+    embedding = "embed" in str(item.get("family", "")) or "embed" in str(item.get("id", ""))
+    capabilities = (
+        ["embedding"]
+        if embedding
+        else _capabilities(
+            inputs,
+            outputs,
+            tools=item.get("tool_call") is True,
+            reasoning=item.get("reasoning") is True,
+        )
+    )
+    return _compact(
+        name=text(item.get("name")),
+        created=_date(item.get("release_date")),
+        context_length=positive_int(limit.get("context")),
+        max_output_tokens=positive_int(limit.get("output")),
+        pricing=pricing,
+        input_modalities=list(inputs),
+        output_modalities=[] if embedding else list(outputs),
+        capabilities=capabilities,
+        deprecated=item.get("status") == "deprecated" or None,
+    )
+
+
+def _capabilities(
+    inputs: tuple[str, ...], outputs: tuple[str, ...], *, tools: bool, reasoning: bool
+) -> list[str]:
+    found = []
+    if "text" in outputs:
+        found.append("chat")
+    if "image" in inputs:
+        found.append("vision")
+    if tools:
+        found.append("tools")
+    if reasoning:
+        found.append("reasoning")
+    if "image" in outputs:
+        found.append("image_generation")
+    if "audio" in outputs:
+        found.append("audio_generation")
+    return found
+
+
+def _date(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value if len(value) > 7 else f"{value}-01")
+    except ValueError:
+        return None
+    return int(parsed.replace(tzinfo=parsed.tzinfo or UTC).timestamp())
+
+
+def _compact(**fields: Any) -> Entry:
+    return {key: value for key, value in fields.items() if value not in (None, [], {}, "")}

@@ -1,0 +1,52 @@
+"""Provider data wins; the catalog fills the gaps and says where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from localrouter.catalog import Catalog
+from localrouter.catalog.match import Entry
+from localrouter.providers.base import CatalogRef, ModelInfo
+from localrouter.providers.parsing import capabilities_from_id
+
+
+def enrich(
+    models: list[ModelInfo], catalog: Catalog | None, provider: str | None
+) -> list[ModelInfo]:
+    return [enrich_one(model, catalog, provider) for model in models]
+
+
+def enrich_one(model: ModelInfo, catalog: Catalog | None, provider: str | None) -> ModelInfo:
+    found = catalog.match(model.id, provider) if catalog is not None else None
+    if found is not None:
+        model = _fill(model, found.entry, CatalogRef(found.id, found.matched_via))
+    if not model.capabilities:  # nothing from the provider or the catalog: guess from the id
+        model = replace(model, capabilities=capabilities_from_id(model.id))
+    return model
+
+
+def model_from_entry(model_id: str, entry: Entry, catalog_id: str) -> ModelInfo:
+    """A catalog entry standing in for a provider that cannot be reached."""
+    return _fill(ModelInfo(id=model_id), entry, CatalogRef(catalog_id, "catalog_fallback"))
+
+
+def _fill(model: ModelInfo, entry: Entry, ref: CatalogRef) -> ModelInfo:
+    def tup(key: str) -> tuple[Any, ...]:
+        return tuple(entry.get(key, ()))
+
+    return replace(
+        model,
+        name=model.name or entry.get("name"),
+        description=model.description or entry.get("description"),
+        created=model.created or entry.get("created", 0),
+        context_length=model.context_length or entry.get("context_length"),
+        max_output_tokens=model.max_output_tokens or entry.get("max_output_tokens"),
+        pricing=model.pricing or entry.get("pricing", {}),
+        input_modalities=model.input_modalities or tup("input_modalities"),
+        output_modalities=model.output_modalities or tup("output_modalities"),
+        capabilities=model.capabilities or tup("capabilities"),
+        supported_parameters=model.supported_parameters or tup("supported_parameters"),
+        deprecated=model.deprecated or bool(entry.get("deprecated")),
+        catalog=ref,
+    )
