@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import platformdirs
+
 from localrouter import __version__
-from localrouter.config import LoadedConfig, Settings, load_config
-from localrouter.errors import ConfigError
+from localrouter.catalog import load_catalog
+from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body, update_catalog
+from localrouter.config import APP_NAME, LoadedConfig, Settings, load_config
+from localrouter.errors import ConfigError, UpstreamError
+from localrouter.providers import PROVIDERS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "catalog":
+        return _catalog(args)
     try:
         loaded = load_config(args.config)
     except ConfigError as exc:
@@ -42,7 +50,35 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the config and show what it resolves to")
     for command in (serve, check):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
+    catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    match = catalog.add_parser("match", help="match a provider response file to the catalog")
+    match.add_argument("file", type=Path)
+    match.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    update = catalog.add_parser("update", help="fetch the live OpenRouter and models.dev lists")
+    update.add_argument("--openrouter-url", default=OPENROUTER_URL)
+    update.add_argument("--models-dev-url", default=MODELS_DEV_URL)
     return parser
+
+
+def cache_dir() -> Path:
+    """Where the daemon keeps what it writes: $XDG_CACHE_HOME/localrouter."""
+    return platformdirs.user_cache_path(APP_NAME)
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    if args.catalog_command == "match":
+        body = args.file.read_bytes()
+        report = asyncio.run(match_body(body, args.provider, load_catalog(cache_dir())))
+        print(report.render())
+        return 0
+    try:
+        print(update_catalog(cache_dir(), args.openrouter_url, args.models_dev_url))
+    except UpstreamError as exc:
+        print(f"localrouter: catalog not updated: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
@@ -53,7 +89,9 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     if overrides:
         server = settings.server.model_copy(update=overrides)
         settings = settings.model_copy(update={"server": server})
-    return run(settings, config_origin=loaded.origin, log_level=args.log_level)
+    return run(
+        settings, config_origin=loaded.origin, log_level=args.log_level, cache_dir=cache_dir()
+    )
 
 
 def describe(loaded: LoadedConfig) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import structlog
 from aiohttp import web
 
@@ -12,11 +14,17 @@ from localrouter.log import SecretRedactor, configure_logging
 log = structlog.get_logger(__name__)
 
 
-def run(settings: Settings, *, config_origin: str, log_level: str = "info") -> int:
+def run(
+    settings: Settings,
+    *,
+    config_origin: str,
+    log_level: str = "info",
+    cache_dir: Path | None = None,
+) -> int:
     redactor = SecretRedactor()
     redactor.secrets = settings.secret_values
     configure_logging(log_level, redactor=redactor)
-    app = create_app(settings, config_origin=config_origin)
+    app = create_app(settings, config_origin=config_origin, cache_dir=cache_dir)
     host, port = settings.server.host, settings.server.port
     log.info(
         "server.starting",

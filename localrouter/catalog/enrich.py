@@ -19,8 +19,14 @@ def enrich(
 
 def enrich_one(model: ModelInfo, catalog: Catalog | None, provider: str | None) -> ModelInfo:
     found = catalog.match(model.id, provider) if catalog is not None else None
-    if found is not None:
-        model = _fill(model, found.entry, CatalogRef(found.id, found.matched_via))
+    via = found.matched_via if found else None
+    if catalog is not None and found is None:  # the provider's own aliases are equivalent ids
+        found = next(
+            (hit for alias in model.aliases if (hit := catalog.match(alias, provider))), None
+        )
+        via = "alias"
+    if found is not None and via is not None:
+        model = _fill(model, found.entry, CatalogRef(found.id, via))
     if not model.capabilities:  # nothing from the provider or the catalog: guess from the id
         model = replace(model, capabilities=capabilities_from_id(model.id))
     return model

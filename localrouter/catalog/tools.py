@@ -1,0 +1,135 @@
+"""`localrouter catalog match` and `localrouter catalog update`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import SecretStr
+
+from localrouter.catalog import UPDATED, Catalog, load_catalog, parse_catalog
+from localrouter.catalog.build import build_catalog, serialise
+from localrouter.catalog.enrich import enrich
+from localrouter.config import ProviderSettings
+from localrouter.errors import UpstreamError
+from localrouter.providers import PROVIDERS
+from localrouter.providers.base import CatalogRef
+from localrouter.providers.http import UpstreamClient
+
+OPENROUTER_URL = "https://openrouter.ai/api/v1/models"
+MODELS_DEV_URL = "https://models.dev/api.json"
+MIN_MODELS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MatchReport:
+    rows: list[tuple[str, CatalogRef | None]]
+
+    @property
+    def matched(self) -> int:
+        return sum(1 for _, found in self.rows if found is not None)
+
+    def render(self) -> str:
+        width = max((len(model_id) for model_id, _ in self.rows), default=10)
+        lines = [
+            f"{model_id:<{width}}  {found.id} ({found.matched_via})"
+            if found
+            else f"{model_id:<{width}}  -"
+            for model_id, found in self.rows
+        ]
+        total = len(self.rows)
+        rate = 100.0 * self.matched / total if total else 0.0
+        lines.append(f"matched {self.matched} of {total} ({rate:.1f} %)")
+        return "\n".join(lines)
+
+
+async def match_body(body: bytes, provider_type: str, catalog: Catalog) -> MatchReport:
+    """Serve a response body on loopback, list it with the real adapter, enrich every model."""
+    spec = PROVIDERS[provider_type]
+
+    async def answer(request: web.Request) -> web.Response:
+        data = body if request.method == "GET" else b"{}"
+        return web.Response(body=data, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        settings = ProviderSettings(
+            name="file",
+            type=provider_type,
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key=SecretStr("file") if spec.key_required else None,
+        )
+        async with aiohttp.ClientSession() as session:
+            http = UpstreamClient(session, timeout_seconds=30, max_bytes=256 * 1024 * 1024)
+            models = await spec.factory(settings, spec).list_models(http)
+    finally:
+        await runner.cleanup()
+    enriched = enrich(models, catalog, spec.catalog_provider)
+    return MatchReport([(model.id, model.catalog) for model in enriched])
+
+
+async def fetch_catalog(
+    current: Catalog, openrouter_url: str = OPENROUTER_URL, models_dev_url: str = MODELS_DEV_URL
+) -> tuple[bytes, int]:
+    """Fetch both live lists and check them: the new catalog's bytes and size. Raises on failure."""
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        http = UpstreamClient(session, timeout_seconds=60, max_bytes=256 * 1024 * 1024)
+        openrouter = await http.get_json(openrouter_url)
+        models_dev = await http.get_json(models_dev_url)
+    document = build_catalog(
+        openrouter, models_dev, {"openrouter": openrouter_url, "models_dev": models_dev_url}
+    )
+    _check(document, current)
+    data = serialise(document)
+    return data, parse_catalog(data, "new").size  # what we write must load
+
+
+def update_catalog(
+    cache_dir: Path, openrouter_url: str = OPENROUTER_URL, models_dev_url: str = MODELS_DEV_URL
+) -> str:
+    """`localrouter catalog update`: fetch, check, then write atomically. Raises on failure."""
+    current = load_catalog(cache_dir)
+    data, size = asyncio.run(fetch_catalog(current, openrouter_url, models_dev_url))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(cache_dir / UPDATED, data)
+    return f"catalog updated: {size} models (was {current.size}) in {cache_dir / UPDATED}"
+
+
+def _check(document: dict[str, Any], current: Catalog) -> None:
+    router = len(document["openrouter"])
+    scoped = sum(map(len, document["providers"].values()))
+    if router < MIN_MODELS or scoped < MIN_MODELS:
+        raise UpstreamError(
+            f"the fetched lists are too small ({router} OpenRouter, {scoped} models.dev models; "
+            f"at least {MIN_MODELS} each expected); the catalog is unchanged"
+        )
+    if router + scoped < current.size / 2:
+        raise UpstreamError(
+            f"the fetched lists hold {router + scoped} models, less than half of the current "
+            f"{current.size}; the catalog is unchanged"
+        )
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".catalog-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
