@@ -11,8 +11,9 @@ Order (the first that finds an entry wins):
 4. base_name: an ollama-style `name:tag` (`llama3.2:3b`) by its base name, only where that base
    name identifies exactly one entry.
 
-Ties (several entries with one normalised form) go to the entry whose id already is that form,
-then the shortest id, then the alphabetically first: never to dict order.
+Ties (several entries with one normalised form) go to the entry whose id already is that form
+(exactly, then ignoring case), then the shortest id, then the alphabetically first: never to
+dict order.
 """
 
 from __future__ import annotations
@@ -41,12 +42,26 @@ OPENROUTER_VENDORS = {
 }
 
 
+# Hugging Face organisations (used by hosts such as Together and DeepInfra) whose OpenRouter
+# vendor slug is spelled differently; the same publisher either way.
+VENDOR_SPELLINGS = {
+    "zai-org": "z-ai",
+    "deepseek-ai": "deepseek",
+    "minimaxai": "minimax",
+    "xiaomimimo": "xiaomi",
+}
+
+
 def normalise(model_id: str) -> str:
-    """Lowercase; no `models/` prefix, `:tag`, date suffix or `-latest`; `3.5` reads `3-5`."""
+    """Lowercase; no `models/` prefix, `:tag`, date suffix or `-latest`; `3.5` reads `3-5`;
+    a publisher's other spelling (`zai-org/`) reads as OpenRouter's (`z-ai/`)."""
     form = model_id.strip().lower().removeprefix("models/")
     form = _NAMED_TAG.sub("", form)
     form = _DATE_SUFFIX.sub("", form)
     form = form.removesuffix("-latest")
+    vendor, slash, name = form.partition("/")
+    if slash and vendor in VENDOR_SPELLINGS:
+        form = f"{VENDOR_SPELLINGS[vendor]}/{name}"
     return _VERSION_DOT.sub("-", form)
 
 
@@ -67,7 +82,7 @@ class Scope:
         for key in entries:
             candidates.setdefault(normalise(key), []).append(key)
         self._normalised = {
-            form: sorted(keys, key=lambda k: (k.lower() != form, len(k), k))
+            form: sorted(keys, key=lambda k: (k != form, k.lower() != form, len(k), k))
             for form, keys in candidates.items()
         }
 
