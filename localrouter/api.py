@@ -1,4 +1,4 @@
-"""The /api/* management endpoints: cache statistics and provider status."""
+"""The /api/* management endpoints and /health: cache statistics and clearing, provider status."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from localrouter.errors import BadRequest
+from localrouter.providers.http import display_url
 from localrouter.registry import Instance
-from localrouter.responses import json_response
-from localrouter.state import REGISTRY
+from localrouter.responses import json_response, request_json
+from localrouter.state import CONFIG_ORIGIN, REGISTRY, RELOADER
 
 
 def instance_status(instance: Instance) -> dict[str, Any]:
@@ -30,3 +32,65 @@ async def cache_stats(request: web.Request) -> web.Response:
     lookups = totals["hits"] + totals["misses"]
     hit_rate = round(100.0 * totals["hits"] / lookups, 2) if lookups else 0.0
     return json_response({**totals, "hit_rate_percent": hit_rate, "instances": per_instance})
+
+
+async def cache_clear(request: web.Request) -> web.Response:
+    """Mark lists expired (kept and served as stale until refreshed): one instance, or all."""
+    body = await request_json(request, empty={})
+    registry = request.app[REGISTRY]
+    name = body.get("instance") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or (name is not None and not isinstance(name, str)):
+        raise BadRequest('Send {"instance": "<name>"} or {} for all instances.', param="instance")
+    if name is not None and registry.instance(name) is None:
+        known = ", ".join(i.name for i in registry.instances()) or "none configured"
+        raise BadRequest(
+            f"instance: no instance named {name!r}; known instances: {known}", param="instance"
+        )
+    cleared = registry.expire([name] if name else None)
+    return json_response({"success": True, "cleared": cleared})
+
+
+async def providers(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    listing = []
+    for instance in registry.instances():
+        status = instance.cache.status()
+        listing.append(
+            {
+                "name": instance.name,
+                "type": instance.settings.type,
+                "base_url": display_url(instance.settings.resolved_base_url),
+                "status": "ok" if status["last_error"] is None else "error",
+                **status,
+            }
+        )
+    return json_response({"providers": listing})
+
+
+async def health(request: web.Request) -> web.Response:
+    """ok, or degraded with the reasons: a config error, a needed restart, failing instances."""
+    app = request.app
+    reload_state = app[RELOADER].state
+    failing = {
+        instance.name: instance.cache.last_error
+        for instance in app[REGISTRY].instances()
+        if instance.cache.last_error is not None
+    }
+    reasons = []
+    if reload_state.error:
+        reasons.append(f"config: {reload_state.error}")
+    reasons += reload_state.restart_needed
+    reasons += [f"instance {name}: {error}" for name, error in failing.items()]
+    return json_response(
+        {
+            "status": "degraded" if reasons else "ok",
+            "reasons": reasons,
+            "config": {
+                "origin": app[CONFIG_ORIGIN],
+                "error": reload_state.error,
+                "restart_needed": reload_state.restart_needed,
+                "reloads": reload_state.reloads,
+            },
+            "failing_instances": failing,
+        }
+    )

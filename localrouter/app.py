@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,14 +14,15 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter.api import cache_stats
+from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.errors import LocalRouterError, error_body
-from localrouter.log import CURRENT_REQUEST, request_id
+from localrouter.log import CURRENT_REQUEST, SecretRedactor, request_id
 from localrouter.registry import Registry
+from localrouter.reload import ConfigReloader
 from localrouter.responses import json_response
 from localrouter.state import (
     CACHE_DIR,
@@ -28,7 +31,9 @@ from localrouter.state import (
     DETAILED_CACHE,
     HTTP_SESSION,
     MODELS_VIEW,
+    REDACTOR,
     REGISTRY,
+    RELOADER,
 )
 from localrouter.views import ModelsView, list_models, retrieve_model
 
@@ -42,24 +47,31 @@ def create_app(
     *,
     clock: Clock = time.time,
     config_origin: str = EMBEDDED_DEFAULT,
+    config_path: Path | None = None,
     cache_dir: Path | None = None,
+    handle_sighup: bool = False,
 ) -> web.Application:
-    """The daemon. `cache_dir` holds what it keeps on disk (an updated catalog, persisted lists);
-    None keeps nothing there."""
+    """The daemon. `config_path` is watched and reloaded (and on SIGHUP when `handle_sighup`);
+    `cache_dir` holds what it keeps on disk (an updated catalog, persisted lists); None for
+    either turns that off."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[CLOCK] = clock
+    app[REDACTOR] = SecretRedactor(settings.secret_values)
     app[CACHE_DIR] = cache_dir
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
+    app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
     routes = [
         ("GET", "/v1/models", list_models),
         ("GET", "/v1/models/{model_id:.+}", retrieve_model),
         ("GET", "/api/models", detailed_models),
         ("GET", "/api/cache/stats", cache_stats),
         ("GET", "/health", health),
+        ("GET", "/api/providers", providers),
+        ("POST", "/api/cache/clear", cache_clear),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
     for method, path, handler in routes:
@@ -86,8 +98,31 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
     return context
 
 
-async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+def _reloader(
+    path: Path | None, handle_sighup: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        reloader = ConfigReloader(app[REGISTRY], path, redactor=app[REDACTOR])
+        app[RELOADER] = reloader
+        stop = asyncio.Event()
+        watching = asyncio.create_task(reloader.watch(stop))
+        pending: set[asyncio.Task[bool]] = set()
+        loop = asyncio.get_running_loop()
+        if handle_sighup:
+
+            def on_sighup() -> None:
+                task = asyncio.create_task(reloader.reload())
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        yield
+        if handle_sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        stop.set()
+        await asyncio.gather(watching, *pending, return_exceptions=True)
+
+    return context
 
 
 def openai_errors(handler: Handler) -> Handler:

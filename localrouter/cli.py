@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import platformdirs
 from localrouter import __version__
 from localrouter.catalog import load_catalog
 from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body, update_catalog
-from localrouter.config import APP_NAME, LoadedConfig, Settings, load_config
+from localrouter.config import APP_NAME, LoadedConfig, Settings, load_config, watch_path
 from localrouter.errors import ConfigError, UpstreamError
 from localrouter.providers import PROVIDERS
 
@@ -90,7 +91,11 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         server = settings.server.model_copy(update=overrides)
         settings = settings.model_copy(update={"server": server})
     return run(
-        settings, config_origin=loaded.origin, log_level=args.log_level, cache_dir=cache_dir()
+        settings,
+        config_origin=loaded.origin,
+        config_path=watch_path(args.config, os.environ),
+        log_level=args.log_level,
+        cache_dir=cache_dir(),
     )
 
 

@@ -188,6 +188,16 @@ def find_config_path(explicit: Path | None, env: Mapping[str, str]) -> Path | No
     return None
 
 
+def watch_path(explicit: Path | None, env: Mapping[str, str]) -> Path:
+    """The file to watch for changes: the one in use, else where a new one would be found."""
+    found = find_config_path(explicit, env)
+    if found is not None:
+        return found
+    xdg_home = env.get("XDG_CONFIG_HOME")
+    config_dir = Path(xdg_home) / APP_NAME if xdg_home else platformdirs.user_config_path(APP_NAME)
+    return config_dir / "config.yaml"
+
+
 def load_config(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
     environment = os.environ if env is None else env
     path = find_config_path(explicit, environment)

@@ -41,8 +41,12 @@ def add_request_id(
 class SecretRedactor:
     """A structlog processor that blanks known secret values wherever they appear."""
 
-    def __init__(self) -> None:
-        self.secrets: tuple[str, ...] = ()
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        self.secrets = secrets
+
+    def remember(self, secrets: tuple[str, ...]) -> None:
+        """Add a new config's secrets; old ones stay (in-flight work may still log them)."""
+        self.secrets = tuple(dict.fromkeys((*self.secrets, *secrets)))
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]

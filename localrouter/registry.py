@@ -160,6 +160,16 @@ class Registry:
                 served[index] = result
         return InstanceLists(instances, labels, tuple(served))
 
+    def expire(self, names: Sequence[str] | None = None) -> list[str]:
+        """Mark lists expired (they stay, served as stale, until a refresh replaces them)."""
+        chosen = self.instances(names)
+        for instance in chosen:
+            instance.cache.expire()
+        for (name, _), twin in self._twins.items():
+            if names is None or name in names:
+                twin.cache.expire()
+        return [instance.name for instance in chosen]
+
     def warm_up(self) -> None:
         for instance in self._ordered:
             instance.cache.prefetch()

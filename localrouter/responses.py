@@ -12,6 +12,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from localrouter.errors import BadRequest
+
 JSON = "application/json"
 _GZIP_LEVEL = 6
 
@@ -79,3 +81,16 @@ def _positive(quality: str) -> bool:
         return float(quality) > 0
     except ValueError:
         return False
+
+
+async def request_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The request body as JSON; a malformed one is a 400 that says so, never a 500."""
+    raw = await request.read()
+    if not raw.strip():
+        if empty is not None:
+            return empty
+        raise BadRequest("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from localrouter.app import create_app
 from localrouter.config import Settings
-from localrouter.log import SecretRedactor, configure_logging
+from localrouter.log import configure_logging
+from localrouter.state import REDACTOR
 
 log = structlog.get_logger(__name__)
 
@@ -18,13 +19,18 @@ def run(
     settings: Settings,
     *,
     config_origin: str,
+    config_path: Path | None = None,
     log_level: str = "info",
     cache_dir: Path | None = None,
 ) -> int:
-    redactor = SecretRedactor()
-    redactor.secrets = settings.secret_values
-    configure_logging(log_level, redactor=redactor)
-    app = create_app(settings, config_origin=config_origin, cache_dir=cache_dir)
+    app = create_app(
+        settings,
+        config_origin=config_origin,
+        config_path=config_path,
+        cache_dir=cache_dir,
+        handle_sighup=True,
+    )
+    configure_logging(log_level, redactor=app[REDACTOR])
     host, port = settings.server.host, settings.server.port
     log.info(
         "server.starting",

@@ -11,12 +11,16 @@ from aiohttp import web
 if TYPE_CHECKING:
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
+    from localrouter.log import SecretRedactor
     from localrouter.registry import Registry
+    from localrouter.reload import ConfigReloader
     from localrouter.views import ModelsView
 
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+REDACTOR: web.AppKey[SecretRedactor] = web.AppKey("redactor")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")

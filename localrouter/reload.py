@@ -1,0 +1,114 @@
+"""Live config: watch the file (its directory, so editors' rename-into-place is seen) and
+SIGHUP; parse and validate completely, then apply the difference; a bad file changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from localrouter.config import ServerSettings, Settings, parse_settings
+from localrouter.errors import ConfigError
+from localrouter.log import SecretRedactor
+from localrouter.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+DEBOUNCE_MS = 200  # editors write in bursts; the acceptance bound is 2 s from save to effect
+
+
+@dataclass
+class ReloadState:
+    """What /health and /metrics say about the config."""
+
+    error: str | None = None
+    restart_needed: list[str] = field(default_factory=list)
+    reloads: int = 0
+    failures: int = 0
+
+
+class ConfigReloader:
+    def __init__(
+        self,
+        registry: Registry,
+        path: Path | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        started_with: ServerSettings | None = None,
+        redactor: SecretRedactor | None = None,
+    ) -> None:
+        self._redactor = redactor
+        self._registry = registry
+        self.path = path
+        self._env = env
+        self._started_with = started_with or registry.settings.server
+        self._lock = asyncio.Lock()
+        self.state = ReloadState()
+
+    async def reload(self) -> bool:
+        """Load, validate and apply the file; False (and nothing changed) if it is not valid."""
+        if self.path is None:
+            return False
+        async with self._lock:  # a burst of events and a SIGHUP never interleave
+            try:
+                text = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
+                settings = parse_settings(text, str(self.path), self._env or os.environ)
+            except FileNotFoundError:
+                return self._failed(f"{self.path}: the file is gone; keeping the running config")
+            except OSError as exc:
+                return self._failed(f"{self.path}: cannot read it ({exc.strerror})")
+            except ConfigError as exc:
+                return self._failed(str(exc))
+            await self._apply(settings)
+            return True
+
+    async def _apply(self, settings: Settings) -> None:
+        previous = self._registry.settings
+        self.state.error = None
+        self.state.restart_needed = [
+            f"server.{key} changed to {getattr(settings.server, key)!r}: restart to apply"
+            for key in ("host", "port")
+            if getattr(settings.server, key) != getattr(self._started_with, key)
+        ]
+        if settings == previous:
+            return
+        if self._redactor is not None:
+            self._redactor.remember(settings.secret_values)
+        await self._registry.apply(settings)
+        self.state.reloads += 1
+        log.info(
+            "config.reloaded",
+            path=str(self.path),
+            instances=[p.name for p in settings.enabled_providers],
+            restart_needed=self.state.restart_needed or None,
+        )
+
+    def _failed(self, message: str) -> bool:
+        self.state.error = message
+        self.state.failures += 1
+        log.warning("config.reload_failed", path=str(self.path), error=message)
+        return False
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload whenever the file is written, replaced or created, until `stop` is set."""
+        if self.path is None or not self.path.parent.is_dir():
+            return
+        name = self.path.name
+
+        def ours(change: watchfiles.Change, path: str) -> bool:
+            return os.path.basename(path) == name
+
+        async for _ in watchfiles.awatch(
+            self.path.parent,
+            watch_filter=ours,
+            debounce=DEBOUNCE_MS,
+            step=50,
+            stop_event=stop,
+            recursive=False,
+        ):
+            await self.reload()
