@@ -101,9 +101,9 @@ def daemon(aiohttp_client: Any, clock: FakeClock) -> DaemonFactory:
     """The daemon over real HTTP, from a config dict, with the test's clock."""
 
     async def start(
-        config: dict[str, Any], env: dict[str, str] | None = None
+        config: dict[str, Any], env: dict[str, str] | None = None, **options: Any
     ) -> TestClient[web.Request, web.Application]:
-        app = create_app(settings_from(config, env), clock=clock)
+        app = create_app(settings_from(config, env), clock=clock, **options)
         client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
         return client
 

@@ -1,0 +1,259 @@
+"""Live config: edits apply without a restart, broken edits change nothing, no request fails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localrouter.state import RELOADER
+from tests.conftest import DaemonFactory, FakeClock, UpstreamFactory, openai_compatible
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    """Write the way editors do: a temporary file renamed into place."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(yaml.safe_dump(config))
+    os.replace(temporary, path)
+
+
+async def until(check: Any, seconds: float = 2.0) -> float:
+    """Poll an async check until it is true; return how long it took (fails past `seconds`)."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not true within {seconds} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def model_ids(client: Any) -> list[str]:
+    response = await client.get("/v1/models")
+    assert response.status == 200
+    return [m["id"] for m in (await response.json())["data"]]
+
+
+async def test_ttl_edit_applies_within_two_seconds_keeping_the_list(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    path = tmp_path / "config.yaml"
+    config: dict[str, Any] = {
+        "providers": [openai_compatible("local", up.url)],
+        "model_cache": {"provider_ttl_overrides": {"local": 1000}},
+    }
+    write_config(path, config)
+    client = await daemon(config, config_path=path)
+    assert await model_ids(client) == ["local/m1"]
+
+    config["model_cache"]["provider_ttl_overrides"]["local"] = 10
+    write_config(path, config)
+
+    async def ttl_is_ten() -> bool:
+        stats = await (await client.get("/api/cache/stats")).json()
+        return bool(stats["instances"]["local"]["ttl_seconds"] == 10)
+
+    took = await until(ttl_is_ten, seconds=2.0)
+    assert took < 2.0
+    body = await (await client.get("/v1/models")).json()
+    assert [(m["id"], m["source"]) for m in body["data"]] == [("local/m1", "live")]
+    assert up.calls == 1  # the list was kept, not refetched
+    clock.advance(11)  # the new TTL counts from the original fetch
+    body = await (await client.get("/v1/models")).json()
+    assert body["data"][0]["source"] == "stale"
+
+
+async def test_broken_file_changes_nothing_and_health_says_why(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    path = tmp_path / "config.yaml"
+    config = {"providers": [openai_compatible("local", up.url)]}
+    write_config(path, config)
+    client = await daemon(config, config_path=path)
+    assert await model_ids(client) == ["local/m1"]
+    assert (await (await client.get("/health")).json())["status"] == "ok"
+
+    path.write_text("providers: [\n  - {name: local, type: openai_compatible\n")
+
+    async def degraded() -> bool:
+        return bool((await (await client.get("/health")).json())["status"] == "degraded")
+
+    await until(degraded)
+    health = await (await client.get("/health")).json()
+    assert "not valid YAML" in health["config"]["error"]
+    assert str(path) in health["config"]["error"]
+    assert await model_ids(client) == ["local/m1"]
+
+    write_config(path, {"providers": [openai_compatible("local", up.url)], "bogus": 1})
+    await until(lambda: _error_contains(client, "bogus: unknown key"))
+    assert await model_ids(client) == ["local/m1"]
+
+    write_config(path, config)
+
+    async def healthy() -> bool:
+        return bool((await (await client.get("/health")).json())["status"] == "ok")
+
+    await until(healthy)
+    assert up.calls == 1
+
+
+async def _error_contains(client: Any, text: str) -> bool:
+    error = (await (await client.get("/health")).json())["config"]["error"]
+    return error is not None and text in error
+
+
+async def test_missing_variable_on_reload_keeps_the_old_config(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    path = tmp_path / "config.yaml"
+    config = {"providers": [openai_compatible("local", up.url)]}
+    write_config(path, config)
+    client = await daemon(config, config_path=path)
+    reloader = client.app[RELOADER]
+    path.write_text(
+        yaml.safe_dump(
+            {"providers": [{**config["providers"][0], "api_key": "${NOT_SET_ANYWHERE}"}]}
+        )
+    )
+    assert await reloader.reload() is False
+    assert "NOT_SET_ANYWHERE is not set" in (reloader.state.error or "")
+    assert await model_ids(client) == ["local/m1"]
+
+
+async def test_added_and_removed_instances_show_in_the_list(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    first, second = await upstream(), await upstream()
+    first.serve_models(["a"])
+    second.serve_models(["b"])
+    path = tmp_path / "config.yaml"
+    one = {"providers": [openai_compatible("one", first.url)]}
+    both = {
+        "providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]
+    }
+    write_config(path, one)
+    client = await daemon(one, config_path=path)
+    assert await model_ids(client) == ["one/a"]
+
+    write_config(path, both)
+
+    async def shows(expected: list[str]) -> bool:
+        return await model_ids(client) == expected
+
+    await until(lambda: shows(["one/a", "two/b"]))
+    write_config(path, {"providers": [openai_compatible("two", second.url)]})
+    await until(lambda: shows(["two/b"]))
+    assert first.calls == 1  # "one" kept its list while it stayed
+
+
+async def test_fifty_reloads_under_load_fail_no_request(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    first, second = await upstream(), await upstream()
+    first.serve_models(["a"])
+    second.serve_models(["b"])
+    path = tmp_path / "config.yaml"
+    configs = [
+        {"providers": [openai_compatible("one", first.url)]},
+        {"providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]},
+    ]
+    write_config(path, configs[0])
+    client = await daemon(configs[0], config_path=path)
+    reloader = client.app[RELOADER]
+    stop = asyncio.Event()
+    statuses: list[int] = []
+
+    async def keep_asking() -> None:
+        while not stop.is_set():
+            response = await client.get("/v1/models")
+            await response.read()
+            statuses.append(response.status)
+
+    clients = [asyncio.create_task(keep_asking()) for _ in range(8)]
+    for number in range(50):
+        write_config(path, configs[(number + 1) % 2])  # each one differs from the last
+        assert await reloader.reload()
+        await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert len(statuses) > 50
+    assert set(statuses) == {200}
+    assert reloader.state.reloads == 50
+
+
+async def test_sighup_reloads(tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory):
+    up = await upstream()
+    up.serve_models(["a"])
+    path = tmp_path / "config.yaml"
+    config = {"providers": [openai_compatible("one", up.url)]}
+    write_config(path, config)
+    client = await daemon(config, config_path=tmp_path / "elsewhere.yaml", handle_sighup=True)
+    reloader = client.app[RELOADER]
+    reloader.path = path  # not watched: only the signal can bring the change in
+    renamed = {"providers": [openai_compatible("renamed", up.url)]}
+    path.write_text(yaml.safe_dump(renamed))
+    os.kill(os.getpid(), signal.SIGHUP)
+
+    async def renamed_shows() -> bool:
+        return await model_ids(client) == ["renamed/a"]
+
+    await until(renamed_shows)
+
+
+async def test_a_changed_port_needs_a_restart(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["a"])
+    path = tmp_path / "config.yaml"
+    config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
+    write_config(path, config)
+    client = await daemon(config, config_path=path)
+    assert await client.app[RELOADER].reload()
+    write_config(path, {**config, "server": {"port": 9999}})
+    assert await client.app[RELOADER].reload()
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert health["config"]["restart_needed"] == ["server.port changed to 9999: restart to apply"]
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"instance": 3}', b'{"instance": "nope"}', b"[]"])
+async def test_cache_clear_rejects_bad_bodies(
+    body: bytes, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    client = await daemon({"providers": [openai_compatible("one", up.url)]})
+    response = await client.post("/api/cache/clear", data=body)
+    assert response.status == 400
+    assert (await response.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_cache_clear_keeps_lists_as_stale(upstream: UpstreamFactory, daemon: DaemonFactory):
+    first, second = await upstream(), await upstream()
+    first.serve_models(["a"])
+    second.serve_models(["b"])
+    client = await daemon(
+        {"providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]}
+    )
+    await model_ids(client)
+    first.status = 500  # the refresh after clearing fails: the list must survive
+    response = await client.post("/api/cache/clear", json={"instance": "one"})
+    assert (await response.json()) == {"success": True, "cleared": ["one"]}
+    body = await (await client.get("/v1/models")).json()
+    assert {m["id"]: m["source"] for m in body["data"]} == {"one/a": "stale", "two/b": "live"}
+    response = await client.post("/api/cache/clear")
+    assert (await response.json())["cleared"] == ["one", "two"]
+    providers = (await (await client.get("/api/providers")).json())["providers"]
+    assert [p["name"] for p in providers] == ["one", "two"]
+    assert providers[0]["base_url"] == first.url
