@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,16 +9,16 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
-from localrouter.cache import ModelList, Served
+from localrouter.cache import ModelList
+from localrouter.derived import DerivedCache
 from localrouter.errors import BadRequest
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
 from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY
-from localrouter.views import Labels, merge_entries
+from localrouter.views import merge_entries
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")
-MAX_CACHED_QUERIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,24 +71,15 @@ def caller_keys(headers: CIMultiDictProxy[str], provider_types: set[str]) -> dic
     return keys
 
 
-class DetailedCache:
+class DetailedCache(DerivedCache[ModelsQuery, bytes]):
     """The filtered models of recent queries, as JSON bytes, kept until their lists change."""
 
-    def __init__(self) -> None:
-        self._entries: OrderedDict[ModelsQuery, tuple[Labels, tuple[Served | None, ...], bytes]]
-        self._entries = OrderedDict()
-
     def models_json(self, query: ModelsQuery, lists: InstanceLists) -> bytes:
-        cached = self._entries.get(query)
-        if cached is not None and cached[0] == lists.labels and cached[1] == lists.served:
-            self._entries.move_to_end(query)
-            return cached[2]
-        kept = [e for e in merge_entries(lists.labels, lists.served) if query.keeps(e)]
-        rendered = orjson.dumps(kept)
-        self._entries[query] = (lists.labels, lists.served, rendered)
-        while len(self._entries) > MAX_CACHED_QUERIES:
-            self._entries.popitem(last=False)
-        return rendered
+        return self.get(query, lists, lambda: filtered_json(query, lists))
+
+
+def filtered_json(query: ModelsQuery, lists: InstanceLists) -> bytes:
+    return orjson.dumps([e for e in merge_entries(lists.labels, lists.served) if query.keeps(e)])
 
 
 def provider_status(
@@ -124,9 +114,7 @@ async def detailed_models(request: web.Request) -> web.Response:
         registry.settings.server.models_deadline_seconds, instances=instances, refresh=query.refresh
     )
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
-        models_json = orjson.dumps(
-            [e for e in merge_entries(lists.labels, lists.served) if query.keeps(e)]
-        )
+        models_json = filtered_json(query, lists)
     else:
         models_json = app[DETAILED_CACHE].models_json(query, lists)
     status = provider_status(lists, before, app[CLOCK]())

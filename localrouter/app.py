@@ -34,7 +34,9 @@ from localrouter.state import (
     REDACTOR,
     REGISTRY,
     RELOADER,
+    UNIQUE_CACHE,
 )
+from localrouter.unique import UniqueCache, unique_model, unique_models, warm_common_queries
 from localrouter.views import ModelsView, list_models, retrieve_model
 
 log = structlog.get_logger(__name__)
@@ -61,6 +63,7 @@ def create_app(
     app[CONFIG_ORIGIN] = config_origin
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
+    app[UNIQUE_CACHE] = UniqueCache()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
@@ -68,6 +71,8 @@ def create_app(
         ("GET", "/v1/models", list_models),
         ("GET", "/v1/models/{model_id:.+}", retrieve_model),
         ("GET", "/api/models", detailed_models),
+        ("GET", "/api/models/unique", unique_models),
+        ("GET", "/api/models/unique/{model_id:.+}", unique_model),
         ("GET", "/api/cache/stats", cache_stats),
         ("GET", "/health", health),
         ("GET", "/api/providers", providers),
@@ -92,7 +97,10 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK], catalog=catalog)
         app[REGISTRY] = registry
         registry.warm_up()
+        warming = asyncio.create_task(warm_common_queries(app))
         yield
+        warming.cancel()
+        await asyncio.gather(warming, return_exceptions=True)
         await registry.close()
 
     return context

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from localrouter.log import SecretRedactor
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
+    from localrouter.unique import UniqueCache
     from localrouter.views import ModelsView
 
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -23,5 +24,6 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
+UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

@@ -1,0 +1,237 @@
+"""GET /api/models/unique: one row per distinct model across instances.
+
+Models are grouped by their catalog id when the catalog matched them, else by their normalised
+upstream id. Each row lists its providers with their prices and names the cheapest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import structlog
+from aiohttp import web
+from multidict import MultiMapping
+
+from localrouter.api_models import flag
+from localrouter.catalog.match import normalise
+from localrouter.derived import DerivedCache
+from localrouter.errors import BadRequest, NotFound
+from localrouter.providers.base import ModelInfo
+from localrouter.registry import InstanceLists, Registry
+from localrouter.responses import JSON
+from localrouter.state import REGISTRY, UNIQUE_CACHE
+from localrouter.views import price_text
+
+log = structlog.get_logger(__name__)
+
+SortBy = Literal["provider_count", "name", "cheapest_price"]
+SORTS: tuple[SortBy, ...] = ("provider_count", "name", "cheapest_price")
+DEFAULT_ORDER = {"provider_count": "desc", "name": "asc", "cheapest_price": "asc"}
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueQuery:
+    min_providers: int = 1
+    include_inactive: bool = False
+    sort_by: SortBy = "provider_count"
+    order: str = "desc"
+    limit: int | None = None
+    offset: int = 0
+    provider: str | None = None
+
+    @classmethod
+    def parse(cls, query: MultiMapping[str], registry: Registry) -> UniqueQuery:
+        sort_by = query.get("sort_by", "provider_count")
+        if sort_by not in SORTS:
+            raise BadRequest(
+                f"sort_by: expected one of {', '.join(SORTS)}, got {sort_by!r}", param="sort_by"
+            )
+        order = query.get("order", DEFAULT_ORDER[sort_by])
+        if order not in ("asc", "desc"):
+            raise BadRequest(f"order: expected asc or desc, got {order!r}", param="order")
+        provider = query.get("provider") or None
+        if provider is not None and registry.instance(provider) is None:
+            known = ", ".join(i.name for i in registry.instances()) or "none configured"
+            raise BadRequest(
+                f"provider: no instance named {provider!r}; known instances: {known}",
+                param="provider",
+            )
+        limit = _whole(query, "limit", minimum=0)
+        return cls(
+            min_providers=_whole(query, "min_providers", minimum=1) or 1,
+            include_inactive=flag(query, "include_inactive"),
+            sort_by=sort_by,
+            order=order,
+            limit=limit,
+            offset=_whole(query, "offset", minimum=0) or 0,
+            provider=provider,
+        )
+
+
+# The variants editors and dashboards ask for most, rendered ahead at start-up.
+COMMON_QUERIES = (
+    UniqueQuery(),
+    UniqueQuery(min_providers=2),
+    UniqueQuery(min_providers=3),
+    UniqueQuery(min_providers=5),
+    UniqueQuery(sort_by="name", order="asc"),
+    UniqueQuery(sort_by="cheapest_price", order="asc"),
+)
+
+
+def _whole(query: MultiMapping[str], name: str, *, minimum: int) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}: expected a whole number, got {raw!r}", param=name) from None
+    if value < minimum:
+        raise BadRequest(f"{name}: must be at least {minimum}, got {value}", param=name)
+    return value
+
+
+def group_models(lists: InstanceLists) -> list[Row]:
+    """Every distinct model with all its providers, inactive ones marked, sorted by id."""
+    groups: dict[str, Row] = {}
+    for (instance, _), served in zip(lists.labels, lists.served, strict=True):
+        if served is None:
+            continue
+        for model in served.models.models:
+            key = model.catalog.id if model.catalog else normalise(model.id)
+            row = groups.setdefault(key, {"id": key, "name": None, "providers": []})
+            row["name"] = row["name"] or model.name
+            row["providers"].append(_provider(instance, model))
+    for row in groups.values():
+        row["name"] = row["name"] or row["providers"][0]["upstream_id"]
+    return [groups[key] for key in sorted(groups)]
+
+
+def _provider(instance: str, model: ModelInfo) -> dict[str, Any]:
+    prompt, completion = model.pricing.get("prompt"), model.pricing.get("completion")
+    return {
+        "instance": instance,
+        "id": f"{instance}/{model.id}",
+        "upstream_id": model.id,
+        "pricing": {
+            "prompt": price_text(prompt) if prompt is not None else None,
+            "completion": price_text(completion) if completion is not None else None,
+        },
+        "active": model.active and not model.deprecated,
+        "_cost": None
+        if prompt is None and completion is None
+        else (prompt or 0) + (completion or 0),
+    }
+
+
+def select(groups: list[Row], query: UniqueQuery) -> tuple[int, list[Row]]:
+    """Filter, sort (ties by id) and page the grouped rows: (total before paging, page)."""
+    rows = []
+    for group in groups:
+        providers = [p for p in group["providers"] if query.include_inactive or p["active"]]
+        if len({p["instance"] for p in providers}) < query.min_providers or not providers:
+            continue
+        if query.provider and all(p["instance"] != query.provider for p in providers):
+            continue
+        rows.append(_row(group, providers))
+    descending = query.order == "desc"
+    rows.sort(key=lambda row: row["id"])
+    if query.sort_by == "provider_count":
+        rows.sort(key=lambda row: row["provider_count"], reverse=descending)
+    elif query.sort_by == "name":
+        rows.sort(key=lambda row: row["name"].lower(), reverse=descending)
+    else:  # cheapest_price: unpriced rows last whatever the order
+        priced = [row for row in rows if row["_cost"] is not None]
+        unpriced = [row for row in rows if row["_cost"] is None]
+        priced.sort(key=lambda row: row["_cost"], reverse=descending)
+        rows = priced + unpriced
+    end = None if query.limit is None else query.offset + query.limit
+    return len(rows), [_public(row) for row in rows[query.offset : end]]
+
+
+def _row(group: Row, providers: list[dict[str, Any]]) -> Row:
+    priced = [p for p in providers if p["_cost"] is not None]
+    cheapest = min(priced, key=lambda p: p["_cost"]) if priced else None  # first wins a tie
+    return {
+        "id": group["id"],
+        "name": group["name"],
+        "provider_count": len({p["instance"] for p in providers}),
+        "providers": providers,
+        "cheapest_price": None
+        if cheapest is None
+        else {"instance": cheapest["instance"], "id": cheapest["id"], **cheapest["pricing"]},
+        "_cost": cheapest["_cost"] if cheapest else None,
+    }
+
+
+def _public(row: Row) -> Row:
+    providers = [{k: v for k, v in p.items() if k != "_cost"} for p in row["providers"]]
+    return {**{k: v for k, v in row.items() if k != "_cost"}, "providers": providers}
+
+
+class UniqueCache:
+    """The grouped table per data state, and each query's bytes, until a list changes."""
+
+    def __init__(self) -> None:
+        self._groups: DerivedCache[None, list[Row]] = DerivedCache(capacity=1)
+        self._pages: DerivedCache[UniqueQuery, bytes] = DerivedCache(capacity=128)
+
+    def rendered_queries(self) -> set[UniqueQuery]:
+        return set(self._pages.keys())
+
+    def groups(self, lists: InstanceLists) -> list[Row]:
+        return self._groups.get(None, lists, lambda: group_models(lists))
+
+    def page(self, query: UniqueQuery, lists: InstanceLists) -> bytes:
+        def render() -> bytes:
+            total, rows = select(self.groups(lists), query)
+            return orjson.dumps(
+                {
+                    "success": True,
+                    "total": total,
+                    "count": len(rows),
+                    "offset": query.offset,
+                    "limit": query.limit,
+                    "models": rows,
+                }
+            )
+
+        return self._pages.get(query, lists, render)
+
+
+async def unique_models(request: web.Request) -> web.Response:
+    app = request.app
+    registry = app[REGISTRY]
+    query = UniqueQuery.parse(request.query, registry)
+    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    body = app[UNIQUE_CACHE].page(query, lists)
+    return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
+
+
+async def unique_model(request: web.Request) -> web.Response:
+    app = request.app
+    registry = app[REGISTRY]
+    wanted = request.match_info["model_id"]
+    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    query = UniqueQuery(include_inactive=True)
+    for group in app[UNIQUE_CACHE].groups(lists):
+        if group["id"] == wanted:
+            _, rows = select([group], query)
+            return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
+    raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
+
+
+async def warm_common_queries(app: web.Application) -> None:
+    """Render the common variants once the first lists are in (run in the background)."""
+    registry = app[REGISTRY]
+    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    cache = app[UNIQUE_CACHE]
+    for query in COMMON_QUERIES:
+        cache.page(query, lists)
+        await asyncio.sleep(0)  # let requests in between
+    log.debug("unique.warmed", queries=len(COMMON_QUERIES))
