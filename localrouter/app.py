@@ -19,12 +19,15 @@ from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
+from localrouter.derived import DerivedCache
 from localrouter.errors import LocalRouterError, error_body
 from localrouter.log import CURRENT_REQUEST, SecretRedactor, request_id
+from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader
 from localrouter.responses import json_response
 from localrouter.state import (
+    BARE_IDS,
     CACHE_DIR,
     CLOCK,
     CONFIG_ORIGIN,
@@ -64,6 +67,7 @@ def create_app(
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
+    app[BARE_IDS] = DerivedCache(capacity=1)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
@@ -74,6 +78,9 @@ def create_app(
         ("GET", "/api/models/unique", unique_models),
         ("GET", "/api/models/unique/{model_id:.+}", unique_model),
         ("GET", "/api/cache/stats", cache_stats),
+        ("POST", "/v1/chat/completions", chat_completions),
+        ("POST", "/v1/completions", completions),
+        ("POST", "/v1/embeddings", embeddings),
         ("GET", "/health", health),
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),

@@ -53,6 +53,7 @@ class ProviderSettings(_Strict):
     base_url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    chat_timeout_seconds: float = Field(default=600.0, gt=0)  # longest silence mid-answer
     max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=50, gt=0)
     enabled: bool = True

@@ -38,5 +38,6 @@ def run(
         config=config_origin,
         instances=[p.name for p in settings.enabled_providers],
     )
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    # handler_cancellation: a client that leaves cancels its request, and so the upstream call.
+    web.run_app(app, host=host, port=port, access_log=None, print=None, handler_cancellation=True)
     return 0

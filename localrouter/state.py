@@ -11,8 +11,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
+    from localrouter.derived import DerivedCache
     from localrouter.log import SecretRedactor
-    from localrouter.registry import Registry
+    from localrouter.registry import Instance, Registry
     from localrouter.reload import ConfigReloader
     from localrouter.unique import UniqueCache
     from localrouter.views import ModelsView
@@ -25,5 +26,6 @@ RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
+BARE_IDS: web.AppKey[DerivedCache[None, dict[str, Instance]]] = web.AppKey("bare_ids")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

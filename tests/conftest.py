@@ -104,7 +104,10 @@ def daemon(aiohttp_client: Any, clock: FakeClock) -> DaemonFactory:
         config: dict[str, Any], env: dict[str, str] | None = None, **options: Any
     ) -> TestClient[web.Request, web.Application]:
         app = create_app(settings_from(config, env), clock=clock, **options)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        # As `localrouter serve` runs it: a client that leaves cancels its request.
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            app, server_kwargs={"handler_cancellation": True}
+        )
         return client
 
     return start

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -82,6 +82,23 @@ class ProviderFactory(Protocol):
     def __call__(self, settings: ProviderSettings, spec: ProviderSpec) -> Provider: ...
 
 
+ChatBase = Callable[["ProviderSettings"], str]
+
+
+def same_base(settings: ProviderSettings) -> str:
+    """The chat endpoints share the base URL of the model list."""
+    return settings.resolved_base_url
+
+
+def suffixed_base(suffix: str) -> ChatBase:
+    """The chat endpoints live under the list's base URL plus `suffix` (gemini, ollama)."""
+
+    def base(settings: ProviderSettings) -> str:
+        return settings.resolved_base_url.rstrip("/") + suffix
+
+    return base
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """Everything static about a provider type: one row of the PROVIDERS table."""
@@ -95,6 +112,9 @@ class ProviderSpec:
     default_inclusion: DefaultInclusion = DefaultInclusion.WITH_KEY
     catalog_provider: str | None = None
     static_models: tuple[str, ...] = ()
+    # Where its OpenAI-compatible chat/completions/embeddings endpoints live (Bearer auth);
+    # None: the provider has no chat endpoint (image and video providers).
+    chat_base: ChatBase | None = same_base
 
 
 def is_loopback_url(url: str | None) -> bool:

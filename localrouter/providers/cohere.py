@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from yarl import URL
+
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, positive_int, strings, text
@@ -61,6 +63,11 @@ def _parse(item: dict[str, Any]) -> ModelInfo | None:
     )
 
 
+def compatibility_base(settings: ProviderSettings) -> str:
+    """Cohere's OpenAI-compatible API lives at /compatibility/v1 on the API host."""
+    return str(URL(settings.resolved_base_url).with_path("/compatibility/v1"))
+
+
 SPEC = ProviderSpec(
     type="cohere",
     factory=CohereProvider,
@@ -69,4 +76,5 @@ SPEC = ProviderSpec(
     key_env="COHERE_API_KEY",
     key_required=True,
     catalog_provider="cohere",
+    chat_base=compatibility_base,
 )

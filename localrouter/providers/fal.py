@@ -83,6 +83,7 @@ def _parse(item: dict[str, Any], requested: str) -> ModelInfo | None:
 
 
 SPEC = ProviderSpec(
+    chat_base=None,  # image, video and audio models: no chat endpoint
     type="fal",
     factory=FalProvider,
     kind=ProviderKind.CLOUD,

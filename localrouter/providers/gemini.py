@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec, suffixed_base
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, positive_int, strings, text
 
@@ -64,4 +64,5 @@ SPEC = ProviderSpec(
     key_env="GEMINI_API_KEY",
     key_required=True,
     catalog_provider="google",
+    chat_base=suffixed_base("/openai"),
 )

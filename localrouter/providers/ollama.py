@@ -7,7 +7,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from localrouter.errors import UpstreamError
-from localrouter.providers.base import DefaultInclusion, ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.base import (
+    DefaultInclusion,
+    ModelInfo,
+    ProviderKind,
+    ProviderSpec,
+    suffixed_base,
+)
 from localrouter.providers.parsing import model_items, positive_int, strings, text, unix_time
 
 if TYPE_CHECKING:
@@ -90,4 +96,5 @@ SPEC = ProviderSpec(
     kind=ProviderKind.LOCAL,
     default_base_url="http://127.0.0.1:11434",
     default_inclusion=DefaultInclusion.ALWAYS,
+    chat_base=suffixed_base("/v1"),
 )

@@ -74,6 +74,7 @@ def _parse(item: dict[str, Any]) -> ModelInfo | None:
 
 
 SPEC = ProviderSpec(
+    chat_base=None,  # image, video and audio models: no chat endpoint
     type="replicate",
     factory=ReplicateProvider,
     kind=ProviderKind.CLOUD,

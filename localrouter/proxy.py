@@ -1,0 +1,183 @@
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings: resolve the model, forward the
+body with only `model` rewritten, and stream the answer back as it arrives."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from localrouter.errors import BadRequest, LocalRouterError, ModelNotFound, error_body
+from localrouter.providers.http import display_url
+from localrouter.registry import Instance, InstanceLists
+from localrouter.responses import JSON, json_response, request_json
+from localrouter.secrets import redact
+from localrouter.state import BARE_IDS, HTTP_SESSION, REGISTRY
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+MAX_ERROR_BODY = 1024 * 1024
+# Upstream response headers a client may want; everything else (cookies, servers) stays behind.
+_PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
+_PASSED_PREFIXES = ("x-ratelimit-", "openai-")
+
+
+class UpstreamFailure(LocalRouterError):
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class NotAChatModel(BadRequest):
+    code = "model_not_supported"
+
+
+def bare_ids(lists: InstanceLists) -> dict[str, Instance]:
+    """Each upstream id to the first instance (in config order) that lists it."""
+    index: dict[str, Instance] = {}
+    for instance, served in zip(lists.instances, lists.served, strict=True):
+        if served is not None:
+            for model in served.models.models:
+                index.setdefault(model.id, instance)
+    return index
+
+
+async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
+    """`instance/upstream-id`, even if not (yet) listed; else an id exactly one listed model has."""
+    registry = request.app[REGISTRY]
+    if (found := registry.resolve(model)) is not None:
+        return found
+    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    index = request.app[BARE_IDS].get(None, lists, lambda: bare_ids(lists))
+    if (instance := index.get(model)) is not None:
+        return instance, model
+    known = [f"{i.name}/{m}" for m, i in index.items()]
+    close = difflib.get_close_matches(model, known + list(index), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
+    raise ModelNotFound(
+        f"The model '{model}' does not exist in any configured provider.{hint}", param="model"
+    )
+
+
+async def forward(request: web.Request, path: str) -> web.StreamResponse:
+    body = await request_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
+    instance, upstream_id = await resolve(request, model)
+    settings = instance.settings
+    chat_base = settings.spec.chat_base
+    if chat_base is None:
+        raise NotAChatModel(
+            f"'{model}' is a {settings.type} model (images, video or audio); {settings.type} has "
+            f"no /{path} endpoint. Call it through {settings.type}'s own API.",
+            param="model",
+        )
+    body["model"] = upstream_id
+    url = chat_base(settings).rstrip("/") + "/" + path
+    headers = {**settings.headers, "Content-Type": JSON}
+    headers["Accept"] = request.headers.get("Accept", "application/json")
+    if settings.api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=settings.chat_timeout_seconds
+    )
+    where = f"instance '{instance.name}' ({display_url(url)})"
+    try:
+        async with request.app[HTTP_SESSION].post(
+            url, data=orjson.dumps(body), headers=headers, timeout=timeout
+        ) as upstream:
+            if upstream.status >= 400:
+                return await _upstream_error(upstream, instance, where)
+            if upstream.content_type == "text/event-stream":
+                return await _stream(request, upstream, instance, where)
+            return web.Response(
+                body=await upstream.read(), status=upstream.status, headers=_passed(upstream)
+            )
+    except TimeoutError:
+        raise UpstreamFailure(
+            f"{where} did not answer within {settings.chat_timeout_seconds:g} s",
+            status=504,
+            code="upstream_timeout",
+        ) from None
+    except aiohttp.ClientError as exc:
+        reason = redact(str(exc) or type(exc).__name__, settings.secret_values)
+        raise UpstreamFailure(
+            f"cannot reach {where}: {reason}", status=502, code="upstream_unreachable"
+        ) from None
+
+
+async def _stream(
+    request: web.Request, upstream: aiohttp.ClientResponse, instance: Instance, where: str
+) -> web.StreamResponse:
+    """Pass server-sent events through chunk by chunk; end with an error event if the
+    upstream dies mid-stream. A client that leaves ends the upstream request with it."""
+    response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
+    response.headers["Cache-Control"] = "no-cache"
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except ConnectionResetError:
+        # The client went away: leaving this block closes the upstream connection too.
+        log.info("proxy.client_left", instance=instance.name)
+        return response
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        log.warning("proxy.stream_broken", instance=instance.name, error=type(exc).__name__)
+        message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+        event = orjson.dumps(error_body(message, "upstream_error", "upstream_stream_broken"))
+        await response.write(b"data: " + event + b"\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _upstream_error(
+    upstream: aiohttp.ClientResponse, instance: Instance, where: str
+) -> web.Response:
+    """The upstream's own status and OpenAI-shaped body; anything else is wrapped into one."""
+    raw = await upstream.content.read(MAX_ERROR_BODY)
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        body = redact(raw.decode("utf-8", "replace"), instance.settings.secret_values)
+        return web.Response(text=body, status=upstream.status, content_type=JSON)
+    text = raw[:300].decode("utf-8", "replace").strip() or upstream.reason or ""
+    message = redact(
+        f"{where} answered HTTP {upstream.status}: {text}", instance.settings.secret_values
+    )
+    return json_response(
+        error_body(message, "upstream_error", f"upstream_{upstream.status}"),
+        status=upstream.status,
+    )
+
+
+def _passed(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in upstream.headers.items()
+        if name.title() in _PASSED_HEADERS or name.lower().startswith(_PASSED_PREFIXES)
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "embeddings")
