@@ -3,6 +3,8 @@
 python bench/servers.py upstream PORT N      an OpenAI-shaped upstream listing N models
 python bench/servers.py ceiling PORT FILE    the least an aiohttp server can do: return FILE's
                                              bytes (FILE.gz when the client accepts gzip)
+python bench/servers.py chat PORT            an OpenAI chat upstream that answers at once,
+                                             whole or as 5 server-sent events
 """
 
 from __future__ import annotations
@@ -68,9 +70,54 @@ def ceiling_app(path: Path) -> web.Application:
     return app
 
 
+def chat_app() -> web.Application:
+    answer = orjson.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "bench-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello!"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        }
+    )
+    delta = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"delta": {"content": "hi"}}],
+    }
+    event = b"data: " + orjson.dumps(delta) + b"\n\n"
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=answer, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(5):
+            await response.write(event)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
-    app = upstream_app(int(sys.argv[3])) if mode == "upstream" else ceiling_app(Path(sys.argv[3]))
+    if mode == "chat":
+        app = chat_app()
+    elif mode == "upstream":
+        app = upstream_app(int(sys.argv[3]))
+    else:
+        app = ceiling_app(Path(sys.argv[3]))
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

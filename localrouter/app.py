@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -91,9 +92,17 @@ def create_app(
     return app
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
+
+
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    # trust_env: honour HTTPS_PROXY/NO_PROXY as users behind a corporate proxy expect.
-    async with aiohttp.ClientSession(trust_env=True, raise_for_status=False) as session:
+    # Honour HTTPS_PROXY/NO_PROXY as users behind a corporate proxy expect, but only when one is
+    # set: aiohttp reads the environment on every request then, which bench/proxy.py measured
+    # at about 0.9 ms of the proxy's added latency.
+    trust_env = any(
+        os.environ.get(name) or os.environ.get(name.lower()) for name in PROXY_VARIABLES
+    )
+    async with aiohttp.ClientSession(trust_env=trust_env, raise_for_status=False) as session:
         app[HTTP_SESSION] = session
         yield
 
