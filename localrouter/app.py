@@ -110,7 +110,14 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         catalog = CatalogStore(app[CACHE_DIR])
-        registry = Registry(settings, app[HTTP_SESSION], clock=app[CLOCK], catalog=catalog)
+        cache_dir = app[CACHE_DIR]
+        registry = Registry(
+            settings,
+            app[HTTP_SESSION],
+            clock=app[CLOCK],
+            catalog=catalog,
+            lists_dir=cache_dir / "lists" if cache_dir else None,
+        )
         app[REGISTRY] = registry
         registry.warm_up()
         warming = asyncio.create_task(warm_common_queries(app))

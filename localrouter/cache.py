@@ -77,7 +77,9 @@ class ModelCache:
         fallbacks: Sequence[Fallback] = (),
         fetched_source: Source = Source.LIVE,
         log_context: dict[str, Any] | None = None,
+        on_new_list: Callable[[ModelList], None] | None = None,
     ) -> None:
+        self._on_new_list = on_new_list
         self._fetch = fetch
         self._ttl = ttl_seconds
         self._clock = clock
@@ -224,6 +226,8 @@ class ModelCache:
             return
         now = self._clock()
         self._list = ModelList(tuple(models), self._fetched_source, now, now + self._ttl)
+        if self._on_new_list is not None:
+            self._on_new_list(self._list)
         self._failures = 0
         self._retry_at = 0.0
         self.last_error = None

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 import aiohttp
@@ -27,6 +28,7 @@ from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, So
 from localrouter.catalog import CatalogStore
 from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
+from localrouter.persist import ListStore
 from localrouter.providers.base import ModelInfo, Provider, ProviderKind
 from localrouter.providers.http import UpstreamClient
 
@@ -42,6 +44,7 @@ class Instance:
     http: UpstreamClient
     cache: ModelCache
     base: Instance | None = None  # set on a twin built with a caller's key: never persisted
+    store: ListStore | None = None  # where its last-known-good list is kept on disk
 
     @property
     def caller_keyed(self) -> bool:
@@ -68,8 +71,10 @@ class Registry:
         *,
         clock: Clock = time.time,
         catalog: CatalogStore | None = None,
+        lists_dir: Path | None = None,
     ) -> None:
         self._session = session
+        self._lists_dir = lists_dir
         self._clock = clock
         self._catalog = catalog
         self._lock = aiorwlock.RWLock()
@@ -201,9 +206,11 @@ class Registry:
             await asyncio.gather(*(instance.cache.close() for instance in dropped))
 
     async def close(self) -> None:
+        """Stop refreshing and let every pending list write land."""
         async with self._lock.writer:
             everything = (*self._ordered, *self._twins.values())
             await asyncio.gather(*(instance.cache.close() for instance in everything))
+            await asyncio.gather(*(i.store.flush() for i in everything if i.store is not None))
 
     def _build(
         self, provider: ProviderSettings, settings: Settings, base: Instance | None = None
@@ -225,6 +232,12 @@ class Registry:
             )
 
         fallbacks: list[Fallback] = []
+        store = None
+        if self._lists_dir is not None and settings.model_cache.persist and base is None:
+            store = ListStore(
+                self._lists_dir, provider.name, provider.type, provider.resolved_base_url
+            )
+            fallbacks.append(store.load)
         if settings.model_cache.use_catalog_fallback and catalog_provider and self._catalog:
             fallbacks.append(partial(self._catalog_fallback, catalog_provider))
         if spec.static_models:
@@ -236,8 +249,9 @@ class Registry:
             fallbacks=fallbacks,
             fetched_source=Source.STATIC if provider.kind is ProviderKind.STATIC else Source.LIVE,
             log_context={"instance": provider.name, "caller_key": base is not None},
+            on_new_list=store.save_soon if store else None,
         )
-        return Instance(provider, adapter, http, cache, base=base)
+        return Instance(provider, adapter, http, cache, base=base, store=store)
 
     def _catalog_fallback(self, catalog_provider: str) -> ModelList | None:
         """The catalog's models for this provider, when its upstream cannot be reached."""

@@ -14,9 +14,10 @@ from aiohttp import web
 
 from localrouter.catalog import UPDATED, CatalogStore, load_catalog
 from localrouter.catalog.match import Scope, find, normalise
-from localrouter.catalog.tools import fetch_catalog, match_body, write_atomically
+from localrouter.catalog.tools import fetch_catalog, match_body
 from localrouter.cli import main
 from localrouter.errors import UpstreamError
+from localrouter.persist import write_atomically
 from tests.conftest import FIXTURES, DaemonFactory, UpstreamFactory
 
 ROOT = Path(__file__).parent.parent

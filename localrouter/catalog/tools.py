@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from localrouter.catalog.build import build_catalog, serialise
 from localrouter.catalog.enrich import enrich
 from localrouter.config import ProviderSettings
 from localrouter.errors import UpstreamError
+from localrouter.persist import write_atomically
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import CatalogRef
 from localrouter.providers.http import UpstreamClient
@@ -120,16 +119,3 @@ def _check(document: dict[str, Any], current: Catalog) -> None:
             f"the fetched lists hold {router + scoped} models, less than half of the current "
             f"{current.size}; the catalog is unchanged"
         )
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".catalog-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,187 @@
+"""Last-known-good model lists on disk, one file per instance, written atomically.
+
+A file is used only for the instance it was written for (same name, type and base URL); a
+corrupt, truncated or foreign file is ignored with a warning. Lists fetched with a caller's key
+are never written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from localrouter.cache import ModelList, Source
+from localrouter.providers.base import CatalogRef, ModelInfo
+from localrouter.providers.http import display_url
+
+log = structlog.get_logger(__name__)
+
+FORMAT = 1
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, flush it to disk, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ListStore:
+    """Where one instance's last-known-good list lives, and how it is read back."""
+
+    def __init__(self, directory: Path, name: str, provider_type: str, base_url: str) -> None:
+        self.path = directory / f"{name}.json"
+        self._identity = {
+            "instance": name,
+            "type": provider_type,
+            "base_url": display_url(base_url),
+        }
+        self._written: tuple[ModelInfo, ...] | None = None
+        self._pending: asyncio.Task[None] | None = None
+
+    def load(self) -> ModelList | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._ignore(f"cannot read it ({exc.strerror})")
+            return None
+        try:
+            document = orjson.loads(raw)
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
+                self._ignore("not a localrouter list file")
+                return None
+            if any(document.get(key) != value for key, value in self._identity.items()):
+                self._ignore("written for another instance or URL")
+                return None
+            models = tuple(_model(item) for item in document["models"])
+            fetched_at = float(document["fetched_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self._ignore(f"corrupt or truncated ({exc})")
+            return None
+        self._written = models
+        return ModelList(models, Source.PERSISTED, fetched_at, fetched_at)
+
+    def save_soon(self, models: ModelList) -> None:
+        """Write the list in a worker thread unless it is what the file already holds."""
+        if models.models == self._written:
+            return
+        self._written = models.models
+        data = orjson.dumps(
+            {
+                "format": FORMAT,
+                **self._identity,
+                "fetched_at": models.fetched_at,
+                "models": [_plain(model) for model in models.models],
+            }
+        )
+        previous = self._pending
+        self._pending = asyncio.create_task(self._write(previous, data))
+
+    async def flush(self) -> None:
+        if self._pending is not None:
+            await asyncio.gather(self._pending, return_exceptions=True)
+
+    async def _write(self, previous: asyncio.Task[None] | None, data: bytes) -> None:
+        if previous is not None:  # writes land in order
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await asyncio.to_thread(write_atomically, self.path, data)
+        except OSError as exc:
+            log.warning("persist.write_failed", path=str(self.path), error=exc.strerror)
+
+    def _ignore(self, why: str) -> None:
+        log.warning("persist.file_ignored", path=str(self.path), reason=why)
+        return
+
+
+def _plain(model: ModelInfo) -> dict[str, Any]:
+    plain = dataclasses.asdict(model)
+    return {key: value for key, value in plain.items() if value not in (None, (), {}, "")}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected a whole number")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected true or false")
+    return value
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of text")
+    return tuple(value)
+
+
+def _prices(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise TypeError("expected prices")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _catalog(value: Any) -> CatalogRef:
+    if not isinstance(value, dict):
+        raise TypeError("expected a catalog reference")
+    return CatalogRef(_text(value.get("id")), _text(value.get("matched_via")))
+
+
+# Every ModelInfo field and how to read it back; a field of the wrong type spoils the file.
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "id": _text,
+    "name": _text,
+    "description": _text,
+    "created": _whole,
+    "context_length": _whole,
+    "max_output_tokens": _whole,
+    "pricing": _prices,
+    "input_modalities": _words,
+    "output_modalities": _words,
+    "capabilities": _words,
+    "supported_parameters": _words,
+    "aliases": _words,
+    "deprecated": _flag,
+    "active": _flag,
+    "catalog": _catalog,
+}
+
+
+def _model(item: Any) -> ModelInfo:
+    if not isinstance(item, dict) or "id" not in item:
+        raise TypeError("a model entry without an id")
+    unknown = set(item) - set(_READERS)
+    if unknown:
+        raise TypeError(f"unexpected fields {sorted(unknown)}")
+    return ModelInfo(**{key: _READERS[key](value) for key, value in item.items()})

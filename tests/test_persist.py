@@ -1,0 +1,115 @@
+"""Last-known-good lists on disk: written when they change, served after a restart while the
+upstream is down, ignored (never fatal) when damaged or foreign, never from a caller's key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+
+
+async def until_file(path: Path) -> dict[str, Any]:
+    for _ in range(300):
+        if path.exists():
+            data: dict[str, Any] = orjson.loads(path.read_bytes())
+            return data
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} was never written")
+
+
+async def served(client: Any) -> list[tuple[str, str]]:
+    body = await (await client.get("/v1/models")).json()
+    return [(m["id"], m["source"]) for m in body["data"]]
+
+
+async def test_restart_with_the_upstream_down_serves_the_persisted_list(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["m1", "m2"])
+    config = {"providers": [openai_compatible("local", up.url)]}
+    first = await daemon(config, cache_dir=tmp_path)
+    assert await served(first) == [("local/m1", "live"), ("local/m2", "live")]
+    written = await until_file(tmp_path / "lists" / "local.json")
+    assert [m["id"] for m in written["models"]] == ["m1", "m2"]
+    assert sorted(os.listdir(tmp_path / "lists")) == ["local.json"]  # no temporary file left
+    await first.close()
+
+    up.status = 500  # the upstream is down when the daemon comes back
+    second = await daemon(config, cache_dir=tmp_path)
+    assert await served(second) == [("local/m1", "persisted"), ("local/m2", "persisted")]
+
+    up.status = 200  # and replaced as soon as the upstream answers
+    up.serve_models(["m3"])
+    body = await (await second.get("/api/models?refresh=true")).json()
+    assert [m["id"] for m in body["models"]] == ["local/m3"]
+    assert await served(second) == [("local/m3", "live")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00\x01garbage",
+        b'{"format": 1, "instance": "local", "type": "openai_compatible", "models": [{"id": "m',
+        b'{"format": 1, "instance": "local", "type": "openai_compatible", "base_url": "BASE",'
+        b' "fetched_at": 1, "models": [{"id": "m1", "context_length": "big"}]}',
+        b'{"format": 1, "instance": "local", "type": "openai_compatible", "base_url":'
+        b' "http://elsewhere.test/v1", "fetched_at": 1, "models": [{"id": "foreign"}]}',
+        b'{"format": 99}',
+        b"[]",
+    ],
+    ids=["garbage", "truncated", "wrong-type", "foreign", "future-format", "not-an-object"],
+)
+async def test_a_damaged_or_foreign_file_is_ignored_with_a_warning(
+    tmp_path: Path,
+    upstream: UpstreamFactory,
+    daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+):
+    up = await upstream(status=500)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "local.json").write_bytes(content.replace(b"BASE", up.url.encode()))
+    client = await daemon({"providers": [openai_compatible("local", up.url)]}, cache_dir=tmp_path)
+    assert await served(client) == []
+    health = await client.get("/health")
+    assert health.status == 200
+    assert "persist.file_ignored" in capsys.readouterr().out
+
+
+async def test_lists_from_a_callers_key_are_never_written(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["shared"])
+    config = {
+        "providers": [{"name": "oa", "type": "openai", "base_url": up.url, "api_key": "sk-a"}]
+    }
+    client = await daemon(config, cache_dir=tmp_path)
+    await served(client)
+    path = tmp_path / "lists" / "oa.json"
+    await until_file(path)
+    up.serve_models(["only-for-the-caller"])
+    body = await (await client.get("/api/models", headers={"X-Openai-Key": "sk-caller-1"})).json()
+    assert [m["id"] for m in body["models"]] == ["oa/only-for-the-caller"]
+    await client.close()  # every pending write lands before the app is gone
+    assert [m["id"] for m in orjson.loads(path.read_bytes())["models"]] == ["shared"]
+    assert sorted(os.listdir(tmp_path / "lists")) == ["oa.json"]
+
+
+async def test_persist_false_writes_nothing(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["m1"])
+    config = {"providers": [openai_compatible("local", up.url)], "model_cache": {"persist": False}}
+    client = await daemon(config, cache_dir=tmp_path)
+    await served(client)
+    await client.close()
+    assert not (tmp_path / "lists").exists()
