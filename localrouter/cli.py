@@ -17,6 +17,7 @@ from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body
 from localrouter.config import APP_NAME, LoadedConfig, Settings, load_config, watch_path
 from localrouter.errors import ConfigError, UpstreamError
 from localrouter.providers import PROVIDERS
+from localrouter.systemd import install_unit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "catalog":
         return _catalog(args)
+    if args.command == "service":
+        target, commands = install_unit(_config_home())
+        print(f"wrote {target}\nthen run:\n{commands}")
+        return 0
     try:
         loaded = load_config(args.config)
     except ConfigError as exc:
@@ -57,10 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     match = catalog.add_parser("match", help="match a provider response file to the catalog")
     match.add_argument("file", type=Path)
     match.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    service = commands.add_parser("service", help="the systemd user service")
+    service.add_subparsers(dest="service_command", required=True).add_parser(
+        "install", help="write ~/.config/systemd/user/localrouter.service"
+    )
     update = catalog.add_parser("update", help="fetch the live OpenRouter and models.dev lists")
     update.add_argument("--openrouter-url", default=OPENROUTER_URL)
     update.add_argument("--models-dev-url", default=MODELS_DEV_URL)
     return parser
+
+
+def _config_home() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return Path(xdg) if xdg else Path.home() / ".config"
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,9 @@
-"""Running the daemon: logging, the aiohttp runner, and a clean exit."""
+"""Running the daemon: bind, tell systemd, serve until SIGTERM/SIGINT, then stop gracefully."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import structlog
@@ -11,8 +13,12 @@ from localrouter.app import create_app
 from localrouter.config import Settings
 from localrouter.log import configure_logging
 from localrouter.state import REDACTOR
+from localrouter.systemd import Notifier
 
 log = structlog.get_logger(__name__)
+
+# How long requests in flight may take to finish once a stop is asked for.
+SHUTDOWN_GRACE_SECONDS = 15.0
 
 
 def run(
@@ -31,13 +37,49 @@ def run(
         handle_sighup=True,
     )
     configure_logging(log_level, redactor=app[REDACTOR])
+    return asyncio.run(serve(app, settings, Notifier(), config_origin=config_origin))
+
+
+async def serve(
+    app: web.Application, settings: Settings, notifier: Notifier, *, config_origin: str
+) -> int:
     host, port = settings.server.host, settings.server.port
-    log.info(
-        "server.starting",
-        url=f"http://{host}:{port}/v1",
-        config=config_origin,
-        instances=[p.name for p in settings.enabled_providers],
-    )
     # handler_cancellation: a client that leaves cancels its request, and so the upstream call.
-    web.run_app(app, host=host, port=port, access_log=None, print=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        handle_signals=False,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error(
+            "server.bind_failed",
+            address=f"{host}:{port}",
+            error=exc.strerror,
+            hint="is another localrouter running? choose another with --port or server.port",
+        )
+        await runner.cleanup()
+        return 1
+    url = f"http://{host}:{port}/v1"
+    instances = [p.name for p in settings.enabled_providers]
+    log.info("server.listening", url=url, config=config_origin, instances=instances)
+    notifier.ready(f"Serving {len(instances)} provider instances on {url}")
+    watchdog = asyncio.create_task(notifier.keep_watchdog_fed())
+    await stop.wait()
+    log.info("server.stopping", grace_seconds=SHUTDOWN_GRACE_SECONDS)
+    notifier.stopping()
+    watchdog.cancel()
+    await asyncio.gather(watchdog, return_exceptions=True)
+    await runner.cleanup()  # stops listening, lets requests finish, writes pending lists
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    log.info("server.stopped")
     return 0

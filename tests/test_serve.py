@@ -46,4 +46,4 @@ def test_serve_without_config_or_network_answers_within_one_second(command: list
     assert report["object"] == "list"
     assert report["elapsed"] < 1.0, report
     assert report["exit_code"] == 0, report["stderr"]
-    assert "server.starting" in report["stderr"]
+    assert "server.listening" in report["stderr"]
