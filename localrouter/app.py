@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import time
@@ -13,7 +12,6 @@ from pathlib import Path
 import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
@@ -21,19 +19,21 @@ from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.derived import DerivedCache
-from localrouter.errors import LocalRouterError, error_body
-from localrouter.log import CURRENT_REQUEST, SecretRedactor, request_id
+from localrouter.endpoint import MAX_REQUEST_BYTES, Guard, add_routes, no_route
+from localrouter.log import SecretRedactor
+from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
-from localrouter.reload import ConfigReloader
-from localrouter.responses import json_response
+from localrouter.reload import ConfigReloader, ReloadState
 from localrouter.state import (
     BARE_IDS,
     CACHE_DIR,
     CLOCK,
     CONFIG_ORIGIN,
     DETAILED_CACHE,
+    GUARD,
     HTTP_SESSION,
+    METRICS,
     MODELS_VIEW,
     REDACTOR,
     REGISTRY,
@@ -45,7 +45,10 @@ from localrouter.views import ModelsView, list_models, retrieve_model
 
 log = structlog.get_logger(__name__)
 
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+def _reload_state(app: web.Application) -> ReloadState | None:
+    reloader = app.get(RELOADER)
+    return reloader.state if reloader is not None else None
 
 
 def create_app(
@@ -65,6 +68,10 @@ def create_app(
     app[REDACTOR] = SecretRedactor(settings.secret_values)
     app[CACHE_DIR] = cache_dir
     app[CONFIG_ORIGIN] = config_origin
+    app[GUARD] = Guard(settings.server.host)
+    metrics = Metrics()
+    metrics.watch(lambda: app.get(REGISTRY), lambda: _reload_state(app))
+    app[METRICS] = metrics
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
@@ -83,12 +90,12 @@ def create_app(
         ("POST", "/v1/completions", completions),
         ("POST", "/v1/embeddings", embeddings),
         ("GET", "/health", health),
+        ("GET", "/metrics", metrics_endpoint),
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, openai_errors(handler))
+    add_routes(app, routes, open_paths={"/health"})
     return app
 
 
@@ -154,66 +161,3 @@ def _reloader(
         await asyncio.gather(watching, *pending, return_exceptions=True)
 
     return context
-
-
-def openai_errors(handler: Handler) -> Handler:
-    """Every error leaves as OpenAI-shaped JSON; no stack trace ever reaches a client.
-
-    A wrapper per route rather than an aiohttp middleware: the middleware machinery cost about a
-    quarter of the cached /v1/models throughput in bench/models.py.
-    """
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        # Each request is handled in its own context: nothing to reset afterwards. The id itself
-        # is made only when something logs or fails (see log.request_id).
-        CURRENT_REQUEST.set(request)
-        response: web.StreamResponse
-        try:
-            return await handler(request)
-        except LocalRouterError as exc:
-            response = json_response(exc.to_body(), status=exc.status)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = _http_error(request, exc)
-        except Exception:
-            log.exception("http.unhandled_error", path=request.path)
-            body = error_body(
-                "Internal error in localrouter; see its log.", "server_error", "internal"
-            )
-            response = json_response(body, status=500)
-        response.headers["X-Request-Id"] = request_id(request)
-        return response
-
-    return wrapped
-
-
-async def no_route(request: web.Request) -> web.StreamResponse:
-    """The catch-all route: 405 where the path exists with other methods, else 404."""
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        match, methods = await resource.resolve(request)
-        if match is None:
-            allowed |= methods
-    if allowed:
-        raise web.HTTPMethodNotAllowed(request.method, allowed)
-    raise web.HTTPNotFound()
-
-
-def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
-    messages = {
-        404: f"No route for {request.method} {request.path}. localrouter serves /v1/models, "
-        "/v1/chat/completions, /v1/completions, /v1/embeddings, /api/* and /health.",
-        405: f"{request.method} is not allowed on {request.path}.",
-        413: f"The request body is larger than {MAX_REQUEST_BYTES} bytes.",
-    }
-    message = messages.get(exc.status, exc.reason)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-        exc.status, "http_error"
-    )
-    error_type = "invalid_request_error" if exc.status < 500 else "server_error"
-    response = json_response(error_body(message, error_type, code), status=exc.status)
-    if allow := exc.headers.get("Allow"):
-        response.headers["Allow"] = allow
-    return response

@@ -14,7 +14,16 @@ import platformdirs
 from localrouter import __version__
 from localrouter.catalog import load_catalog
 from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body, update_catalog
-from localrouter.config import APP_NAME, LoadedConfig, Settings, load_config, watch_path
+from localrouter.client import run_client
+from localrouter.config import (
+    APP_NAME,
+    EMBEDDED_DEFAULT,
+    LoadedConfig,
+    Settings,
+    literal_secrets_exposed,
+    load_config,
+    watch_path,
+)
 from localrouter.errors import ConfigError, UpstreamError
 from localrouter.providers import PROVIDERS
 from localrouter.systemd import install_unit
@@ -37,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"localrouter: invalid config\n{exc}", file=sys.stderr)
         return 1
+    _warn_if_exposed(loaded)
     if args.command == "check":
         print(describe(loaded))
         return 0
+    if args.command in ("models", "cache"):
+        return run_client(args, loaded.settings)
     return _serve(loaded, args)
 
 
@@ -54,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default: server.port, 8741)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check", help="validate the config and show what it resolves to")
-    for command in (serve, check):
+    models = commands.add_parser("models", help="list the running daemon's models")
+    models.add_argument("--provider", help="only this instance")
+    models.add_argument("--json", action="store_true", help="the raw /v1/models JSON")
+    cache = commands.add_parser("cache", help="the running daemon's model-list cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    cache_commands.add_parser("stats", help="hits, misses and each instance's state")
+    clear = cache_commands.add_parser("clear", help="mark lists expired (kept until refreshed)")
+    clear.add_argument("instance", nargs="?", help="only this instance")
+    for command in (serve, check, models, cache):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True
@@ -94,6 +114,18 @@ def _catalog(args: argparse.Namespace) -> int:
         print(f"localrouter: catalog not updated: {exc.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_if_exposed(loaded: LoadedConfig) -> None:
+    if loaded.origin == EMBEDDED_DEFAULT:
+        return
+    exposed = literal_secrets_exposed(Path(loaded.origin))
+    if exposed:
+        print(
+            f"localrouter: warning: {loaded.origin} holds secrets ({', '.join(exposed)}) and "
+            f"other users can read it: chmod 600 {loaded.origin}, or use ${{VAR}} references",
+            file=sys.stderr,
+        )
 
 
 def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:

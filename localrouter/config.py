@@ -44,6 +44,7 @@ class ServerSettings(_Strict):
     port: int = Field(default=8741, ge=0, le=65535)
     auth_token: SecretStr | None = None
     models_deadline_seconds: float = Field(default=2.5, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call
 
 
 class ProviderSettings(_Strict):
@@ -197,6 +198,31 @@ def watch_path(explicit: Path | None, env: Mapping[str, str]) -> Path:
     xdg_home = env.get("XDG_CONFIG_HOME")
     config_dir = Path(xdg_home) / APP_NAME if xdg_home else platformdirs.user_config_path(APP_NAME)
     return config_dir / "config.yaml"
+
+
+def literal_secrets_exposed(path: Path) -> list[str]:
+    """Key paths of secrets written literally (not as ${VAR}) in a file other users can read."""
+    try:
+        if path.stat().st_mode & 0o077 == 0:
+            return []
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(raw, dict):
+        return []
+    found = []
+    server = raw.get("server")
+    if isinstance(server, dict) and _literal(server.get("auth_token")):
+        found.append("server.auth_token")
+    providers = raw.get("providers")
+    for index, entry in enumerate(providers if isinstance(providers, list) else []):
+        if isinstance(entry, dict) and _literal(entry.get("api_key")):
+            found.append(f"providers[{index}].api_key")
+    return found
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not _ENV_REFERENCE.fullmatch(value.strip())
 
 
 def load_config(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:

@@ -12,13 +12,17 @@ if TYPE_CHECKING:
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
     from localrouter.derived import DerivedCache
+    from localrouter.endpoint import Guard
     from localrouter.log import SecretRedactor
+    from localrouter.metrics import Metrics
     from localrouter.registry import Instance, Registry
     from localrouter.reload import ConfigReloader
     from localrouter.unique import UniqueCache
     from localrouter.views import ModelsView
 
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+GUARD: web.AppKey[Guard] = web.AppKey("guard")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 REDACTOR: web.AppKey[SecretRedactor] = web.AppKey("redactor")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")

@@ -1,0 +1,196 @@
+"""What every route goes through: the Host and token checks, CORS, OpenAI-shaped errors and
+request metrics. A wrapper per route rather than aiohttp middleware: the middleware machinery
+alone cost about a quarter of the cached /v1/models throughput in bench/models.py."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+import time
+from collections.abc import Iterable
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from localrouter.errors import LocalRouterError, error_body
+from localrouter.log import CURRENT_REQUEST, request_id
+from localrouter.responses import json_response
+from localrouter.state import GUARD, METRICS, REGISTRY
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+class MisdirectedRequest(LocalRouterError):
+    status = 421
+    code = "host_not_allowed"
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(LocalRouterError):
+    status = 401
+    code = "invalid_api_key"
+    error_type = "invalid_request_error"
+
+
+class Guard:
+    """DNS-rebinding protection (the Host must name this machine's loopback or the configured
+    host) and the optional bearer token, read live so a reload applies it."""
+
+    def __init__(self, bound_host: str) -> None:
+        self._any_host = bound_host in WILDCARDS
+        self._allowed = {name.lower() for name in (*LOOPBACK_NAMES, bound_host)}
+        self._seen: dict[str, bool] = {}
+
+    def check(self, request: web.Request, *, needs_token: bool) -> None:
+        host = request.headers.get("Host")
+        if host is not None and not self._any_host and not self._host_ok(host):
+            raise MisdirectedRequest(
+                f"Host '{host}' is not allowed: localrouter answers only to "
+                f"{', '.join(sorted(self._allowed))} (DNS rebinding protection). Use "
+                "http://127.0.0.1:<port>/v1, or set server.host to the name you use."
+            )
+        token = request.app[REGISTRY].settings.server.auth_token
+        if needs_token and token is not None and not _token_ok(request, token.get_secret_value()):
+            raise Unauthorized(
+                "Missing or wrong token: send 'Authorization: Bearer <server.auth_token>' "
+                "(the OpenAI SDKs send their api_key that way)."
+            )
+
+    def _host_ok(self, host: str) -> bool:
+        known = self._seen.get(host)
+        if known is None:
+            if len(self._seen) > 256:  # a bounded memo of the few Host values clients send
+                self._seen.clear()
+            known = self._seen[host] = _host_name(host) in self._allowed
+        return known
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without the port and brackets; lowercase."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, _, port = host.rpartition(":")
+    if name and port.isdigit():
+        try:
+            ipaddress.IPv6Address(host)  # a bare IPv6 address has colons but no port
+        except ValueError:
+            return name
+    return host
+
+
+def _token_ok(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def endpoint(handler: Handler, route: str, *, open_route: bool = False) -> Handler:
+    """Wrap a handler: checks first, errors as OpenAI JSON, CORS when allowed, metrics."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        # Each request is handled in its own context: nothing to reset afterwards. The id itself
+        # is made only when something logs or fails (see log.request_id).
+        CURRENT_REQUEST.set(request)
+        app = request.app
+        response: web.StreamResponse
+        try:
+            app[GUARD].check(request, needs_token=not open_route)
+            response = await handler(request)
+        except LocalRouterError as exc:
+            response = _failed(request, json_response(exc.to_body(), status=exc.status))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _failed(request, _http_error(request, exc))
+        except Exception:
+            log.exception("http.unhandled_error", path=request.path)
+            body = error_body(
+                "Internal error in localrouter; see its log.", "server_error", "internal"
+            )
+            response = _failed(request, json_response(body, status=500))
+        origin = request.headers.get("Origin")
+        if origin is not None and not response.prepared:
+            _allow_origin(request, response, origin)
+        recorder = app[METRICS].recorder(route)
+        recorder(response.status, time.perf_counter() - started)
+        return response
+
+    return wrapped
+
+
+def _failed(request: web.Request, response: web.Response) -> web.Response:
+    response.headers["X-Request-Id"] = request_id(request)
+    return response
+
+
+def _allow_origin(request: web.Request, response: web.StreamResponse, origin: str) -> None:
+    allowed = request.app[REGISTRY].settings.server.cors_origins
+    if origin in allowed or "*" in allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = _vary(response.headers.get("Vary"), "Origin")
+
+
+def _vary(existing: str | None, name: str) -> str:
+    return f"{existing}, {name}" if existing else name
+
+
+async def no_route(request: web.Request) -> web.StreamResponse:
+    """The catch-all route: CORS preflights, 405 where the path has other methods, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    origins = request.app[REGISTRY].settings.server.cors_origins
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and allowed and origin and (origin in origins or "*" in origins):
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": ", ".join(sorted(allowed | {"OPTIONS"})),
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"
+                ),
+                "Access-Control-Max-Age": "600",
+            },
+        )
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    messages = {
+        404: f"No route for {request.method} {request.path}. localrouter serves /v1/models, "
+        "/v1/chat/completions, /v1/completions, /v1/embeddings, /api/*, /health and /metrics.",
+        405: f"{request.method} is not allowed on {request.path}.",
+        413: f"The request body is larger than {MAX_REQUEST_BYTES} bytes.",
+    }
+    message = messages.get(exc.status, exc.reason)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status, "http_error"
+    )
+    error_type = "invalid_request_error" if exc.status < 500 else "server_error"
+    response = json_response(error_body(message, error_type, code), status=exc.status)
+    if allow := exc.headers.get("Allow"):
+        response.headers["Allow"] = allow
+    return response
+
+
+def add_routes(
+    app: web.Application, routes: Iterable[tuple[str, str, Handler]], open_paths: set[str]
+) -> None:
+    for method, path, handler in routes:
+        route = "unmatched" if path == "/{tail:.*}" else path
+        wrapped = endpoint(handler, route, open_route=path in open_paths)
+        app.router.add_route(method, path, wrapped)

@@ -1,0 +1,135 @@
+"""/metrics in the Prometheus text format. Request counts and latency are recorded as requests
+finish; everything else (cache, upstreams, models, reloads) is read when scraped, so the hot
+path pays for two pre-bound metric updates and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from localrouter.state import METRICS
+
+if TYPE_CHECKING:
+    from localrouter.registry import Registry
+    from localrouter.reload import ReloadState
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            "localrouter_http_requests",
+            "HTTP requests answered, by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "localrouter_http_request_duration_seconds",
+            "Time to answer (for streams: to the end of the stream), by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._counted: dict[tuple[str, int], Callable[[], None]] = {}
+
+    def recorder(self, route: str) -> Callable[[int, float], None]:
+        """A cheap per-route callback: (status, seconds) -> recorded."""
+        observe = self._latency.labels(route).observe
+
+        def record(status: int, seconds: float) -> None:
+            count = self._counted.get((route, status))
+            if count is None:
+                count = self._counted[(route, status)] = self._requests.labels(
+                    route, str(status)
+                ).inc
+            count()
+            observe(seconds)
+
+        return record
+
+    def watch(
+        self, registry: Callable[[], Registry | None], reloads: Callable[[], ReloadState | None]
+    ) -> None:
+        self.registry.register(_StateCollector(registry, reloads))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self, registry: Callable[[], Registry | None], reloads: Callable[[], ReloadState | None]
+    ) -> None:
+        self._registry = registry
+        self._reloads = reloads
+
+    def collect(self) -> Iterator[Metric]:
+        registry = self._registry()
+        instances = registry.instances() if registry is not None else ()
+        counters = {
+            "upstream_calls": "Model-list requests sent upstream",
+            "upstream_errors": "Model-list requests that failed",
+            "hits": "Lists served fresh from the cache",
+            "misses": "Lists that were not fresh when asked for",
+            "refreshes": "Refreshes started",
+            "fallbacks": "Answers served from a fallback (persisted, catalog, static)",
+        }
+        for name, help_text in counters.items():
+            family = CounterMetricFamily(f"localrouter_{name}", help_text, labels=["instance"])
+            for instance in instances:
+                family.add_metric([instance.name], getattr(instance.cache.counters, name))
+            yield family
+        models = GaugeMetricFamily(
+            "localrouter_models", "Models listed now", labels=["instance", "source"]
+        )
+        up = GaugeMetricFamily(
+            "localrouter_instance_up", "1 if the last refresh worked", labels=["instance"]
+        )
+        for instance in instances:
+            status = instance.cache.status()
+            models.add_metric([instance.name, status["source"] or "none"], status["count"])
+            up.add_metric([instance.name], 0 if status["last_error"] else 1)
+        yield models
+        yield up
+        state = self._reloads()
+        if state is not None:
+            yield CounterMetricFamily(
+                "localrouter_config_reloads", "Config reloads applied", value=state.reloads
+            )
+            yield CounterMetricFamily(
+                "localrouter_config_reload_failures", "Config reloads refused", value=state.failures
+            )
+            yield GaugeMetricFamily(
+                "localrouter_config_error",
+                "1 while the config file on disk is refused",
+                value=1 if state.error else 0,
+            )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
