@@ -71,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="the raw /v1/models JSON")
     cache = commands.add_parser("cache", help="the running daemon's model-list cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
-    cache_commands.add_parser("stats", help="hits, misses and each instance's state")
+    stats = cache_commands.add_parser("stats", help="hits, misses and each instance's state")
     clear = cache_commands.add_parser("clear", help="mark lists expired (kept until refreshed)")
     clear.add_argument("instance", nargs="?", help="only this instance")
-    for command in (serve, check, models, cache):
+    for command in (serve, check, models, stats, clear):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True

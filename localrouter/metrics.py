@@ -91,18 +91,21 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         registry = self._registry()
         instances = registry.instances() if registry is not None else ()
-        counters = {
-            "upstream_calls": "Model-list requests sent upstream",
-            "upstream_errors": "Model-list requests that failed",
-            "hits": "Lists served fresh from the cache",
-            "misses": "Lists that were not fresh when asked for",
-            "refreshes": "Refreshes started",
-            "fallbacks": "Answers served from a fallback (persisted, catalog, static)",
+        counters = {  # metric name: (CacheCounters field, help)
+            "upstream_calls": ("upstream_calls", "Model-list requests sent upstream"),
+            "upstream_errors": ("upstream_errors", "Model-list requests that failed"),
+            "cache_hits": ("hits", "Lists served fresh from the cache"),
+            "cache_misses": ("misses", "Lists that were not fresh when asked for"),
+            "cache_refreshes": ("refreshes", "Refreshes started"),
+            "cache_fallbacks": (
+                "fallbacks",
+                "Answers from a fallback (persisted, catalog, static)",
+            ),
         }
-        for name, help_text in counters.items():
+        for name, (counter, help_text) in counters.items():
             family = CounterMetricFamily(f"localrouter_{name}", help_text, labels=["instance"])
             for instance in instances:
-                family.add_metric([instance.name], getattr(instance.cache.counters, name))
+                family.add_metric([instance.name], getattr(instance.cache.counters, counter))
             yield family
         models = GaugeMetricFamily(
             "localrouter_models", "Models listed now", labels=["instance", "source"]

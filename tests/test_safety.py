@@ -1,0 +1,279 @@
+"""A loopback daemon's safety: Host checks, the token, CORS, metrics, and no secret anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+import structlog
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from localrouter.cli import main
+from localrouter.log import configure_logging
+from localrouter.state import REDACTOR
+from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+
+TOKEN = "local-secret-token-31337"
+KEY = "sk-provider-key-8c1d2e"
+HEADER_SECRET = "hdr-secret-55aa"
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:8741", 200),
+        ("localhost:8741", 200),
+        ("LOCALHOST", 200),
+        ("[::1]:8741", 200),
+        ("evil.example:8741", 421),
+        ("127.0.0.1.evil.example", 421),
+        ("192.168.1.20:8741", 421),
+    ],
+)
+async def test_host_header_must_name_loopback(daemon: DaemonFactory, host: str, status: int):
+    client = await daemon({"providers": []})
+    response = await client.get("/v1/models", headers={"Host": host})
+    assert response.status == status
+    if status == 421:
+        error = (await response.json())["error"]
+        assert "DNS rebinding" in error["message"]
+        assert error["code"] == "host_not_allowed"
+
+
+async def test_the_configured_host_and_wildcards_are_allowed(daemon: DaemonFactory):
+    named = await daemon({"server": {"host": "devbox.lan"}, "providers": []})
+    assert (await named.get("/v1/models", headers={"Host": "devbox.lan:8741"})).status == 200
+    everywhere = await daemon({"server": {"host": "0.0.0.0"}, "providers": []})
+    assert (await everywhere.get("/v1/models", headers={"Host": "anything.lan"})).status == 200
+
+
+async def test_auth_token(upstream: UpstreamFactory, daemon: DaemonFactory):
+    up = await upstream()
+    up.serve_models(["m"])
+    config = {"server": {"auth_token": TOKEN}, "providers": [openai_compatible("one", up.url)]}
+    client = await daemon(config)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        response = await client.get("/v1/models", headers=headers)
+        assert response.status == 401
+        error = (await response.json())["error"]
+        assert error["code"] == "invalid_api_key"
+        assert TOKEN not in error["message"]
+    assert (await client.get("/health")).status == 200  # health stays open
+    ok = await client.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status == 200
+    api = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key=TOKEN, max_retries=0)
+    async with api:
+        assert [m.id for m in (await api.models.list()).data] == ["one/m"]
+    wrong = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="nope", max_retries=0)
+    async with wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.list()
+
+
+async def test_no_cors_headers_unless_the_origin_is_listed(daemon: DaemonFactory):
+    closed = await daemon({"providers": []})
+    response = await closed.get("/v1/models", headers={"Origin": "http://app.test"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    preflight = await closed.options(
+        "/v1/chat/completions",
+        headers={"Origin": "http://app.test", "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+
+    client = await daemon({"server": {"cors_origins": ["http://app.test"]}, "providers": []})
+    response = await client.get("/v1/models", headers={"Origin": "http://app.test"})
+    assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert "Origin" in response.headers["Vary"]
+    other = await client.get("/v1/models", headers={"Origin": "http://evil.test"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = await client.options(
+        "/v1/chat/completions",
+        headers={
+            "Origin": "http://app.test",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+async def test_metrics_in_prometheus_text(upstream: UpstreamFactory, daemon: DaemonFactory):
+    good, bad = await upstream(), await upstream(status=500)
+    good.serve_models(["a", "b"])
+    client = await daemon(
+        {"providers": [openai_compatible("good", good.url), openai_compatible("bad", bad.url)]}
+    )
+    for _ in range(3):
+        await client.get("/v1/models")
+    await client.get("/v1/nothing")
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(await response.text())
+        for sample in family.samples
+    }
+    assert (
+        samples[("localrouter_http_requests_total", (("route", "/v1/models"), ("status", "200")))]
+        == 3
+    )
+    assert (
+        samples[("localrouter_http_requests_total", (("route", "unmatched"), ("status", "404")))]
+        == 1
+    )
+    bucket = ("localrouter_http_request_duration_seconds_count", (("route", "/v1/models"),))
+    assert samples[bucket] == 3
+    assert samples[("localrouter_upstream_calls_total", (("instance", "good"),))] == 1
+    assert samples[("localrouter_upstream_errors_total", (("instance", "bad"),))] >= 1
+    assert samples[("localrouter_models", (("instance", "good"), ("source", "live")))] == 2
+    assert samples[("localrouter_instance_up", (("instance", "bad"),))] == 0
+    assert samples[("localrouter_cache_hits_total", (("instance", "good"),))] >= 2
+    assert samples[("localrouter_config_reloads_total", ())] == 0
+
+
+@pytest.fixture
+def logged_with_redaction(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+async def test_secrets_never_reach_logs_responses_or_metrics(
+    aiohttp_server: Any,
+    daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+    logged_with_redaction: None,
+    unused_tcp_port: int,
+):
+    """An upstream that echoes the key it got, everywhere it can: the key must not come out."""
+
+    async def echo(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        team = request.headers.get("X-Team")
+        message = f"Incorrect API key provided: {auth.removeprefix('Bearer ')} ({team})"
+        return web.json_response({"error": {"message": message}}, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    server = await aiohttp_server(app)
+    echoing = {
+        "name": "leaky",
+        "type": "openai",
+        "base_url": str(server.make_url("/v1")),
+        "api_key": KEY,
+        "headers": {"X-Team": HEADER_SECRET},
+    }
+    down = {
+        "name": "down",
+        "type": "groq",
+        "base_url": f"http://127.0.0.1:{unused_tcp_port}/v1",
+        "api_key": KEY,
+    }
+    config = {"server": {"auth_token": TOKEN}, "providers": [echoing, down]}
+    client = await daemon(config)
+    configure_logging("debug", redactor=client.app[REDACTOR])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    texts = []
+    for method, path, body in [
+        ("GET", "/v1/models", None),
+        ("GET", "/api/models?refresh=true", None),
+        ("GET", "/api/providers", None),
+        ("GET", "/api/cache/stats", None),
+        ("GET", "/api/models/unique", None),
+        ("GET", "/health", None),
+        ("GET", "/metrics", None),
+        ("POST", "/v1/chat/completions", {"model": "leaky/gpt-4o", "messages": []}),
+        ("POST", "/v1/chat/completions", {"model": "down/llama", "messages": []}),
+        ("POST", "/v1/embeddings", {"model": "leaky/text-embedding-3-small", "input": "x"}),
+        ("GET", "/v1/models/leaky/nothing", None),
+    ]:
+        response = await client.request(method, path, json=body, headers=auth)
+        texts.append(f"{response.status} {dict(response.headers)} {await response.text()}")
+    await asyncio.sleep(0.05)
+    captured = capsys.readouterr()
+    everything = "\n".join(texts) + captured.out + captured.err
+    assert "Incorrect API key provided" in everything  # the echo did come back, redacted
+    for secret in (KEY, TOKEN, HEADER_SECRET):
+        assert secret not in everything
+
+
+def test_check_warns_about_readable_configs_with_literal_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"providers:\n  - {{name: oa, type: openai, api_key: {KEY}}}\n")
+    path.chmod(0o644)
+    assert main(["check", "--config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "other users can read it: chmod 600" in err
+    assert "providers[0].api_key" in err
+    assert KEY not in err
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    main(["check", "--config", str(path)])
+    assert "chmod 600" not in capsys.readouterr().err
+    monkeypatch.setenv("OPENAI_KEY_VAR", KEY)
+    path.write_text("providers:\n  - {name: oa, type: openai, api_key: '${OPENAI_KEY_VAR}'}\n")
+    path.chmod(0o644)
+    main(["check", "--config", str(path)])
+    assert "chmod 600" not in capsys.readouterr().err
+
+
+async def test_cli_models_and_cache_commands_talk_to_the_running_daemon(
+    tmp_path: Path,
+    upstream: UpstreamFactory,
+    daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+):
+    pricing = {"prompt": "0.000003", "completion": "0.000015"}
+    up = await upstream(
+        orjson.dumps({"data": [{"id": "acme/m1", "context_length": 8192, "pricing": pricing}]})
+    )
+    config = {
+        "server": {"auth_token": TOKEN},
+        "providers": [{"name": "or", "type": "openrouter", "base_url": up.url}],
+    }
+    client = await daemon(config)
+    port = client.server.port
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"server: {{port: {port}, auth_token: {TOKEN}}}\n"
+        f"providers: [{{name: or, type: openrouter, base_url: '{up.url}'}}]\n"
+    )
+    path.chmod(0o600)
+
+    async def cli(*args: str) -> tuple[int, str]:
+        code = await asyncio.to_thread(main, [*args, "--config", str(path)])
+        return code, capsys.readouterr().out
+
+    code, out = await cli("models")
+    assert code == 0
+    assert "or/acme/m1" in out
+    assert "8192" in out
+    assert "3" in out.split("or/acme/m1")[1]  # $3 per 1M prompt tokens
+    assert "1 models" in out
+    code, out = await cli("models", "--json")
+    assert '"id": "or/acme/m1"' in out
+    code, out = await cli("cache", "stats")
+    assert code == 0
+    assert "hit rate" in out
+    code, out = await cli("cache", "clear", "or")
+    assert "marked expired" in out
+    assert "or" in out
+
+
+def test_cli_says_when_the_daemon_is_not_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unused_tcp_port: int
+):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"server: {{port: {unused_tcp_port}}}\nproviders: []\n")
+    assert main(["models", "--config", str(path)]) == 1
+    assert "is `localrouter serve` running?" in capsys.readouterr().err
