@@ -68,7 +68,7 @@ def create_app(
     app[REDACTOR] = SecretRedactor(settings.secret_values)
     app[CACHE_DIR] = cache_dir
     app[CONFIG_ORIGIN] = config_origin
-    app[GUARD] = Guard(settings.server.host)
+    app[GUARD] = Guard(settings.server)
     metrics = Metrics()
     metrics.watch(lambda: app.get(REGISTRY), lambda: _reload_state(app))
     app[METRICS] = metrics
@@ -124,6 +124,7 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             clock=app[CLOCK],
             catalog=catalog,
             lists_dir=cache_dir / "lists" if cache_dir else None,
+            on_apply=lambda applied: app[GUARD].use(applied.server),
         )
         app[REGISTRY] = registry
         registry.warm_up()

@@ -8,16 +8,17 @@ import functools
 import hmac
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from localrouter.config import ServerSettings
 from localrouter.errors import LocalRouterError, error_body
 from localrouter.log import CURRENT_REQUEST, request_id
 from localrouter.responses import json_response
-from localrouter.state import GUARD, METRICS, REGISTRY
+from localrouter.state import GUARD, METRICS
 
 log = structlog.get_logger(__name__)
 
@@ -39,36 +40,47 @@ class Unauthorized(LocalRouterError):
 
 
 class Guard:
-    """DNS-rebinding protection (the Host must name this machine's loopback or the configured
-    host) and the optional bearer token, read live so a reload applies it."""
+    """Who may call: DNS-rebinding protection (the Host must name this machine's loopback or
+    the configured host), the optional bearer token and the CORS origins; a config reload
+    replaces the last two (see `use`)."""
 
-    def __init__(self, bound_host: str) -> None:
-        self._any_host = bound_host in WILDCARDS
-        self._allowed = {name.lower() for name in (*LOOPBACK_NAMES, bound_host)}
-        self._seen: dict[str, bool] = {}
+    def __init__(self, server: ServerSettings) -> None:
+        self._any_host = server.host in WILDCARDS
+        self._allowed = {name.lower() for name in (*LOOPBACK_NAMES, server.host)}
+        self._hosts_ok: set[str] = set()  # raw Host values already found allowed
+        self._token: bytes | None = None
+        self.cors_origins: frozenset[str] = frozenset()
+        self.use(server)
+
+    def use(self, server: ServerSettings) -> None:
+        token = server.auth_token
+        self._token = token.get_secret_value().encode() if token is not None else None
+        self.cors_origins = frozenset(server.cors_origins)
+
+    def allows_origin(self, origin: str) -> bool:
+        return origin in self.cors_origins or "*" in self.cors_origins
 
     def check(self, request: web.Request, *, needs_token: bool) -> None:
+        """Raise unless the request may go on; the common case is two lookups."""
         host = request.headers.get("Host")
-        if host is not None and not self._any_host and not self._host_ok(host):
-            raise MisdirectedRequest(
-                f"Host '{host}' is not allowed: localrouter answers only to "
-                f"{', '.join(sorted(self._allowed))} (DNS rebinding protection). Use "
-                "http://127.0.0.1:<port>/v1, or set server.host to the name you use."
-            )
-        token = request.app[REGISTRY].settings.server.auth_token
-        if needs_token and token is not None and not _token_ok(request, token.get_secret_value()):
+        if host is not None and host not in self._hosts_ok:
+            self._check_host(host)
+        if needs_token and self._token is not None and not _token_ok(request, self._token):
             raise Unauthorized(
                 "Missing or wrong token: send 'Authorization: Bearer <server.auth_token>' "
                 "(the OpenAI SDKs send their api_key that way)."
             )
 
-    def _host_ok(self, host: str) -> bool:
-        known = self._seen.get(host)
-        if known is None:
-            if len(self._seen) > 256:  # a bounded memo of the few Host values clients send
-                self._seen.clear()
-            known = self._seen[host] = _host_name(host) in self._allowed
-        return known
+    def _check_host(self, host: str) -> None:
+        if not self._any_host and _host_name(host) not in self._allowed:
+            raise MisdirectedRequest(
+                f"Host '{host}' is not allowed: localrouter answers only to "
+                f"{', '.join(sorted(self._allowed))} (DNS rebinding protection). Use "
+                "http://127.0.0.1:<port>/v1, or set server.host to the name you use."
+            )
+        if len(self._hosts_ok) > 256:  # a bounded memo of the few Host values clients send
+            self._hosts_ok.clear()
+        self._hosts_ok.add(host)
 
 
 def _host_name(host: str) -> str:
@@ -85,15 +97,21 @@ def _host_name(host: str) -> str:
     return host
 
 
-def _token_ok(request: web.Request, token: str) -> bool:
+def _token_ok(request: web.Request, token: bytes) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
 
 
-def endpoint(handler: Handler, route: str, *, open_route: bool = False) -> Handler:
+def endpoint(
+    handler: Handler,
+    guard: Guard,
+    record: Callable[[int, float], None],
+    *,
+    open_route: bool = False,
+) -> Handler:
     """Wrap a handler: checks first, errors as OpenAI JSON, CORS when allowed, metrics."""
+
+    needs_token = not open_route
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -101,10 +119,9 @@ def endpoint(handler: Handler, route: str, *, open_route: bool = False) -> Handl
         # Each request is handled in its own context: nothing to reset afterwards. The id itself
         # is made only when something logs or fails (see log.request_id).
         CURRENT_REQUEST.set(request)
-        app = request.app
         response: web.StreamResponse
         try:
-            app[GUARD].check(request, needs_token=not open_route)
+            guard.check(request, needs_token=needs_token)
             response = await handler(request)
         except LocalRouterError as exc:
             response = _failed(request, json_response(exc.to_body(), status=exc.status))
@@ -118,11 +135,9 @@ def endpoint(handler: Handler, route: str, *, open_route: bool = False) -> Handl
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
-        origin = request.headers.get("Origin")
-        if origin is not None and not response.prepared:
-            _allow_origin(request, response, origin)
-        recorder = app[METRICS].recorder(route)
-        recorder(response.status, time.perf_counter() - started)
+        if "Origin" in request.headers and not response.prepared:
+            add_cors(request, response)  # a stream did this itself before it started
+        record(response.status, time.perf_counter() - started)
         return response
 
     return wrapped
@@ -133,9 +148,10 @@ def _failed(request: web.Request, response: web.Response) -> web.Response:
     return response
 
 
-def _allow_origin(request: web.Request, response: web.StreamResponse, origin: str) -> None:
-    allowed = request.app[REGISTRY].settings.server.cors_origins
-    if origin in allowed or "*" in allowed:
+def add_cors(request: web.Request, response: web.StreamResponse) -> None:
+    """Let a browser page read the response when its Origin is in server.cors_origins."""
+    origin = request.headers.get("Origin")
+    if origin is not None and request.app[GUARD].allows_origin(origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = _vary(response.headers.get("Vary"), "Origin")
 
@@ -151,9 +167,9 @@ async def no_route(request: web.Request) -> web.StreamResponse:
         match, methods = await resource.resolve(request)
         if match is None:
             allowed |= methods
-    origins = request.app[REGISTRY].settings.server.cors_origins
-    origin = request.headers.get("Origin")
-    if request.method == "OPTIONS" and allowed and origin and (origin in origins or "*" in origins):
+    origin = request.headers.get("Origin", "")
+    preflight = request.method == "OPTIONS" and allowed and origin
+    if preflight and request.app[GUARD].allows_origin(origin):
         return web.Response(
             status=204,
             headers={
@@ -190,7 +206,8 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 def add_routes(
     app: web.Application, routes: Iterable[tuple[str, str, Handler]], open_paths: set[str]
 ) -> None:
+    guard, metrics = app[GUARD], app[METRICS]
     for method, path, handler in routes:
-        route = "unmatched" if path == "/{tail:.*}" else path
-        wrapped = endpoint(handler, route, open_route=path in open_paths)
+        record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
+        wrapped = endpoint(handler, guard, record, open_route=path in open_paths)
         app.router.add_route(method, path, wrapped)

@@ -11,6 +11,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from localrouter.endpoint import add_cors
 from localrouter.errors import BadRequest, LocalRouterError, ModelNotFound, error_body
 from localrouter.providers.http import display_url
 from localrouter.registry import Instance, InstanceLists
@@ -124,6 +125,7 @@ async def _stream(
     upstream dies mid-stream. A client that leaves ends the upstream request with it."""
     response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
     response.headers["Cache-Control"] = "no-cache"
+    add_cors(request, response)
     await response.prepare(request)
     try:
         async for chunk in upstream.content.iter_any():

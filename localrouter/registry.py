@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -72,8 +72,10 @@ class Registry:
         clock: Clock = time.time,
         catalog: CatalogStore | None = None,
         lists_dir: Path | None = None,
+        on_apply: Callable[[Settings], None] | None = None,
     ) -> None:
         self._session = session
+        self._on_apply = on_apply
         self._lists_dir = lists_dir
         self._clock = clock
         self._catalog = catalog
@@ -203,6 +205,8 @@ class Registry:
             self._twins.clear()
             self._publish(new)
             self._settings = settings
+            if self._on_apply is not None:
+                self._on_apply(settings)
             await asyncio.gather(*(instance.cache.close() for instance in dropped))
 
     async def close(self) -> None:

@@ -174,6 +174,20 @@ async def test_chat_streams_chunk_by_chunk(fake: FakeOpenAI, daemon: DaemonFacto
     assert fake.received[-1]["body"]["stream"] is True
 
 
+async def test_a_stream_carries_cors_headers_for_a_listed_origin(
+    fake: FakeOpenAI, daemon: DaemonFactory
+):
+    config = {"server": {"cors_origins": ["http://app.test"]}, "providers": [instance(fake)]}
+    client = await daemon(config)
+    body = {"model": "up/gpt-4o-mini", "messages": [], "stream": True}
+    response = await client.post(
+        "/v1/chat/completions", json=body, headers={"Origin": "http://app.test"}
+    )
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert b"data: [DONE]" in await response.read()
+
+
 async def test_embeddings_and_completions(fake: FakeOpenAI, daemon: DaemonFactory):
     client = await daemon({"providers": [instance(fake)]})
     async with sdk(client) as api:

@@ -257,3 +257,32 @@ async def test_cache_clear_keeps_lists_as_stale(upstream: UpstreamFactory, daemo
     providers = (await (await client.get("/api/providers")).json())["providers"]
     assert [p["name"] for p in providers] == ["one", "two"]
     assert providers[0]["base_url"] == first.url
+
+
+async def test_token_and_cors_origins_apply_without_a_restart(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["a"])
+    path = tmp_path / "config.yaml"
+    config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
+    write_config(path, config)
+    client = await daemon(config, config_path=path)
+    origin = {"Origin": "http://app.test"}
+    opened = await client.get("/v1/models", headers=origin)
+    assert opened.status == 200
+    assert "Access-Control-Allow-Origin" not in opened.headers
+
+    server = {"auth_token": "rotated-token-77", "cors_origins": ["http://app.test"]}
+    write_config(path, {**config, "server": server})
+    assert await client.app[RELOADER].reload()
+    assert (await client.get("/v1/models")).status == 401
+    allowed = await client.get(
+        "/v1/models", headers={**origin, "Authorization": "Bearer rotated-token-77"}
+    )
+    assert allowed.status == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://app.test"
+
+    write_config(path, config)  # and back: the token is gone again
+    assert await client.app[RELOADER].reload()
+    assert (await client.get("/v1/models")).status == 200

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localrouter.cli import main
 from localrouter.log import configure_logging
+from localrouter.metrics import Metrics
 from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
 
@@ -139,6 +140,31 @@ async def test_metrics_in_prometheus_text(upstream: UpstreamFactory, daemon: Dae
     assert samples[("localrouter_instance_up", (("instance", "bad"),))] == 0
     assert samples[("localrouter_cache_hits_total", (("instance", "good"),))] >= 2
     assert samples[("localrouter_config_reloads_total", ())] == 0
+
+
+def test_latency_buckets_are_cumulative_and_inclusive():
+    metrics = Metrics()
+    record = metrics.recorder("/v1/models")
+    for seconds in (0.0004, 0.001, 0.003, 120.0):  # 0.001 sits exactly on a bound: "le" holds it
+        record(200, seconds)
+    record(404, 0.002)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    buckets = {
+        sample.labels["le"]: sample.value
+        for sample in families["localrouter_http_request_duration_seconds"].samples
+        if sample.name.endswith("_bucket")
+    }
+    assert buckets["0.0005"] == 1
+    assert buckets["0.001"] == 2
+    assert buckets["0.0025"] == 3
+    assert buckets["0.005"] == 4
+    assert buckets["60.0"] == 4
+    assert buckets["+Inf"] == 5
+    totals = {
+        sample.labels["status"]: sample.value
+        for sample in families["localrouter_http_requests"].samples
+    }
+    assert totals == {"200": 4, "404": 1}
 
 
 @pytest.fixture
