@@ -110,10 +110,16 @@ class ModelCache:
         return self._ttl
 
     def fresh(self) -> Served | None:
-        """The list if it is fresh, without awaiting anything: the hot path."""
+        """The list if it is fresh, without awaiting anything: the hot path. Counts a hit."""
+        served = self.peek_fresh()
+        if served is not None:
+            self.counters.hits += 1
+        return served
+
+    def peek_fresh(self) -> Served | None:
+        """`fresh` without counting: for a caller that may not use the answer."""
         current = self._list
         if current is not None and self._clock() < current.expires_at:
-            self.counters.hits += 1
             if current is self._forms_of and self._as_itself is not None:
                 return self._as_itself
             return self._served_as(current, stale=False)

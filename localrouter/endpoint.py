@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from localrouter.config import ServerSettings
@@ -62,7 +62,7 @@ class Guard:
 
     def check(self, request: web.Request, *, needs_token: bool) -> None:
         """Raise unless the request may go on; the common case is two lookups."""
-        host = request.headers.get("Host")
+        host = request.headers.get(hdrs.HOST)
         if host is not None and host not in self._hosts_ok:
             self._check_host(host)
         if needs_token and self._token is not None and not _token_ok(request, self._token):
@@ -135,7 +135,7 @@ def endpoint(
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
-        if "Origin" in request.headers and not response.prepared:
+        if hdrs.ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         record(response.status, time.perf_counter() - started)
         return response
@@ -150,7 +150,7 @@ def _failed(request: web.Request, response: web.Response) -> web.Response:
 
 def add_cors(request: web.Request, response: web.StreamResponse) -> None:
     """Let a browser page read the response when its Origin is in server.cors_origins."""
-    origin = request.headers.get("Origin")
+    origin = request.headers.get(hdrs.ORIGIN)
     if origin is not None and request.app[GUARD].allows_origin(origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = _vary(response.headers.get("Vary"), "Origin")

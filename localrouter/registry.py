@@ -131,6 +131,18 @@ class Registry:
         self._twins.move_to_end(slot)
         return twin
 
+    def fresh_lists(self) -> InstanceLists | None:
+        """Every instance's list if all are fresh (counted as hits), else None: the hot path
+        without a coroutine; callers fall back to `await lists(...)`."""
+        served: list[Served | None] = []
+        for instance in self._ordered:
+            if (fresh := instance.cache.peek_fresh()) is None:
+                return None
+            served.append(fresh)
+        for instance in self._ordered:
+            instance.cache.counters.hits += 1
+        return InstanceLists(self._ordered, self._labels, tuple(served))
+
     async def lists(
         self,
         wait_seconds: float,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from localrouter.errors import BadRequest
@@ -51,10 +51,10 @@ class Body:
 def cached_response(request: web.Request, body: Body) -> web.Response:
     """The hot path of every cached view: headers are prebuilt, nothing is serialised here."""
     headers = request.headers
-    if_none_match = headers.get("If-None-Match")
+    if_none_match = headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match and _matches(if_none_match, body.etag):
         return web.Response(status=304, headers=body.validator_headers)
-    if _accepts_gzip(headers.get("Accept-Encoding", "")):
+    if _accepts_gzip(headers.get(hdrs.ACCEPT_ENCODING, "")):
         return web.Response(body=body.gzipped, headers=body.gzip_headers)
     return web.Response(body=body.raw, headers=body.raw_headers)
 

@@ -114,7 +114,9 @@ def price_text(usd_per_token: float) -> str:
 async def _merged(request: web.Request) -> MergedModels:
     app = request.app
     registry = app[REGISTRY]
-    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    lists = registry.fresh_lists() or await registry.lists(
+        registry.settings.server.models_deadline_seconds
+    )
     return app[MODELS_VIEW].merged(lists.labels, lists.served)
 
 

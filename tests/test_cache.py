@@ -72,6 +72,38 @@ async def test_expiry_causes_exactly_one_refetch(
     assert up.calls == 2
 
 
+async def test_each_request_counts_one_lookup_per_instance(
+    upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    """A fresh instance counts one hit per request even when another instance has expired
+    (the fast path that finds the other one expired must not count the first one twice)."""
+    first, second = await upstream(), await upstream()
+    first.serve_models(["a"])
+    second.serve_models(["b"])
+    config = {
+        "providers": [
+            openai_compatible("first", first.url),
+            openai_compatible("second", second.url),
+        ],
+        "model_cache": {"provider_ttl_overrides": {"first": 1000, "second": 10}},
+    }
+    client = await daemon(config)
+    await ids_and_sources(client)
+    before = (await settled(client))["instances"]
+
+    for _ in range(3):
+        await ids_and_sources(client)  # all fresh
+    clock.advance(11)  # second expires, first stays fresh
+    for _ in range(4):
+        await ids_and_sources(client)
+    after = (await settled(client))["instances"]
+
+    assert after["first"]["hits"] - before["first"]["hits"] == 7
+    assert after["first"]["misses"] == before["first"]["misses"]
+    assert after["second"]["hits"] - before["second"]["hits"] >= 3  # the 3 while fresh
+    assert after["second"]["hits"] - before["second"]["hits"] <= 7
+
+
 async def test_concurrent_cold_requests_share_one_upstream_call(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
