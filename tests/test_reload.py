@@ -23,6 +23,12 @@ def write_config(path: Path, config: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+async def watching(path: Path, config: dict[str, Any], daemon: DaemonFactory) -> Any:
+    """The daemon started from `config`, which is written to `path` and watched there."""
+    write_config(path, config)
+    return await daemon(config, config_path=path)
+
+
 async def until(check: Any, seconds: float = 2.0) -> float:
     """Poll an async check until it is true; return how long it took (fails past `seconds`)."""
     started = time.monotonic()
@@ -49,8 +55,7 @@ async def test_ttl_edit_applies_within_two_seconds_keeping_the_list(
         "providers": [openai_compatible("local", up.url)],
         "model_cache": {"provider_ttl_overrides": {"local": 1000}},
     }
-    write_config(path, config)
-    client = await daemon(config, config_path=path)
+    client = await watching(path, config, daemon)
     assert await model_ids(client) == ["local/m1"]
 
     config["model_cache"]["provider_ttl_overrides"]["local"] = 10
@@ -77,8 +82,7 @@ async def test_broken_file_changes_nothing_and_health_says_why(
     up.serve_models(["m1"])
     path = tmp_path / "config.yaml"
     config = {"providers": [openai_compatible("local", up.url)]}
-    write_config(path, config)
-    client = await daemon(config, config_path=path)
+    client = await watching(path, config, daemon)
     assert await model_ids(client) == ["local/m1"]
     assert (await (await client.get("/health")).json())["status"] == "ok"
 
@@ -118,8 +122,7 @@ async def test_missing_variable_on_reload_keeps_the_old_config(
     up.serve_models(["m1"])
     path = tmp_path / "config.yaml"
     config = {"providers": [openai_compatible("local", up.url)]}
-    write_config(path, config)
-    client = await daemon(config, config_path=path)
+    client = await watching(path, config, daemon)
     reloader = client.app[RELOADER]
     path.write_text(
         yaml.safe_dump(
@@ -142,8 +145,7 @@ async def test_added_and_removed_instances_show_in_the_list(
     both = {
         "providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]
     }
-    write_config(path, one)
-    client = await daemon(one, config_path=path)
+    client = await watching(path, one, daemon)
     assert await model_ids(client) == ["one/a"]
 
     write_config(path, both)
@@ -168,8 +170,7 @@ async def test_fifty_reloads_under_load_fail_no_request(
         {"providers": [openai_compatible("one", first.url)]},
         {"providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]},
     ]
-    write_config(path, configs[0])
-    client = await daemon(configs[0], config_path=path)
+    client = await watching(path, configs[0], daemon)
     reloader = client.app[RELOADER]
     stop = asyncio.Event()
     statuses: list[int] = []
@@ -218,8 +219,7 @@ async def test_a_changed_port_needs_a_restart(
     up.serve_models(["a"])
     path = tmp_path / "config.yaml"
     config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
-    write_config(path, config)
-    client = await daemon(config, config_path=path)
+    client = await watching(path, config, daemon)
     assert await client.app[RELOADER].reload()
     write_config(path, {**config, "server": {"port": 9999}})
     assert await client.app[RELOADER].reload()
@@ -266,8 +266,7 @@ async def test_token_and_cors_origins_apply_without_a_restart(
     up.serve_models(["a"])
     path = tmp_path / "config.yaml"
     config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
-    write_config(path, config)
-    client = await daemon(config, config_path=path)
+    client = await watching(path, config, daemon)
     origin = {"Origin": "http://app.test"}
     opened = await client.get("/v1/models", headers=origin)
     assert opened.status == 200
