@@ -29,6 +29,17 @@ async def watching(path: Path, config: dict[str, Any], daemon: DaemonFactory) ->
     return await daemon(config, config_path=path)
 
 
+async def one_instance_watched(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+) -> tuple[Any, Path, dict[str, Any]]:
+    """Instance "one" serving model "a", from a watched config: (client, path, config)."""
+    up = await upstream()
+    up.serve_models(["a"])
+    path = tmp_path / "config.yaml"
+    config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
+    return await watching(path, config, daemon), path, config
+
+
 async def until(check: Any, seconds: float = 2.0) -> float:
     """Poll an async check until it is true; return how long it took (fails past `seconds`)."""
     started = time.monotonic()
@@ -215,11 +226,7 @@ async def test_sighup_reloads(tmp_path: Path, upstream: UpstreamFactory, daemon:
 async def test_a_changed_port_needs_a_restart(
     tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
 ):
-    up = await upstream()
-    up.serve_models(["a"])
-    path = tmp_path / "config.yaml"
-    config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
-    client = await watching(path, config, daemon)
+    client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
     assert await client.app[RELOADER].reload()
     write_config(path, {**config, "server": {"port": 9999}})
     assert await client.app[RELOADER].reload()
@@ -262,11 +269,7 @@ async def test_cache_clear_keeps_lists_as_stale(upstream: UpstreamFactory, daemo
 async def test_token_and_cors_origins_apply_without_a_restart(
     tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
 ):
-    up = await upstream()
-    up.serve_models(["a"])
-    path = tmp_path / "config.yaml"
-    config: dict[str, Any] = {"providers": [openai_compatible("one", up.url)]}
-    client = await watching(path, config, daemon)
+    client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
     origin = {"Origin": "http://app.test"}
     opened = await client.get("/v1/models", headers=origin)
     assert opened.status == 200
