@@ -1,6 +1,6 @@
 """/metrics in the Prometheus text format. Request counts and latency are recorded as requests
-finish; everything else (cache, upstreams, models, reloads) is read when scraped, so the hot
-path pays for two pre-bound metric updates and nothing more."""
+finish, as plain numbers in a per-route slot bound at start-up; everything else (cache,
+upstreams, models, reloads) is read when scraped."""
 
 from __future__ import annotations
 
