@@ -162,7 +162,9 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_zero(
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path):
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed (Debian package 'systemd')")
+        pytest.skip(
+            "systemd-analyze is not installed: apt-get install systemd (.ci/run does when root)"
+        )
     unit = tmp_path / "localrouter.service"
     unit.write_text(render_unit(f"{sys.executable} -m localrouter serve"))
     runtime = tmp_path / "runtime"
