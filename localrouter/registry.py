@@ -157,15 +157,9 @@ class Registry:
             labels = self._labels if names is None else _labels(instances)
         else:
             labels = _labels(instances)
-        served: list[Served | None] = []
-        if not refresh:
-            for instance in instances:  # the hot path: every list fresh, nothing awaited
-                if (fresh := instance.cache.fresh()) is None:
-                    break
-                served.append(fresh)
-            else:
-                return InstanceLists(instances, labels, tuple(served))
-        served += [None] * (len(instances) - len(served))
+        served: list[Served | None] = (
+            [None] * len(instances) if refresh else [i.cache.fresh() for i in instances]
+        )
         pending = [index for index, item in enumerate(served) if item is None]
         if len(pending) == 1:  # common enough to skip gather's task per instance
             served[pending[0]] = await instances[pending[0]].cache.get(
