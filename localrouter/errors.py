@@ -44,10 +44,11 @@ class ConfigError(Exception):
 class UpstreamError(Exception):
     """An upstream call failed. The message is safe to show: it never contains a secret."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = code  # for a client-facing error: upstream_redirect, upstream_too_large
 
 
 def error_body(

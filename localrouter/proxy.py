@@ -12,12 +12,18 @@ import structlog
 from aiohttp import web
 
 from localrouter.endpoint import add_cors
-from localrouter.errors import BadRequest, LocalRouterError, ModelNotFound, error_body
-from localrouter.providers.http import display_url
+from localrouter.errors import (
+    BadRequest,
+    LocalRouterError,
+    ModelNotFound,
+    UpstreamError,
+    error_body,
+)
+from localrouter.providers.http import UpstreamClient
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
-from localrouter.secrets import redact
-from localrouter.state import BARE_IDS, HTTP_SESSION, REGISTRY
+from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
+from localrouter.state import BARE_IDS, REGISTRY
 
 log = structlog.get_logger(__name__)
 
@@ -85,26 +91,27 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             param="model",
         )
     body["model"] = upstream_id
+    http = instance.http
     url = chat_base(settings).rstrip("/") + "/" + path
-    headers = {**settings.headers, "Content-Type": JSON}
-    headers["Accept"] = request.headers.get("Accept", "application/json")
+    headers = {**settings.headers, "Accept": request.headers.get("Accept", "application/json")}
     if settings.api_key is not None:
         headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=settings.chat_timeout_seconds
     )
-    where = f"instance '{instance.name}' ({display_url(url)})"
+    where = http.where(url)
     try:
-        async with request.app[HTTP_SESSION].post(
-            url, data=orjson.dumps(body), headers=headers, timeout=timeout
+        async with http.request(
+            "POST", url, data=orjson.dumps(body), headers=headers, limits=timeout
         ) as upstream:
             if upstream.status >= 400:
-                return await _upstream_error(upstream, instance, where)
+                return await _upstream_error(upstream, http, where)
             if upstream.content_type == "text/event-stream":
                 return await _stream(request, upstream, instance, where)
-            return web.Response(
-                body=await upstream.read(), status=upstream.status, headers=_passed(upstream)
-            )
+            answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+            return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
+    except UpstreamError as exc:
+        raise UpstreamFailure(exc.message, status=502, code=exc.code or "upstream_error") from None
     except TimeoutError:
         raise UpstreamFailure(
             f"{where} did not answer within {settings.chat_timeout_seconds:g} s",
@@ -112,24 +119,31 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             code="upstream_timeout",
         ) from None
     except aiohttp.ClientError as exc:
-        reason = redact(str(exc) or type(exc).__name__, settings.secret_values)
         raise UpstreamFailure(
-            f"cannot reach {where}: {reason}", status=502, code="upstream_unreachable"
+            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
         ) from None
 
 
 async def _stream(
     request: web.Request, upstream: aiohttp.ClientResponse, instance: Instance, where: str
 ) -> web.StreamResponse:
-    """Pass server-sent events through chunk by chunk; end with an error event if the
-    upstream dies mid-stream. A client that leaves ends the upstream request with it."""
+    """Pass server-sent events through as they arrive (whole events, redacted when the instance
+    has secrets); end with an error event if the upstream dies mid-stream. A client that leaves
+    ends the upstream request with it. Memory stays bounded: nothing is held but an incomplete
+    event, up to the redactor's cap."""
     response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
     response.headers["Cache-Control"] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
+    redactor = StreamRedactor(instance.http.secrets)
     try:
         async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
+            if redactor.active:
+                chunk = redactor.feed(chunk)
+            if chunk:
+                await response.write(chunk)
+        if tail := redactor.finish():
+            await response.write(tail)
     except ConnectionResetError:
         # The client went away: leaving this block closes the upstream connection too.
         log.info("proxy.client_left", instance=instance.name)
@@ -144,21 +158,20 @@ async def _stream(
 
 
 async def _upstream_error(
-    upstream: aiohttp.ClientResponse, instance: Instance, where: str
+    upstream: aiohttp.ClientResponse, http: UpstreamClient, where: str
 ) -> web.Response:
-    """The upstream's own status and OpenAI-shaped body; anything else is wrapped into one."""
+    """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped
+    into one."""
     raw = await upstream.content.read(MAX_ERROR_BODY)
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        body = redact(raw.decode("utf-8", "replace"), instance.settings.secret_values)
-        return web.Response(text=body, status=upstream.status, content_type=JSON)
-    text = raw[:300].decode("utf-8", "replace").strip() or upstream.reason or ""
-    message = redact(
-        f"{where} answered HTTP {upstream.status}: {text}", instance.settings.secret_values
-    )
+        body = orjson.dumps(redact_json(data, http.secrets))
+        return web.Response(body=body, status=upstream.status, content_type=JSON)
+    text = shorten(raw.decode("utf-8", "replace").strip(), 300, http.secrets)
+    message = f"{where} answered HTTP {upstream.status}: {text or upstream.reason or ''}"
     return json_response(
         error_body(message, "upstream_error", f"upstream_{upstream.status}"),
         status=upstream.status,

@@ -231,6 +231,7 @@ class Registry:
             timeout_seconds=provider.timeout_seconds,
             max_bytes=provider.max_response_bytes,
             secrets=provider.secret_values,
+            instance=provider.name,
         )
         adapter = spec.factory(provider, spec)
         catalog_provider = provider.catalog_provider or spec.catalog_provider

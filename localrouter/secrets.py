@@ -1,16 +1,160 @@
-"""Keeping secrets out of text that leaves the process (logs, errors, responses)."""
+"""Keeping secrets out of text that leaves the process (logs, errors, responses, streams).
+
+Three rules every caller gets from here:
+- redact before truncating (`shorten` does both, in that order, and also drops a tail that is
+  the start of a secret, for text that was cut before it reached us);
+- a secret written with JSON escapes (`\\u0073k-...`, `\\/`) is a secret too: a client's JSON
+  decoder would restore it, so text holding escapes is checked in its decoded form;
+- a stream is checked event by event (`StreamRedactor`): whole SSE events only, so a secret
+  split across two network chunks is still seen, and the scan of a clean event is a few
+  substring searches.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
+
+import orjson
 
 REDACTED = "***"
 # Shorter values (e.g. "x" in a test config) would redact ordinary words.
 _MIN_SECRET_LENGTH = 6
+# A tail this long that starts a secret is dropped by `shorten` (shorter ones are ordinary text).
+_MIN_PARTIAL_TAIL = 3
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+_SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code, simple = match.group(1), match.group(2)
+    if code is not None:
+        return chr(int(code, 16))
+    return _SIMPLE_ESCAPES.get(simple, simple)
+
+
+def _usable(secrets: Iterable[str]) -> list[str]:
+    return [secret for secret in secrets if len(secret) >= _MIN_SECRET_LENGTH]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+    """`text` with every secret replaced by ***; escaped forms are decoded where one hides."""
+    usable = _usable(secrets)
+    for secret in usable:
+        if secret in text:
             text = text.replace(secret, REDACTED)
+    if usable and ("\\u" in text or "\\/" in text or _escaped_in(text, usable)):
+        decoded = _JSON_ESCAPE.sub(_unescape, text)
+        if any(secret in decoded for secret in usable):
+            return redact(decoded, usable)  # the decoded text, without its escapes
     return text
+
+
+def _escaped_in(text: str, secrets: list[str]) -> bool:
+    """Whether a secret with characters JSON must escape (`"`, `\\`) is in `text` escaped."""
+    return any(
+        escaped != secret and escaped in text
+        for secret in secrets
+        if (escaped := secret.replace("\\", "\\\\").replace('"', '\\"'))
+    )
+
+
+def shorten(text: str, limit: int, secrets: Iterable[str]) -> str:
+    """Redact, then cut to `limit` characters, then drop a tail that begins a secret."""
+    usable = _usable(secrets)
+    text = redact(text, usable)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return drop_partial_secret(text, usable)
+
+
+def drop_partial_secret(text: str, secrets: Iterable[str]) -> str:
+    """Remove a tail of `text` that is the beginning of a secret (cut off by a read limit)."""
+    for secret in _usable(secrets):
+        for size in range(min(len(secret) - 1, len(text)), _MIN_PARTIAL_TAIL - 1, -1):
+            if text.endswith(secret[:size]):
+                return text[:-size] + REDACTED
+    return text
+
+
+def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """`redact` for a body or a block of SSE events: the same object when no secret is in it.
+    JSON (the whole body, or each `data:` line) is redacted value by value and stays JSON."""
+    usable = _usable(secrets)
+    if not usable:
+        return data
+    if not any(secret.encode() in data for secret in usable) and not _may_hide(data, usable):
+        return data
+    try:
+        return orjson.dumps(redact_json(orjson.loads(data), usable))
+    except orjson.JSONDecodeError:
+        pass
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        lines[index] = _redact_line(line, usable)
+    return b"\n".join(lines)
+
+
+def _redact_line(line: bytes, secrets: list[str]) -> bytes:
+    if line.startswith(b"data:"):
+        payload = line[5:].strip()
+        try:
+            return b"data: " + orjson.dumps(redact_json(orjson.loads(payload), secrets))
+        except orjson.JSONDecodeError:
+            pass
+    return redact(line.decode("utf-8", "replace"), secrets).encode()
+
+
+def redact_json(value: Any, secrets: Iterable[str]) -> Any:
+    """A decoded JSON value with every string (keys too) redacted."""
+    secrets = secrets if isinstance(secrets, list) else _usable(secrets)
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_json(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact_json(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _may_hide(data: bytes, secrets: list[str]) -> bool:
+    """Whether escapes in `data` could spell a secret: `\\u`, `\\/`, or an escaped `"`/`\\`
+    where a secret holds one. A clean stream event passes with a couple of searches."""
+    if b"\\u" in data or b"\\/" in data:
+        return True
+    return any(('"' in secret or "\\" in secret) and b"\\" in data for secret in secrets)
+
+
+class StreamRedactor:
+    """Redacts a server-sent-event stream event by event.
+
+    `feed` returns the complete events received so far (redacted) and keeps an incomplete one
+    until its end arrives; `max_event_bytes` bounds what is held, so a stream without event
+    boundaries cannot grow memory: past it the held bytes are redacted and let through.
+    """
+
+    def __init__(self, secrets: Iterable[str], max_event_bytes: int = 1024 * 1024) -> None:
+        self._secrets = tuple(_usable(secrets))
+        self._max = max_event_bytes
+        self._held = b""
+
+    @property
+    def active(self) -> bool:
+        return bool(self._secrets)
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._held + chunk if self._held else chunk
+        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        cut = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
+        if cut < 0:
+            if len(data) <= self._max:
+                self._held = data
+                return b""
+            cut = len(data)
+        ready, self._held = data[:cut], data[cut:]
+        return redact_bytes(ready, self._secrets)
+
+    def finish(self) -> bytes:
+        held, self._held = self._held, b""
+        return redact_bytes(held, self._secrets)

@@ -1,19 +1,33 @@
-"""Bounded upstream HTTP: a timeout, a body-size cap, and error messages safe to show."""
+"""The upstream client every call to a provider goes through: list fetches and proxied calls.
+
+It owns the limits, so no caller can forget one:
+- redirects are never followed: a 3xx is an error naming the instance and the Location (aiohttp
+  would re-send custom auth headers such as x-api-key, and a 307 the whole prompt, to any host);
+- bodies are read up to `max_bytes` of decoded data (aiohttp inflates gzip in bounded steps, and
+  we count what comes out), so a compressed or endless answer cannot exhaust memory;
+- every message is redacted before it is shortened, and never shows a secret;
+- requests identify as `localrouter/<version>`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from localrouter import __version__
 from localrouter.errors import UpstreamError
-from localrouter.secrets import redact
+from localrouter.jsonload import loads_off_loop
+from localrouter.secrets import drop_partial_secret, redact, shorten
 
-_ERROR_SNIPPET_BYTES = 4096
+USER_AGENT = f"localrouter/{__version__}"
+ERROR_SNIPPET_BYTES = 64 * 1024
+_MESSAGE_CHARS = 300
 _HINTS = {
     401: "check the instance's API key",
     403: "the API key is not allowed to list models",
@@ -24,7 +38,11 @@ _HINTS = {
 
 def display_url(url: str | URL) -> str:
     """The URL without credentials or query string, safe for logs and messages."""
-    return str(URL(url).with_user(None).with_password(None).with_query(None).with_fragment(None))
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return "<an invalid URL>"
+    return str(parsed.with_user(None).with_password(None).with_query(None).with_fragment(None))
 
 
 class UpstreamClient:
@@ -37,11 +55,18 @@ class UpstreamClient:
         timeout_seconds: float,
         max_bytes: int,
         secrets: tuple[str, ...] = (),
+        instance: str | None = None,
     ) -> None:
         self._session = session
         self._timeout = timeout_seconds
-        self._max_bytes = max_bytes
-        self._secrets = secrets
+        self.max_bytes = max_bytes
+        self.secrets = secrets
+        self._label = f"instance '{instance}'" if instance else None
+
+    def where(self, url: str | URL) -> str:
+        """How a message names the upstream: the instance and its URL without secrets."""
+        shown = display_url(url)
+        return f"{self._label} ({shown})" if self._label else shown
 
     async def get_json(
         self,
@@ -66,60 +91,109 @@ class UpstreamClient:
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
     ) -> Any:
-        where = display_url(url)
+        where = self.where(url)
         data = orjson.dumps(body) if body is not None else None
-        if data is not None:
-            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
             async with (
                 asyncio.timeout(self._timeout),
-                self._session.request(
-                    method, url, headers=headers, params=params, data=data
-                ) as response,
+                self.request(method, url, headers=headers, params=params, data=data) as response,
             ):
-                if response.status >= 400:
-                    snippet = await response.content.read(_ERROR_SNIPPET_BYTES)
-                    raise self._status_error(response.status, where, snippet)
-                body = await self._read_limited(response, where)
+                raw = await self.read_body(response, where)
         except TimeoutError:
             raise UpstreamError(f"{where} did not answer within {self._timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            reason = redact(str(exc) or type(exc).__name__, self._secrets)
-            raise UpstreamError(f"cannot reach {where}: {reason}") from None
+            raise UpstreamError(f"cannot reach {where}: {self.reason(exc)}") from None
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
+            return await loads_off_loop(raw)
+        except ValueError:
             raise UpstreamError(f"{where} answered with a body that is not JSON") from None
 
-    async def _read_limited(self, response: aiohttp.ClientResponse, where: str) -> bytes:
-        too_big = UpstreamError(f"{where} sent more than {self._max_bytes} bytes; giving up")
-        if (response.content_length or 0) > self._max_bytes:
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        data: bytes | None = None,
+        limits: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request, redirects refused: a 3xx raises UpstreamError naming the Location.
+        Any other status is the caller's to handle."""
+        sent = {"User-Agent": USER_AGENT, **(headers or {})}
+        if data is not None:
+            sent.setdefault("Content-Type", "application/json")
+        async with self._session.request(
+            method,
+            url,
+            headers=sent,
+            params=params,
+            data=data,
+            allow_redirects=False,
+            timeout=limits or aiohttp.ClientTimeout(total=None),
+        ) as response:
+            if 300 <= response.status < 400:
+                raise self.redirect_error(response, self.where(url))
+            yield response
+
+    def redirect_error(self, response: aiohttp.ClientResponse, where: str) -> UpstreamError:
+        location = response.headers.get("Location")
+        target = display_url(response.url.join(URL(location))) if location else "nowhere"
+        return UpstreamError(
+            f"{where} answered HTTP {response.status}, a redirect to {target}; localrouter "
+            "does not follow redirects (they would carry the API key to another address): "
+            "set the instance's base_url to where it points",
+            status=502,
+            code="upstream_redirect",
+        )
+
+    async def read_body(self, response: aiohttp.ClientResponse, where: str) -> bytes:
+        """The whole decoded body, at most `max_bytes`; a status >= 400 raises its error."""
+        if response.status >= 400:
+            snippet = await response.content.read(ERROR_SNIPPET_BYTES)
+            raise self._status_error(response.status, where, snippet)
+        too_big = UpstreamError(
+            f"{where} sent more than {self.max_bytes} bytes (max_response_bytes); giving up",
+            status=502,
+            code="upstream_too_large",
+        )
+        if (response.content_length or 0) > self.max_bytes and not _compressed(response):
             raise too_big
         chunks: list[bytes] = []
         total = 0
         async for chunk in response.content.iter_chunked(65536):
             total += len(chunk)
-            if total > self._max_bytes:
+            if total > self.max_bytes:
                 raise too_big
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def reason(self, exc: BaseException) -> str:
+        return shorten(str(exc) or type(exc).__name__, _MESSAGE_CHARS, self.secrets)
+
     def _status_error(self, status: int, where: str, snippet: bytes) -> UpstreamError:
-        detail = _upstream_message(snippet)
+        detail = upstream_message(snippet, self.secrets)
         parts = [f"HTTP {status} from {where}"]
         if detail:
-            parts.append(redact(detail, self._secrets))
+            parts.append(detail)
         if hint := _HINTS.get(status):
             parts.append(hint)
         return UpstreamError(": ".join(parts), status=status)
 
 
-def _upstream_message(snippet: bytes) -> str:
-    """The upstream's own error message if the body carries one, else a short text prefix."""
+def _compressed(response: aiohttp.ClientResponse) -> bool:
+    return bool(response.headers.get("Content-Encoding"))
+
+
+def upstream_message(snippet: bytes, secrets: tuple[str, ...]) -> str:
+    """The upstream's own error message if the body carries one, else a short text prefix;
+    redacted, then shortened."""
+    text = drop_partial_secret(snippet.decode("utf-8", "replace"), secrets)
     try:
         data = orjson.loads(snippet)
     except orjson.JSONDecodeError:
-        return snippet[:200].decode("utf-8", "replace").strip()
+        return shorten(text.strip(), _MESSAGE_CHARS, secrets)
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
@@ -127,5 +201,5 @@ def _upstream_message(snippet: bytes) -> str:
         if error is None:
             error = data.get("message")
         if isinstance(error, str):
-            return error[:300]
+            return shorten(redact(error, secrets), _MESSAGE_CHARS, secrets)
     return ""
