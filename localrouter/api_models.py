@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
 from localrouter.cache import ModelList
-from localrouter.derived import DerivedCache
+from localrouter.derived import DerivedCache, build_off_loop
 from localrouter.errors import BadRequest
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
@@ -74,8 +74,8 @@ def caller_keys(headers: CIMultiDictProxy[str], provider_types: set[str]) -> dic
 class DetailedCache(DerivedCache[ModelsQuery, bytes]):
     """The filtered models of recent queries, as JSON bytes, kept until their lists change."""
 
-    def models_json(self, query: ModelsQuery, lists: InstanceLists) -> bytes:
-        return self.get(query, lists, lambda: filtered_json(query, lists))
+    async def models_json(self, query: ModelsQuery, lists: InstanceLists) -> bytes:
+        return await self.get_async(query, lists, lambda: filtered_json(query, lists))
 
 
 def filtered_json(query: ModelsQuery, lists: InstanceLists) -> bytes:
@@ -114,9 +114,9 @@ async def detailed_models(request: web.Request) -> web.Response:
         registry.settings.server.models_deadline_seconds, instances=instances, refresh=query.refresh
     )
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
-        models_json = filtered_json(query, lists)
+        models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists))
     else:
-        models_json = app[DETAILED_CACHE].models_json(query, lists)
+        models_json = await app[DETAILED_CACHE].models_json(query, lists)
     status = provider_status(lists, before, app[CLOCK]())
     errors = [
         {"provider": name, "error": item["error"]}

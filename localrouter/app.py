@@ -26,7 +26,6 @@ from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
 from localrouter.state import (
-    BARE_IDS,
     CACHE_DIR,
     CLOCK,
     CONFIG_ORIGIN,
@@ -34,6 +33,7 @@ from localrouter.state import (
     GUARD,
     HTTP_SESSION,
     METRICS,
+    MODEL_INDEX,
     MODELS_VIEW,
     REDACTOR,
     REGISTRY,
@@ -75,7 +75,7 @@ def create_app(
     app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
-    app[BARE_IDS] = DerivedCache(capacity=1)
+    app[MODEL_INDEX] = DerivedCache(capacity=1)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))

@@ -42,7 +42,7 @@ class ModelList:
     expires_at: float
 
 
-Fallback = Callable[[], ModelList | None]
+Fallback = Callable[[], Awaitable[ModelList | None]]  # may read a file: never on the loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,7 @@ class ModelCache:
         self._as_stale: Served | None = None
         self._fallback_list: ModelList | None = None
         self._fallback_resolved = False
+        self._fallback_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -141,7 +142,7 @@ class ModelCache:
             await asyncio.wait({task}, timeout=wait_seconds)
         current = self._list
         if current is None:
-            return self._serve_fallback()
+            return await self._serve_fallback()
         return self._describe(current)
 
     def prefetch(self) -> None:
@@ -247,12 +248,14 @@ class ModelCache:
         self.last_error = message
         self._log.warning("provider.refresh_failed", error=message, retry_in_seconds=delay)
 
-    def _serve_fallback(self) -> Served | None:
-        if not self._fallback_resolved:
-            self._fallback_list = next(
-                (found for fallback in self._fallbacks if (found := fallback()) is not None), None
-            )
-            self._fallback_resolved = True
+    async def _serve_fallback(self) -> Served | None:
+        async with self._fallback_lock:  # concurrent first requests read the chain once
+            if not self._fallback_resolved:
+                for fallback in self._fallbacks:
+                    if (found := await fallback()) is not None:
+                        self._fallback_list = found
+                        break
+                self._fallback_resolved = True
         if self._fallback_list is None:
             return None
         self.counters.fallbacks += 1

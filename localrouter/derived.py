@@ -1,13 +1,16 @@
-"""Values derived from the instances' lists (rendered queries, grouped tables), kept per key
-until any list under them changes: a changed list is a new object, so identity says it all."""
+"""Values derived from the instances' lists (rendered queries, grouped tables, indexes), kept
+per key until any list under them changes: a changed list is a new object, so identity says it
+all. Building from a long list happens in a worker thread, so the loop keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from localrouter.cache import Served
+from localrouter.providers.parsing import PARSE_INLINE_ITEMS
 from localrouter.registry import InstanceLists
 
 K = TypeVar("K", bound=Hashable)
@@ -15,21 +18,63 @@ V = TypeVar("V")
 DataKey = tuple[tuple[tuple[str, str], ...], tuple[Served | None, ...]]
 
 
+def model_count(served: tuple[Served | None, ...]) -> int:
+    return sum(len(item.models.models) for item in served if item is not None)
+
+
+async def build_off_loop(served: tuple[Served | None, ...], build: Callable[[], V]) -> V:
+    """`build()`, in a worker thread when the lists it reads are long."""
+    if model_count(served) <= PARSE_INLINE_ITEMS:
+        return build()
+    return await asyncio.to_thread(build)
+
+
 class DerivedCache(Generic[K, V]):
     def __init__(self, capacity: int = 64) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[K, tuple[DataKey, V]] = OrderedDict()
+        self._building: dict[tuple[K, DataKey], asyncio.Future[V]] = {}
 
     def keys(self) -> list[K]:
         return list(self._entries)
 
-    def get(self, key: K, lists: InstanceLists, build: Callable[[], V]) -> V:
-        data: DataKey = (lists.labels, lists.served)
+    def peek(self, key: K, lists: InstanceLists) -> V | None:
+        """The value if it is current: no work, no await (the hot path)."""
         cached = self._entries.get(key)
-        if cached is not None and cached[0] == data:
+        if cached is not None and cached[0] == (lists.labels, lists.served):
             self._entries.move_to_end(key)
             return cached[1]
-        value = build()
+        return None
+
+    def get(self, key: K, lists: InstanceLists, build: Callable[[], V]) -> V:
+        found = self.peek(key, lists)
+        if found is not None:
+            return found
+        return self._store(key, (lists.labels, lists.served), build())
+
+    async def get_async(self, key: K, lists: InstanceLists, build: Callable[[], V]) -> V:
+        """`get`, building off the loop for long lists; concurrent callers share one build."""
+        found = self.peek(key, lists)
+        if found is not None:
+            return found
+        data: DataKey = (lists.labels, lists.served)
+        pending = self._building.get((key, data))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._building[(key, data)] = future
+        try:
+            value = await build_off_loop(lists.served, build)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a caller that shares it re-raises it
+            raise
+        finally:
+            del self._building[(key, data)]
+        future.set_result(value)
+        return self._store(key, data, value)
+
+    def _store(self, key: K, data: DataKey, value: V) -> V:
         self._entries[key] = (data, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:

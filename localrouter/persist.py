@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,15 @@ import orjson
 import structlog
 
 from localrouter.cache import ModelList, Source
+from localrouter.jsonload import INLINE_BYTES, loads_in_steps
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
+from localrouter.providers.parsing import sane_models
 
 log = structlog.get_logger(__name__)
 
 FORMAT = 1
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a 100,000-model list takes about 30 MB
 
 
 def write_atomically(target: Path, data: bytes) -> None:
@@ -57,57 +61,93 @@ class ListStore:
         self._written: tuple[ModelInfo, ...] | None = None
         self._pending: asyncio.Task[None] | None = None
 
-    def load(self) -> ModelList | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+    async def load(self) -> ModelList | None:
+        """The list in the file, read and decoded in a worker thread; None (with a warning)
+        for anything but a regular file of ours within MAX_FILE_BYTES."""
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> ModelList | None:
+        raw = self._read()
+        if raw is None:
             return None
-        except OSError as exc:
-            self._ignore(f"cannot read it ({exc.strerror})")
-            return None
         try:
-            document = orjson.loads(raw)
+            document = loads_in_steps(raw) if len(raw) > INLINE_BYTES else orjson.loads(raw)
             if not isinstance(document, dict) or document.get("format") != FORMAT:
                 self._ignore("not a localrouter list file")
                 return None
             if any(document.get(key) != value for key, value in self._identity.items()):
                 self._ignore("written for another instance or URL")
                 return None
-            models = tuple(_model(item) for item in document["models"])
+            listed = [_model(item) for item in document["models"]]
+            models = tuple(sane_models(listed, self._identity["instance"]))
             fetched_at = float(document["fetched_at"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self._ignore(f"corrupt or truncated ({exc})")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            self._ignore(f"corrupt or truncated ({type(exc).__name__})")
             return None
         self._written = models
         return ModelList(models, Source.PERSISTED, fetched_at, fetched_at)
 
+    def _read(self) -> bytes | None:
+        # O_NOFOLLOW: a link (to /dev/zero, or out of the directory) is refused, not followed;
+        # O_NONBLOCK: opening a FIFO does not wait for a writer. Then only a regular file of
+        # bounded size is read.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            handle = os.open(self.path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._ignore(f"cannot open it ({exc.strerror}); is it a link?")
+            return None
+        with os.fdopen(handle, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                self._ignore("not a regular file")
+                return None
+            if info.st_size > MAX_FILE_BYTES:
+                self._ignore(f"larger than {MAX_FILE_BYTES} bytes")
+                return None
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            self._ignore(f"larger than {MAX_FILE_BYTES} bytes")
+            return None
+        return raw
+
     def save_soon(self, models: ModelList) -> None:
-        """Write the list in a worker thread unless it is what the file already holds."""
-        if models.models == self._written:
-            return
-        self._written = models.models
-        data = orjson.dumps(
-            {
-                "format": FORMAT,
-                **self._identity,
-                "fetched_at": models.fetched_at,
-                "models": [_plain(model) for model in models.models],
-            }
-        )
+        """Write the list in a worker thread (serialising 100,000 models takes a second),
+        unless it is what the file already holds; writes land in order."""
         previous = self._pending
-        self._pending = asyncio.create_task(self._write(previous, data))
+        self._pending = asyncio.create_task(self._write(previous, models))
 
     async def flush(self) -> None:
         if self._pending is not None:
             await asyncio.gather(self._pending, return_exceptions=True)
 
-    async def _write(self, previous: asyncio.Task[None] | None, data: bytes) -> None:
-        if previous is not None:  # writes land in order
+    async def _write(self, previous: asyncio.Task[None] | None, models: ModelList) -> None:
+        if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
-            await asyncio.to_thread(write_atomically, self.path, data)
+            await asyncio.to_thread(self._save, models)
         except OSError as exc:
             log.warning("persist.write_failed", path=str(self.path), error=exc.strerror)
+
+    def _save(self, models: ModelList) -> None:
+        if models.models == self._written:
+            return
+        try:
+            data = orjson.dumps(
+                {
+                    "format": FORMAT,
+                    **self._identity,
+                    "fetched_at": models.fetched_at,
+                    "models": [_plain(model) for model in models.models],
+                }
+            )
+        except orjson.JSONEncodeError as exc:
+            log.error("persist.unserialisable", path=str(self.path), error=str(exc))
+            return
+        write_atomically(self.path, data)
+        self._written = models.models
 
     def _ignore(self, why: str) -> None:
         log.warning("persist.file_ignored", path=str(self.path), reason=why)
@@ -126,8 +166,8 @@ def _text(value: Any) -> str:
 
 
 def _whole(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError("expected a whole number")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+        raise TypeError("expected a whole number in range")
     return value
 
 

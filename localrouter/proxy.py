@@ -3,7 +3,7 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,8 @@ from localrouter.providers.http import UpstreamClient
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
-from localrouter.state import BARE_IDS, REGISTRY
+from localrouter.state import MODEL_INDEX, REGISTRY
+from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
 
@@ -47,14 +48,23 @@ class NotAChatModel(BadRequest):
     code = "model_not_supported"
 
 
-def bare_ids(lists: InstanceLists) -> dict[str, Instance]:
-    """Each upstream id to the first instance (in config order) that lists it."""
-    index: dict[str, Instance] = {}
+@dataclass(frozen=True, slots=True)
+class ModelIndex:
+    """Bare upstream ids to the first instance (in config order) that lists them, and the
+    suggestions for an id nobody lists; built once per data change."""
+
+    bare: dict[str, Instance]
+    suggester: Suggester
+
+
+def model_index(lists: InstanceLists) -> ModelIndex:
+    bare: dict[str, Instance] = {}
     for instance, served in zip(lists.instances, lists.served, strict=True):
         if served is not None:
             for model in served.models.models:
-                index.setdefault(model.id, instance)
-    return index
+                bare.setdefault(model.id, instance)
+    known = [f"{instance.name}/{model_id}" for model_id, instance in bare.items()]
+    return ModelIndex(bare, Suggester([*known, *bare]))
 
 
 async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
@@ -63,14 +73,14 @@ async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
     if (found := registry.resolve(model)) is not None:
         return found
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
-    index = request.app[BARE_IDS].get(None, lists, lambda: bare_ids(lists))
-    if (instance := index.get(model)) is not None:
+    index = await request.app[MODEL_INDEX].get_async(None, lists, lambda: model_index(lists))
+    if (instance := index.bare.get(model)) is not None:
         return instance, model
-    known = [f"{i.name}/{m}" for m, i in index.items()]
-    close = difflib.get_close_matches(model, known + list(index), n=3, cutoff=0.5)
+    close = index.suggester.close(model)
     hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
     raise ModelNotFound(
-        f"The model '{model}' does not exist in any configured provider.{hint}", param="model"
+        f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
+        param="model",
     )
 
 

@@ -31,6 +31,7 @@ from localrouter.config import ProviderSettings, Settings
 from localrouter.persist import ListStore
 from localrouter.providers.base import ModelInfo, Provider, ProviderKind
 from localrouter.providers.http import UpstreamClient
+from localrouter.providers.parsing import PARSE_INLINE_ITEMS, sane_models
 
 log = structlog.get_logger(__name__)
 
@@ -238,9 +239,14 @@ class Registry:
 
         async def fetch() -> list[ModelInfo]:
             models = await adapter.list_models(http)
-            return enrich(
-                models, self._catalog.current() if self._catalog else None, catalog_provider
-            )
+            catalog = self._catalog.current() if self._catalog else None
+
+            def finish() -> list[ModelInfo]:
+                return enrich(sane_models(models, provider.name), catalog, catalog_provider)
+
+            if len(models) <= PARSE_INLINE_ITEMS:
+                return finish()
+            return await asyncio.to_thread(finish)  # enriching 100,000 models takes seconds
 
         fallbacks: list[Fallback] = []
         store = None
@@ -264,21 +270,26 @@ class Registry:
         )
         return Instance(provider, adapter, http, cache, base=base, store=store)
 
-    def _catalog_fallback(self, catalog_provider: str) -> ModelList | None:
+    async def _catalog_fallback(self, catalog_provider: str) -> ModelList | None:
         """The catalog's models for this provider, when its upstream cannot be reached."""
         assert self._catalog is not None
         scope = self._catalog.current().scope(catalog_provider)
         if scope is None or not scope.entries:
             return None
-        models = tuple(
-            model_from_entry(key, entry, scope.catalog_id(key))
-            for key, entry in scope.entries.items()
-        )
+
+        def build() -> tuple[ModelInfo, ...]:
+            return tuple(
+                model_from_entry(key, entry, scope.catalog_id(key))
+                for key, entry in scope.entries.items()
+            )
+
+        big = len(scope.entries) > PARSE_INLINE_ITEMS
+        models = await asyncio.to_thread(build) if big else build()
         now = self._clock()
         return ModelList(models, Source.CATALOG, now, now)
 
     def _static_fallback(self, model_ids: tuple[str, ...]) -> Fallback:
-        def static() -> ModelList:
+        async def static() -> ModelList:
             now = self._clock()
             models = tuple(ModelInfo(id=model_id) for model_id in model_ids)
             return ModelList(models, Source.STATIC, now, now)

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from localrouter.endpoint import Guard
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
-    from localrouter.registry import Instance, Registry
+    from localrouter.proxy import ModelIndex
+    from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.unique import UniqueCache
     from localrouter.views import ModelsView
@@ -30,6 +31,6 @@ RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
-BARE_IDS: web.AppKey[DerivedCache[None, dict[str, Instance]]] = web.AppKey("bare_ids")
+MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

@@ -184,12 +184,17 @@ class UniqueCache:
     def rendered_queries(self) -> set[UniqueQuery]:
         return set(self._pages.keys())
 
-    def groups(self, lists: InstanceLists) -> list[Row]:
-        return self._groups.get(None, lists, lambda: group_models(lists))
+    async def groups(self, lists: InstanceLists) -> list[Row]:
+        return await self._groups.get_async(None, lists, lambda: group_models(lists))
 
-    def page(self, query: UniqueQuery, lists: InstanceLists) -> bytes:
+    async def page(self, query: UniqueQuery, lists: InstanceLists) -> bytes:
+        found = self._pages.peek(query, lists)
+        if found is not None:
+            return found
+        groups = await self.groups(lists)
+
         def render() -> bytes:
-            total, rows = select(self.groups(lists), query)
+            total, rows = select(groups, query)
             return orjson.dumps(
                 {
                     "success": True,
@@ -201,7 +206,7 @@ class UniqueCache:
                 }
             )
 
-        return self._pages.get(query, lists, render)
+        return await self._pages.get_async(query, lists, render)
 
 
 async def unique_models(request: web.Request) -> web.Response:
@@ -209,7 +214,7 @@ async def unique_models(request: web.Request) -> web.Response:
     registry = app[REGISTRY]
     query = UniqueQuery.parse(request.query, registry)
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
-    body = app[UNIQUE_CACHE].page(query, lists)
+    body = await app[UNIQUE_CACHE].page(query, lists)
     return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
 
@@ -219,7 +224,7 @@ async def unique_model(request: web.Request) -> web.Response:
     wanted = request.match_info["model_id"]
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
     query = UniqueQuery(include_inactive=True)
-    for group in app[UNIQUE_CACHE].groups(lists):
+    for group in await app[UNIQUE_CACHE].groups(lists):
         if group["id"] == wanted:
             _, rows = select([group], query)
             return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
@@ -232,6 +237,6 @@ async def warm_common_queries(app: web.Application) -> None:
     lists = await registry.lists(registry.settings.server.models_deadline_seconds)
     cache = app[UNIQUE_CACHE]
     for query in COMMON_QUERIES:
-        cache.page(query, lists)
+        await cache.page(query, lists)
         await asyncio.sleep(0)  # let requests in between
     log.debug("unique.warmed", queries=len(COMMON_QUERIES))

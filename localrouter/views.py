@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from localrouter.cache import Served, Source
+from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
 from localrouter.providers.base import ModelInfo
+from localrouter.registry import InstanceLists
 from localrouter.responses import JSON, Body, cached_response
 from localrouter.state import MODELS_VIEW, REGISTRY
+from localrouter.suggest import Suggester
+
+log = structlog.get_logger(__name__)
 
 Labels = tuple[tuple[str, str], ...]  # (instance name, provider type) per instance
 
@@ -23,6 +28,7 @@ Labels = tuple[tuple[str, str], ...]  # (instance name, provider type) per insta
 class MergedModels:
     body: Body
     by_id: dict[str, dict[str, Any]]
+    suggester: Suggester
 
 
 class ModelsView:
@@ -33,16 +39,17 @@ class ModelsView:
     """
 
     def __init__(self) -> None:
-        self._labels: Labels = ()
-        self._served: tuple[Served | None, ...] = ()
-        self._merged: MergedModels | None = None
+        self._renders: DerivedCache[None, MergedModels] = DerivedCache(capacity=1)
 
-    def merged(self, labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
-        # Tuple equality checks identity first, item by item: no Served.__eq__ on the hot path.
-        if self._merged is None or served != self._served or labels != self._labels:
-            self._merged = _merge(labels, served)
-            self._labels, self._served = labels, served
-        return self._merged
+    def current(self, lists: InstanceLists) -> MergedModels | None:
+        """The rendered list if nothing changed: tuple equality checks identity first, item by
+        item, so there is no Served.__eq__ and no per-model work on the hot path."""
+        return self._renders.peek(None, lists)
+
+    async def merged(self, lists: InstanceLists) -> MergedModels:
+        return self.current(lists) or await self._renders.get_async(
+            None, lists, lambda: _merge(lists.labels, lists.served)
+        )
 
 
 def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dict[str, Any]]:
@@ -59,8 +66,26 @@ def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dic
 
 def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
     data = merge_entries(labels, served)
+    try:
+        body = Body.of({"object": "list", "data": data})
+    except orjson.JSONEncodeError:
+        data = _serialisable(labels, data)
+        body = Body.of({"object": "list", "data": data})
     by_id = {entry["id"]: entry for entry in data}
-    return MergedModels(Body.of({"object": "list", "data": data}), by_id)
+    return MergedModels(body, by_id, Suggester(by_id))
+
+
+def _serialisable(labels: Labels, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of the instances whose entries serialise: one instance's bad value must not
+    take down the others' listing (the parsers keep values in range; this is the backstop)."""
+    failing = set()
+    for name, _ in labels:
+        try:
+            orjson.dumps([entry for entry in data if entry["owned_by"] == name])
+        except orjson.JSONEncodeError as exc:
+            failing.add(name)
+            log.error("models.instance_unserialisable", instance=name, error=str(exc))
+    return [entry for entry in data if entry["owned_by"] not in failing]
 
 
 def model_entry(
@@ -117,7 +142,8 @@ async def _merged(request: web.Request) -> MergedModels:
     lists = registry.fresh_lists() or await registry.lists(
         registry.settings.server.models_deadline_seconds
     )
-    return app[MODELS_VIEW].merged(lists.labels, lists.served)
+    view = app[MODELS_VIEW]
+    return view.current(lists) or await view.merged(lists)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -130,13 +156,13 @@ async def retrieve_model(request: web.Request) -> web.Response:
     merged = await _merged(request)
     entry = merged.by_id.get(model_id)
     if entry is None:
-        raise ModelNotFound(_not_found_message(model_id, merged.by_id), param="model")
+        raise ModelNotFound(_not_found_message(model_id, merged.suggester), param="model")
     return web.Response(body=orjson.dumps(entry), content_type=JSON)
 
 
-def _not_found_message(model_id: str, known: dict[str, Any]) -> str:
-    message = f"The model '{model_id}' does not exist in any configured provider."
-    close = difflib.get_close_matches(model_id, list(known), n=3, cutoff=0.6)
+def _not_found_message(model_id: str, suggester: Suggester) -> str:
+    message = f"The model '{model_id[:200]}' does not exist in any configured provider."
+    close = suggester.close(model_id, cutoff=0.6)
     if close:
         message += " Did you mean: " + ", ".join(close) + "?"
     else:

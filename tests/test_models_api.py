@@ -11,6 +11,7 @@ import pytest
 
 from localrouter.cache import ModelList, Served, Source
 from localrouter.providers.base import ModelInfo
+from localrouter.registry import InstanceLists
 from localrouter.views import ModelsView, price_text
 from tests.conftest import DaemonFactory, UpstreamFactory, fixture_bytes, openai_compatible
 
@@ -107,22 +108,26 @@ async def test_etag_304_gzip_and_cache_control(upstream: UpstreamFactory, daemon
     assert "Content-Encoding" not in refused.headers
 
 
-def test_view_serialises_once_per_change():
+async def test_view_serialises_once_per_change():
     view = ModelsView()
+
+    async def merged_view(labels: Any, served: Any) -> Any:
+        return await view.merged(InstanceLists((), labels, served))
+
     first = ModelList((ModelInfo(id="a"),), Source.LIVE, 0.0, 10.0)
     second = ModelList((ModelInfo(id="a"),), Source.LIVE, 0.0, 10.0)
 
     labels = (("x", "openai"),)
     live = Served(first, Source.LIVE)
-    merged = view.merged(labels, (live,))
-    assert view.merged(labels, (live,)) is merged
-    stale = view.merged(labels, (Served(first, Source.STALE),))
+    merged = await merged_view(labels, (live,))
+    assert await merged_view(labels, (live,)) is merged
+    stale = await merged_view(labels, (Served(first, Source.STALE),))
     assert stale is not merged  # the source is part of the body
     assert b'"source":"stale"' in stale.body.raw
-    again = view.merged(labels, (Served(second, Source.STALE),))
+    again = await merged_view(labels, (Served(second, Source.STALE),))
     assert again is not stale  # a new answer is a change, even with equal content
     assert again.body.raw == stale.body.raw
-    renamed = view.merged((("y", "openai"),), (Served(second, Source.STALE),))
+    renamed = await merged_view((("y", "openai"),), (Served(second, Source.STALE),))
     assert b'"id":"y/a"' in renamed.body.raw
 
 

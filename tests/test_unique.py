@@ -157,11 +157,11 @@ async def test_queries_are_answered_from_cached_bytes_until_the_data_changes(cli
     cache = client.app[UNIQUE_CACHE]
     lists = await registry.lists(1.0)
     query = UniqueQuery(min_providers=2)
-    first = cache.page(query, lists)
-    assert cache.page(query, lists) is first
+    first = await cache.page(query, lists)
+    assert await cache.page(query, lists) is first
     registry.expire(["one"])  # the list is now served as stale: a different answer
     changed = await registry.lists(1.0)
-    assert cache.page(query, changed) is not first
+    assert await cache.page(query, changed) is not first
 
 
 async def test_common_variants_are_warmed_at_startup(client: Any):

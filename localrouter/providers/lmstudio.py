@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from localrouter.errors import UpstreamError
 from localrouter.providers.base import DefaultInclusion, ModelInfo, ProviderKind, ProviderSpec
 from localrouter.providers.openai_compat import OpenAICompatProvider
-from localrouter.providers.parsing import model_items, positive_int, text
+from localrouter.providers.parsing import model_items, parse_items, positive_int, text
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -34,7 +34,7 @@ class LMStudioProvider:
             if exc.status != 404:  # an older server without /api/v0 answers 404
                 raise
             return await self._plain.list_models(http)
-        return [model for item in model_items(body, "data") if (model := _parse(item))]
+        return await parse_items(model_items(body, "data"), _parse)
 
 
 def _parse(item: dict[str, Any]) -> ModelInfo | None:

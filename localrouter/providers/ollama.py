@@ -14,7 +14,14 @@ from localrouter.providers.base import (
     ProviderSpec,
     suffixed_base,
 )
-from localrouter.providers.parsing import model_items, positive_int, strings, text, unix_time
+from localrouter.providers.parsing import (
+    model_items,
+    parse_items,
+    positive_int,
+    strings,
+    text,
+    unix_time,
+)
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -40,7 +47,7 @@ class OllamaProvider:
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
         body = await http.get_json(self._tags_url, headers=self._headers)
-        listed = [model for item in model_items(body, "models") if (model := _parse_tag(item))]
+        listed = await parse_items(model_items(body, "models"), _parse_tag)
         limit = asyncio.Semaphore(SHOW_CONCURRENCY)
 
         async def detailed(model: ModelInfo) -> ModelInfo:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from localrouter.providers.base import ModelInfo, ProviderSpec
 from localrouter.providers.parsing import (
     model_items,
+    parse_items,
     per_token_prices,
     positive_int,
     strings,
@@ -51,11 +52,7 @@ class OpenAICompatProvider:
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
         body = await http.get_json(self._models_url, headers=self._headers)
-        return [
-            model
-            for item in model_items(body, "data", "result", "models")
-            if (model := self._parse(item)) is not None
-        ]
+        return await parse_items(model_items(body, "data", "result", "models"), self._parse)
 
     def _parse(self, item: dict[str, Any]) -> ModelInfo | None:
         model_id = text(item.get("id"))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from localrouter.providers.base import ModelInfo
-from localrouter.providers.parsing import model_items, too_many_pages
+from localrouter.providers.parsing import model_items, parse_items, too_many_pages
 
 if TYPE_CHECKING:
     from localrouter.providers.http import UpstreamClient
@@ -32,7 +32,7 @@ async def paged_models(
     models: list[ModelInfo] = []
     for _ in range(max_pages):
         body = await http.get_json(url, headers=headers, params=query)
-        models += [model for item in model_items(body, items_key) if (model := parse(item))]
+        models += await parse_items(model_items(body, items_key), parse)
         token = next_token(body)
         if token is None:
             return models

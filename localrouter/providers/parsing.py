@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from localrouter.errors import UpstreamError
+from localrouter.providers.base import ModelInfo
+
+log = structlog.get_logger(__name__)
 
 PER_MILLION = 1_000_000.0
+# What an upstream may say, at most. Past these a value is unknown, not an error: one model's
+# 1e20 must never stop a list (or another instance's list) from being served.
+MAX_TOKENS = 2**31 - 1  # context and output sizes
+MAX_UNIX_TIME = 2**32  # the year 2106
+MAX_PRICE = 1_000_000.0  # USD per token (or per unit)
+MAX_ID_LENGTH = 512
+# Lists longer than this are parsed in a worker thread so the event loop keeps answering.
+PARSE_INLINE_ITEMS = 2000
+
+Parse = Callable[[dict[str, Any]], ModelInfo | None]
+
+
+async def parse_items(items: list[dict[str, Any]], parse: Parse) -> list[ModelInfo]:
+    """Every item that parses, in order; off the event loop for a long list."""
+
+    def run() -> list[ModelInfo]:
+        return [model for item in items if (model := parse(item)) is not None]
+
+    if len(items) <= PARSE_INLINE_ITEMS:
+        return run()
+    return await asyncio.to_thread(run)
 
 
 def model_items(data: Any, *keys: str) -> list[dict[str, Any]]:
@@ -42,39 +71,44 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def positive_int(value: Any) -> int | None:
+def positive_int(value: Any, maximum: int = MAX_TOKENS) -> int | None:
+    """A whole number in 1..maximum, else None (unknown)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float) and value > 0:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, int | float) and 0 < value <= maximum:
         return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value) or None
     return None
 
 
 def number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
     if isinstance(value, str):
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             return None
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) and abs(number) <= MAX_PRICE else None
     return None
 
 
 def unix_time(value: Any) -> int:
     """Seconds since the epoch from an int or an RFC 3339 string; 0 when unknown."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return int(value)
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-        except ValueError:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
             return 0
-    return 0
+    return positive_int(value, MAX_UNIX_TIME) or 0
 
 
 def strings(value: Any) -> tuple[str, ...]:
@@ -117,3 +151,42 @@ def capabilities_from_id(model_id: str) -> tuple[str, ...]:
         if any(hint in lowered for hint in hints):
             return (capability,)
     return ("chat",)
+
+
+def sane_id(model_id: str) -> bool:
+    """An id a terminal, a log line and a URL can carry: no control characters, not huge."""
+    return 0 < len(model_id) <= MAX_ID_LENGTH and model_id.isprintable()
+
+
+def sane_models(models: list[ModelInfo], instance: str) -> list[ModelInfo]:
+    """What any adapter returned, within the limits above: models with unusable ids are left
+    out (and counted in the log), numbers out of range become unknown."""
+    kept: list[ModelInfo] = []
+    dropped = 0
+    for model in models:
+        if not sane_id(model.id):
+            dropped += 1
+            continue
+        kept.append(_within_limits(model))
+    if dropped:
+        log.warning("provider.models_dropped", instance=instance, count=dropped, reason="bad id")
+    return kept
+
+
+def _within_limits(model: ModelInfo) -> ModelInfo:
+    created = positive_int(model.created, MAX_UNIX_TIME) or 0
+    context = positive_int(model.context_length)
+    output = positive_int(model.max_output_tokens)
+    prices = {
+        key: value for key, raw in model.pricing.items() if (value := number(raw)) is not None
+    }
+    if (
+        created == model.created
+        and context == model.context_length
+        and output == model.max_output_tokens
+        and len(prices) == len(model.pricing)
+    ):
+        return model
+    return replace(
+        model, created=created, context_length=context, max_output_tokens=output, pricing=prices
+    )

@@ -8,7 +8,7 @@ from yarl import URL
 
 from localrouter.errors import UpstreamError
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
-from localrouter.providers.parsing import field, model_items, text, too_many_pages
+from localrouter.providers.parsing import field, model_items, parse_items, text, too_many_pages
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
@@ -40,7 +40,7 @@ class ReplicateProvider:
         for _ in range(self._max_pages):
             assert url is not None
             body = await http.get_json(url, headers=self._headers)
-            models += [model for item in model_items(body, "results") if (model := _parse(item))]
+            models += await parse_items(model_items(body, "results"), _parse)
             url = self._next_page(field(body, "next"))
             if url is None:
                 return models
