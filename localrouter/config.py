@@ -24,12 +24,15 @@ from pydantic import (
 from localrouter.errors import ConfigError
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import DefaultInclusion, ProviderKind, ProviderSpec
+from localrouter.secrets import redact
 
 APP_NAME = "localrouter"
 ENV_CONFIG = "LOCALROUTER_CONFIG"
 EMBEDDED_DEFAULT = "<embedded default>"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INSTANCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Key-like: a known key prefix, or a long run of letters and digits mixed.
+_SECRET_SHAPE = re.compile(r"^(sk|pk|rk|key|gsk|xai|csk)[-_]|[A-Za-z0-9_-]{20,}")
 
 # Built-in TTLs for kinds whose lists change at a different pace than a cloud provider's.
 KIND_TTL_SECONDS = {ProviderKind.LOCAL: 300.0, ProviderKind.STATIC: 86400.0}
@@ -65,8 +68,9 @@ class ProviderSettings(_Strict):
     @classmethod
     def _known_type(cls, value: str) -> str:
         if value not in PROVIDERS:
+            shown = f" {value!r}" if _shareable(value) else ""
             raise ValueError(
-                f"unknown provider type {value!r}; expected one of: {', '.join(sorted(PROVIDERS))}"
+                f"unknown provider type{shown}; expected one of: {', '.join(sorted(PROVIDERS))}"
             )
         return value
 
@@ -74,7 +78,8 @@ class ProviderSettings(_Strict):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            # The value is not shown: a `${OPENAI_API_KEY}` typo here would print the key.
+            raise ValueError("expected an http:// or https:// URL")
         return value
 
     @model_validator(mode="after")
@@ -252,12 +257,14 @@ def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
     if not isinstance(raw, dict):
         found = type(raw).__name__
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {found}")
-    expanded = _expand_env(raw, env, origin, ())
+    substituted: list[str] = []
+    expanded = _expand_env(raw, env, origin, (), substituted)
     _fill_standard_keys(expanded, env)
     try:
         return Settings.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
+        hidden = [*substituted, *_literal_secrets(expanded)]
+        raise ConfigError(_describe(exc, origin, hidden)) from None
 
 
 def default_settings(env: Mapping[str, str]) -> Settings:
@@ -276,11 +283,24 @@ def default_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError(_describe(exc, EMBEDDED_DEFAULT)) from None
 
 
-def _expand_env(node: Any, env: Mapping[str, str], origin: str, path: tuple[str | int, ...]) -> Any:
+def _expand_env(
+    node: Any,
+    env: Mapping[str, str],
+    origin: str,
+    path: tuple[str | int, ...],
+    substituted: list[str],
+) -> Any:
+    """Replace ${VAR} references; every value put in is added to `substituted` (never shown)."""
     if isinstance(node, dict):
-        return {key: _expand_env(value, env, origin, (*path, key)) for key, value in node.items()}
+        return {
+            key: _expand_env(value, env, origin, (*path, key), substituted)
+            for key, value in node.items()
+        }
     if isinstance(node, list):
-        return [_expand_env(value, env, origin, (*path, index)) for index, value in enumerate(node)]
+        return [
+            _expand_env(value, env, origin, (*path, index), substituted)
+            for index, value in enumerate(node)
+        ]
     if not isinstance(node, str):
         return node
 
@@ -291,9 +311,31 @@ def _expand_env(node: Any, env: Mapping[str, str], origin: str, path: tuple[str 
                 f"{origin}: {_key_path(path)}: environment variable {name} is not set; "
                 "export it before starting localrouter or write the value in the file"
             )
+        substituted.append(env[name])
         return env[name]
 
     return _ENV_REFERENCE.sub(substitute, node)
+
+
+def _literal_secrets(raw: dict[str, Any]) -> list[str]:
+    """Secret values written in the file itself: the token, keys and header values."""
+    found: list[Any] = []
+    server = raw.get("server")
+    if isinstance(server, dict):
+        found.append(server.get("auth_token"))
+    providers = raw.get("providers")
+    for entry in providers if isinstance(providers, list) else []:
+        if isinstance(entry, dict):
+            found.append(entry.get("api_key"))
+            headers = entry.get("headers")
+            if isinstance(headers, dict):
+                found += headers.values()
+    return [value for value in found if isinstance(value, str) and value]
+
+
+def _shareable(value: str) -> bool:
+    """Whether a rejected value may be quoted in a message: short, and not shaped like a key."""
+    return len(value) <= 32 and not _SECRET_SHAPE.search(value)
 
 
 def _fill_standard_keys(raw: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -309,14 +351,14 @@ def _fill_standard_keys(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             entry["api_key"] = env[spec.key_env]
 
 
-def _describe(error: ValidationError, origin: str) -> str:
+def _describe(error: ValidationError, origin: str, hidden: list[str] | None = None) -> str:
     lines = []
     for item in error.errors(include_url=False, include_input=False):
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against config/localrouter.example.yaml"
         where = f"{_key_path(item['loc'])}: " if item["loc"] else ""
-        lines.append(f"{origin}: {where}{message}")
+        lines.append(f"{origin}: {where}{redact(message, hidden or ())}")
     return "\n".join(lines)
 
 

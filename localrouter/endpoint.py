@@ -39,6 +39,12 @@ class Unauthorized(LocalRouterError):
     error_type = "invalid_request_error"
 
 
+class TwoCredentials(LocalRouterError):
+    status = 400
+    code = "ambiguous_credentials"
+    error_type = "invalid_request_error"
+
+
 class Guard:
     """Who may call: DNS-rebinding protection (the Host must name this machine's loopback or
     the configured host), the optional bearer token and the CORS origins; a config reload
@@ -66,6 +72,8 @@ class Guard:
         if host is not None and host not in self._hosts_ok:
             self._check_host(host)
         if needs_token and self._token is not None and not _token_ok(request, self._token):
+            if _is_preflight(request):
+                return  # browsers send no credentials on a preflight; no_route answers it
             raise Unauthorized(
                 "Missing or wrong token: send 'Authorization: Bearer <server.auth_token>' "
                 "(the OpenAI SDKs send their api_key that way)."
@@ -83,11 +91,24 @@ class Guard:
         self._hosts_ok.add(host)
 
 
+def _is_preflight(request: web.Request) -> bool:
+    return (
+        request.method == hdrs.METH_OPTIONS
+        and hdrs.ORIGIN in request.headers
+        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    )
+
+
 def _host_name(host: str) -> str:
-    """The name in a Host header, without the port and brackets; lowercase."""
+    """The name in a Host header, without the port and brackets; lowercase. Anything after
+    the closing bracket but a port (`[::1]evil.com`) leaves the whole value, never allowed."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
+        end = host.find("]")
+        rest = host[end + 1 :] if end > 0 else None
+        if rest is None or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return host
+        return host[1:end]
     name, _, port = host.rpartition(":")
     if name and port.isdigit():
         try:
@@ -98,7 +119,12 @@ def _host_name(host: str) -> str:
 
 
 def _token_ok(request: web.Request, token: bytes) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    sent = request.headers.getall(hdrs.AUTHORIZATION, ())
+    if len(sent) > 1:
+        raise TwoCredentials(
+            "The request carries more than one Authorization header; send exactly one."
+        )
+    scheme, _, given = (sent[0] if sent else "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
 
 
