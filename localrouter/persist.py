@@ -99,14 +99,13 @@ class ListStore:
         except OSError as exc:
             self._ignore(f"cannot open it ({exc.strerror}); is it a link?")
             return None
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            os.close(handle)
+            too_big = stat.S_ISREG(info.st_mode)
+            self._ignore(f"larger than {MAX_FILE_BYTES} bytes" if too_big else "not a file")
+            return None
         with os.fdopen(handle, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                self._ignore("not a regular file")
-                return None
-            if info.st_size > MAX_FILE_BYTES:
-                self._ignore(f"larger than {MAX_FILE_BYTES} bytes")
-                return None
             raw = file.read(MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             self._ignore(f"larger than {MAX_FILE_BYTES} bytes")
