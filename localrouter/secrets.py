@@ -137,24 +137,32 @@ class StreamRedactor:
     def __init__(self, secrets: Iterable[str], max_event_bytes: int = 1024 * 1024) -> None:
         self._secrets = tuple(_usable(secrets))
         self._max = max_event_bytes
-        self._held = b""
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     @property
     def active(self) -> bool:
         return bool(self._secrets)
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._held + chunk if self._held else chunk
-        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-        cut = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
+        # Only the new chunk (and the last bytes held, for a separator split in two) is searched.
+        tail = self._held[-1][-3:] if self._held else b""
+        window = tail + chunk
+        lf, crlf = window.rfind(b"\n\n"), window.rfind(b"\r\n\r\n")
+        cut = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1) - len(tail)
+        if cut < 0 and self._held_size + len(chunk) <= self._max:
+            self._held.append(chunk)
+            self._held_size += len(chunk)
+            return b""
         if cut < 0:
-            if len(data) <= self._max:
-                self._held = data
-                return b""
-            cut = len(data)
-        ready, self._held = data[:cut], data[cut:]
+            cut = len(chunk)  # no event end within the cap: let it through
+        ready = b"".join((*self._held, chunk[:cut])) if self._held else chunk[:cut]
+        rest = chunk[cut:]
+        self._held = [rest] if rest else []
+        self._held_size = len(rest)
         return redact_bytes(ready, self._secrets)
 
     def finish(self) -> bytes:
-        held, self._held = self._held, b""
+        held = b"".join(self._held)
+        self._held, self._held_size = [], 0
         return redact_bytes(held, self._secrets)
