@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from localrouter.cache import Served
-from localrouter.providers.parsing import PARSE_INLINE_ITEMS
+from localrouter.offload import heavy
 from localrouter.registry import InstanceLists
 
 K = TypeVar("K", bound=Hashable)
@@ -24,9 +24,7 @@ def model_count(served: tuple[Served | None, ...]) -> int:
 
 async def build_off_loop(served: tuple[Served | None, ...], build: Callable[[], V]) -> V:
     """`build()`, in a worker thread when the lists it reads are long."""
-    if model_count(served) <= PARSE_INLINE_ITEMS:
-        return build()
-    return await asyncio.to_thread(build)
+    return await heavy(build, model_count(served))
 
 
 class DerivedCache(Generic[K, V]):

@@ -9,13 +9,14 @@ changes hands between elements, so the loop waits at most a switch interval, nev
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from localrouter.offload import INLINE_ITEMS, heavy
 
 INLINE_BYTES = 256 * 1024  # below this, orjson's single call costs well under 10 ms
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -27,7 +28,7 @@ async def loads_off_loop(raw: bytes) -> Any:
     """The decoded JSON; raises ValueError for anything that is not JSON."""
     if len(raw) <= INLINE_BYTES:
         return orjson.loads(raw)
-    return await asyncio.to_thread(loads_in_steps, raw)
+    return await heavy(lambda: loads_in_steps(raw), INLINE_ITEMS + 1)
 
 
 def loads_in_steps(raw: bytes) -> Any:

@@ -21,6 +21,7 @@ import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
+from localrouter.offload import INLINE_ITEMS, dumps_array_in_steps, heavy
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
@@ -64,7 +65,7 @@ class ListStore:
     async def load(self) -> ModelList | None:
         """The list in the file, read and decoded in a worker thread; None (with a warning)
         for anything but a regular file of ours within MAX_FILE_BYTES."""
-        return await asyncio.to_thread(self._load)
+        return await heavy(self._load, INLINE_ITEMS + 1)  # a file: never read on the loop
 
     def _load(self) -> ModelList | None:
         raw = self._read()
@@ -134,14 +135,11 @@ class ListStore:
         if models.models == self._written:
             return
         try:
-            data = orjson.dumps(
-                {
-                    "format": FORMAT,
-                    **self._identity,
-                    "fetched_at": models.fetched_at,
-                    "models": [_plain(model) for model in models.models],
-                }
+            head = orjson.dumps(
+                {"format": FORMAT, **self._identity, "fetched_at": models.fetched_at}
             )
+            listed = dumps_array_in_steps([_plain(model) for model in models.models])
+            data = head[:-1] + b',"models":' + listed + b"}"
         except orjson.JSONEncodeError as exc:
             log.error("persist.unserialisable", path=str(self.path), error=str(exc))
             return

@@ -28,10 +28,11 @@ from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, So
 from localrouter.catalog import CatalogStore
 from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
+from localrouter.offload import heavy
 from localrouter.persist import ListStore
 from localrouter.providers.base import ModelInfo, Provider, ProviderKind
 from localrouter.providers.http import UpstreamClient
-from localrouter.providers.parsing import PARSE_INLINE_ITEMS, sane_models
+from localrouter.providers.parsing import sane_models
 
 log = structlog.get_logger(__name__)
 
@@ -239,14 +240,13 @@ class Registry:
 
         async def fetch() -> list[ModelInfo]:
             models = await adapter.list_models(http)
-            catalog = self._catalog.current() if self._catalog else None
+            # Loading an updated catalog file is done off the loop too.
+            catalog = await asyncio.to_thread(self._catalog.current) if self._catalog else None
 
             def finish() -> list[ModelInfo]:
                 return enrich(sane_models(models, provider.name), catalog, catalog_provider)
 
-            if len(models) <= PARSE_INLINE_ITEMS:
-                return finish()
-            return await asyncio.to_thread(finish)  # enriching 100,000 models takes seconds
+            return await heavy(finish, len(models))  # enriching 100,000 models takes seconds
 
         fallbacks: list[Fallback] = []
         store = None
@@ -283,8 +283,7 @@ class Registry:
                 for key, entry in scope.entries.items()
             )
 
-        big = len(scope.entries) > PARSE_INLINE_ITEMS
-        models = await asyncio.to_thread(build) if big else build()
+        models = await heavy(build, len(scope.entries))
         now = self._clock()
         return ModelList(models, Source.CATALOG, now, now)
 

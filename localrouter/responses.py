@@ -35,7 +35,10 @@ class Body:
 
     @classmethod
     def of(cls, data: Any) -> Body:
-        raw = orjson.dumps(data)
+        return cls.of_bytes(orjson.dumps(data))
+
+    @classmethod
+    def of_bytes(cls, raw: bytes) -> Body:
         digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
         # Weak: the gzip and identity forms are the same resource, so one validator fits both.
         etag = f'W/"{digest}"'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from pathlib import Path
 
 import structlog
@@ -17,6 +18,7 @@ from localrouter.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
+GIL_SWITCH_SECONDS = 0.0005
 # How long requests in flight may take to finish once a stop is asked for.
 SHUTDOWN_GRACE_SECONDS = 15.0
 
@@ -37,6 +39,11 @@ def run(
         handle_sighup=True,
     )
     configure_logging(log_level, redactor=app[REDACTOR])
+    # While a worker thread parses or renders a long list, the loop thread waits for the GIL
+    # after every system call, up to the switch interval each time (5 ms by default): a body
+    # read in 460 chunks stalled the loop 300 ms (bench/loop_stall.py). A shorter interval
+    # bounds each wait; with no worker busy it costs nothing.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return asyncio.run(serve(app, settings, Notifier(), config_origin=config_origin))
 
 

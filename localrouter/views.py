@@ -13,6 +13,7 @@ from aiohttp import web
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
+from localrouter.offload import dumps_array_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.responses import JSON, Body, cached_response
@@ -67,10 +68,11 @@ def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dic
 def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
     data = merge_entries(labels, served)
     try:
-        body = Body.of({"object": "list", "data": data})
+        array = dumps_array_in_steps(data)
     except orjson.JSONEncodeError:
         data = _serialisable(labels, data)
-        body = Body.of({"object": "list", "data": data})
+        array = dumps_array_in_steps(data)
+    body = Body.of_bytes(b'{"object":"list","data":' + array + b"}")
     by_id = {entry["id"]: entry for entry in data}
     return MergedModels(body, by_id, Suggester(by_id))
 

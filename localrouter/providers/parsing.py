@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -12,6 +11,7 @@ from typing import Any
 import structlog
 
 from localrouter.errors import UpstreamError
+from localrouter.offload import heavy
 from localrouter.providers.base import ModelInfo
 
 log = structlog.get_logger(__name__)
@@ -23,8 +23,6 @@ MAX_TOKENS = 2**31 - 1  # context and output sizes
 MAX_UNIX_TIME = 2**32  # the year 2106
 MAX_PRICE = 1_000_000.0  # USD per token (or per unit)
 MAX_ID_LENGTH = 512
-# Lists longer than this are parsed in a worker thread so the event loop keeps answering.
-PARSE_INLINE_ITEMS = 2000
 
 Parse = Callable[[dict[str, Any]], ModelInfo | None]
 
@@ -35,9 +33,7 @@ async def parse_items(items: list[dict[str, Any]], parse: Parse) -> list[ModelIn
     def run() -> list[ModelInfo]:
         return [model for item in items if (model := parse(item)) is not None]
 
-    if len(items) <= PARSE_INLINE_ITEMS:
-        return run()
-    return await asyncio.to_thread(run)
+    return await heavy(run, len(items))
 
 
 def model_items(data: Any, *keys: str) -> list[dict[str, Any]]:

@@ -1,0 +1,157 @@
+"""How long the daemon's event loop stalls while it does heavy work for one request.
+
+Two phases, each with a fresh daemon (a separate process, pinned to one core) and an upstream
+(another process), while this script sends `GET /health` back to back and records how long each
+answer takes:
+1. refresh: the first `GET /v1/models` of a 100,000-model list (fetch, parse, enrich, persist,
+   render), then a cache clear and the refresh it causes;
+2. unknown models: `POST /v1/chat/completions` with ids no instance lists, against a 20,000-model
+   list (each answer carries "did you mean" suggestions).
+`/health` needs nothing of that work, so its latency is the loop's stall. Prints p50, p99 and the
+worst per phase against the target (50 ms).
+
+    python bench/loop_stall.py [--models 100000] [--unknown-against 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from models import HERE, free_port, process, wait_for
+
+TARGET_MS = 50.0
+
+
+async def probe_health(url: str, stop: asyncio.Event, seen: list[float]) -> None:
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            started = time.perf_counter()
+            async with session.get(url) as response:
+                await response.read()
+            seen.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.002)
+
+
+async def refresh_phase(base: str) -> tuple[list[float], float]:
+    stop, seen = asyncio.Event(), []
+    prober = asyncio.create_task(probe_health(base + "/health", stop, seen))
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        async with session.get(base + "/v1/models") as response:
+            first = len((await response.json())["data"])
+        first_ms = (time.perf_counter() - started) * 1000
+        print(f"  first /v1/models: {first} models in {first_ms:.0f} ms", flush=True)
+        async with session.post(base + "/api/cache/clear", json={}) as response:
+            await response.read()
+        async with session.get(base + "/v1/models") as response:
+            await response.read()  # stale, and starts the refresh
+        for _ in range(600):  # until the refreshed list is in and rendered
+            async with session.get(base + "/api/cache/stats") as response:
+                stats = await response.json()
+            if stats["upstream_calls"] >= 2 and not stats["instances"]["big"]["refreshing"]:
+                break
+            await asyncio.sleep(0.05)
+        async with session.get(base + "/v1/models") as response:
+            await response.read()
+    stop.set()
+    await prober
+    return seen, first_ms
+
+
+async def unknown_phase(base: str, requests: int) -> tuple[list[float], list[float]]:
+    stop, seen = asyncio.Event(), []
+    prober = asyncio.create_task(probe_health(base + "/health", stop, seen))
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/v1/models") as response:
+            await response.read()
+        for index in range(requests):
+            body = {"model": f"acme/model-{index:05d}-instrukt", "messages": []}
+            started = time.perf_counter()
+            async with session.post(base + "/v1/chat/completions", json=body) as response:
+                assert response.status == 404, await response.text()
+                await response.read()
+            answers.append((time.perf_counter() - started) * 1000)
+    stop.set()
+    await prober
+    return seen, answers
+
+
+def report(what: str, values: list[float]) -> float:
+    worst = max(values)
+    p50 = statistics.median(values)
+    p99 = statistics.quantiles(values, n=100)[98] if len(values) >= 2 else worst
+    verdict = "ok" if worst < TARGET_MS else "OVER"
+    print(
+        f"  {what:<34} n={len(values):<5} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
+        f"worst {worst:7.2f} ms  ({verdict}, target < {TARGET_MS:g} ms)",
+        flush=True,
+    )
+    return worst
+
+
+def run_daemon_with(models: int, workdir: Path, phase: str, args: argparse.Namespace) -> float:
+    upstream_port, daemon_port = free_port(), free_port()
+    config = workdir / f"{phase}.yaml"
+    config.write_text(
+        "providers:\n"
+        f"  - {{name: big, type: openai_compatible, "
+        f"base_url: 'http://127.0.0.1:{upstream_port}/v1', max_response_bytes: 268435456}}\n"
+    )
+    os.environ["XDG_CACHE_HOME"] = str(workdir / f"cache-{phase}")
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "servers.py"), "upstream", str(upstream_port), str(models)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    daemon = (sys.executable, "-m", "localrouter", "serve", "--config", str(config))
+    daemon += ("--port", str(daemon_port), "--log-level", "warning")
+    asyncio.run(wait_for(f"http://127.0.0.1:{upstream_port}/v1/models", models))
+    try:
+        with process(*daemon):
+            base = f"http://127.0.0.1:{daemon_port}"
+            asyncio.run(wait_for(base + "/health"))
+            if phase == "refresh":
+                print(f"refresh of a {models}-model list:", flush=True)
+                seen, _ = asyncio.run(refresh_phase(base))
+                return report("/health while refreshing", seen)
+            print(f"unknown models against a {models}-model list:", flush=True)
+            seen, answers = asyncio.run(unknown_phase(base, args.unknown_requests))
+            report("POST /v1/chat/completions (404)", answers)
+            return report("/health meanwhile", seen)
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--models", type=int, default=100_000)
+    parser.add_argument("--unknown-against", type=int, default=20_000)
+    parser.add_argument("--unknown-requests", type=int, default=50)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})  # the probe on its own core; the daemon on the other
+    with tempfile.TemporaryDirectory() as workdir:
+        worst = max(
+            run_daemon_with(args.models, Path(workdir), "refresh", args),
+            run_daemon_with(args.unknown_against, Path(workdir), "unknown", args),
+        )
+    print(f"worst stall: {worst:.1f} ms (target < {TARGET_MS:g} ms)")
+
+
+if __name__ == "__main__":
+    main()
