@@ -439,3 +439,53 @@ async def test_keys_never_leak_through_cuts_escapes_or_streams(
     assert "[DONE]" in everything
     for size in range(6, len(KEY) + 1):
         assert KEY[:size] not in everything, KEY[:size]
+
+
+# --- 4. loop stalls -------------------------------------------------------------------------
+
+
+async def test_the_loop_keeps_answering_while_a_long_list_is_parsed(
+    aiohttp_server: Any, daemon: DaemonFactory
+):
+    """Between the upstream's last byte and the list being served, /health keeps answering:
+    parsing and enriching 20,000 models happens off the loop (it used to block it whole)."""
+    body = orjson.dumps(
+        {"data": [{"id": f"vendor/model-{i:05d}", "context_length": 8192} for i in range(20_000)]}
+    )
+    sent = asyncio.Event()
+
+    async def models(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        sent.set()
+        return response
+
+    origin = await serve(aiohttp_server, models)
+    client = await daemon({"providers": [openai_compatible("big", origin + "/v1")]})
+    await asyncio.wait_for(sent.wait(), 30)
+    answered = 0
+    for _ in range(100_000):
+        stats = await (await client.get("/api/cache/stats")).json()
+        if stats["instances"]["big"]["count"] == 20_000:
+            break
+        assert (await client.get("/health")).status == 200
+        answered += 1
+    assert stats["instances"]["big"]["count"] == 20_000
+    assert answered >= 10, f"only {answered} /health answers while the list was parsed"
+
+
+async def test_suggestions_for_an_unknown_model_come_from_a_long_list(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models([f"vendor/model-{i:05d}-instruct" for i in range(20_000)])
+    client = await daemon({"providers": [openai_compatible("big", up.url)]})
+    assert (await client.get("/v1/models")).status == 200
+    body = {"model": "vendor/model-01234-instrukt", "messages": []}  # a bare id nobody lists
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 404
+    assert "vendor/model-01234-instruct" in (await response.json())["error"]["message"]
+    missing = await client.get("/v1/models/big/vendor/model-04321-instrukt")
+    assert "big/vendor/model-04321-instruct" in (await missing.json())["error"]["message"]
