@@ -117,6 +117,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         catalog = CatalogStore(app[CACHE_DIR])
+        await asyncio.to_thread(catalog.current)  # loaded before the first fetch needs it
         cache_dir = app[CACHE_DIR]
         registry = Registry(
             settings,

@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from localrouter.cache import Served
-from localrouter.offload import heavy
+from localrouter.offload import INLINE_ITEMS, heavy, release
 from localrouter.registry import InstanceLists
 
 K = TypeVar("K", bound=Hashable)
@@ -73,8 +73,13 @@ class DerivedCache(Generic[K, V]):
         return self._store(key, data, value)
 
     def _store(self, key: K, data: DataKey, value: V) -> V:
+        replaced = self._entries.get(key)
         self._entries[key] = (data, value)
         self._entries.move_to_end(key)
+        dropped = [replaced] if replaced is not None else []
         while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+            dropped.append(self._entries.popitem(last=False)[1])
+        for old_data, old_value in dropped:  # a long list's derivations are freed off the loop
+            if model_count(old_data[1]) > INLINE_ITEMS:
+                release(old_value, old_data)
         return value

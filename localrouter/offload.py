@@ -11,20 +11,23 @@ Two costs stall the loop, and both are handled here:
   only reclaimed at exit, and freezes happen once per list change, not per request. While a
   build runs, the collector is paused too: the build's own allocations would otherwise start
   full collections half way through.
-- one C call over a whole list (orjson.dumps of 30 MB) holds the GIL throughout: `dumps_in_steps`
-  serialises an array a slice at a time.
+- one C call over a whole list holds the GIL throughout (measured on 100,000 items: orjson.dumps
+  80 ms, sorted() 70 ms, a keyed sort 105 ms): `dumps_array_in_steps` serialises an array a slice
+  at a time, and `sorted_in_steps` sorts slices, then merges them in Python.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import heapq
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 INLINE_ITEMS = 2000  # below this, doing the work on the loop costs less than the hand-off
 
@@ -63,14 +66,59 @@ async def heavy(build: Callable[[], V], size: int) -> V:
         return await asyncio.to_thread(build)
 
 
+def sorted_in_steps(
+    items: Sequence[T], *, key: Callable[[T], Any] | None = None, reverse: bool = False
+) -> list[T]:
+    """sorted(items, key=key, reverse=reverse), stable, without one long C call."""
+    if len(items) <= _STEP_ITEMS:
+        return sorted(items, key=key, reverse=reverse)  # type: ignore[type-var, arg-type]
+    runs = [
+        sorted(items[start : start + _STEP_ITEMS], key=key, reverse=reverse)  # type: ignore[type-var, arg-type]
+        for start in range(0, len(items), _STEP_ITEMS)
+    ]
+    return list(heapq.merge(*runs, key=key, reverse=reverse))  # type: ignore[arg-type]
+
+
 def dumps_array_in_steps(
     items: Sequence[Any], default: Callable[[Any], Any] | None = None
 ) -> bytes:
     """orjson.dumps(items) for a JSON array, a slice at a time (see the module docstring)."""
     if len(items) <= _STEP_ITEMS:
         return orjson.dumps(items, default=default)
-    parts = [
-        orjson.dumps(items[start : start + _STEP_ITEMS], default=default)[1:-1]
-        for start in range(0, len(items), _STEP_ITEMS)
-    ]
-    return b"[" + b",".join(parts) + b"]"
+    out = bytearray(b"[")  # one join of 30 MB would hold the GIL 50 ms; appends copy a slice
+    for start in range(0, len(items), _STEP_ITEMS):
+        if start:
+            out += b","
+        out += orjson.dumps(items[start : start + _STEP_ITEMS], default=default)[1:-1]
+    out += b"]"
+    return bytes(out)
+
+
+def release(value: object, *companions: object) -> None:
+    """Let go of a large value in a worker thread, a slice at a time (see `dismantle`); the
+    companions (what the value was derived from) are let go there too, after it.
+
+    The caller must hold no other reference: freeing 100,000 decoded entries on the loop is one
+    cascade of about 100 ms, and a cascade holds the GIL wherever it runs, so it is cut up."""
+    asyncio.get_running_loop().run_in_executor(None, dismantle, value, companions)
+
+
+def dismantle(value: object, companions: tuple[object, ...] = ()) -> None:
+    """Empty `value`'s own containers in slices, so each slice's objects are freed apart.
+    Only for values nothing else references (a replaced cache entry, a parsed list)."""
+    if isinstance(value, list):
+        while value:
+            del value[-_STEP_ITEMS:]
+    elif isinstance(value, dict):
+        keys = list(value)
+        while keys:
+            for key in keys[-_STEP_ITEMS:]:
+                del value[key]
+            del keys[-_STEP_ITEMS:]
+    elif isinstance(value, Dismantlable):
+        value.dismantle()
+
+
+@runtime_checkable
+class Dismantlable(Protocol):
+    def dismantle(self) -> None: ...

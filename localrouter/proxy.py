@@ -19,6 +19,7 @@ from localrouter.errors import (
     UpstreamError,
     error_body,
 )
+from localrouter.offload import dismantle
 from localrouter.providers.http import UpstreamClient
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
@@ -55,6 +56,10 @@ class ModelIndex:
 
     bare: dict[str, Instance]
     suggester: Suggester
+
+    def dismantle(self) -> None:
+        dismantle(self.bare)
+        self.suggester.dismantle()
 
 
 def model_index(lists: InstanceLists) -> ModelIndex:
@@ -118,7 +123,7 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
                 return await _upstream_error(upstream, http, where)
             if upstream.content_type == "text/event-stream":
                 return await _stream(request, upstream, instance, where)
-            answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+            answer = redact_bytes(bytes(await http.read_body(upstream, where)), http.secrets)
             return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
     except UpstreamError as exc:
         raise UpstreamFailure(exc.message, status=502, code=exc.code or "upstream_error") from None

@@ -240,8 +240,7 @@ class Registry:
 
         async def fetch() -> list[ModelInfo]:
             models = await adapter.list_models(http)
-            # Loading an updated catalog file is done off the loop too.
-            catalog = await asyncio.to_thread(self._catalog.current) if self._catalog else None
+            catalog = self._catalog.current() if self._catalog else None
 
             def finish() -> list[ModelInfo]:
                 return enrich(sane_models(models, provider.name), catalog, catalog_provider)

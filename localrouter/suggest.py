@@ -14,6 +14,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from localrouter.offload import dismantle
+
 MAX_CANDIDATES = 64
 COMMON_WORD_IDS = 2000  # a word in more ids than this picks no candidates by itself
 _WORD = re.compile(r"[a-z0-9]+")
@@ -30,6 +32,10 @@ class Suggester:
         for index, model_id in enumerate(self._ids):
             for word in _words(model_id):
                 self._by_word.setdefault(word, []).append(index)
+
+    def dismantle(self) -> None:
+        dismantle(self._ids)
+        dismantle(self._by_word)
 
     def close(self, wanted: str, n: int = 3, cutoff: float = 0.5) -> list[str]:
         wanted = wanted[:512]

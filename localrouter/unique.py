@@ -19,6 +19,7 @@ from localrouter.api_models import flag
 from localrouter.catalog.match import normalise
 from localrouter.derived import DerivedCache
 from localrouter.errors import BadRequest, NotFound
+from localrouter.offload import sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
@@ -109,7 +110,7 @@ def group_models(lists: InstanceLists) -> list[Row]:
             row["providers"].append(_provider(instance, model))
     for row in groups.values():
         row["name"] = row["name"] or row["providers"][0]["upstream_id"]
-    return [groups[key] for key in sorted(groups)]
+    return [groups[key] for key in sorted_in_steps(list(groups))]
 
 
 def _provider(instance: str, model: ModelInfo) -> dict[str, Any]:
@@ -140,15 +141,15 @@ def select(groups: list[Row], query: UniqueQuery) -> tuple[int, list[Row]]:
             continue
         rows.append(_row(group, providers))
     descending = query.order == "desc"
-    rows.sort(key=lambda row: row["id"])
+    rows = sorted_in_steps(rows, key=lambda row: row["id"])  # groups come sorted: cheap
     if query.sort_by == "provider_count":
-        rows.sort(key=lambda row: row["provider_count"], reverse=descending)
+        rows = sorted_in_steps(rows, key=lambda row: row["provider_count"], reverse=descending)
     elif query.sort_by == "name":
-        rows.sort(key=lambda row: row["name"].lower(), reverse=descending)
+        rows = sorted_in_steps(rows, key=lambda row: row["name"].lower(), reverse=descending)
     else:  # cheapest_price: unpriced rows last whatever the order
         priced = [row for row in rows if row["_cost"] is not None]
         unpriced = [row for row in rows if row["_cost"] is None]
-        priced.sort(key=lambda row: row["_cost"], reverse=descending)
+        priced = sorted_in_steps(priced, key=lambda row: row["_cost"], reverse=descending)
         rows = priced + unpriced
     end = None if query.limit is None else query.offset + query.limit
     return len(rows), [_public(row) for row in rows[query.offset : end]]

@@ -13,7 +13,7 @@ from aiohttp import web
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
-from localrouter.offload import dumps_array_in_steps
+from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.responses import JSON, Body, cached_response
@@ -30,6 +30,10 @@ class MergedModels:
     body: Body
     by_id: dict[str, dict[str, Any]]
     suggester: Suggester
+
+    def dismantle(self) -> None:
+        dismantle(self.by_id)
+        self.suggester.dismantle()
 
 
 class ModelsView:
@@ -62,7 +66,7 @@ def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dic
         for model in answer.models.models:
             entry = model_entry(name, provider_type, model, answer.source)
             by_id.setdefault(entry["id"], entry)
-    return [by_id[model_id] for model_id in sorted(by_id)]
+    return [by_id[model_id] for model_id in sorted_in_steps(list(by_id))]
 
 
 def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from localrouter.errors import UpstreamError
-from localrouter.offload import heavy
+from localrouter.offload import INLINE_ITEMS, dismantle, heavy
 from localrouter.providers.base import ModelInfo
 
 log = structlog.get_logger(__name__)
@@ -33,7 +33,15 @@ async def parse_items(items: list[dict[str, Any]], parse: Parse) -> list[ModelIn
     def run() -> list[ModelInfo]:
         return [model for item in items if (model := parse(item)) is not None]
 
-    return await heavy(run, len(items))
+    if len(items) <= INLINE_ITEMS:
+        return run()
+
+    def run_and_free() -> list[ModelInfo]:
+        parsed = run()
+        dismantle(items)  # the decoded entries, freed here a slice at a time, not on the loop
+        return parsed
+
+    return await heavy(run_and_free, len(items))
 
 
 def model_items(data: Any, *keys: str) -> list[dict[str, Any]]:
@@ -44,6 +52,8 @@ def model_items(data: Any, *keys: str) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         found = type(data).__name__ if not isinstance(data, Mapping) else f"keys {sorted(data)[:8]}"
         raise UpstreamError(f"the upstream answered with something not a model list ({found})")
+    if all(isinstance(item, dict) for item in items):
+        return items  # the body's own list: parse_items frees its entries off the loop
     return [item for item in items if isinstance(item, dict)]
 
 
