@@ -14,6 +14,10 @@ Two costs stall the loop, and both are handled here:
 - one C call over a whole list holds the GIL throughout (measured on 100,000 items: orjson.dumps
   80 ms, sorted() 70 ms, a keyed sort 105 ms): `dumps_array_in_steps` serialises an array a slice
   at a time, and `sorted_in_steps` sorts slices, then merges them in Python.
+- several busy threads starve the loop: a thread that gives up the GIL may hand it to another
+  worker rather than to the loop, again and again (seen: 230 ms stalls with a render and a
+  persist running at once). All heavy work therefore runs in one worker thread, in turn;
+  asyncio's default executor stays free for DNS look-ups and small file reads.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import gc
 import heapq
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import orjson
@@ -63,7 +68,16 @@ async def heavy(build: Callable[[], V], size: int) -> V:
     if size <= INLINE_ITEMS:
         return build()
     with _PAUSE:
-        return await asyncio.to_thread(build)
+        return await in_worker(build)
+
+
+# Process-wide like asyncio's own default executor: one thread, whatever the number of loops.
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localrouter-heavy")
+
+
+async def in_worker(function: Callable[[], V]) -> V:
+    """`function()` in the one heavy-work thread."""
+    return await asyncio.get_running_loop().run_in_executor(_WORKER, function)
 
 
 def sorted_in_steps(
@@ -100,7 +114,7 @@ def release(value: object, *companions: object) -> None:
 
     The caller must hold no other reference: freeing 100,000 decoded entries on the loop is one
     cascade of about 100 ms, and a cascade holds the GIL wherever it runs, so it is cut up."""
-    asyncio.get_running_loop().run_in_executor(None, dismantle, value, companions)
+    asyncio.get_running_loop().run_in_executor(_WORKER, dismantle, value, companions)
 
 
 def dismantle(value: object, companions: tuple[object, ...] = ()) -> None:

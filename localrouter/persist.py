@@ -21,7 +21,7 @@ import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
-from localrouter.offload import INLINE_ITEMS, dumps_array_in_steps, heavy
+from localrouter.offload import INLINE_ITEMS, dumps_array_in_steps, heavy, in_worker
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
@@ -127,7 +127,7 @@ class ListStore:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
-            await asyncio.to_thread(self._save, models)
+            await in_worker(lambda: self._save(models))
         except OSError as exc:
             log.warning("persist.write_failed", path=str(self.path), error=exc.strerror)
 
@@ -139,7 +139,7 @@ class ListStore:
                 {"format": FORMAT, **self._identity, "fetched_at": models.fetched_at}
             )
             listed = dumps_array_in_steps([_plain(model) for model in models.models])
-            data = head[:-1] + b',"models":' + listed + b"}"
+            data = b"".join((head[:-1], b',"models":', listed, b"}"))
         except orjson.JSONEncodeError as exc:
             log.error("persist.unserialisable", path=str(self.path), error=str(exc))
             return
