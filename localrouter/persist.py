@@ -21,7 +21,7 @@ import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
-from localrouter.offload import INLINE_ITEMS, dumps_array_in_steps, heavy, in_worker
+from localrouter.offload import dumps_array_in_steps, in_worker
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
@@ -32,7 +32,7 @@ FORMAT = 1
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a 100,000-model list takes about 30 MB
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(target: Path, data: bytes | bytearray) -> None:
     """Write to a temporary file in the same directory, flush it to disk, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
@@ -65,7 +65,9 @@ class ListStore:
     async def load(self) -> ModelList | None:
         """The list in the file, read and decoded in a worker thread; None (with a warning)
         for anything but a regular file of ours within MAX_FILE_BYTES."""
-        return await heavy(self._load, INLINE_ITEMS + 1)  # a file: never read on the loop
+        # Not in the heavy-work thread: a fallback read must not queue behind a long parse
+        # (it would miss models_deadline_seconds); it runs once per instance at most.
+        return await asyncio.to_thread(self._load)
 
     def _load(self) -> ModelList | None:
         raw = self._read()
@@ -138,8 +140,8 @@ class ListStore:
             head = orjson.dumps(
                 {"format": FORMAT, **self._identity, "fetched_at": models.fetched_at}
             )
-            listed = dumps_array_in_steps([_plain(model) for model in models.models])
-            data = b"".join((head[:-1], b',"models":', listed, b"}"))
+            plain = [_plain(model) for model in models.models]
+            data = dumps_array_in_steps(plain, prefix=head[:-1] + b',"models":', suffix=b"}")
         except orjson.JSONEncodeError as exc:
             log.error("persist.unserialisable", path=str(self.path), error=str(exc))
             return

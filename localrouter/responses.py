@@ -26,7 +26,7 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
 class Body:
     """A response body serialised once, with its gzip form, its ETag and its headers."""
 
-    raw: bytes
+    raw: bytes | bytearray  # a long list's body is built in place (offload.py), never copied
     gzipped: bytes
     etag: str
     validator_headers: CIMultiDict[str]
@@ -38,7 +38,7 @@ class Body:
         return cls.of_bytes(orjson.dumps(data))
 
     @classmethod
-    def of_bytes(cls, raw: bytes) -> Body:
+    def of_bytes(cls, raw: bytes | bytearray) -> Body:
         digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
         # Weak: the gzip and identity forms are the same resource, so one validator fits both.
         etag = f'W/"{digest}"'

@@ -71,12 +71,13 @@ def merge_entries(labels: Labels, served: tuple[Served | None, ...]) -> list[dic
 
 def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
     data = merge_entries(labels, served)
+    frame = {"prefix": b'{"object":"list","data":', "suffix": b"}"}
     try:
-        array = dumps_array_in_steps(data)
+        raw = dumps_array_in_steps(data, **frame)
     except orjson.JSONEncodeError:
         data = _serialisable(labels, data)
-        array = dumps_array_in_steps(data)
-    body = Body.of_bytes(b'{"object":"list","data":' + array + b"}")
+        raw = dumps_array_in_steps(data, **frame)
+    body = Body.of_bytes(raw)
     by_id = {entry["id"]: entry for entry in data}
     return MergedModels(body, by_id, Suggester(by_id))
 
