@@ -21,7 +21,7 @@ import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
-from localrouter.offload import dumps_array_in_steps, in_worker
+from localrouter.offload import dismantle, dumps_array_in_steps, in_worker
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
@@ -142,6 +142,7 @@ class ListStore:
             )
             plain = [_plain(model) for model in models.models]
             data = dumps_array_in_steps(plain, prefix=head[:-1] + b',"models":', suffix=b"}")
+            dismantle(plain)  # 100,000 dicts freed a slice at a time, not in one cascade
         except orjson.JSONEncodeError as exc:
             log.error("persist.unserialisable", path=str(self.path), error=str(exc))
             return
