@@ -45,6 +45,7 @@ class _CollectorPause:
 
     def __init__(self) -> None:
         self._builds = 0
+        self._paused = False  # whether we turned the collector off (and so turn it back on)
 
     def __enter__(self) -> None:
         if self._builds == 0 and gc.isenabled():
@@ -54,7 +55,7 @@ class _CollectorPause:
 
     def __exit__(self, *exc: object) -> None:
         self._builds -= 1
-        if self._builds == 0 and getattr(self, "_paused", False):
+        if self._builds == 0 and self._paused:
             self._paused = False
             gc.freeze()
             gc.enable()
