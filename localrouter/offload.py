@@ -1,6 +1,6 @@
 """Heavy work (parsing, enriching, rendering and indexing long lists) off the event loop.
 
-Two costs stall the loop, and both are handled here:
+Four costs stall the loop, and each is handled here:
 - Python code over 100,000 models runs for seconds: in a worker thread the GIL changes hands
   every switch interval, so the loop waits milliseconds, not seconds;
 - the cyclic garbage collector: once such a list exists, every full collection walks all of its
@@ -125,7 +125,8 @@ def release(value: object, *companions: object) -> None:
 
 def dismantle(value: object, companions: tuple[object, ...] = ()) -> None:
     """Empty `value`'s own containers in slices, so each slice's objects are freed apart.
-    Only for values nothing else references (a replaced cache entry, a parsed list)."""
+    Only for values nothing else references (a replaced cache entry, a parsed list).
+    `companions` are only held: their last reference goes when this returns, in this thread."""
     if isinstance(value, list):
         while value:
             del value[-_STEP_ITEMS:]
