@@ -21,6 +21,7 @@ from localrouter.offload import INLINE_ITEMS, heavy
 
 INLINE_BYTES = 256 * 1024  # below this, orjson's single call costs well under 10 ms
 _SPACE = re.compile(r"[ \t\n\r]*")
+_NUMBER_CHARACTERS = re.compile(r"[0-9.eE+\-]*")  # what may continue a number past a window's end
 # The C scanner the decoder sets up (the stubs do not declare the attribute).
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
@@ -32,71 +33,116 @@ async def loads_off_loop(raw: bytes | bytearray) -> Any:
     return await heavy(lambda: loads_in_steps(raw), INLINE_ITEMS + 1)
 
 
-def loads_in_steps(raw: bytes | bytearray) -> Any:
-    """Decode element by element (see the module docstring); raises ValueError if invalid."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    step = 1024 * 1024  # one 30 MB decode holds the GIL about 30 ms; a megabyte, about 1
-    view = memoryview(raw)
-    parts = [decoder.decode(view[start : start + step]) for start in range(0, len(raw), step)]
-    text = "".join([*parts, decoder.decode(b"", final=True)])
-    value, position = _value(text, _skip(text, 0), depth=0)
-    if _skip(text, position) != len(text):
-        raise ValueError(f"extra data after the JSON value at {position}")
+def loads_in_steps(raw: bytes | bytearray, *, step: int = 1024 * 1024, objects_to: int = 0) -> Any:
+    """Decode element by element (see the module docstring); raises ValueError if invalid.
+    Objects nested up to `objects_to` deep are split into members too (a catalog is objects of
+    objects); deeper values are each scanned in one call."""
+    text = _Window(raw, step, objects_to)
+    value = text.value(depth=0)
+    if text.peek() != "":
+        raise ValueError("extra data after the JSON value")
     return value
 
 
-def _skip(text: str, position: int) -> int:
-    found = _SPACE.match(text, position)
-    return found.end() if found else position
+class _Window:
+    """The text being decoded, a window at a time: `step` bytes are decoded as the scan needs
+    them, so no copy of the whole body is ever made (one 30 MB copy, with the page faults of
+    its fresh memory, held the GIL for tens of milliseconds)."""
 
+    def __init__(self, raw: bytes | bytearray, step: int, objects_to: int) -> None:
+        self._raw = memoryview(raw)
+        self._objects_to = objects_to
+        self._step = step
+        self._next = 0  # the first byte not decoded yet
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._position = 0
+        self.consumed = 0  # characters scanned before the window, for error positions
 
-def _value(text: str, position: int, depth: int) -> tuple[Any, int]:
-    opening = text[position : position + 1]
-    if opening == "[" and depth <= 1:
-        return _array(text, position, depth)
-    if opening == "{" and depth == 0:
-        return _object(text, position, depth)
-    try:
-        value, end = _SCAN(text, position)
-    except StopIteration:
-        raise ValueError(f"not JSON at {position}") from None
-    return value, end
+    def value(self, depth: int) -> Any:
+        opening = self.peek()
+        if opening == "[" and depth <= 1:
+            return self._array(depth)
+        if opening == "{" and depth <= self._objects_to:
+            return self._object(depth)
+        return self._scan()
 
+    def peek(self) -> str:
+        """The next character that is not white space, or "" at the end."""
+        while True:
+            found = _SPACE.match(self._text, self._position)
+            self._position = found.end() if found else self._position
+            if self._position < len(self._text) or not self._grow():
+                return self._text[self._position : self._position + 1]
 
-def _array(text: str, position: int, depth: int) -> tuple[list[Any], int]:
-    items: list[Any] = []
-    position = _skip(text, position + 1)
-    if text[position : position + 1] == "]":
-        return items, position + 1
-    while True:
-        item, position = _value(text, position, depth + 1)
-        items.append(item)
-        position = _skip(text, position)
-        separator = text[position : position + 1]
-        if separator == "]":
-            return items, position + 1
-        if separator != ",":
-            raise ValueError(f"expected ',' or ']' at {position}")
-        position = _skip(text, position + 1)
+    def _array(self, depth: int) -> list[Any]:
+        items: list[Any] = []
+        self._position += 1
+        if self.peek() == "]":
+            self._position += 1
+            return items
+        while True:
+            items.append(self.value(depth + 1))
+            self._expect_separator("]")
+            if self._text[self._position - 1] == "]":
+                return items
 
+    def _object(self, depth: int) -> dict[str, Any]:
+        members: dict[str, Any] = {}
+        self._position += 1
+        if self.peek() == "}":
+            self._position += 1
+            return members
+        while True:
+            if self.peek() != '"':
+                raise ValueError(f"expected a key at {self._at()}")
+            key = self._scan()
+            if self.peek() != ":":
+                raise ValueError(f"expected ':' at {self._at()}")
+            self._position += 1
+            members[key] = self.value(depth + 1)
+            self._expect_separator("}")
+            if self._text[self._position - 1] == "}":
+                return members
 
-def _object(text: str, position: int, depth: int) -> tuple[dict[str, Any], int]:
-    members: dict[str, Any] = {}
-    position = _skip(text, position + 1)
-    if text[position : position + 1] == "}":
-        return members, position + 1
-    while True:
-        if text[position : position + 1] != '"':
-            raise ValueError(f"expected a key at {position}")
-        key, position = _SCAN(text, position)
-        position = _skip(text, position)
-        if text[position : position + 1] != ":":
-            raise ValueError(f"expected ':' at {position}")
-        members[key], position = _value(text, _skip(text, position + 1), depth + 1)
-        position = _skip(text, position)
-        separator = text[position : position + 1]
-        if separator == "}":
-            return members, position + 1
-        if separator != ",":
-            raise ValueError(f"expected ',' or '}}' at {position}")
-        position = _skip(text, position + 1)
+    def _expect_separator(self, closing: str) -> None:
+        separator = self.peek()
+        if separator not in (",", closing):
+            raise ValueError(f"expected ',' or '{closing}' at {self._at()}")
+        self._position += 1
+
+    def _scan(self) -> Any:
+        """One whole value at the position. A value the window cuts fails to scan, or is a number
+        whose rest (digits, a fraction, an exponent) may lie past the window's end: either way
+        it is scanned again over a wider window."""
+        while True:
+            try:
+                value, end = _SCAN(self._text, self._position)
+            except (StopIteration, ValueError):
+                if self._grow():
+                    continue
+                raise ValueError(f"not JSON at {self._at()}") from None
+            if not _NUMBER_CHARACTERS.fullmatch(self._text, end) or not self._grow():
+                self._position = end
+                return value
+
+    def _grow(self) -> bool:
+        """Drop what was scanned, and at least double what is left; False at the end."""
+        if self._next >= len(self._raw):
+            return False
+        rest = self._text[self._position :]
+        pieces, wanted = [rest], max(len(rest), 1)
+        added = 0
+        while added < wanted and self._next < len(self._raw):
+            chunk = self._raw[self._next : self._next + self._step]
+            self._next += len(chunk)
+            final = self._next >= len(self._raw)
+            piece = self._decoder.decode(chunk, final=final)
+            pieces.append(piece)
+            added += len(piece) or 1
+        self.consumed += self._position
+        self._text, self._position = "".join(pieces), 0
+        return True
+
+    def _at(self) -> int:
+        return self.consumed + self._position

@@ -21,7 +21,7 @@ import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
-from localrouter.offload import dismantle, dumps_array_in_steps, in_worker
+from localrouter.offload import dismantle, dumps_array_in_steps, heavy
 from localrouter.providers.base import CatalogRef, ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
@@ -129,7 +129,7 @@ class ListStore:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
-            await in_worker(lambda: self._save(models))
+            await heavy(lambda: self._save(models), len(models.models))
         except OSError as exc:
             log.warning("persist.write_failed", path=str(self.path), error=exc.strerror)
 
