@@ -110,6 +110,11 @@ class ProviderSettings(_Strict):
         return self.spec.kind.resolve(self.resolved_base_url)
 
     @property
+    def key(self) -> str | None:
+        """The API key's value, for the one place that sends it (`Auth.headers`)."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
+    @property
     def secret_values(self) -> tuple[str, ...]:
         """Everything that must never be shown: the key and every custom header value."""
         key = (self.api_key.get_secret_value(),) if self.api_key else ()

@@ -20,6 +20,7 @@ from localrouter.errors import (
     error_body,
 )
 from localrouter.offload import dismantle
+from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
@@ -98,8 +99,8 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
     instance, upstream_id = await resolve(request, model)
     settings = instance.settings
-    chat_base = settings.spec.chat_base
-    if chat_base is None:
+    endpoint = settings.spec.endpoint(Wire.CHAT)
+    if endpoint is None:
         raise NotAChatModel(
             f"'{model}' is a {settings.type} model (images, video or audio); {settings.type} has "
             f"no /{path} endpoint. Call it through {settings.type}'s own API.",
@@ -107,10 +108,9 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         )
     body["model"] = upstream_id
     http = instance.http
-    url = chat_base(settings).rstrip("/") + "/" + path
-    headers = {**settings.headers, "Accept": request.headers.get("Accept", "application/json")}
-    if settings.api_key is not None:
-        headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    url = endpoint.url(settings, path)
+    headers = endpoint.auth.headers(settings.key, settings.headers)
+    headers["Accept"] = request.headers.get("Accept", "application/json")
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=settings.chat_timeout_seconds
     )

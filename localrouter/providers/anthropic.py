@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.base import Auth, Endpoint, ModelInfo, ProviderKind, ProviderSpec, Wire
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, text, unix_time
 
@@ -13,14 +13,13 @@ if TYPE_CHECKING:
     from localrouter.providers.http import UpstreamClient
 
 API_VERSION = "2023-06-01"
+AUTH = Auth(header="x-api-key", scheme=None, fixed=(("anthropic-version", API_VERSION),))
 
 
 class AnthropicProvider:
     def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
         self._url = settings.resolved_base_url.rstrip("/") + "/models"
-        self._headers = {**settings.headers, "anthropic-version": API_VERSION}
-        if settings.api_key is not None:
-            self._headers["x-api-key"] = settings.api_key.get_secret_value()
+        self._headers = spec.list_headers(settings)
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
@@ -63,4 +62,6 @@ SPEC = ProviderSpec(
     key_env="ANTHROPIC_API_KEY",
     key_required=True,
     catalog_provider="anthropic",
+    auth=AUTH,
+    wires={Wire.CHAT: Endpoint(), Wire.MESSAGES: Endpoint(auth=AUTH)},
 )

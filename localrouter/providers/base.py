@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from yarl import URL
@@ -82,16 +83,16 @@ class ProviderFactory(Protocol):
     def __call__(self, settings: ProviderSettings, spec: ProviderSpec) -> Provider: ...
 
 
-ChatBase = Callable[["ProviderSettings"], str]
+BaseFor = Callable[["ProviderSettings"], str]
 
 
 def same_base(settings: ProviderSettings) -> str:
-    """The chat endpoints share the base URL of the model list."""
+    """The endpoints share the base URL of the model list."""
     return settings.resolved_base_url
 
 
-def suffixed_base(suffix: str) -> ChatBase:
-    """The chat endpoints live under the list's base URL plus `suffix` (gemini, ollama)."""
+def suffixed_base(suffix: str) -> BaseFor:
+    """The endpoints live under the list's base URL plus `suffix` (gemini, ollama)."""
 
     def base(settings: ProviderSettings) -> str:
         return settings.resolved_base_url.rstrip("/") + suffix
@@ -99,9 +100,57 @@ def suffixed_base(suffix: str) -> ChatBase:
     return base
 
 
+class Wire(StrEnum):
+    """A wire protocol an instance may speak to its clients' requests."""
+
+    CHAT = "chat"  # OpenAI chat/completions, completions and embeddings
+    MESSAGES = "messages"  # Anthropic Messages
+    RESPONSES = "responses"  # OpenAI Responses
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """How a provider's key travels: the header, the word before the key, and headers every
+    request carries (a default the client or the instance's `headers:` may override)."""
+
+    header: str = "Authorization"
+    scheme: str | None = "Bearer"
+    fixed: tuple[tuple[str, str], ...] = ()
+
+    def headers(self, key: str | None, custom: Mapping[str, str]) -> dict[str, str]:
+        headers = {**dict(self.fixed), **custom}
+        if key is not None:
+            headers[self.header] = f"{self.scheme} {key}" if self.scheme else key
+        return headers
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        """Lower-cased names of the headers this scheme sets (never taken from a client)."""
+        return frozenset({self.header.lower(), *(name.lower() for name, _ in self.fixed)})
+
+
+BEARER = Auth()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where an instance serves one wire protocol, and how it wants the key."""
+
+    base: BaseFor = same_base
+    auth: Auth = BEARER
+
+    def url(self, settings: ProviderSettings, path: str) -> str:
+        return self.base(settings).rstrip("/") + "/" + path.lstrip("/")
+
+
+def _chat_only() -> Mapping[Wire, Endpoint]:
+    return MappingProxyType({Wire.CHAT: Endpoint()})
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
-    """Everything static about a provider type: one row of the PROVIDERS table."""
+    """Everything static about a provider type: one row of the PROVIDERS table. Adding a
+    provider, with whatever auth scheme, touches its own module and this row, nothing else."""
 
     type: str
     factory: ProviderFactory
@@ -112,9 +161,18 @@ class ProviderSpec:
     default_inclusion: DefaultInclusion = DefaultInclusion.WITH_KEY
     catalog_provider: str | None = None
     static_models: tuple[str, ...] = ()
-    # Where its OpenAI-compatible chat/completions/embeddings endpoints live (Bearer auth);
-    # None: the provider has no chat endpoint (image and video providers).
-    chat_base: ChatBase | None = same_base
+    # How the model list is fetched: the key's header and scheme.
+    auth: Auth = BEARER
+    # The wire protocols it speaks natively, each at its own base and auth; empty for image
+    # and video providers, which have no chat endpoint.
+    wires: Mapping[Wire, Endpoint] = field(default_factory=_chat_only)
+
+    def list_headers(self, settings: ProviderSettings) -> dict[str, str]:
+        """The headers a model-list request of this instance carries."""
+        return self.auth.headers(settings.key, settings.headers)
+
+    def endpoint(self, wire: Wire) -> Endpoint | None:
+        return self.wires.get(wire)
 
 
 def is_loopback_url(url: str | None) -> bool:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.base import Endpoint, ModelInfo, ProviderKind, ProviderSpec, Wire
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, positive_int, strings, text
 
@@ -26,9 +26,7 @@ _ENDPOINTS = {
 class CohereProvider:
     def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
         self._url = settings.resolved_base_url.rstrip("/") + "/models"
-        self._headers = dict(settings.headers)
-        if settings.api_key is not None:
-            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._headers = spec.list_headers(settings)
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
@@ -76,5 +74,5 @@ SPEC = ProviderSpec(
     key_env="COHERE_API_KEY",
     key_required=True,
     catalog_provider="cohere",
-    chat_base=compatibility_base,
+    wires={Wire.CHAT: Endpoint(base=compatibility_base)},
 )

@@ -8,7 +8,13 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import DefaultInclusion, ModelInfo, ProviderKind, ProviderSpec
+from localrouter.providers.base import (
+    Auth,
+    DefaultInclusion,
+    ModelInfo,
+    ProviderKind,
+    ProviderSpec,
+)
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, text, unix_time
 
@@ -32,9 +38,7 @@ _CAPABILITY = {
 class FalProvider:
     def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
         self._url = settings.resolved_base_url.rstrip("/") + "/models"
-        self._headers = dict(settings.headers)
-        if settings.api_key is not None:
-            self._headers["Authorization"] = f"Key {settings.api_key.get_secret_value()}"
+        self._headers = spec.list_headers(settings)
         self._categories = tuple(settings.categories or DEFAULT_CATEGORIES)
         self._max_pages = settings.max_pages
 
@@ -83,7 +87,8 @@ def _parse(item: dict[str, Any], requested: str) -> ModelInfo | None:
 
 
 SPEC = ProviderSpec(
-    chat_base=None,  # image, video and audio models: no chat endpoint
+    auth=Auth(scheme="Key"),
+    wires={},  # image, video and audio models: no chat endpoint
     type="fal",
     factory=FalProvider,
     kind=ProviderKind.CLOUD,

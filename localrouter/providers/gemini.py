@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec, suffixed_base
+from localrouter.providers.base import (
+    Auth,
+    Endpoint,
+    ModelInfo,
+    ProviderKind,
+    ProviderSpec,
+    Wire,
+    suffixed_base,
+)
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, positive_int, strings, text
 
@@ -18,9 +26,7 @@ _METHODS = {"generateContent": "chat", "embedContent": "embedding"}
 class GeminiProvider:
     def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
         self._url = settings.resolved_base_url.rstrip("/") + "/models"
-        self._headers = dict(settings.headers)
-        if settings.api_key is not None:
-            self._headers["x-goog-api-key"] = settings.api_key.get_secret_value()
+        self._headers = spec.list_headers(settings)
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
@@ -64,5 +70,6 @@ SPEC = ProviderSpec(
     key_env="GEMINI_API_KEY",
     key_required=True,
     catalog_provider="google",
-    chat_base=suffixed_base("/openai"),
+    auth=Auth(header="x-goog-api-key", scheme=None),  # never the key in the URL
+    wires={Wire.CHAT: Endpoint(base=suffixed_base("/openai"))},
 )

@@ -25,7 +25,7 @@ class LMStudioProvider:
         self._plain = OpenAICompatProvider(settings, spec)
         host = settings.resolved_base_url.rstrip("/").removesuffix("/v1")
         self._rich_url = host + "/api/v0/models"
-        self._headers = dict(settings.headers)
+        self._headers = spec.list_headers(settings)
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
         try:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from localrouter.errors import UpstreamError
 from localrouter.providers.base import (
     DefaultInclusion,
+    Endpoint,
     ModelInfo,
     ProviderKind,
     ProviderSpec,
+    Wire,
     suffixed_base,
 )
 from localrouter.providers.parsing import (
@@ -43,7 +45,7 @@ class OllamaProvider:
         base = settings.resolved_base_url.rstrip("/").removesuffix("/v1")
         self._tags_url = base + "/api/tags"
         self._show_url = base + "/api/show"
-        self._headers = dict(settings.headers)
+        self._headers = spec.list_headers(settings)
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
         body = await http.get_json(self._tags_url, headers=self._headers)
@@ -103,5 +105,5 @@ SPEC = ProviderSpec(
     kind=ProviderKind.LOCAL,
     default_base_url="http://127.0.0.1:11434",
     default_inclusion=DefaultInclusion.ALWAYS,
-    chat_base=suffixed_base("/v1"),
+    wires={Wire.CHAT: Endpoint(base=suffixed_base("/v1"))},
 )

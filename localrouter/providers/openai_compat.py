@@ -45,9 +45,7 @@ class OpenAICompatProvider:
         base_url = settings.base_url or spec.default_base_url
         assert base_url is not None, "config validation guarantees a base_url"
         self._models_url = base_url.rstrip("/") + "/models"
-        self._headers = dict(settings.headers)
-        if settings.api_key is not None:
-            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._headers = spec.list_headers(settings)
         self._shape = shape
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:

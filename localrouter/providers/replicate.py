@@ -29,9 +29,7 @@ _KEYWORDS: tuple[tuple[tuple[str, ...], str], ...] = (
 class ReplicateProvider:
     def __init__(self, settings: ProviderSettings, spec: ProviderSpec) -> None:
         self._url = URL(settings.resolved_base_url.rstrip("/") + "/models")
-        self._headers = dict(settings.headers)
-        if settings.api_key is not None:
-            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._headers = spec.list_headers(settings)
         self._max_pages = settings.max_pages
 
     async def list_models(self, http: UpstreamClient) -> list[ModelInfo]:
@@ -74,7 +72,7 @@ def _parse(item: dict[str, Any]) -> ModelInfo | None:
 
 
 SPEC = ProviderSpec(
-    chat_base=None,  # image, video and audio models: no chat endpoint
+    wires={},  # image, video and audio models: no chat endpoint
     type="replicate",
     factory=ReplicateProvider,
     kind=ProviderKind.CLOUD,
