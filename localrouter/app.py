@@ -22,6 +22,7 @@ from localrouter.derived import DerivedCache
 from localrouter.endpoint import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.log import SecretRedactor
 from localrouter.metrics import Metrics, metrics_endpoint
+from localrouter.providers.http import SessionTransport
 from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
@@ -121,7 +122,7 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         cache_dir = app[CACHE_DIR]
         registry = Registry(
             settings,
-            app[HTTP_SESSION],
+            SessionTransport(app[HTTP_SESSION]),
             clock=app[CLOCK],
             catalog=catalog,
             lists_dir=cache_dir / "lists" if cache_dir else None,

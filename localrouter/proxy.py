@@ -21,7 +21,7 @@ from localrouter.errors import (
 )
 from localrouter.offload import dismantle
 from localrouter.providers.base import Wire
-from localrouter.providers.http import UpstreamClient
+from localrouter.providers.http import UpstreamClient, UpstreamResponse
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
@@ -140,7 +140,7 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, upstream: aiohttp.ClientResponse, instance: Instance, where: str
+    request: web.Request, upstream: UpstreamResponse, instance: Instance, where: str
 ) -> web.StreamResponse:
     """Pass server-sent events through as they arrive (whole events, redacted when the instance
     has secrets); end with an error event if the upstream dies mid-stream. A client that leaves
@@ -173,7 +173,7 @@ async def _stream(
 
 
 async def _upstream_error(
-    upstream: aiohttp.ClientResponse, http: UpstreamClient, where: str
+    upstream: UpstreamResponse, http: UpstreamClient, where: str
 ) -> web.Response:
     """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped
     into one."""
@@ -193,7 +193,7 @@ async def _upstream_error(
     )
 
 
-def _passed(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+def _passed(upstream: UpstreamResponse) -> dict[str, str]:
     return {
         name: value
         for name, value in upstream.headers.items()

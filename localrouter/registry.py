@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-import aiohttp
 import aiorwlock
 import structlog
 from pydantic import SecretStr
@@ -31,7 +30,7 @@ from localrouter.config import ProviderSettings, Settings
 from localrouter.offload import heavy
 from localrouter.persist import ListStore
 from localrouter.providers.base import ModelInfo, Provider, ProviderKind
-from localrouter.providers.http import UpstreamClient
+from localrouter.providers.http import Transport, UpstreamClient
 from localrouter.providers.parsing import sane_models
 
 log = structlog.get_logger(__name__)
@@ -69,14 +68,14 @@ class Registry:
     def __init__(
         self,
         settings: Settings,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         *,
         clock: Clock = time.time,
         catalog: CatalogStore | None = None,
         lists_dir: Path | None = None,
         on_apply: Callable[[Settings], None] | None = None,
     ) -> None:
-        self._session = session
+        self._transport = transport
         self._on_apply = on_apply
         self._lists_dir = lists_dir
         self._clock = clock
@@ -229,7 +228,7 @@ class Registry:
     ) -> Instance:
         spec = provider.spec
         http = UpstreamClient(
-            self._session,
+            self._transport,
             timeout_seconds=provider.timeout_seconds,
             max_bytes=provider.max_response_bytes,
             secrets=provider.secret_values,

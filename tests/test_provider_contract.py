@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind
@@ -18,7 +19,7 @@ from tests.conftest import FIXTURES, DaemonFactory, UpstreamFactory, openai_comp
 
 KEY = "sk-contract-7d1f93a2"
 
-Route = Callable[[web.Request, bytes], str | None]  # -> fixture path under tests/fixtures
+Route = Callable[[URL, bytes], str | None]  # -> fixture path under tests/fixtures
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,12 @@ class Scenario:
 
 
 def single(fixture: str, path: str = "/v1/models") -> Route:
-    return lambda request, body: fixture if request.path == path else None
+    return lambda url, body: fixture if url.path == path else None
 
 
 def by_query(path: str, key: str, pages: dict[str | None, str]) -> Route:
-    def route(request: web.Request, body: bytes) -> str | None:
-        return pages.get(request.query.get(key)) if request.path == path else None
+    def route(url: URL, body: bytes) -> str | None:
+        return pages.get(url.query.get(key)) if url.path == path else None
 
     return route
 
@@ -48,10 +49,10 @@ def ids_of(fixture: str, *keys: str) -> frozenset[str]:
     return frozenset(item["id"] for item in items)
 
 
-def ollama_route(request: web.Request, body: bytes) -> str | None:
-    if request.path == "/api/tags":
+def ollama_route(url: URL, body: bytes) -> str | None:
+    if url.path == "/api/tags":
         return "ollama/tags.json"
-    if request.path == "/api/show":
+    if url.path == "/api/show":
         name = orjson.loads(body)["model"].replace(":", "_")
         path = f"ollama/show-{name}.json"
         return path if (FIXTURES / path).exists() else None  # nomic: /api/show fails
@@ -150,7 +151,7 @@ SCENARIOS: dict[str, Scenario] = {
         config={"categories": ["text-to-image"]},
     ),
     "perplexity": Scenario(
-        lambda request, body: None,
+        lambda url, body: None,
         frozenset(PROVIDERS["perplexity"].static_models),
     ),
 }
@@ -183,7 +184,7 @@ class Scripted:
             return web.Response(text="<html>maintenance</html>", content_type="text/html")
         if self.failure == "not_a_list":
             return web.json_response({"status": "ok", "message": "hello"})
-        fixture = self.scenario.route(request, body)
+        fixture = self.scenario.route(request.rel_url, body)
         if fixture is None:
             return web.json_response({"error": {"message": "no such thing"}}, status=404)
         data = (FIXTURES / fixture).read_bytes().replace(b"UPSTREAM", f"{self.url}/v1".encode())

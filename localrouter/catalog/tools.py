@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from pydantic import SecretStr
+from yarl import URL
 
 from localrouter.catalog import UPDATED, Catalog, load_catalog, parse_catalog
 from localrouter.catalog.build import build_catalog, serialise
@@ -19,7 +19,7 @@ from localrouter.errors import UpstreamError
 from localrouter.persist import write_atomically
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import CatalogRef
-from localrouter.providers.http import UpstreamClient
+from localrouter.providers.http import Canned, CannedTransport, SessionTransport, UpstreamClient
 
 OPENROUTER_URL = "https://openrouter.ai/api/v1/models"
 MODELS_DEV_URL = "https://models.dev/api.json"
@@ -49,32 +49,23 @@ class MatchReport:
 
 
 async def match_body(body: bytes, provider_type: str, catalog: Catalog) -> MatchReport:
-    """Serve a response body on loopback, list it with the real adapter, enrich every model."""
+    """List a captured response body with the real adapter (through a transport that answers
+    from memory), then enrich every model. Raises UpstreamError if the adapter cannot read it."""
     spec = PROVIDERS[provider_type]
 
-    async def answer(request: web.Request) -> web.Response:
-        data = body if request.method == "GET" else b"{}"
-        return web.Response(body=data, content_type="application/json")
+    def answer(method: str, url: URL, sent: bytes) -> Canned:
+        # A list is the GET; anything else the adapter asks (ollama's per-model details) gets
+        # an empty object, and the adapter keeps what the list said.
+        return Canned(body if method == "GET" else b"{}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        settings = ProviderSettings(
-            name="file",
-            type=provider_type,
-            base_url=f"http://127.0.0.1:{port}/v1",
-            api_key=SecretStr("file") if spec.key_required else None,
-        )
-        async with aiohttp.ClientSession() as session:
-            http = UpstreamClient(session, timeout_seconds=30, max_bytes=256 * 1024 * 1024)
-            models = await spec.factory(settings, spec).list_models(http)
-    finally:
-        await runner.cleanup()
+    settings = ProviderSettings(
+        name="file",
+        type=provider_type,
+        base_url=spec.default_base_url or "http://file.invalid/v1",
+        api_key=SecretStr("file") if spec.key_required else None,
+    )
+    http = UpstreamClient(CannedTransport(answer), timeout_seconds=30, max_bytes=256 * 1024 * 1024)
+    models = await spec.factory(settings, spec).list_models(http)
     enriched = enrich(models, catalog, spec.catalog_provider)
     return MatchReport([(model.id, model.catalog) for model in enriched])
 
@@ -84,7 +75,9 @@ async def fetch_catalog(
 ) -> tuple[bytes, int]:
     """Fetch both live lists and check them: the new catalog's bytes and size. Raises on failure."""
     async with aiohttp.ClientSession(trust_env=True) as session:
-        http = UpstreamClient(session, timeout_seconds=60, max_bytes=256 * 1024 * 1024)
+        http = UpstreamClient(
+            SessionTransport(session), timeout_seconds=60, max_bytes=256 * 1024 * 1024
+        )
         openrouter = await http.get_json(openrouter_url)
         models_dev = await http.get_json(models_dev_url)
     document = build_catalog(

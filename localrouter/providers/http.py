@@ -7,14 +7,19 @@ It owns the limits, so no caller can forget one:
   we count what comes out), so a compressed or endless answer cannot exhaust memory;
 - every message is redacted before it is shortened, and never shows a secret;
 - requests identify as `localrouter/<version>`.
+
+Bytes move through a `Transport`: `SessionTransport` over the daemon's aiohttp session, or
+`CannedTransport`, which answers from memory (adapter tests feed captured bodies through it, and
+`catalog match` reads a file with it) with the same limits applied.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -45,19 +50,154 @@ def display_url(url: str | URL) -> str:
     return str(parsed.with_user(None).with_password(None).with_query(None).with_fragment(None))
 
 
+class BodyReader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class UpstreamResponse(Protocol):
+    """What the client reads of an answer (aiohttp's ClientResponse is one)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def url(self) -> URL: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> BodyReader: ...
+
+
+class Transport(Protocol):
+    def send(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str | int] | None,
+        data: bytes | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> AbstractAsyncContextManager[UpstreamResponse]: ...
+
+
+class SessionTransport:
+    """Real requests over an aiohttp session; redirects are never followed."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @asynccontextmanager
+    async def send(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str | int] | None,
+        data: bytes | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[UpstreamResponse]:
+        async with self._session.request(
+            method,
+            url,
+            headers=headers,
+            params=params,
+            data=data,
+            allow_redirects=False,
+            timeout=limits,
+        ) as response:
+            yield response
+
+
+@dataclass(frozen=True, slots=True)
+class Canned:
+    """One answer from memory."""
+
+    body: bytes
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": JSON_TYPE})
+
+
+JSON_TYPE = "application/json"
+
+
+class _CannedBody:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._position = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        end = len(self._body) if n < 0 else self._position + n
+        chunk, self._position = self._body[self._position : end], min(end, len(self._body))
+        return chunk
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read(64 * 1024):
+            yield chunk
+
+
+@dataclass(slots=True)
+class _CannedResponse:
+    status: int
+    url: URL
+    headers: Mapping[str, str]
+    content: _CannedBody
+    reason: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip()
+
+    @property
+    def content_length(self) -> int | None:
+        return len(self.content._body)
+
+
+class CannedTransport:
+    """Answers from memory: `answer(method, url, body)` gives each request's answer (the query
+    string is part of the URL). Nothing is sent anywhere; `sent` records what was asked."""
+
+    def __init__(self, answer: Callable[[str, URL, bytes], Canned]) -> None:
+        self._answer = answer
+        self.sent: list[tuple[str, URL, dict[str, str]]] = []
+
+    @asynccontextmanager
+    async def send(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str | int] | None,
+        data: bytes | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[UpstreamResponse]:
+        full = URL(url).update_query(params) if params else URL(url)
+        self.sent.append((method, full, dict(headers)))
+        canned = self._answer(method, full, data or b"")
+        yield _CannedResponse(canned.status, full, canned.headers, _CannedBody(canned.body))
+
+
 class UpstreamClient:
-    """Requests on behalf of one instance over the shared session, within its limits."""
+    """Requests on behalf of one instance through a transport, within its limits."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         *,
         timeout_seconds: float,
         max_bytes: int,
         secrets: tuple[str, ...] = (),
         instance: str | None = None,
     ) -> None:
-        self._session = session
+        self._transport = transport
         self._timeout = timeout_seconds
         self.max_bytes = max_bytes
         self.secrets = secrets
@@ -118,26 +258,25 @@ class UpstreamClient:
         params: Mapping[str, str | int] | None = None,
         data: bytes | None = None,
         limits: aiohttp.ClientTimeout | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """One request, redirects refused: a 3xx raises UpstreamError naming the Location.
         Any other status is the caller's to handle."""
         sent = {"User-Agent": USER_AGENT, **(headers or {})}
         if data is not None:
-            sent.setdefault("Content-Type", "application/json")
-        async with self._session.request(
+            sent.setdefault("Content-Type", JSON_TYPE)
+        async with self._transport.send(
             method,
             url,
             headers=sent,
             params=params,
             data=data,
-            allow_redirects=False,
-            timeout=limits or aiohttp.ClientTimeout(total=None),
+            limits=limits or aiohttp.ClientTimeout(total=None),
         ) as response:
             if 300 <= response.status < 400:
                 raise self.redirect_error(response, self.where(url))
             yield response
 
-    def redirect_error(self, response: aiohttp.ClientResponse, where: str) -> UpstreamError:
+    def redirect_error(self, response: UpstreamResponse, where: str) -> UpstreamError:
         location = response.headers.get("Location")
         target = display_url(response.url.join(URL(location))) if location else "nowhere"
         return UpstreamError(
@@ -148,7 +287,7 @@ class UpstreamClient:
             code="upstream_redirect",
         )
 
-    async def read_body(self, response: aiohttp.ClientResponse, where: str) -> bytearray:
+    async def read_body(self, response: UpstreamResponse, where: str) -> bytearray:
         """The whole decoded body, at most `max_bytes`; a status >= 400 raises its error."""
         if response.status >= 400:
             snippet = await response.content.read(ERROR_SNIPPET_BYTES)
@@ -183,7 +322,7 @@ class UpstreamClient:
         return UpstreamError(": ".join(parts), status=status)
 
 
-def _compressed(response: aiohttp.ClientResponse) -> bool:
+def _compressed(response: UpstreamResponse) -> bool:
     return bool(response.headers.get("Content-Encoding"))
 
 
