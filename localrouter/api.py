@@ -11,7 +11,7 @@ from localrouter.errors import BadRequest
 from localrouter.providers.http import display_url
 from localrouter.registry import Instance
 from localrouter.responses import json_response, request_json
-from localrouter.state import CONFIG_ORIGIN, REGISTRY, RELOADER
+from localrouter.state import REGISTRY, RELOADER, SETTINGS
 
 
 def instance_status(instance: Instance) -> dict[str, Any]:
@@ -23,10 +23,11 @@ def instance_status(instance: Instance) -> dict[str, Any]:
 
 
 async def cache_stats(request: web.Request) -> web.Response:
-    instances = request.app[REGISTRY].instances()
-    per_instance = {instance.name: instance_status(instance) for instance in instances}
+    registry = request.app[REGISTRY]
+    per_instance = {instance.name: instance_status(instance) for instance in registry.instances()}
+    everyone = registry.counters().values()  # removed instances too: totals never go back
     totals = {
-        counter: sum(status[counter] for status in per_instance.values())
+        counter: sum(getattr(counters, counter) for counters in everyone)
         for counter in ("hits", "misses", "refreshes", "fallbacks", "upstream_calls")
     }
     lookups = totals["hits"] + totals["misses"]
@@ -86,7 +87,7 @@ async def health(request: web.Request) -> web.Response:
             "status": "degraded" if reasons else "ok",
             "reasons": reasons,
             "config": {
-                "origin": app[CONFIG_ORIGIN],
+                "origin": app[SETTINGS].origin,
                 "error": reload_state.error,
                 "restart_needed": reload_state.restart_needed,
                 "reloads": reload_state.reloads,

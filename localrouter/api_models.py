@@ -14,7 +14,7 @@ from localrouter.derived import DerivedCache, build_off_loop
 from localrouter.errors import BadRequest
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
-from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY
+from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
 from localrouter.views import merge_entries
 
 _TRUE = ("1", "true", "yes")
@@ -111,7 +111,7 @@ async def detailed_models(request: web.Request) -> web.Response:
         instances = registry.with_caller_keys(instances, keys)
     before = tuple(instance.cache.current for instance in instances)
     lists = await registry.lists(
-        registry.settings.server.models_deadline_seconds, instances=instances, refresh=query.refresh
+        app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
     )
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
         models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists))

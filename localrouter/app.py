@@ -20,6 +20,7 @@ from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.derived import DerivedCache
 from localrouter.endpoint import MAX_REQUEST_BYTES, Guard, add_routes, no_route
+from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor
 from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.providers.http import SessionTransport
@@ -29,7 +30,6 @@ from localrouter.reload import ConfigReloader, ReloadState
 from localrouter.state import (
     CACHE_DIR,
     CLOCK,
-    CONFIG_ORIGIN,
     DETAILED_CACHE,
     GUARD,
     HTTP_SESSION,
@@ -39,6 +39,7 @@ from localrouter.state import (
     REDACTOR,
     REGISTRY,
     RELOADER,
+    SETTINGS,
     UNIQUE_CACHE,
 )
 from localrouter.unique import UniqueCache, unique_model, unique_models, warm_common_queries
@@ -68,8 +69,9 @@ def create_app(
     app[CLOCK] = clock
     app[REDACTOR] = SecretRedactor(settings.secret_values)
     app[CACHE_DIR] = cache_dir
-    app[CONFIG_ORIGIN] = config_origin
-    app[GUARD] = Guard(settings.server)
+    live = app[SETTINGS] = LiveSettings(settings, origin=config_origin)
+    guard = app[GUARD] = Guard(settings.server)
+    live.subscribe(lambda applied: guard.use(applied.server))
     metrics = Metrics()
     metrics.watch(lambda: app.get(REGISTRY), lambda: _reload_state(app))
     app[METRICS] = metrics
@@ -126,8 +128,8 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             clock=app[CLOCK],
             catalog=catalog,
             lists_dir=cache_dir / "lists" if cache_dir else None,
-            on_apply=lambda applied: app[GUARD].use(applied.server),
         )
+        app[SETTINGS].subscribe(registry.apply)
         app[REGISTRY] = registry
         registry.warm_up()
         warming = asyncio.create_task(warm_common_queries(app))
@@ -143,7 +145,7 @@ def _reloader(
     path: Path | None, handle_sighup: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        reloader = ConfigReloader(app[REGISTRY], path, redactor=app[REDACTOR])
+        reloader = ConfigReloader(app[SETTINGS], path, redactor=app[REDACTOR])
         app[RELOADER] = reloader
         stop = asyncio.Event()
         watching = asyncio.create_task(reloader.watch(stop))

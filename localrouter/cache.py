@@ -78,6 +78,7 @@ class ModelCache:
         fetched_source: Source = Source.LIVE,
         log_context: dict[str, Any] | None = None,
         on_new_list: Callable[[ModelList], None] | None = None,
+        counters: CacheCounters | None = None,
     ) -> None:
         self._on_new_list = on_new_list
         self._fetch = fetch
@@ -99,7 +100,7 @@ class ModelCache:
         self._failures = 0
         self._retry_at = 0.0
         self.last_error: str | None = None
-        self.counters = CacheCounters()
+        self.counters = counters if counters is not None else CacheCounters()
 
     @property
     def current(self) -> ModelList | None:

@@ -25,7 +25,7 @@ from localrouter.providers.http import UpstreamClient, UpstreamResponse
 from localrouter.registry import Instance, InstanceLists
 from localrouter.responses import JSON, json_response, request_json
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
-from localrouter.state import MODEL_INDEX, REGISTRY
+from localrouter.state import MODEL_INDEX, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
     registry = request.app[REGISTRY]
     if (found := registry.resolve(model)) is not None:
         return found
-    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    lists = await registry.lists(request.app[SETTINGS].models_deadline_seconds)
     index = await request.app[MODEL_INDEX].get_async(None, lists, lambda: model_index(lists))
     if (instance := index.bare.get(model)) is not None:
         return instance, model

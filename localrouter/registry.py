@@ -1,10 +1,11 @@
-"""The configured instances.
+"""The configured instances and their caches.
 
-A new config is applied under the writer side of a read/write lock, so two applies never
-interleave. Readers take no lock: the writer publishes each new set of instances as one
-immutable tuple, which a reader picks up in a single step, and a request keeps using the
-instances it picked up even if a reload replaces them meanwhile. Awaiting aiorwlock's reader side
-would cost every /v1/models request an event-loop turn (bench/models.py measured it).
+A new config is applied under a plain lock, so two applies (or an apply and the close) never
+interleave. Readers take no lock: an apply publishes each new set of instances as one immutable
+tuple, which a reader picks up in a single step, and a request keeps using the instances it
+picked up even if a reload replaces them meanwhile. (A read/write lock was here; only its writer
+side was ever taken, since awaiting a reader side would cost every /v1/models request an
+event-loop turn.)
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-import aiorwlock
 import structlog
 from pydantic import SecretStr
 
-from localrouter.cache import Clock, Fallback, ModelCache, ModelList, Served, Source
+from localrouter.cache import CacheCounters, Clock, Fallback, ModelCache, ModelList, Served, Source
 from localrouter.catalog import CatalogStore
 from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
@@ -73,21 +73,22 @@ class Registry:
         clock: Clock = time.time,
         catalog: CatalogStore | None = None,
         lists_dir: Path | None = None,
-        on_apply: Callable[[Settings], None] | None = None,
     ) -> None:
         self._transport = transport
-        self._on_apply = on_apply
         self._lists_dir = lists_dir
         self._clock = clock
         self._catalog = catalog
-        self._lock = aiorwlock.RWLock()
+        self._lock = asyncio.Lock()  # one config switch (or the close) at a time
         self._settings = settings
+        # Per instance name, for the life of the process: an instance rebuilt by a reload
+        # keeps counting where it was, so counters never go backwards.
+        self._counters: dict[str, CacheCounters] = {}
         self._twins: OrderedDict[tuple[str, str], Instance] = OrderedDict()
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
 
-    @property
-    def settings(self) -> Settings:
-        return self._settings
+    def counters(self) -> Mapping[str, CacheCounters]:
+        """Every instance's counters, including instances a reload has removed."""
+        return self._counters
 
     def instances(self, names: Sequence[str] | None = None) -> tuple[Instance, ...]:
         """The current instances in config order (only `names`, if given)."""
@@ -197,7 +198,7 @@ class Registry:
     async def apply(self, settings: Settings) -> None:
         """Switch to a new config: unchanged instances keep their lists (with the new TTL),
         changed ones start empty, removed ones disappear."""
-        async with self._lock.writer:
+        async with self._lock:
             old = self._by_name
             new: dict[str, Instance] = {}
             for provider in settings.enabled_providers:
@@ -212,13 +213,11 @@ class Registry:
             self._twins.clear()
             self._publish(new)
             self._settings = settings
-            if self._on_apply is not None:
-                self._on_apply(settings)
             await asyncio.gather(*(instance.cache.close() for instance in dropped))
 
     async def close(self) -> None:
         """Stop refreshing and let every pending list write land."""
-        async with self._lock.writer:
+        async with self._lock:
             everything = (*self._ordered, *self._twins.values())
             await asyncio.gather(*(instance.cache.close() for instance in everything))
             await asyncio.gather(*(i.store.flush() for i in everything if i.store is not None))
@@ -265,6 +264,9 @@ class Registry:
             fetched_source=Source.STATIC if provider.kind is ProviderKind.STATIC else Source.LIVE,
             log_context={"instance": provider.name, "caller_key": base is not None},
             on_new_list=store.save_soon if store else None,
+            counters=self._counters.setdefault(provider.name, CacheCounters())
+            if base is None
+            else None,
         )
         return Instance(provider, adapter, http, cache, base=base, store=store)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from localrouter.config import ServerSettings, Settings, parse_settings
+from localrouter.config import Settings, parse_settings
 from localrouter.errors import ConfigError
+from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor
-from localrouter.registry import Registry
 
 log = structlog.get_logger(__name__)
 
@@ -35,18 +35,17 @@ class ReloadState:
 class ConfigReloader:
     def __init__(
         self,
-        registry: Registry,
+        live: LiveSettings,
         path: Path | None,
         *,
         env: Mapping[str, str] | None = None,
-        started_with: ServerSettings | None = None,
         redactor: SecretRedactor | None = None,
     ) -> None:
         self._redactor = redactor
-        self._registry = registry
+        self._live = live
         self.path = path
         self._env = env
-        self._started_with = started_with or registry.settings.server
+        self._started_with = live.current.server
         self._lock = asyncio.Lock()
         self.state = ReloadState()
 
@@ -68,18 +67,18 @@ class ConfigReloader:
             return True
 
     async def _apply(self, settings: Settings) -> None:
-        previous = self._registry.settings
+        previous, origin = self._live.current, str(self.path)
         self.state.error = None
         self.state.restart_needed = [
             f"server.{key} changed to {getattr(settings.server, key)!r}: restart to apply"
             for key in ("host", "port")
             if getattr(settings.server, key) != getattr(self._started_with, key)
         ]
-        if settings == previous:
+        if settings == previous and origin == self._live.origin:
             return
         if self._redactor is not None:
             self._redactor.remember(settings.secret_values)
-        await self._registry.apply(settings)
+        await self._live.publish(settings, origin=origin)
         self.state.reloads += 1
         log.info(
             "config.reloaded",
@@ -95,16 +94,23 @@ class ConfigReloader:
         return False
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Reload whenever the file is written, replaced or created, until `stop` is set."""
-        if self.path is None or not self.path.parent.is_dir():
+        """Reload whenever the file is written, replaced or created, until `stop` is set. If
+        its folder does not exist yet (a first run), wait for it to appear, then watch it."""
+        if self.path is None:
             return
+        folder = self.path.parent
+        if not folder.is_dir():
+            if not await _until_folder_exists(folder, stop):
+                return
+            if self.path.exists():  # written along with the folder, before we watched it
+                await self.reload()
         name = self.path.name
 
         def ours(change: watchfiles.Change, path: str) -> bool:
             return os.path.basename(path) == name
 
         async for _ in watchfiles.awatch(
-            self.path.parent,
+            folder,
             watch_filter=ours,
             debounce=DEBOUNCE_MS,
             step=50,
@@ -112,3 +118,20 @@ class ConfigReloader:
             recursive=False,
         ):
             await self.reload()
+
+
+async def _until_folder_exists(folder: Path, stop: asyncio.Event) -> bool:
+    """Watch the nearest existing ancestor until `folder` exists; False if stopped first."""
+    while not folder.is_dir():
+        ancestor = next((p for p in folder.parents if p.is_dir()), None)
+        if ancestor is None:
+            return False
+        below = [p for p in (folder, *folder.parents) if p != ancestor and p.is_relative_to(ancestor)]
+        async for _ in watchfiles.awatch(
+            ancestor, debounce=DEBOUNCE_MS, step=50, stop_event=stop, recursive=False
+        ):
+            if any(p.is_dir() for p in below):
+                break  # there, or a step nearer: watch from there
+        if stop.is_set():
+            return False
+    return True

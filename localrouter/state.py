@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from localrouter.cache import Clock
     from localrouter.derived import DerivedCache
     from localrouter.endpoint import Guard
+    from localrouter.live_settings import LiveSettings
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
     from localrouter.proxy import ModelIndex
@@ -32,5 +33,5 @@ MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
-CONFIG_ORIGIN: web.AppKey[str] = web.AppKey("config_origin")
+SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

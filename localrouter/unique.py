@@ -23,7 +23,7 @@ from localrouter.offload import sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
-from localrouter.state import REGISTRY, UNIQUE_CACHE
+from localrouter.state import REGISTRY, SETTINGS, UNIQUE_CACHE
 from localrouter.views import price_text
 
 log = structlog.get_logger(__name__)
@@ -214,7 +214,7 @@ async def unique_models(request: web.Request) -> web.Response:
     app = request.app
     registry = app[REGISTRY]
     query = UniqueQuery.parse(request.query, registry)
-    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
     body = await app[UNIQUE_CACHE].page(query, lists)
     return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
@@ -223,7 +223,7 @@ async def unique_model(request: web.Request) -> web.Response:
     app = request.app
     registry = app[REGISTRY]
     wanted = request.match_info["model_id"]
-    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
     query = UniqueQuery(include_inactive=True)
     for group in await app[UNIQUE_CACHE].groups(lists):
         if group["id"] == wanted:
@@ -235,7 +235,7 @@ async def unique_model(request: web.Request) -> web.Response:
 async def warm_common_queries(app: web.Application) -> None:
     """Render the common variants once the first lists are in (run in the background)."""
     registry = app[REGISTRY]
-    lists = await registry.lists(registry.settings.server.models_deadline_seconds)
+    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
     cache = app[UNIQUE_CACHE]
     for query in COMMON_QUERIES:
         await cache.page(query, lists)

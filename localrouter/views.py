@@ -17,7 +17,7 @@ from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.responses import JSON, Body, cached_response
-from localrouter.state import MODELS_VIEW, REGISTRY
+from localrouter.state import MODELS_VIEW, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
@@ -146,9 +146,7 @@ def price_text(usd_per_token: float) -> str:
 async def _merged(request: web.Request) -> MergedModels:
     app = request.app
     registry = app[REGISTRY]
-    lists = registry.fresh_lists() or await registry.lists(
-        registry.settings.server.models_deadline_seconds
-    )
+    lists = registry.fresh_lists() or await registry.lists(app[SETTINGS].models_deadline_seconds)
     view = app[MODELS_VIEW]
     return view.current(lists) or await view.merged(lists)
 

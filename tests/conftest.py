@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -18,6 +18,30 @@ from localrouter.app import create_app
 from localrouter.config import Settings, parse_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+T = TypeVar("T")
+PATIENCE_SECONDS = 30.0  # only how long a broken test takes to fail; nothing is timed
+
+
+async def eventually(check: Callable[[], Awaitable[T]], what: str = "the condition") -> T:
+    """Ask `check` again and again until it answers something true, and return that answer:
+    for what the daemon does in the background (a refresh, a reload, a write)."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE_SECONDS
+    while not (answer := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} never happened")
+        await asyncio.sleep(0.01)
+    return answer
+
+
+async def settled(client: Any) -> dict[str, Any]:
+    """The cache stats once no instance has a refresh in flight."""
+
+    async def stats_when_idle() -> dict[str, Any] | None:
+        stats: dict[str, Any] = await (await client.get("/api/cache/stats")).json()
+        busy = any(status["refreshing"] for status in stats["instances"].values())
+        return None if busy else stats
+
+    return await eventually(stats_when_idle, "the end of every refresh")
 
 
 def fixture_bytes(relative: str) -> bytes:

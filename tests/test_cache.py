@@ -9,17 +9,15 @@ from typing import Any
 import pytest
 
 from localrouter.cache import backoff_seconds
-from tests.conftest import DaemonFactory, FakeClock, Upstream, UpstreamFactory, openai_compatible
-
-
-async def settled(client: Any) -> dict[str, Any]:
-    """Wait until no instance has a refresh in flight; return the cache stats."""
-    for _ in range(500):
-        stats = await (await client.get("/api/cache/stats")).json()
-        if not any(status["refreshing"] for status in stats["instances"].values()):
-            return stats
-        await asyncio.sleep(0.01)
-    raise AssertionError("a refresh never finished")
+from tests.conftest import (
+    DaemonFactory,
+    FakeClock,
+    Upstream,
+    UpstreamFactory,
+    eventually,
+    openai_compatible,
+    settled,
+)
 
 
 async def ids_and_sources(client: Any) -> tuple[list[str], set[str]]:
@@ -150,12 +148,12 @@ async def test_slow_instance_appears_once_its_fetch_completes(
     client = await daemon(config)
     ids, _ = await ids_and_sources(client)
     assert ids == ["fast/a"]
-    for _ in range(200):
+
+    async def slow_listed() -> list[str] | None:
         ids, _ = await ids_and_sources(client)
-        if "slow/b" in ids:
-            break
-        await asyncio.sleep(0.01)
-    assert ids == ["fast/a", "slow/b"]
+        return ids if "slow/b" in ids else None
+
+    assert await eventually(slow_listed, "the slow list arriving") == ["fast/a", "slow/b"]
     assert slow.calls == 1
 
 

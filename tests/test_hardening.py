@@ -21,7 +21,7 @@ from localrouter.errors import ConfigError
 from localrouter.log import configure_logging
 from localrouter.providers.parsing import number, positive_int, unix_time
 from localrouter.state import REDACTOR, RELOADER
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 KEY = "sk-hostile-key-7e3f9a0b"
 HEADER_SECRET = "hdr-secret-c0ffee42"
@@ -227,11 +227,11 @@ async def test_one_wild_number_never_breaks_the_merged_list(
     entry = await one.json()
     assert entry["created"] == 0
     assert "context_length" not in entry
-    for _ in range(300):  # and the list is persisted like any other
-        if (tmp_path / "lists" / "wild.json").exists():
-            break
-        await asyncio.sleep(0.01)
-    assert (tmp_path / "lists" / "wild.json").exists()
+
+    async def persisted() -> bool:  # and the list is persisted like any other
+        return (tmp_path / "lists" / "wild.json").exists()
+
+    assert await eventually(persisted, "the list being persisted")
 
 
 # --- 9. loose edges ---------------------------------------------------------------------------

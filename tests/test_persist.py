@@ -3,7 +3,6 @@ upstream is down, ignored (never fatal) when damaged or foreign, never from a ca
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 
 async def until_file(path: Path) -> dict[str, Any]:
-    for _ in range(300):
-        if path.exists():
-            data: dict[str, Any] = orjson.loads(path.read_bytes())
-            return data
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} was never written")
+    async def written() -> dict[str, Any] | None:
+        return orjson.loads(path.read_bytes()) if path.exists() else None  # type: ignore[no-any-return]
+
+    return await eventually(written, f"{path} being written")
 
 
 async def served(client: Any) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from yarl import URL
 
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind
-from tests.conftest import FIXTURES, DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import FIXTURES, DaemonFactory, UpstreamFactory, openai_compatible, settled
 
 KEY = "sk-contract-7d1f93a2"
 
@@ -219,15 +219,6 @@ def instance_config(type_name: str, fake: Scripted, **extra: Any) -> dict[str, A
     return config
 
 
-async def settled_stats(client: Any) -> dict[str, Any]:
-    for _ in range(500):
-        stats: dict[str, Any] = await (await client.get("/api/cache/stats")).json()
-        if not any(status["refreshing"] for status in stats["instances"].values()):
-            return stats
-        await asyncio.sleep(0.01)
-    raise AssertionError("a refresh never finished")
-
-
 def test_every_provider_type_has_a_scenario_and_a_fixture_folder():
     assert set(SCENARIOS) == set(PROVIDERS)
     for type_name in PROVIDERS:
@@ -256,7 +247,7 @@ async def test_lists_parses_and_namespaces(
         assert KEY not in str(request.url)
         if not SCENARIOS[type_name].keyed:
             assert "Authorization" not in request.headers
-    stats = await settled_stats(client)
+    stats = await settled(client)
     assert stats["instances"]["p"]["last_error"] is None
     logged = capsys.readouterr()
     assert KEY not in logged.out + logged.err
@@ -301,7 +292,7 @@ async def test_failures_are_instance_errors_and_others_still_list(
     ids = {model["id"] for model in (await response.json())["data"]}
     assert "ok/fine" in ids
     assert not any(model_id.startswith("p/") for model_id in ids)
-    stats = await settled_stats(client)
+    stats = await settled(client)
     error = stats["instances"]["p"]["last_error"]
     assert error is not None
     assert FAILURES[failure] in error
@@ -332,7 +323,7 @@ async def test_replicate_refuses_a_next_page_on_another_host(
     config = {"providers": [{"name": "r", "type": "replicate", "base_url": up.url, "api_key": KEY}]}
     client = await daemon(config)
     await client.get("/v1/models")
-    stats = await settled_stats(client)
+    stats = await settled(client)
     assert "another host" in stats["instances"]["r"]["last_error"]
     assert up.calls == 1
 
@@ -366,7 +357,7 @@ async def test_page_cap_is_an_instance_error(scripted: Callable[..., Any], daemo
     fake = await scripted(SCENARIOS["anthropic"])
     client = await daemon({"providers": [instance_config("anthropic", fake, max_pages=2)]})
     await client.get("/v1/models")
-    stats = await settled_stats(client)
+    stats = await settled(client)
     assert "more than 2 pages" in stats["instances"]["p"]["last_error"]
     assert len(fake.requests) == 2
 

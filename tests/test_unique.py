@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -10,7 +9,7 @@ import pytest
 
 from localrouter.state import REGISTRY, UNIQUE_CACHE
 from localrouter.unique import COMMON_QUERIES, UniqueQuery
-from tests.conftest import DaemonFactory, UpstreamFactory
+from tests.conftest import DaemonFactory, UpstreamFactory, eventually
 
 
 def model(
@@ -166,8 +165,8 @@ async def test_queries_are_answered_from_cached_bytes_until_the_data_changes(cli
 
 async def test_common_variants_are_warmed_at_startup(client: Any):
     cache = client.app[UNIQUE_CACHE]
-    for _ in range(100):
-        if set(COMMON_QUERIES) <= cache.rendered_queries():
-            break
-        await asyncio.sleep(0.01)
-    assert set(COMMON_QUERIES) <= cache.rendered_queries()
+
+    async def warmed() -> bool:
+        return set(COMMON_QUERIES) <= cache.rendered_queries()
+
+    assert await eventually(warmed, "the common queries being rendered")
