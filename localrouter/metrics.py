@@ -120,6 +120,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         registry = self._registry()
         instances = registry.instances() if registry is not None else ()
+        # Removed instances too: a counter never goes back for the life of the process.
+        every_counter = registry.counters() if registry is not None else {}
         counters = {  # metric name: (CacheCounters field, help)
             "upstream_calls": ("upstream_calls", "Model-list requests sent upstream"),
             "upstream_errors": ("upstream_errors", "Model-list requests that failed"),
@@ -133,8 +135,8 @@ class _StateCollector(Collector):
         }
         for name, (counter, help_text) in counters.items():
             family = CounterMetricFamily(f"localrouter_{name}", help_text, labels=["instance"])
-            for instance in instances:
-                family.add_metric([instance.name], getattr(instance.cache.counters, counter))
+            for instance_name, counted in every_counter.items():
+                family.add_metric([instance_name], getattr(counted, counter))
             yield family
         models = GaugeMetricFamily(
             "localrouter_models", "Models listed now", labels=["instance", "source"]

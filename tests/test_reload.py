@@ -13,7 +13,14 @@ import pytest
 import yaml
 
 from localrouter.state import RELOADER
-from tests.conftest import DaemonFactory, FakeClock, UpstreamFactory, eventually, openai_compatible
+from tests.conftest import (
+    DaemonFactory,
+    FakeClock,
+    UpstreamFactory,
+    eventually,
+    openai_compatible,
+    settled,
+)
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
@@ -308,3 +315,51 @@ async def test_a_config_written_into_a_folder_made_after_start_is_loaded_and_wat
     config["providers"].append(openai_compatible("two", up.url))
     write_config(path, config)  # a later edit is watched too
     await eventually(listed(["one/a", "two/a"]), "the edit being applied")
+
+
+async def test_counters_never_go_back_across_a_reload(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
+):
+    client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
+    await model_ids(client)
+    clock.advance(10_000)  # expired: the next request refreshes it
+    await model_ids(client)
+    await settled(client)
+
+    async def counted() -> tuple[int, int, float]:
+        """(the total, instance one's count, instance one's Prometheus counter)"""
+        stats = await (await client.get("/api/cache/stats")).json()
+        metrics = await (await client.get("/metrics")).text()
+        prefix = 'localrouter_upstream_calls_total{instance="one"} '
+        line = next(x for x in metrics.splitlines() if x.startswith(prefix))
+        return (
+            stats["upstream_calls"],
+            stats["instances"].get("one", {}).get("upstream_calls"),
+            float(line.removeprefix(prefix)),
+        )
+
+    async def reloads(count: int) -> Callable[[], Awaitable[bool]]:
+        async def done() -> bool:
+            health = await (await client.get("/health")).json()
+            return bool(health["config"]["reloads"] == count)
+
+        return done
+
+    assert await counted() == (2, 2, 2.0)
+
+    config["providers"][0]["timeout_seconds"] = 7  # a changed instance is rebuilt
+    write_config(path, config)
+    await eventually(await reloads(1), "the reload")
+    total, one, prometheus = await counted()
+    assert total >= 2
+    assert one is not None
+    assert one >= 2
+    assert prometheus >= 2.0
+
+    config["providers"] = [openai_compatible("other", config["providers"][0]["base_url"])]
+    write_config(path, config)  # "one" is removed: the totals keep its calls
+    await eventually(await reloads(2), "the second reload")
+    total, one, prometheus = await counted()
+    assert total >= 2
+    assert one is None
+    assert prometheus >= 2.0
