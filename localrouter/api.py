@@ -69,14 +69,21 @@ async def providers(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """ok, or degraded with the reasons: a config error, a needed restart, failing instances."""
+    """ok, or degraded with the reasons: a config error, a needed restart, failing instances.
+    A local server the embedded default only probes for is a note when it is not running."""
     app = request.app
     reload_state = app[RELOADER].state
-    failing = {
-        instance.name: instance.cache.last_error
-        for instance in app[REGISTRY].instances()
-        if instance.cache.last_error is not None
-    }
+    settings = app[SETTINGS].current
+    failing: dict[str, str] = {}
+    notes = list(settings.notes)
+    for instance in app[REGISTRY].instances():
+        error = instance.cache.last_error
+        if error is None:
+            continue
+        if settings.is_probe(instance.name):
+            notes.append(f"instance {instance.name}: not running here ({error}); optional")
+        else:
+            failing[instance.name] = error
     reasons = []
     if reload_state.error:
         reasons.append(f"config: {reload_state.error}")
@@ -93,5 +100,6 @@ async def health(request: web.Request) -> web.Response:
                 "reloads": reload_state.reloads,
             },
             "failing_instances": failing,
+            "notes": notes,
         }
     )

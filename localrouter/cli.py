@@ -22,6 +22,7 @@ from localrouter.config import (
     Settings,
     literal_secrets_exposed,
     load_config,
+    load_server_config,
     watch_path,
 )
 from localrouter.errors import ConfigError, UpstreamError
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {target}\nthen run:\n{commands}")
         return 0
     try:
+        if args.command in ("models", "cache"):  # only the daemon's address and token matter
+            return run_client(args, load_server_config(args.config))
         loaded = load_config(args.config)
     except ConfigError as exc:
         print(f"localrouter: invalid config\n{exc}", file=sys.stderr)
@@ -50,8 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(loaded))
         return 0
-    if args.command in ("models", "cache"):
-        return run_client(args, loaded.settings)
     return _serve(loaded, args)
 
 
@@ -163,4 +164,5 @@ def describe(loaded: LoadedConfig) -> str:
             f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "
             f"ttl {settings.ttl_for(provider):g}s  {key}{headers}{state}"
         )
+    lines += [f"note: {note}" for note in settings.notes]
     return "\n".join(lines)

@@ -11,13 +11,12 @@ from typing import Any
 
 import orjson
 
-from localrouter.config import Settings
+from localrouter.config import ServerSettings
 
 PER_MILLION = 1_000_000
 
 
-def run_client(args: argparse.Namespace, settings: Settings) -> int:
-    server = settings.server
+def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
     host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
     base = f"http://{host}:{server.port}"
     token = server.auth_token.get_secret_value() if server.auth_token else None

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -140,6 +141,19 @@ class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     providers: list[ProviderSettings] = Field(default_factory=list)
     model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
+    # What loading decided on the user's behalf (an instance left without a key because its
+    # ${VAR} is unset): shown by `check` and /health, never an error.
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+    # Instances the embedded default probes for (a local server that may not be running):
+    # their failure is information, not a degraded daemon.
+    _probes: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self._notes
+
+    def is_probe(self, instance_name: str) -> bool:
+        return instance_name in self._probes
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -249,6 +263,23 @@ def load_config(explicit: Path | None = None, env: Mapping[str, str] | None = No
     return LoadedConfig(parse_settings(text, str(path), environment), str(path))
 
 
+def load_server_config(
+    explicit: Path | None = None, env: Mapping[str, str] | None = None
+) -> ServerSettings:
+    """The `server` section of the config in use (the defaults without a file)."""
+    environment = os.environ if env is None else env
+    path = find_config_path(explicit, environment)
+    if path is None:
+        return ServerSettings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    return parse_server_settings(text, str(path), environment)
+
+
 def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
     try:
         raw = yaml.safe_load(text)
@@ -265,11 +296,32 @@ def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
     substituted: list[str] = []
     expanded = _expand_env(raw, env, origin, (), substituted)
     _fill_standard_keys(expanded, env)
+    notes = _keys_left_out(expanded)
     try:
-        return Settings.model_validate(expanded)
+        settings = Settings.model_validate(expanded)
     except ValidationError as exc:
         hidden = [*substituted, *_literal_secrets(expanded)]
         raise ConfigError(_describe(exc, origin, hidden)) from None
+    settings._notes = tuple(notes)
+    return settings
+
+
+def parse_server_settings(text: str, origin: str, env: Mapping[str, str]) -> ServerSettings:
+    """Only the `server` section (for the commands that talk to a running daemon: they need
+    its address and token, not the providers' keys)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None
+    server = raw.get("server") if isinstance(raw, dict) else None
+    if not isinstance(server, dict):
+        return ServerSettings()
+    substituted: list[str] = []
+    expanded = _expand_env(server, env, origin, ("server",), substituted)
+    try:
+        return ServerSettings.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"{origin}: server", substituted)) from None
 
 
 def default_settings(env: Mapping[str, str]) -> Settings:
@@ -283,9 +335,11 @@ def default_settings(env: Mapping[str, str]) -> Settings:
         if wanted:
             providers.append({"name": spec.type, "type": spec.type, "api_key": key or None})
     try:
-        return Settings.model_validate({"providers": providers})
+        settings = Settings.model_validate({"providers": providers})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, EMBEDDED_DEFAULT)) from None
+    settings._probes = frozenset(p.name for p in settings.providers if p.kind is ProviderKind.LOCAL)
+    return settings
 
 
 def _expand_env(
@@ -309,6 +363,11 @@ def _expand_env(
     if not isinstance(node, str):
         return node
 
+    if _is_provider_key(path):
+        unset = [name for name in _ENV_REFERENCE.findall(node) if name not in env]
+        if unset:  # the instance goes without a key (see _keys_left_out)
+            return _UnsetKey(unset[0])
+
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in env:
@@ -320,6 +379,39 @@ def _expand_env(
         return env[name]
 
     return _ENV_REFERENCE.sub(substitute, node)
+
+
+@dataclass(frozen=True, slots=True)
+class _UnsetKey:
+    """An api_key whose ${VAR} is not set."""
+
+    variable: str
+
+
+def _is_provider_key(path: tuple[str | int, ...]) -> bool:
+    return len(path) == 3 and path[0] == "providers" and path[2] == "api_key"
+
+
+def _keys_left_out(raw: dict[str, Any]) -> list[str]:
+    """Take out each api_key whose ${VAR} is unset, and say what that means for its instance:
+    one whose provider needs a key is turned off, any other runs without a key."""
+    notes = []
+    providers = raw.get("providers")
+    for index, entry in enumerate(providers if isinstance(providers, list) else []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("api_key"), _UnsetKey):
+            continue
+        variable = entry.pop("api_key").variable
+        name = entry.get("name", f"providers[{index}]")
+        spec = PROVIDERS.get(str(entry.get("type")))
+        if spec is not None and spec.key_required and entry.get("enabled", True):
+            entry["enabled"] = False
+            notes.append(
+                f"instance {name!r} is off: its api_key names {variable}, which is not set; "
+                f"export {variable} and reload to turn it on"
+            )
+        else:
+            notes.append(f"instance {name!r} runs without a key: {variable} is not set")
+    return notes
 
 
 def _literal_secrets(raw: dict[str, Any]) -> list[str]:

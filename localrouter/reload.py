@@ -122,16 +122,19 @@ class ConfigReloader:
 
 async def _until_folder_exists(folder: Path, stop: asyncio.Event) -> bool:
     """Watch the nearest existing ancestor until `folder` exists; False if stopped first."""
-    while not folder.is_dir():
-        ancestor = next((p for p in folder.parents if p.is_dir()), None)
+    while (ancestor := _nearest_existing(folder)) != folder:
         if ancestor is None:
             return False
-        below = [p for p in (folder, *folder.parents) if p != ancestor and p.is_relative_to(ancestor)]
         async for _ in watchfiles.awatch(
             ancestor, debounce=DEBOUNCE_MS, step=50, stop_event=stop, recursive=False
         ):
-            if any(p.is_dir() for p in below):
+            if _nearest_existing(folder) != ancestor:
                 break  # there, or a step nearer: watch from there
         if stop.is_set():
             return False
     return True
+
+
+def _nearest_existing(folder: Path) -> Path | None:
+    """`folder` if it is a directory, else its nearest ancestor that is (a stat or two)."""
+    return next((p for p in (folder, *folder.parents) if p.is_dir()), None)

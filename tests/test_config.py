@@ -135,9 +135,9 @@ model_cache:
             "c.yaml: providers[0].type: unknown provider type 'openia'; expected one of:",
         ),
         (
-            "providers:\n  - {name: a, type: openai, api_key: '${NOPE_KEY}'}\n",
+            "server: {auth_token: '${NOPE_KEY}'}\n",
             {},
-            "c.yaml: providers[0].api_key: environment variable NOPE_KEY is not set",
+            "c.yaml: server.auth_token: environment variable NOPE_KEY is not set",
         ),
         (
             "providers:\n  - {name: a, type: openai}\n",
@@ -214,3 +214,51 @@ def test_a_missing_required_key_names_the_variable_to_set(type_name: str):
 def test_keyless_types_need_no_key():
     for type_name in ("ollama", "lmstudio", "fal", "openrouter"):
         parse_settings(f"providers:\n  - {{name: x, type: {type_name}}}\n", "c.yaml", {})
+
+
+def test_the_example_config_checks_with_no_variable_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    for spec in PROVIDERS.values():
+        if spec.key_env:
+            monkeypatch.delenv(spec.key_env, raising=False)
+    example = Path(__file__).parent.parent / "config" / "localrouter.example.yaml"
+    assert main(["check", "--config", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "openai           openai" in out
+    assert "(disabled)" in out.split("openai           openai")[1].splitlines()[0]
+    assert "note: instance 'openai' is off: its api_key names OPENAI_API_KEY" in out
+
+
+def test_an_unset_key_variable_leaves_the_instance_without_a_key():
+    config = (
+        "providers:\n"
+        "  - {name: oa, type: openai, api_key: '${LR_UNSET_A}'}\n"
+        "  - {name: lab, type: openai_compatible, base_url: 'http://127.0.0.1:9/v1',"
+        " api_key: 'Bearer ${LR_UNSET_B}'}\n"
+        "  - {name: gq, type: groq, api_key: '${LR_UNSET_C}', enabled: false}\n"
+    )
+    settings = parse_settings(config, "test.yaml", {})
+    oa, lab, gq = settings.providers
+    assert (oa.enabled, oa.api_key) == (False, None)
+    assert (lab.enabled, lab.api_key) == (True, None)
+    assert (gq.enabled, gq.api_key) == (False, None)
+    assert settings.notes[0].startswith("instance 'oa' is off: its api_key names LR_UNSET_A")
+    assert settings.notes[1] == "instance 'lab' runs without a key: LR_UNSET_B is not set"
+    assert len(settings.notes) == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "where"),
+    [
+        ("{name: lab, type: openai_compatible, base_url: '${LR_UNSET_URL}'}", "base_url"),
+        (
+            "{name: lab, type: openai_compatible, base_url: 'http://127.0.0.1:9/v1',"
+            " headers: {X-Org: '${LR_UNSET_HEADER}'}}",
+            "headers.X-Org",
+        ),
+    ],
+)
+def test_an_unset_variable_where_a_value_is_required_is_an_error(entry: str, where: str):
+    with pytest.raises(ConfigError, match=rf"providers\[0\]\.{where}: environment variable"):
+        parse_settings(f"providers:\n  - {entry}\n", "test.yaml", {})

@@ -133,7 +133,7 @@ async def test_missing_variable_on_reload_keeps_the_old_config(
     reloader = client.app[RELOADER]
     path.write_text(
         yaml.safe_dump(
-            {"providers": [{**config["providers"][0], "api_key": "${NOT_SET_ANYWHERE}"}]}
+            {"providers": [{**config["providers"][0], "headers": {"X-Org": "${NOT_SET_ANYWHERE}"}}]}
         )
     )
     assert await reloader.reload() is False

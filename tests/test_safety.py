@@ -270,9 +270,14 @@ async def test_cli_models_and_cache_commands_talk_to_the_running_daemon(
     client = await daemon(config)
     port = client.server.port
     path = tmp_path / "config.yaml"
+    # The commands need only the daemon's address and token: variables the daemon's own
+    # environment has (under systemd, not this shell's) are not asked for.
     path.write_text(
         f"server: {{port: {port}, auth_token: {TOKEN}}}\n"
-        f"providers: [{{name: or, type: openrouter, base_url: '{up.url}'}}]\n"
+        f"providers: [{{name: or, type: openrouter, base_url: '{up.url}'}},\n"
+        "  {name: oa, type: openai, api_key: '${LR_TEST_UNSET_KEY}',"
+        " headers: {X-Org: '${LR_TEST_UNSET_HEADER}'}},\n"
+        "  {name: lab, type: openai_compatible, base_url: '${LR_TEST_UNSET_URL}'}]\n"
     )
     path.chmod(0o600)
 

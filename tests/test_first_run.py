@@ -1,0 +1,60 @@
+"""What a new user meets first: no config, keys not exported, local servers not running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localrouter.app import create_app
+from localrouter.config import default_settings, parse_settings
+from localrouter.providers.base import ProviderKind
+from tests.conftest import UpstreamFactory
+
+
+async def test_absent_local_servers_of_the_default_are_notes_not_degradation(
+    aiohttp_client: Any, unused_tcp_port: int
+):
+    settings = default_settings({})
+    local = [p for p in settings.providers if p.kind is ProviderKind.LOCAL]
+    assert {p.type for p in local} >= {"lmstudio", "ollama"}
+    nobody = f"http://127.0.0.1:{unused_tcp_port}"
+    # Only the local probes, pointed at a port nobody listens on (no request leaves loopback).
+    moved = [p.model_copy(update={"base_url": f"{nobody}/v1"}) for p in local]
+    client = await aiohttp_client(create_app(settings.model_copy(update={"providers": moved})))
+    assert (await client.get("/v1/models")).status == 200
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "ok", health
+    assert health["failing_instances"] == {}
+    assert any(note.startswith("instance lmstudio: not running here") for note in health["notes"])
+
+
+async def test_a_configured_local_server_that_is_down_still_degrades(
+    aiohttp_client: Any, unused_tcp_port: int
+):
+    config = f"providers:\n  - {{name: lab, type: lmstudio, base_url: 'http://127.0.0.1:{unused_tcp_port}/v1'}}\n"
+    client = await aiohttp_client(create_app(parse_settings(config, "c.yaml", {})))
+    await client.get("/v1/models")
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert "lab" in health["failing_instances"]
+
+
+async def test_health_says_which_instance_runs_without_its_key(
+    upstream: UpstreamFactory, aiohttp_client: Any
+):
+    up = await upstream()
+    config = (
+        "providers:\n"
+        "  - {name: oa, type: openai, api_key: '${LR_UNSET_KEY}'}\n"
+        f"  - {{name: lab, type: openai_compatible, base_url: '{up.url}',"
+        " api_key: '${LR_UNSET_LAB}'}\n"
+    )
+    client = await aiohttp_client(create_app(parse_settings(config, "c.yaml", {})))
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "ok"
+    assert health["notes"] == [
+        "instance 'oa' is off: its api_key names LR_UNSET_KEY, which is not set; "
+        "export LR_UNSET_KEY and reload to turn it on",
+        "instance 'lab' runs without a key: LR_UNSET_LAB is not set",
+    ]
+    models = await (await client.get("/v1/models")).json()
+    assert all(model["id"].startswith("lab/") for model in models["data"])
