@@ -236,4 +236,7 @@ def add_routes(
     for method, path, handler in routes:
         record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
         wrapped = endpoint(handler, guard, record, open_route=path in open_paths)
-        app.router.add_route(method, path, wrapped)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD, answered with GET's headers
+        else:
+            app.router.add_route(method, path, wrapped)

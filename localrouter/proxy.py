@@ -3,7 +3,6 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,18 +14,15 @@ from localrouter.endpoint import add_cors
 from localrouter.errors import (
     BadRequest,
     LocalRouterError,
-    ModelNotFound,
     UpstreamError,
     error_body,
 )
-from localrouter.offload import dismantle
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse
-from localrouter.registry import Instance, InstanceLists
+from localrouter.registry import Instance
+from localrouter.resolve import resolve
 from localrouter.responses import JSON, json_response, request_json
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
-from localrouter.state import MODEL_INDEX, REGISTRY, SETTINGS
-from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
 
@@ -48,46 +44,6 @@ class UpstreamFailure(LocalRouterError):
 
 class NotAChatModel(BadRequest):
     code = "model_not_supported"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelIndex:
-    """Bare upstream ids to the first instance (in config order) that lists them, and the
-    suggestions for an id nobody lists; built once per data change."""
-
-    bare: dict[str, Instance]
-    suggester: Suggester
-
-    def dismantle(self) -> None:
-        dismantle(self.bare)
-        self.suggester.dismantle()
-
-
-def model_index(lists: InstanceLists) -> ModelIndex:
-    bare: dict[str, Instance] = {}
-    for instance, served in zip(lists.instances, lists.served, strict=True):
-        if served is not None:
-            for model in served.models.models:
-                bare.setdefault(model.id, instance)
-    known = [f"{instance.name}/{model_id}" for model_id, instance in bare.items()]
-    return ModelIndex(bare, Suggester([*known, *bare]))
-
-
-async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
-    """`instance/upstream-id`, even if not (yet) listed; else an id exactly one listed model has."""
-    registry = request.app[REGISTRY]
-    if (found := registry.resolve(model)) is not None:
-        return found
-    lists = await registry.lists(request.app[SETTINGS].models_deadline_seconds)
-    index = await request.app[MODEL_INDEX].get_async(None, lists, lambda: model_index(lists))
-    if (instance := index.bare.get(model)) is not None:
-        return instance, model
-    close = index.suggester.close(model)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
-    raise ModelNotFound(
-        f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
-        param="model",
-    )
 
 
 async def forward(request: web.Request, path: str) -> web.StreamResponse:

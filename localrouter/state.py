@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from localrouter.live_settings import LiveSettings
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
-    from localrouter.proxy import ModelIndex
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
+    from localrouter.resolve import ModelIndex
     from localrouter.unique import UniqueCache
     from localrouter.views import ModelsView
 

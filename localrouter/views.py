@@ -16,6 +16,7 @@ from localrouter.errors import ModelNotFound
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
+from localrouter.resolve import find
 from localrouter.responses import JSON, Body, cached_response
 from localrouter.state import MODELS_VIEW, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
@@ -160,6 +161,9 @@ async def retrieve_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     merged = await _merged(request)
     entry = merged.by_id.get(model_id)
+    if entry is None and (found := await find(request.app, model_id)) is not None:
+        instance, upstream_id = found  # a bare upstream id: resolved as a chat request does
+        entry = merged.by_id.get(f"{instance.name}/{upstream_id}")
     if entry is None:
         raise ModelNotFound(_not_found_message(model_id, merged.suggester), param="model")
     return web.Response(body=orjson.dumps(entry), content_type=JSON)

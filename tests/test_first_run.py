@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from localrouter import __version__
 from localrouter.app import create_app
 from localrouter.config import default_settings, parse_settings
 from localrouter.providers.base import ProviderKind
-from tests.conftest import UpstreamFactory
+from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
 
 
 async def test_absent_local_servers_of_the_default_are_notes_not_degradation(
@@ -58,3 +59,38 @@ async def test_health_says_which_instance_runs_without_its_key(
     ]
     models = await (await client.get("/v1/models")).json()
     assert all(model["id"].startswith("lab/") for model in models["data"])
+
+
+async def test_a_bare_id_is_retrieved_as_a_chat_request_resolves_it(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    first, second = await upstream(), await upstream()
+    first.serve_models(["shared", "only-first"])
+    second.serve_models(["shared", "only-second"])
+    client = await daemon(
+        {"providers": [openai_compatible("a", first.url), openai_compatible("b", second.url)]}
+    )
+    for bare, full in (("shared", "a/shared"), ("only-second", "b/only-second")):
+        answer = await client.get(f"/v1/models/{bare}")
+        assert answer.status == 200
+        assert (await answer.json())["id"] == full
+        chat = {"model": bare, "messages": [{"role": "user", "content": "hi"}]}
+        await client.post("/v1/chat/completions", json=chat)
+        owner = first if full.startswith("a/") else second
+        assert owner.requests[-1]["path"] == "/chat/completions"
+    missing = await client.get("/v1/models/no-such-model")
+    assert missing.status == 404
+
+
+async def test_head_of_the_model_list_and_the_user_agent(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    up = await upstream()
+    up.serve_models(["m"])
+    client = await daemon({"providers": [openai_compatible("a", up.url)]})
+    head = await client.head("/v1/models")
+    assert head.status == 200
+    assert head.content_type == "application/json"
+    assert await head.read() == b""
+    assert (await client.head("/v1/models/a/m")).status == 200
+    assert up.requests[0]["headers"]["User-Agent"] == f"localrouter/{__version__}"
