@@ -118,6 +118,8 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def _warn_if_exposed(loaded: LoadedConfig) -> None:
+    if warning := loaded.settings.server.exposure_warning():
+        print(f"localrouter: warning: {warning}", file=sys.stderr)
     if loaded.origin == EMBEDDED_DEFAULT:
         return
     exposed = literal_secrets_exposed(Path(loaded.origin))

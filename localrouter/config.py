@@ -49,6 +49,23 @@ class ServerSettings(_Strict):
     auth_token: SecretStr | None = None
     models_deadline_seconds: float = Field(default=2.5, gt=0)
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call
+    # Host names clients may use besides loopback, server.host and (on a wildcard bind) this
+    # machine's own name and addresses: e.g. the name a reverse proxy or a LAN uses.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @property
+    def binds_beyond_loopback(self) -> bool:
+        return self.host.strip("[]").lower() not in ("localhost", "127.0.0.1", "::1")
+
+    def exposure_warning(self) -> str | None:
+        """A warning when other machines can connect and nothing asks them for a token."""
+        if not self.binds_beyond_loopback or self.auth_token is not None:
+            return None
+        return (
+            f"server.host {self.host or '(all addresses)'} accepts connections from other "
+            "machines and server.auth_token is not set: anyone who can reach this port can use "
+            "every configured key; set server.auth_token, or bind 127.0.0.1"
+        )
 
 
 class ProviderSettings(_Strict):

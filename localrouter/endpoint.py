@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
+import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -51,8 +52,9 @@ class Guard:
     replaces the last two (see `use`)."""
 
     def __init__(self, server: ServerSettings) -> None:
+        self._bound_to = server.host  # the address bound at start; a reload cannot move it
         self._any_host = server.host in WILDCARDS
-        self._allowed = {name.lower() for name in (*LOOPBACK_NAMES, server.host)}
+        self._allowed: frozenset[str] = frozenset()
         self._hosts_ok: set[str] = set()  # raw Host values already found allowed
         self._token: bytes | None = None
         self.cors_origins: frozenset[str] = frozenset()
@@ -62,6 +64,10 @@ class Guard:
         token = server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
         self.cors_origins = frozenset(server.cors_origins)
+        own = (socket.gethostname(),) if self._any_host else ()  # no DNS: the name only
+        names = (*LOOPBACK_NAMES, self._bound_to, *own, *server.allowed_hosts)
+        self._allowed = frozenset(name.strip("[]").lower() for name in names if name)
+        self._hosts_ok = set()
 
     def allows_origin(self, origin: str) -> bool:
         return origin in self.cors_origins or "*" in self.cors_origins
@@ -70,7 +76,7 @@ class Guard:
         """Raise unless the request may go on; the common case is two lookups."""
         host = request.headers.get(hdrs.HOST)
         if host is not None and host not in self._hosts_ok:
-            self._check_host(host)
+            self._check_host(host, request)
         if needs_token and self._token is not None and not _token_ok(request, self._token):
             if _is_preflight(request):
                 return  # browsers send no credentials on a preflight; no_route answers it
@@ -79,16 +85,36 @@ class Guard:
                 "(the OpenAI SDKs send their api_key that way)."
             )
 
-    def _check_host(self, host: str) -> None:
-        if not self._any_host and _host_name(host) not in self._allowed:
+    def _check_host(self, host: str, request: web.Request) -> None:
+        name = _host_name(host)
+        if name not in self._allowed and not (self._any_host and _is_own_address(name, request)):
             raise MisdirectedRequest(
                 f"Host '{host}' is not allowed: localrouter answers only to "
                 f"{', '.join(sorted(self._allowed))} (DNS rebinding protection). Use "
-                "http://127.0.0.1:<port>/v1, or set server.host to the name you use."
+                "http://127.0.0.1:<port>/v1, or add the name to server.allowed_hosts."
             )
         if len(self._hosts_ok) > 256:  # a bounded memo of the few Host values clients send
             self._hosts_ok.clear()
         self._hosts_ok.add(host)
+
+
+def _is_own_address(name: str, request: web.Request) -> bool:
+    """Whether `name` is the address this connection reached (on a wildcard bind, a client
+    on the LAN may use the machine's address; a rebinding attack uses a name, never that)."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    local = request.transport.get_extra_info("sockname") if request.transport else None
+    if not local:
+        return False
+    try:
+        reached = ipaddress.ip_address(str(local[0]).split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(reached, ipaddress.IPv6Address) and reached.ipv4_mapped is not None:
+        reached = reached.ipv4_mapped  # a dual-stack socket reached over IPv4
+    return reached == address
 
 
 def _is_preflight(request: web.Request) -> bool:

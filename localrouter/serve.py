@@ -78,6 +78,8 @@ async def serve(
     url = f"http://{host}:{port}/v1"
     instances = [p.name for p in settings.enabled_providers]
     log.info("server.listening", url=url, config=config_origin, instances=instances)
+    if warning := settings.server.exposure_warning():
+        log.warning("server.exposed", warning=warning)
     notifier.ready(f"Serving {len(instances)} provider instances on {url}")
     watchdog = asyncio.create_task(notifier.keep_watchdog_fed())
     await stop.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from localrouter.app import create_app
 from localrouter.cli import main
 from localrouter.log import configure_logging
 from localrouter.metrics import Metrics
 from localrouter.state import REDACTOR
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 
 TOKEN = "local-secret-token-31337"
 KEY = "sk-provider-key-8c1d2e"
@@ -48,11 +50,53 @@ async def test_host_header_must_name_loopback(daemon: DaemonFactory, host: str, 
         assert error["code"] == "host_not_allowed"
 
 
-async def test_the_configured_host_and_wildcards_are_allowed(daemon: DaemonFactory):
+async def test_the_configured_host_and_allowed_hosts_are_allowed(daemon: DaemonFactory):
     named = await daemon({"server": {"host": "devbox.lan"}, "providers": []})
     assert (await named.get("/v1/models", headers={"Host": "devbox.lan:8741"})).status == 200
-    everywhere = await daemon({"server": {"host": "0.0.0.0"}, "providers": []})
-    assert (await everywhere.get("/v1/models", headers={"Host": "anything.lan"})).status == 200
+    assert (await named.get("/v1/models", headers={"Host": "other.lan"})).status == 421
+    listed = await daemon({"server": {"allowed_hosts": ["gateway.lan"]}, "providers": []})
+    assert (await listed.get("/v1/models", headers={"Host": "Gateway.LAN:80"})).status == 200
+
+
+async def test_a_wildcard_bind_keeps_the_host_check_meaningful(aiohttp_client: Any):
+    """Bound to every address, the daemon answers to its own name and to the address a client
+    reached it on, and to allowed_hosts; a rebinding name is still refused."""
+    settings = settings_from({"server": {"host": "0.0.0.0"}, "providers": []})
+    # 127.0.0.2 stands in for a LAN address: loopback, but not a name the check knows.
+    client = await aiohttp_client(create_app(settings), server_kwargs={"host": "127.0.0.2"})
+    port = client.server.port
+
+    async def status(host: str) -> int:
+        return (await client.get("/v1/models", headers={"Host": host})).status
+
+    assert await status(f"127.0.0.2:{port}") == 200
+    assert await status(socket.gethostname()) == 200
+    assert await status("anything.lan") == 421
+    assert await status("evil.example") == 421
+    assert await status("192.168.77.1") == 421  # an address, but not the one reached
+
+
+async def test_a_bound_name_does_not_open_other_addresses(aiohttp_client: Any):
+    settings = settings_from({"server": {"host": "devbox.lan"}, "providers": []})
+    client = await aiohttp_client(create_app(settings), server_kwargs={"host": "127.0.0.2"})
+    reached = f"127.0.0.2:{client.server.port}"
+    assert (await client.get("/v1/models", headers={"Host": reached})).status == 421
+
+
+def test_check_warns_of_a_wildcard_bind_without_a_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    path = tmp_path / "config.yaml"
+    path.write_text("server: {host: 0.0.0.0}\nproviders: []\n")
+    path.chmod(0o600)
+    assert main(["check", "--config", str(path)]) == 0
+    assert "accepts connections from other machines" in capsys.readouterr().err
+    path.write_text(f"server: {{host: 0.0.0.0, auth_token: {TOKEN}}}\nproviders: []\n")
+    assert main(["check", "--config", str(path)]) == 0
+    assert "other machines" not in capsys.readouterr().err
+    path.write_text("server: {host: 127.0.0.1}\nproviders: []\n")
+    assert main(["check", "--config", str(path)]) == 0
+    assert "other machines" not in capsys.readouterr().err
 
 
 async def test_auth_token(upstream: UpstreamFactory, daemon: DaemonFactory):
