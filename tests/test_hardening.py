@@ -473,7 +473,9 @@ async def test_the_loop_keeps_answering_while_a_long_list_is_parsed(
         assert (await client.get("/health")).status == 200
         answered += 1
     assert stats["instances"]["big"]["count"] == 20_000
-    assert answered >= 10, f"only {answered} /health answers while the list was parsed"
+    # The old code answered none: the parse held the loop from the last byte to the end. A few
+    # suffice to show it is off the loop (the parse lasts hundreds of round trips; no timing).
+    assert answered >= 3, f"only {answered} /health answers while the list was parsed"
 
 
 async def test_suggestions_for_an_unknown_model_come_from_a_long_list(
