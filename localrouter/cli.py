@@ -105,8 +105,15 @@ def cache_dir() -> Path:
 
 def _catalog(args: argparse.Namespace) -> int:
     if args.catalog_command == "match":
-        body = args.file.read_bytes()
-        report = asyncio.run(match_body(body, args.provider, load_catalog(cache_dir())))
+        try:
+            body = args.file.read_bytes()
+            report = asyncio.run(match_body(body, args.provider, load_catalog(cache_dir())))
+        except OSError as exc:
+            print(f"localrouter: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        except UpstreamError as exc:
+            print(f"localrouter: {args.file}: {exc.message}", file=sys.stderr)
+            return 1
         print(report.render())
         return 0
     try:

@@ -206,6 +206,36 @@ def test_catalog_match_command(
     assert out.strip().endswith("matched 9 of 11 (81.8 %)")
 
 
+@pytest.mark.parametrize(
+    ("content", "provider", "said"),
+    [
+        (None, "openai", "cannot read"),
+        (b"<html>not json</html>", "openai", "not JSON; expected a saved answer"),
+        (b"[]", "openai", "no models in it for provider type openai"),
+        (b'{"data": []}', "anthropic", "no models in it"),
+        (b'{"status": "ok"}', "openai", "not a model list"),
+    ],
+)
+def test_catalog_match_says_what_is_wrong_with_the_file(
+    content: bytes | None,
+    provider: str,
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = tmp_path / "answer.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["catalog", "match", str(path), "--provider", provider]) == 1
+    captured = capsys.readouterr()
+    assert said in captured.err
+    assert str(path) in captured.err
+    assert "Traceback" not in captured.err
+    assert "127.0.0.1" not in captured.err + captured.out
+
+
 async def sources_server(aiohttp_server: Any, openrouter: bytes, models_dev: bytes) -> str:
     async def serve(request: web.Request) -> web.Response:
         body = openrouter if request.path == "/or" else models_dev

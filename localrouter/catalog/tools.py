@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from pydantic import SecretStr
 from yarl import URL
 
@@ -52,6 +53,12 @@ async def match_body(body: bytes, provider_type: str, catalog: Catalog) -> Match
     """List a captured response body with the real adapter (through a transport that answers
     from memory), then enrich every model. Raises UpstreamError if the adapter cannot read it."""
     spec = PROVIDERS[provider_type]
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(
+            f"not JSON; expected a saved answer of {provider_type}'s model-list endpoint"
+        ) from None
 
     def answer(method: str, url: URL, sent: bytes) -> Canned:
         # A list is the GET; anything else the adapter asks (ollama's per-model details) gets
@@ -66,6 +73,11 @@ async def match_body(body: bytes, provider_type: str, catalog: Catalog) -> Match
     )
     http = UpstreamClient(CannedTransport(answer), timeout_seconds=30, max_bytes=256 * 1024 * 1024)
     models = await spec.factory(settings, spec).list_models(http)
+    if not models:
+        raise UpstreamError(
+            f"no models in it for provider type {provider_type}; is it the answer of that "
+            "provider's model-list endpoint, saved whole?"
+        )
     enriched = enrich(models, catalog, spec.catalog_provider)
     return MatchReport([(model.id, model.catalog) for model in enriched])
 
