@@ -12,7 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from localrouter.catalog import UPDATED, CatalogStore, load_catalog
+from localrouter.catalog import UPDATED, Catalog, CatalogStore, load_catalog
+from localrouter.catalog.build import FORMAT
 from localrouter.catalog.match import Scope, find, normalise
 from localrouter.catalog.tools import fetch_catalog, match_body
 from localrouter.cli import main
@@ -142,6 +143,45 @@ async def test_provider_data_wins_and_the_catalog_fills_gaps(
         "input_cache_read": "0.00000125",
     }
     assert model["catalog"] == {"id": "openai/gpt-4o", "matched_via": "provider_id"}
+
+
+async def test_what_each_source_knows_of_one_model_is_merged(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    """models.dev matched gpt-4o, and OpenRouter's entry for it adds what models.dev lacks;
+    an embedding model is described as one."""
+    ids = ["o1", "text-embedding-3-small"]
+    up = await upstream(orjson.dumps({"data": [{"id": i} for i in ids]}))
+    client = await daemon(
+        {"providers": [{"name": "oa", "type": "openai", "base_url": up.url, "api_key": "k"}]}
+    )
+    models = {m["id"]: m for m in (await (await client.get("/v1/models")).json())["data"]}
+    o1 = models["oa/o1"]
+    assert o1["catalog"]["matched_via"] == "provider_id"  # the models.dev entry
+    assert o1["description"]  # from the OpenRouter entry of the same model
+    assert "reasoning" in o1["supported_parameters"]
+    assert o1["context_length"] == 200000  # models.dev's own value stays
+    embedding = models["oa/text-embedding-3-small"]
+    assert embedding["architecture"]["modality"] == "text->embeddings"
+    assert "max_output_tokens" not in embedding  # 1536 is its vector size, not a token limit
+    assert "supported_parameters" not in embedding
+    assert embedding["capabilities"] == ["embedding"]
+
+
+def test_an_openrouter_match_takes_what_its_publisher_says(catalog: Any):
+    bare = {
+        "openrouter": {"mistralai/m-1": {"name": "M 1"}},
+        "providers": {
+            "mistral": {"m-1": {"name": "Mistral M1", "context_length": 32000, "created": 5}},
+            "groq": {"m-1": {"name": "groq's m-1"}},
+        },
+        "format": FORMAT,
+    }
+    small = Catalog(bare, "test")
+    found = small.match("mistralai/m-1", None)
+    assert found is not None
+    assert found.entry == {"name": "M 1", "context_length": 32000, "created": 5}
+    assert small.match("m-1", "groq").entry == {"name": "groq's m-1"}  # no vendor: no guess
 
 
 async def test_anthropic_capture_gets_catalog_prices(

@@ -1,8 +1,18 @@
-"""The embedded model catalog: load it, match upstream ids to it, fill in what providers omit."""
+"""The embedded model catalog: load it, match upstream ids to it, fill in what providers omit.
+
+One model, two sources: a matched entry keeps every field it has and takes each field it lacks
+(a models.dev entry's missing description or supported_parameters, say) from the other source's
+entry for the same model. For a models.dev entry that is the OpenRouter entry found as an
+upstream id would be (under the provider's OpenRouter vendor, then normalised); for an
+OpenRouter entry, its publisher's models.dev entry (openai's for `openai/...`). Neither source
+overrides a value the other has, and an embedding model takes nothing that describes chat
+output (max_output_tokens, output modalities, supported parameters).
+"""
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -10,7 +20,7 @@ from typing import Any
 import structlog
 
 from localrouter.catalog.build import FORMAT
-from localrouter.catalog.match import OPENROUTER_VENDORS, Match, Scope, find
+from localrouter.catalog.match import OPENROUTER_VENDORS, Entry, Match, Scope, find
 from localrouter.jsonload import loads_in_steps
 
 log = structlog.get_logger(__name__)
@@ -22,17 +32,14 @@ UPDATED = "catalog.json.gz"  # the same name in the user cache dir, written by `
 class Catalog:
     def __init__(self, document: dict[str, Any], origin: str) -> None:
         self.origin = origin
-        self.sources: dict[str, str] = document.get("sources", {})
         self.openrouter = Scope(None, document["openrouter"])
         self._provider_entries: dict[str, dict[str, Any]] = document["providers"]
         self._scopes: dict[str, Scope] = {}
+        self._merged: dict[tuple[bool, str], Entry] = {}
 
     @property
     def size(self) -> int:
         return len(self.openrouter.entries) + sum(map(len, self._provider_entries.values()))
-
-    def has_provider(self, provider: str) -> bool:
-        return provider == "openrouter" or provider in self._provider_entries
 
     def scope(self, provider: str | None) -> Scope | None:
         if provider is None:
@@ -44,8 +51,43 @@ class Catalog:
         return self._scopes.get(provider)
 
     def match(self, model_id: str, provider: str | None) -> Match | None:
+        """The entry for an upstream id, with what the other source knows of it merged in."""
         vendor = OPENROUTER_VENDORS.get(provider) if provider else None
-        return find(model_id, self.scope(provider), self.openrouter, vendor)
+        found = find(model_id, self.scope(provider), self.openrouter, vendor)
+        if found is None:
+            return None
+        slot = (found.matched_via in _OPENROUTER_MATCHES, found.id)
+        if (merged := self._merged.get(slot)) is None:
+            merged = self._merged[slot] = fill_gaps(found.entry, self._other_source(found))
+        return replace(found, entry=merged)
+
+    def _other_source(self, found: Match) -> Entry | None:
+        first, _, rest = found.id.partition("/")
+        if found.matched_via in _OPENROUTER_MATCHES:  # first: the vendor, e.g. "mistralai"
+            scope = self.scope(_PUBLISHERS.get(first))
+            key = (scope.exact(rest) or scope.normalised(rest)) if scope else None
+            return scope.entries[key] if scope and key else None
+        partner = find(rest, None, self.openrouter, OPENROUTER_VENDORS.get(first))
+        return partner.entry if partner else None
+
+
+_OPENROUTER_MATCHES = frozenset({"openrouter_id", "normalized_openrouter_id"})
+_PUBLISHERS = {vendor: provider for provider, vendor in OPENROUTER_VENDORS.items()}
+# What a chat model's entry says that does not describe an embedding model of the same name.
+_NOT_FOR_EMBEDDINGS = frozenset({"max_output_tokens", "output_modalities", "supported_parameters"})
+
+
+def fill_gaps(entry: Entry, other: Entry | None) -> Entry:
+    """`entry`, with the fields it lacks taken from `other` (see the module docstring)."""
+    if not other:
+        return entry
+    embedding = "embedding" in entry.get("capabilities", ())
+    taken = {
+        key: value
+        for key, value in other.items()
+        if key not in entry and not (embedding and key in _NOT_FOR_EMBEDDINGS)
+    }
+    return {**entry, **taken} if taken else entry
 
 
 def parse_catalog(data: bytes, origin: str) -> Catalog:

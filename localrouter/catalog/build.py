@@ -4,6 +4,12 @@
 Entries keep only what localrouter serves: name, description, created, context_length,
 max_output_tokens, pricing (USD per token, OpenRouter's keys), modalities, capabilities,
 supported_parameters, deprecated. Empty fields are left out.
+
+The two sources stay apart here (one description per model keeps the file small); `Catalog`
+merges what each knows for one model when it is matched.
+
+Embedding models output vectors, not tokens: their output modality is `embeddings`, and the
+vector size models.dev gives as the output limit is not taken as max_output_tokens.
 """
 
 from __future__ import annotations
@@ -120,10 +126,11 @@ def _from_models_dev(item: dict[str, Any]) -> Entry:
         name=text(item.get("name")),
         created=_date(item.get("release_date")),
         context_length=positive_int(limit.get("context")),
-        max_output_tokens=positive_int(limit.get("output")),
+        # An embedding model's output limit is its vector size, not a number of tokens.
+        max_output_tokens=None if embedding else positive_int(limit.get("output")),
         pricing=pricing,
         input_modalities=list(inputs),
-        output_modalities=[] if embedding else list(outputs),
+        output_modalities=["embeddings"] if embedding else list(outputs),
         capabilities=capabilities,
         deprecated=item.get("status") == "deprecated" or None,
     )

@@ -29,6 +29,14 @@ def enrich_one(model: ModelInfo, catalog: Catalog | None, provider: str | None) 
         model = _fill(model, found.entry, CatalogRef(found.id, via))
     if not model.capabilities:  # nothing from the provider or the catalog: guess from the id
         model = replace(model, capabilities=capabilities_from_id(model.id))
+    if "embedding" in model.capabilities and "chat" not in model.capabilities:
+        # Vectors, not tokens: "text->embeddings", and no output token limit (a provider's
+        # output limit for an embedding model is its vector size).
+        model = replace(
+            model,
+            output_modalities=model.output_modalities or ("embeddings",),
+            max_output_tokens=None,
+        )
     return model
 
 
