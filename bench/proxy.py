@@ -1,11 +1,15 @@
-"""The latency localrouter's proxy adds over calling the upstream directly.
+"""What localrouter's proxy costs, in two measures.
 
-Starts (as separate processes) a chat upstream that answers at once and the daemon in front of
-it, then sends the same requests, one at a time, to both: alternating blocks so that drift hits
-both alike. Prints p50 and p99 of each and the difference, non-streamed (whole answer) and
-streamed (time to the first chunk).
+1. Latency added over calling the upstream directly: the same requests, one at a time, to both,
+   in alternating blocks so that drift hits both alike; p50 and p99 of each and the difference,
+   non-streamed (whole answer) and streamed (time to the first chunk).
+2. Throughput against a ceiling: wrk at 16 connections (non-streamed POSTs) against localrouter
+   and against a minimal aiohttp proxy (bench/servers.py minimal_proxy: read the body, rewrite
+   `model` with orjson, POST it on a shared session, return the bytes), in paired rounds. The
+   proxy under test has a core to itself; the upstream and wrk share the other. Prints the
+   median of the per-round ratios; the target is >= 0.9.
 
-    python bench/proxy.py [--requests 2000] [--block 100]
+    python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +29,51 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, free_port, process, wait_for
+from models import HERE, LOAD_CORE, free_port, pinned, process, wait_for
+
+TARGET_RATIO = 0.9
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model": "bench/bench-model", "messages": [{"role": "user", "content": "Say hi"}]}'
+"""
+
+
+def throughput(url: str, script: Path, seconds: float) -> float:
+    command = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(script), url]
+    output = subprocess.run(
+        pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not found or "Non-2xx" in output:
+        raise SystemExit(f"wrk failed:\n{output}")
+    return float(found.group(1))
+
+
+def against_ceiling(ours: str, ceiling: str, workdir: Path, args: argparse.Namespace) -> None:
+    if not shutil.which("wrk"):
+        print("throughput: skipped (wrk is not installed: apt-get install wrk)")
+        return
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    throughput(ours, script, 1)  # warm both
+    throughput(ceiling, script, 1)
+    ratios, mine, best = [], [], []
+    for round_number in range(args.rounds):
+        pair = [(ours, mine), (ceiling, best)]
+        for url, into in pair if round_number % 2 == 0 else reversed(pair):
+            into.append(throughput(url, script, args.seconds))
+        ratios.append(mine[-1] / best[-1])
+    ratio = statistics.median(ratios)
+    verdict = "ok" if ratio >= TARGET_RATIO else "UNDER"
+    print(
+        f"throughput, non-streamed, c=16: localrouter {statistics.median(mine):8.1f} req/s, "
+        f"minimal aiohttp proxy {statistics.median(best):8.1f} req/s, ratio {ratio:.2f} "
+        f"({verdict}, target >= {TARGET_RATIO}; rounds: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + ")",
+        flush=True,
+    )
+
 
 BODY = {"model": "bench/bench-model", "messages": [{"role": "user", "content": "Say hi"}]}
 
@@ -75,10 +126,13 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--block", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only-throughput", action="store_true")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the client on its own core; servers on the other
-    upstream_port, daemon_port = free_port(), free_port()
+    upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as workdir:
         config = Path(workdir) / "config.yaml"
         config.write_text(
@@ -86,19 +140,32 @@ def main() -> None:
             f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {persist: false}\n"
         )
-        upstream = (sys.executable, str(HERE / "servers.py"), "chat", str(upstream_port))
+        direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+        upstream = [sys.executable, str(HERE / "servers.py"), "chat", str(upstream_port)]
         daemon = (sys.executable, "-m", "localrouter", "serve", "--config", str(config))
         daemon += ("--port", str(daemon_port), "--log-level", "warning")
-        with process(*upstream), process(*daemon):
-            asyncio.run(wait_for(f"http://127.0.0.1:{daemon_port}/v1/models"))
-            print(f"{args.requests} sequential requests per path and mode, blocks of {args.block}")
-            asyncio.run(
-                measure(
-                    f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
-                    f"http://127.0.0.1:{daemon_port}/v1/chat/completions",
+        ceiling = (sys.executable, str(HERE / "servers.py"), "minimal_proxy", str(ceiling_port))
+        ceiling += (direct,)
+        upstream_process = subprocess.Popen(pinned(LOAD_CORE, upstream))
+        try:
+            with process(*daemon), process(*ceiling):
+                asyncio.run(wait_for(f"http://127.0.0.1:{daemon_port}/v1/models"))
+                proxied = f"http://127.0.0.1:{daemon_port}/v1/chat/completions"
+                if not args.only_throughput:
+                    print(
+                        f"{args.requests} sequential requests per path and mode, "
+                        f"blocks of {args.block}"
+                    )
+                    asyncio.run(measure(direct, proxied, args))
+                against_ceiling(
+                    proxied,
+                    f"http://127.0.0.1:{ceiling_port}/v1/chat/completions",
+                    Path(workdir),
                     args,
                 )
-            )
+        finally:
+            upstream_process.terminate()
+            upstream_process.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,17 @@ python bench/servers.py ceiling PORT FILE    the least an aiohttp server can do:
                                              bytes (FILE.gz when the client accepts gzip)
 python bench/servers.py chat PORT            an OpenAI chat upstream that answers at once,
                                              whole or as 5 server-sent events
+python bench/servers.py minimal_proxy PORT URL  the least an aiohttp proxy can do in front of
+                                             the chat upstream at URL (the proxy's ceiling)
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -110,10 +114,39 @@ def chat_app() -> web.Application:
     return app
 
 
+def minimal_proxy_app(upstream: str) -> web.Application:
+    """The ceiling for the proxy: read the body, rewrite `model` with orjson, POST it on one
+    shared session, return the bytes. No checks, no limits, no redaction."""
+    app = web.Application()
+
+    async def session_context(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[SESSION] = session
+            yield
+
+    async def chat(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        body["model"] = body["model"].partition("/")[2]
+        async with request.app[SESSION].post(
+            upstream, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        ) as answer:
+            raw = await answer.read()
+            return web.Response(body=raw, status=answer.status, content_type="application/json")
+
+    app.cleanup_ctx.append(session_context)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session")
+
+
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "chat":
         app = chat_app()
+    elif mode == "minimal_proxy":
+        app = minimal_proxy_app(sys.argv[3])
     elif mode == "upstream":
         app = upstream_app(int(sys.argv[3]))
     else:

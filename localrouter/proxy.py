@@ -26,7 +26,6 @@ from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, short
 
 log = structlog.get_logger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_BODY = 1024 * 1024
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
 _PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
@@ -55,8 +54,8 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
     instance, upstream_id = await resolve(request, model)
     settings = instance.settings
-    endpoint = settings.spec.endpoint(Wire.CHAT)
-    if endpoint is None:
+    route = instance.route(Wire.CHAT)
+    if route is None:
         raise NotAChatModel(
             f"'{model}' is a {settings.type} model (images, video or audio); {settings.type} has "
             f"no /{path} endpoint. Call it through {settings.type}'s own API.",
@@ -64,22 +63,18 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         )
     body["model"] = upstream_id
     http = instance.http
-    url = endpoint.url(settings, path)
-    headers = endpoint.auth.headers(settings.key, settings.headers)
-    headers["Accept"] = request.headers.get("Accept", "application/json")
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=settings.chat_timeout_seconds
-    )
-    where = http.where(url)
+    url = route.url(path)
+    headers = {**route.headers, "Accept": request.headers.get("Accept", "application/json")}
+    where = _Where(http, url)
     try:
         async with http.request(
-            "POST", url, data=orjson.dumps(body), headers=headers, limits=timeout
+            "POST", url, data=orjson.dumps(body), headers=headers, limits=route.limits
         ) as upstream:
             if upstream.status >= 400:
-                return await _upstream_error(upstream, http, where)
+                return await _upstream_error(upstream, http, str(where))
             if upstream.content_type == "text/event-stream":
-                return await _stream(request, upstream, instance, where)
-            answer = redact_bytes(bytes(await http.read_body(upstream, where)), http.secrets)
+                return await _stream(request, upstream, instance, str(where))
+            answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
             return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
     except UpstreamError as exc:
         raise UpstreamFailure(exc.message, status=502, code=exc.code or "upstream_error") from None
@@ -95,6 +90,21 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         ) from None
 
 
+class _Where:
+    """How messages name the upstream, made only when one is written."""
+
+    __slots__ = ("_http", "_url")
+
+    def __init__(self, http: UpstreamClient, url: str) -> None:
+        self._http, self._url = http, url
+
+    def __str__(self) -> str:
+        return self._http.where(self._url)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 async def _stream(
     request: web.Request, upstream: UpstreamResponse, instance: Instance, where: str
 ) -> web.StreamResponse:
@@ -108,9 +118,8 @@ async def _stream(
     await response.prepare(request)
     redactor = StreamRedactor(instance.http.secrets)
     try:
-        async for chunk in upstream.content.iter_any():
-            if redactor.active:
-                chunk = redactor.feed(chunk)
+        async for received in upstream.content.iter_any():
+            chunk = redactor.feed(received) if redactor.active else received
             if chunk:
                 await response.write(chunk)
         if tail := redactor.finish():

@@ -15,11 +15,12 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
+import aiohttp
 import structlog
 from pydantic import SecretStr
 
@@ -29,13 +30,28 @@ from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
 from localrouter.offload import heavy
 from localrouter.persist import ListStore
-from localrouter.providers.base import ModelInfo, Provider, ProviderKind
+from localrouter.providers.base import ModelInfo, Provider, ProviderKind, Wire
 from localrouter.providers.http import Transport, UpstreamClient
 from localrouter.providers.parsing import sane_models
 
 log = structlog.get_logger(__name__)
 
 MAX_KEYED_TWINS = 32
+
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a request in one wire protocol reaches an instance: made once per instance."""
+
+    base: str
+    headers: Mapping[str, str]  # the provider's auth and the instance's own headers
+    limits: aiohttp.ClientTimeout  # connect, and the longest silence mid-answer
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
 
 
 @dataclass(slots=True)
@@ -46,14 +62,31 @@ class Instance:
     cache: ModelCache
     base: Instance | None = None  # set on a twin built with a caller's key: never persisted
     store: ListStore | None = None  # where its last-known-good list is kept on disk
-
-    @property
-    def caller_keyed(self) -> bool:
-        return self.base is not None
+    _routes: dict[Wire, Route | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def route(self, wire: Wire) -> Route | None:
+        """Where and how to send `wire` requests; None if the provider does not speak it."""
+        if wire not in self._routes:
+            settings = self.settings
+            endpoint = settings.spec.endpoint(wire)
+            self._routes[wire] = (
+                None
+                if endpoint is None
+                else Route(
+                    endpoint.base(settings).rstrip("/"),
+                    endpoint.auth.headers(settings.key, settings.headers),
+                    aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=CONNECT_TIMEOUT_SECONDS,
+                        sock_read=settings.chat_timeout_seconds,
+                    ),
+                )
+            )
+        return self._routes[wire]
 
 
 class InstanceLists(NamedTuple):  # a NamedTuple: built on every request, cheaply

@@ -78,7 +78,7 @@ def drop_partial_secret(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+def redact_bytes(data: bytes | bytearray, secrets: Iterable[str]) -> bytes | bytearray:
     """`redact` for a body or a block of SSE events: the same object when no secret is in it.
     JSON (the whole body, or each `data:` line) is redacted value by value and stays JSON."""
     usable = _usable(secrets)
@@ -90,7 +90,7 @@ def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
         return orjson.dumps(redact_json(orjson.loads(data), usable))
     except orjson.JSONDecodeError:
         pass
-    lines = data.split(b"\n")
+    lines = bytes(data).split(b"\n")
     for index, line in enumerate(lines):
         lines[index] = _redact_line(line, usable)
     return b"\n".join(lines)
@@ -118,7 +118,7 @@ def redact_json(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
-def _may_hide(data: bytes, secrets: list[str]) -> bool:
+def _may_hide(data: bytes | bytearray, secrets: list[str]) -> bool:
     """Whether escapes in `data` could spell a secret: `\\u`, `\\/`, or an escaped `"`/`\\`
     where a secret holds one. A clean stream event passes with a couple of searches."""
     if b"\\u" in data or b"\\/" in data:
@@ -144,7 +144,7 @@ class StreamRedactor:
     def active(self) -> bool:
         return bool(self._secrets)
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> bytes | bytearray:
         # Only the new chunk (and the last bytes held, for a separator split in two) is searched.
         tail = self._held[-1][-3:] if self._held else b""
         window = tail + chunk
@@ -162,7 +162,7 @@ class StreamRedactor:
         self._held_size = len(rest)
         return redact_bytes(ready, self._secrets)
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytes | bytearray:
         held = b"".join(self._held)
         self._held, self._held_size = [], 0
         return redact_bytes(held, self._secrets)
