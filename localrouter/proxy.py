@@ -3,6 +3,7 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -66,10 +67,19 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
     url = route.url(path)
     headers = {**route.headers, "Accept": request.headers.get("Accept", "application/json")}
     where = _Where(http, url)
+    streamed = bool(body.get("stream"))
+    deadline = None if streamed else settings.chat_timeout_seconds
     try:
-        async with http.request(
-            "POST", url, data=orjson.dumps(body), headers=headers, limits=route.limits
-        ) as upstream:
+        async with (
+            asyncio.timeout(deadline),
+            http.request(
+                "POST",
+                url,
+                data=orjson.dumps(body),
+                headers=headers,
+                limits=route.stream_limits if streamed else route.answer_limits,
+            ) as upstream,
+        ):
             if upstream.status >= 400:
                 return await _upstream_error(upstream, http, str(where))
             if upstream.content_type == "text/event-stream":

@@ -75,7 +75,7 @@ async def test_a_bare_id_is_retrieved_as_a_chat_request_resolves_it(
         assert answer.status == 200
         assert (await answer.json())["id"] == full
         chat = {"model": bare, "messages": [{"role": "user", "content": "hi"}]}
-        await client.post("/v1/chat/completions", json=chat)
+        assert (await client.post("/v1/chat/completions", json=chat)).status == 200
         owner = first if full.startswith("a/") else second
         assert owner.requests[-1]["path"] == "/chat/completions"
     missing = await client.get("/v1/models/no-such-model")
