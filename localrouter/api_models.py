@@ -12,10 +12,10 @@ from multidict import CIMultiDictProxy, MultiMapping
 from localrouter.cache import ModelList
 from localrouter.derived import DerivedCache, build_off_loop
 from localrouter.errors import BadRequest
+from localrouter.model_list import merge_entries
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
 from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
-from localrouter.views import merge_entries
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")

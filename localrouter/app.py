@@ -19,14 +19,15 @@ from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
 from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.derived import DerivedCache
-from localrouter.endpoint import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor
 from localrouter.metrics import Metrics, metrics_endpoint
+from localrouter.model_list import ModelsView, list_models, retrieve_model
 from localrouter.providers.http import SessionTransport
 from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
+from localrouter.routing import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.state import (
     CACHE_DIR,
     CLOCK,
@@ -43,7 +44,6 @@ from localrouter.state import (
     UNIQUE_CACHE,
 )
 from localrouter.unique import UniqueCache, unique_model, unique_models, warm_common_queries
-from localrouter.views import ModelsView, list_models, retrieve_model
 
 log = structlog.get_logger(__name__)
 

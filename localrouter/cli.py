@@ -1,4 +1,5 @@
-"""The command line: serve | check. Thin: every command calls the library."""
+"""The command line: serve, check, models, cache, catalog, service. Thin: every command calls
+the library."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A shallow error hierarchy; one middleware turns these into OpenAI-shaped JSON."""
+"""A shallow error hierarchy; the route wrapper (routing.py) renders each as OpenAI-shaped
+JSON with its status."""
 
 from __future__ import annotations
 
@@ -37,12 +38,47 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class NotAChatModel(BadRequest):
+    code = "model_not_supported"
+
+
+class MisdirectedRequest(LocalRouterError):
+    status = 421
+    code = "host_not_allowed"
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(LocalRouterError):
+    status = 401
+    code = "invalid_api_key"
+    error_type = "invalid_request_error"
+
+
+class TwoCredentials(LocalRouterError):
+    status = 400
+    code = "ambiguous_credentials"
+    error_type = "invalid_request_error"
+
+
+class GatewayError(LocalRouterError):
+    """What a client is answered when the upstream call made for it failed (502, 504): the
+    client-facing side of an UpstreamError."""
+
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class ConfigError(Exception):
     """The config file (or the embedded default) cannot be used; the message says why and where."""
 
 
 class UpstreamError(Exception):
-    """An upstream call failed. The message is safe to show: it never contains a secret."""
+    """An upstream call failed (raised by the upstream client; a list fetch records it, the
+    proxy answers it as a GatewayError). The message never contains a secret."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
         super().__init__(message)

@@ -11,10 +11,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from localrouter.endpoint import add_cors
 from localrouter.errors import (
     BadRequest,
-    LocalRouterError,
+    GatewayError,
+    NotAChatModel,
     UpstreamError,
     error_body,
 )
@@ -23,6 +23,7 @@ from localrouter.providers.http import UpstreamClient, UpstreamResponse
 from localrouter.registry import Instance
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, json_response, request_json
+from localrouter.routing import add_cors
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 
 log = structlog.get_logger(__name__)
@@ -31,19 +32,6 @@ MAX_ERROR_BODY = 1024 * 1024
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
 _PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
 _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
-
-
-class UpstreamFailure(LocalRouterError):
-    error_type = "upstream_error"
-
-    def __init__(self, message: str, *, status: int, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class NotAChatModel(BadRequest):
-    code = "model_not_supported"
 
 
 async def forward(request: web.Request, path: str) -> web.StreamResponse:
@@ -87,15 +75,15 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
             return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
     except UpstreamError as exc:
-        raise UpstreamFailure(exc.message, status=502, code=exc.code or "upstream_error") from None
+        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
     except TimeoutError:
-        raise UpstreamFailure(
+        raise GatewayError(
             f"{where} did not answer within {settings.chat_timeout_seconds:g} s",
             status=504,
             code="upstream_timeout",
         ) from None
     except aiohttp.ClientError as exc:
-        raise UpstreamFailure(
+        raise GatewayError(
             f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
         ) from None
 

@@ -183,14 +183,12 @@ class Registry:
         self,
         wait_seconds: float,
         *,
-        names: Sequence[str] | None = None,
         instances: tuple[Instance, ...] | None = None,
         refresh: bool = False,
     ) -> InstanceLists:
         """Every instance's list, fetched concurrently, none waited on past `wait_seconds`."""
         if instances is None:
-            instances = self.instances(names)
-            labels = self._labels if names is None else _labels(instances)
+            instances, labels = self._ordered, self._labels
         else:
             labels = _labels(instances)
         served: list[Served | None] = (

@@ -12,15 +12,15 @@ if TYPE_CHECKING:
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
     from localrouter.derived import DerivedCache
-    from localrouter.endpoint import Guard
     from localrouter.live_settings import LiveSettings
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
+    from localrouter.model_list import ModelsView
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.resolve import ModelIndex
+    from localrouter.routing import Guard
     from localrouter.unique import UniqueCache
-    from localrouter.views import ModelsView
 
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 GUARD: web.AppKey[Guard] = web.AppKey("guard")

@@ -19,12 +19,12 @@ from localrouter.api_models import flag
 from localrouter.catalog.match import normalise
 from localrouter.derived import DerivedCache
 from localrouter.errors import BadRequest, NotFound
+from localrouter.model_list import price_text
 from localrouter.offload import sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
 from localrouter.state import REGISTRY, SETTINGS, UNIQUE_CACHE
-from localrouter.views import price_text
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,13 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from localrouter.config import ServerSettings
-from localrouter.errors import LocalRouterError, error_body
+from localrouter.errors import (
+    LocalRouterError,
+    MisdirectedRequest,
+    TwoCredentials,
+    Unauthorized,
+    error_body,
+)
 from localrouter.log import CURRENT_REQUEST, request_id
 from localrouter.responses import json_response
 from localrouter.state import GUARD, METRICS
@@ -26,24 +32,6 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
-
-
-class MisdirectedRequest(LocalRouterError):
-    status = 421
-    code = "host_not_allowed"
-    error_type = "invalid_request_error"
-
-
-class Unauthorized(LocalRouterError):
-    status = 401
-    code = "invalid_api_key"
-    error_type = "invalid_request_error"
-
-
-class TwoCredentials(LocalRouterError):
-    status = 400
-    code = "ambiguous_credentials"
-    error_type = "invalid_request_error"
 
 
 class Guard:
