@@ -90,9 +90,14 @@ async def fetch_bodies(url: str) -> tuple[bytes, bytes]:
 
 
 def load_with_wrk(url: str, gzip: bool, seconds: float, connections: int) -> float:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
-    if gzip:
-        command[1:1] = ["-H", "Accept-Encoding: gzip"]
+    return wrk_requests_per_second(
+        url, seconds, connections, *(["-H", "Accept-Encoding: gzip"] if gzip else [])
+    )
+
+
+def wrk_requests_per_second(url: str, seconds: float, connections: int, *extra: str) -> float:
+    """wrk's Requests/sec, run on the load core; exits if any answer was not 2xx."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *extra, url]
     output = subprocess.run(
         pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
     ).stdout

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, LOAD_CORE, free_port, pinned, process, wait_for
+from models import HERE, LOAD_CORE, free_port, pinned, process, wait_for, wrk_requests_per_second
 
 TARGET_RATIO = 0.9
 WRK_SCRIPT = """wrk.method = "POST"
@@ -39,14 +38,7 @@ wrk.body = '{"model": "bench/bench-model", "messages": [{"role": "user", "conten
 
 
 def throughput(url: str, script: Path, seconds: float) -> float:
-    command = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(script), url]
-    output = subprocess.run(
-        pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
-    ).stdout
-    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if not found or "Non-2xx" in output:
-        raise SystemExit(f"wrk failed:\n{output}")
-    return float(found.group(1))
+    return wrk_requests_per_second(url, seconds, 16, "-s", str(script))
 
 
 def against_ceiling(ours: str, ceiling: str, workdir: Path, args: argparse.Namespace) -> None:

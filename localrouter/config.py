@@ -271,13 +271,7 @@ def load_config(explicit: Path | None = None, env: Mapping[str, str] | None = No
     path = find_config_path(explicit, environment)
     if path is None:
         return LoadedConfig(default_settings(environment), EMBEDDED_DEFAULT)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    return LoadedConfig(parse_settings(text, str(path), environment), str(path))
+    return LoadedConfig(parse_settings(_read(path), str(path), environment), str(path))
 
 
 def load_server_config(
@@ -288,13 +282,16 @@ def load_server_config(
     path = find_config_path(explicit, environment)
     if path is None:
         return ServerSettings()
+    return parse_server_settings(_read(path), str(path), environment)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    return parse_server_settings(text, str(path), environment)
 
 
 def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
