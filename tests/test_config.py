@@ -213,7 +213,9 @@ def test_a_missing_required_key_names_the_variable_to_set(type_name: str):
 
 def test_keyless_types_need_no_key():
     for type_name in ("ollama", "lmstudio", "fal", "openrouter"):
-        parse_settings(f"providers:\n  - {{name: x, type: {type_name}}}\n", "c.yaml", {})
+        settings = parse_settings(f"providers:\n  - {{name: x, type: {type_name}}}\n", "c.yaml", {})
+        (provider,) = settings.enabled_providers
+        assert (provider.type, provider.api_key, settings.notes) == (type_name, None, ())
 
 
 def test_the_example_config_checks_with_no_variable_set(

@@ -216,7 +216,8 @@ async def test_sighup_reloads(tmp_path: Path, upstream: UpstreamFactory, daemon:
     async def renamed_shows() -> bool:
         return await model_ids(client) == ["renamed/a"]
 
-    await eventually(renamed_shows)
+    assert await eventually(renamed_shows, "the SIGHUP reload")
+    assert reloader.state.reloads == 1
 
 
 async def test_a_changed_port_needs_a_restart(

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from localrouter.cli import main
 from localrouter.systemd import Notifier, render_unit
+from tests.conftest import eventually
 
 ROOT = Path(__file__).parent.parent
 
@@ -132,8 +133,11 @@ def test_notifier_speaks_to_abstract_sockets_and_is_silent_without_one():
 async def test_sigterm_lets_a_slow_request_finish_and_exits_zero(
     tmp_path: Path, aiohttp_server: Any
 ):
+    arrived, release = asyncio.Event(), asyncio.Event()
+
     async def slow_chat(request: web.Request) -> web.Response:
-        await asyncio.sleep(1.0)
+        arrived.set()
+        await release.wait()  # answers only once the daemon has stopped listening
         return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
 
     app = web.Application()
@@ -150,8 +154,20 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_zero(
                 f"{daemon.url}/v1/chat/completions", json={"model": "up/m", "messages": []}
             )
         )
-        await asyncio.sleep(0.3)  # the request is now waiting on the upstream
+        await arrived.wait()  # the request is now waiting on the upstream
         stopping = asyncio.create_task(daemon.stop())
+
+        async def not_listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+            except OSError:
+                return True
+            writer.close()
+            await writer.wait_closed()
+            return False
+
+        await eventually(not_listening, "the daemon to stop listening")
+        release.set()
         response = await request
         assert response.status == 200
         assert (await response.json())["object"] == "chat.completion"
