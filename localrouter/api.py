@@ -17,7 +17,7 @@ from localrouter.state import REGISTRY, RELOADER, SETTINGS
 def instance_status(instance: Instance) -> dict[str, Any]:
     return {
         "type": instance.settings.type,
-        **instance.cache.status(),
+        **asdict(instance.cache.status()),
         **asdict(instance.cache.counters),
     }
 
@@ -61,8 +61,8 @@ async def providers(request: web.Request) -> web.Response:
                 "name": instance.name,
                 "type": instance.settings.type,
                 "base_url": display_url(instance.settings.resolved_base_url),
-                "status": "ok" if status["last_error"] is None else "error",
-                **status,
+                "status": "ok" if status.last_error is None else "error",
+                **asdict(status),
             }
         )
     return json_response({"providers": listing})

@@ -53,6 +53,22 @@ class Served:
     source: Source
 
 
+@dataclass(frozen=True, slots=True)
+class CacheStatus:
+    """One instance's list as /api/cache/stats, /api/providers and /metrics show it."""
+
+    source: Source | None
+    count: int
+    fetched_at: float | None
+    expires_at: float | None
+    age_seconds: float | None
+    expires_in_seconds: float | None
+    ttl_seconds: float
+    last_error: str | None
+    refreshing: bool
+    retry_in_seconds: float | None
+
+
 @dataclass(slots=True)
 class CacheCounters:
     hits: int = 0
@@ -151,26 +167,24 @@ class ModelCache:
         if self._list is None:
             self._start_refresh(force=False)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CacheStatus:
         now = self._clock()
         current = self._list
         served = self._describe(current) if current else None
         fallback = self._fallback_list if self._fallback_resolved and not current else None
         shown = current or fallback
-        return {
-            "source": served.source if served else (fallback.source if fallback else None),
-            "count": len(shown.models) if shown else 0,
-            "fetched_at": current.fetched_at if current else None,
-            "expires_at": current.expires_at if current else None,
-            "age_seconds": round(now - current.fetched_at, 3) if current else None,
-            "expires_in_seconds": round(current.expires_at - now, 3) if current else None,
-            "ttl_seconds": self._ttl,
-            "last_error": self.last_error,
-            "refreshing": self._task is not None,
-            "retry_in_seconds": max(round(self._retry_at - now, 3), 0.0)
-            if self._failures
-            else None,
-        }
+        return CacheStatus(
+            source=served.source if served else (fallback.source if fallback else None),
+            count=len(shown.models) if shown else 0,
+            fetched_at=current.fetched_at if current else None,
+            expires_at=current.expires_at if current else None,
+            age_seconds=round(now - current.fetched_at, 3) if current else None,
+            expires_in_seconds=round(current.expires_at - now, 3) if current else None,
+            ttl_seconds=self._ttl,
+            last_error=self.last_error,
+            refreshing=self._task is not None,
+            retry_in_seconds=max(round(self._retry_at - now, 3), 0.0) if self._failures else None,
+        )
 
     def set_ttl(self, ttl_seconds: float) -> None:
         """A changed TTL applies to the current list at once: expiry = fetched_at + new TTL."""

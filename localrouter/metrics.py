@@ -146,8 +146,8 @@ class _StateCollector(Collector):
         )
         for instance in instances:
             status = instance.cache.status()
-            models.add_metric([instance.name, status["source"] or "none"], status["count"])
-            up.add_metric([instance.name], 0 if status["last_error"] else 1)
+            models.add_metric([instance.name, status.source or "none"], status.count)
+            up.add_metric([instance.name], 0 if status.last_error else 1)
         yield models
         yield up
         state = self._reloads()
