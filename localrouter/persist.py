@@ -12,7 +12,9 @@ import dataclasses
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,24 +200,32 @@ def _catalog(value: Any) -> CatalogRef:
     return CatalogRef(_text(value.get("id")), _text(value.get("matched_via")))
 
 
-# Every ModelInfo field and how to read it back; a field of the wrong type spoils the file.
-_READERS: dict[str, Callable[[Any], Any]] = {
-    "id": _text,
-    "name": _text,
-    "description": _text,
-    "created": _whole,
-    "context_length": _whole,
-    "max_output_tokens": _whole,
-    "pricing": _prices,
-    "input_modalities": _words,
-    "output_modalities": _words,
-    "capabilities": _words,
-    "supported_parameters": _words,
-    "aliases": _words,
-    "deprecated": _flag,
-    "active": _flag,
-    "catalog": _catalog,
+# How each type a ModelInfo field has is read back; a field of the wrong type spoils the file.
+_READER_BY_TYPE: dict[Any, Callable[[Any], Any]] = {
+    str: _text,
+    int: _whole,
+    bool: _flag,
+    tuple[str, ...]: _words,
+    Mapping[str, float]: _prices,
+    CatalogRef: _catalog,
 }
+
+
+def _readers() -> dict[str, Callable[[Any], Any]]:
+    """A reader per ModelInfo field, from its type: a new field needs nothing here unless its
+    type is new (then this fails at import, naming it)."""
+    hints = typing.get_type_hints(ModelInfo)
+    readers = {}
+    for field in dataclasses.fields(ModelInfo):
+        kinds = [k for k in typing.get_args(hints[field.name]) if k is not type(None)]
+        kind = kinds[0] if isinstance(hints[field.name], types.UnionType) else hints[field.name]
+        if kind not in _READER_BY_TYPE:
+            raise TypeError(f"persist: no reader for ModelInfo.{field.name} ({kind})")
+        readers[field.name] = _READER_BY_TYPE[kind]
+    return readers
+
+
+_READERS = _readers()
 
 
 def _model(item: Any) -> ModelInfo:

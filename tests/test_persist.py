@@ -3,6 +3,7 @@ upstream is down, ignored (never fatal) when damaged or foreign, never from a ca
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from localrouter.cache import ModelList, Source
+from localrouter.persist import ListStore
+from localrouter.providers.base import CatalogRef, ModelInfo
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 
@@ -110,3 +114,37 @@ async def test_persist_false_writes_nothing(
     await served(client)
     await client.close()
     assert not (tmp_path / "lists").exists()
+
+
+async def test_every_model_field_survives_a_write_and_a_read(tmp_path: Path):
+    """Persistence derives from ModelInfo: a field added there round-trips with no other edit."""
+    full = ModelInfo(
+        id="m",
+        name="M",
+        description="a model",
+        created=1_700_000_000,
+        context_length=8192,
+        max_output_tokens=1024,
+        pricing={"prompt": 1e-6, "completion": 2e-6},
+        input_modalities=("text", "image"),
+        output_modalities=("text",),
+        capabilities=("chat", "vision"),
+        supported_parameters=("tools",),
+        aliases=("m-latest",),
+        deprecated=True,
+        active=False,
+        catalog=CatalogRef("vendor/m", "provider_id"),
+    )
+    defaults = ModelInfo(id="another")
+    unset = [
+        f.name
+        for f in dataclasses.fields(ModelInfo)
+        if getattr(full, f.name) == getattr(defaults, f.name)
+    ]
+    assert unset == [], f"give these fields a value in this test: {unset}"
+    store = ListStore(tmp_path, "inst", "openai_compatible", "http://127.0.0.1:9/v1")
+    store.save_soon(ModelList((full,), Source.LIVE, 1_800_000_000.0, 1_800_003_600.0))
+    await store.flush()
+    loaded = await ListStore(tmp_path, "inst", "openai_compatible", "http://127.0.0.1:9/v1").load()
+    assert loaded is not None
+    assert loaded.models == (full,)
