@@ -123,11 +123,6 @@ class Auth:
             headers[self.header] = f"{self.scheme} {key}" if self.scheme else key
         return headers
 
-    @property
-    def header_names(self) -> frozenset[str]:
-        """Lower-cased names of the headers this scheme sets (never taken from a client)."""
-        return frozenset({self.header.lower(), *(name.lower() for name, _ in self.fixed)})
-
 
 BEARER = Auth()
 
@@ -138,9 +133,6 @@ class Endpoint:
 
     base: BaseFor = same_base
     auth: Auth = BEARER
-
-    def url(self, settings: ProviderSettings, path: str) -> str:
-        return self.base(settings).rstrip("/") + "/" + path.lstrip("/")
 
 
 def _chat_only() -> Mapping[Wire, Endpoint]:
