@@ -31,7 +31,6 @@ log = structlog.get_logger(__name__)
 SortBy = Literal["provider_count", "name", "cheapest_price"]
 SORTS: tuple[SortBy, ...] = ("provider_count", "name", "cheapest_price")
 DEFAULT_ORDER = {"provider_count": "desc", "name": "asc", "cheapest_price": "asc"}
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,95 +96,142 @@ def _whole(query: MultiMapping[str], name: str, *, minimum: int) -> int | None:
     return value
 
 
-def group_models(lists: InstanceLists) -> list[Row]:
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One instance serving a distinct model."""
+
+    instance: str
+    id: str
+    upstream_id: str
+    prompt: str | None  # USD per token, as OpenRouter writes it
+    completion: str | None
+    active: bool
+    cost: float | None  # prompt + completion, for sorting by price; not shown
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "id": self.id,
+            "upstream_id": self.upstream_id,
+            "pricing": {"prompt": self.prompt, "completion": self.completion},
+            "active": self.active,
+        }
+
+
+@dataclass(slots=True)
+class Group:
+    """A distinct model (by catalog id, else normalised id) and every instance serving it."""
+
+    id: str
+    name: str | None
+    offers: list[Offer]
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueRow:
+    """A group as one query shows it: only the offers the query keeps."""
+
+    id: str
+    name: str
+    offers: list[Offer]
+    cheapest: Offer | None
+
+    @property
+    def provider_count(self) -> int:
+        return len({offer.instance for offer in self.offers})
+
+    @property
+    def cost(self) -> float:
+        """The cheapest offer's prompt + completion price (0.0 when nothing is priced)."""
+        return self.cheapest.cost or 0.0 if self.cheapest is not None else 0.0
+
+    def public(self) -> dict[str, Any]:
+        cheapest = self.cheapest
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provider_count": self.provider_count,
+            "providers": [offer.public() for offer in self.offers],
+            "cheapest_price": None
+            if cheapest is None
+            else {
+                "instance": cheapest.instance,
+                "id": cheapest.id,
+                "prompt": cheapest.prompt,
+                "completion": cheapest.completion,
+            },
+        }
+
+
+def group_models(lists: InstanceLists) -> list[Group]:
     """Every distinct model with all its providers, inactive ones marked, sorted by id."""
-    groups: dict[str, Row] = {}
+    groups: dict[str, Group] = {}
     for (instance, _), served in zip(lists.labels, lists.served, strict=True):
         if served is None:
             continue
         for model in served.models.models:
             key = model.catalog.id if model.catalog else normalise(model.id)
-            row = groups.setdefault(key, {"id": key, "name": None, "providers": []})
-            row["name"] = row["name"] or model.name
-            row["providers"].append(_provider(instance, model))
-    for row in groups.values():
-        row["name"] = row["name"] or row["providers"][0]["upstream_id"]
+            group = groups.setdefault(key, Group(key, None, []))
+            group.name = group.name or model.name
+            group.offers.append(_offer(instance, model))
     return [groups[key] for key in sorted_in_steps(list(groups))]
 
 
-def _provider(instance: str, model: ModelInfo) -> dict[str, Any]:
+def _offer(instance: str, model: ModelInfo) -> Offer:
     prompt, completion = model.pricing.get("prompt"), model.pricing.get("completion")
-    return {
-        "instance": instance,
-        "id": f"{instance}/{model.id}",
-        "upstream_id": model.id,
-        "pricing": {
-            "prompt": price_text(prompt) if prompt is not None else None,
-            "completion": price_text(completion) if completion is not None else None,
-        },
-        "active": model.active and not model.deprecated,
-        "_cost": None
-        if prompt is None and completion is None
-        else (prompt or 0) + (completion or 0),
-    }
+    return Offer(
+        instance=instance,
+        id=f"{instance}/{model.id}",
+        upstream_id=model.id,
+        prompt=price_text(prompt) if prompt is not None else None,
+        completion=price_text(completion) if completion is not None else None,
+        active=model.active and not model.deprecated,
+        cost=None if prompt is None and completion is None else (prompt or 0) + (completion or 0),
+    )
 
 
-def select(groups: list[Row], query: UniqueQuery) -> tuple[int, list[Row]]:
+def select(groups: list[Group], query: UniqueQuery) -> tuple[int, list[dict[str, Any]]]:
     """Filter, sort (ties by id) and page the grouped rows: (total before paging, page)."""
     rows = []
     for group in groups:
-        providers = [p for p in group["providers"] if query.include_inactive or p["active"]]
-        if len({p["instance"] for p in providers}) < query.min_providers or not providers:
+        offers = [o for o in group.offers if query.include_inactive or o.active]
+        if len({o.instance for o in offers}) < query.min_providers or not offers:
             continue
-        if query.provider and all(p["instance"] != query.provider for p in providers):
+        if query.provider and all(o.instance != query.provider for o in offers):
             continue
-        rows.append(_row(group, providers))
+        rows.append(_row(group, offers))
     descending = query.order == "desc"
-    rows = sorted_in_steps(rows, key=lambda row: row["id"])  # groups come sorted: cheap
+    rows = sorted_in_steps(rows, key=lambda row: row.id)  # groups come sorted: cheap
     if query.sort_by == "provider_count":
-        rows = sorted_in_steps(rows, key=lambda row: row["provider_count"], reverse=descending)
+        rows = sorted_in_steps(rows, key=lambda row: row.provider_count, reverse=descending)
     elif query.sort_by == "name":
-        rows = sorted_in_steps(rows, key=lambda row: row["name"].lower(), reverse=descending)
+        rows = sorted_in_steps(rows, key=lambda row: row.name.lower(), reverse=descending)
     else:  # cheapest_price: unpriced rows last whatever the order
-        priced = [row for row in rows if row["_cost"] is not None]
-        unpriced = [row for row in rows if row["_cost"] is None]
-        priced = sorted_in_steps(priced, key=lambda row: row["_cost"], reverse=descending)
+        priced = [row for row in rows if row.cheapest is not None]
+        unpriced = [row for row in rows if row.cheapest is None]  # kept in id order, last
+        priced = sorted_in_steps(priced, key=lambda row: row.cost, reverse=descending)
         rows = priced + unpriced
     end = None if query.limit is None else query.offset + query.limit
-    return len(rows), [_public(row) for row in rows[query.offset : end]]
+    return len(rows), [row.public() for row in rows[query.offset : end]]
 
 
-def _row(group: Row, providers: list[dict[str, Any]]) -> Row:
-    priced = [p for p in providers if p["_cost"] is not None]
-    cheapest = min(priced, key=lambda p: p["_cost"]) if priced else None  # first wins a tie
-    return {
-        "id": group["id"],
-        "name": group["name"],
-        "provider_count": len({p["instance"] for p in providers}),
-        "providers": providers,
-        "cheapest_price": None
-        if cheapest is None
-        else {"instance": cheapest["instance"], "id": cheapest["id"], **cheapest["pricing"]},
-        "_cost": cheapest["_cost"] if cheapest else None,
-    }
-
-
-def _public(row: Row) -> Row:
-    providers = [{k: v for k, v in p.items() if k != "_cost"} for p in row["providers"]]
-    return {**{k: v for k, v in row.items() if k != "_cost"}, "providers": providers}
+def _row(group: Group, offers: list[Offer]) -> UniqueRow:
+    priced = [o for o in offers if o.cost is not None]
+    cheapest = min(priced, key=lambda o: o.cost or 0.0) if priced else None  # first wins a tie
+    return UniqueRow(group.id, group.name or offers[0].upstream_id, offers, cheapest)
 
 
 class UniqueCache:
     """The grouped table per data state, and each query's bytes, until a list changes."""
 
     def __init__(self) -> None:
-        self._groups: DerivedCache[None, list[Row]] = DerivedCache(capacity=1)
+        self._groups: DerivedCache[None, list[Group]] = DerivedCache(capacity=1)
         self._pages: DerivedCache[UniqueQuery, bytes] = DerivedCache(capacity=128)
 
     def rendered_queries(self) -> set[UniqueQuery]:
         return set(self._pages.keys())
 
-    async def groups(self, lists: InstanceLists) -> list[Row]:
+    async def groups(self, lists: InstanceLists) -> list[Group]:
         return await self._groups.get_async(None, lists, lambda: group_models(lists))
 
     async def page(self, query: UniqueQuery, lists: InstanceLists) -> bytes:
@@ -226,7 +272,7 @@ async def unique_model(request: web.Request) -> web.Response:
     lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
     query = UniqueQuery(include_inactive=True)
     for group in await app[UNIQUE_CACHE].groups(lists):
-        if group["id"] == wanted:
+        if group.id == wanted:
             _, rows = select([group], query)
             return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
     raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
