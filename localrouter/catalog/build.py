@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from localrouter.providers.base import ModelInfo
 from localrouter.providers.parsing import (
     PER_MILLION,
     mapping,
@@ -57,7 +58,7 @@ def build_catalog(openrouter: Any, models_dev: Any, sources: dict[str, str]) -> 
         if not isinstance(models, dict):
             continue
         entries = {
-            model_id: _from_models_dev(item)
+            model_id: _from_models_dev(model_id, item)
             for model_id, item in sorted(models.items())
             if isinstance(item, dict)
         }
@@ -86,21 +87,24 @@ def _from_openrouter(item: dict[str, Any]) -> Entry:
     capabilities = _capabilities(
         inputs, outputs, tools="tools" in supported, reasoning="reasoning" in supported
     )
-    return _compact(
-        name=text(item.get("name")),
-        description=text(item.get("description")),
-        created=positive_int(item.get("created")),
-        context_length=positive_int(item.get("context_length")),
-        max_output_tokens=positive_int(top.get("max_completion_tokens")),
-        pricing=per_token_prices(item.get("pricing")),
-        input_modalities=list(inputs),
-        output_modalities=list(outputs),
-        capabilities=capabilities,
-        supported_parameters=list(supported),
+    return _entry(
+        ModelInfo(
+            id=item["id"],
+            name=text(item.get("name")),
+            description=text(item.get("description")),
+            created=positive_int(item.get("created")) or 0,
+            context_length=positive_int(item.get("context_length")),
+            max_output_tokens=positive_int(top.get("max_completion_tokens")),
+            pricing=per_token_prices(item.get("pricing")),
+            input_modalities=inputs,
+            output_modalities=outputs,
+            capabilities=tuple(capabilities),
+            supported_parameters=supported,
+        )
     )
 
 
-def _from_models_dev(item: dict[str, Any]) -> Entry:
+def _from_models_dev(model_id: str, item: dict[str, Any]) -> Entry:
     limit = mapping(item.get("limit"))
     modalities = mapping(item.get("modalities"))
     inputs = tuple(_MODALITY.get(m, m) for m in strings(modalities.get("input")))
@@ -122,17 +126,20 @@ def _from_models_dev(item: dict[str, Any]) -> Entry:
             reasoning=item.get("reasoning") is True,
         )
     )
-    return _compact(
-        name=text(item.get("name")),
-        created=_date(item.get("release_date")),
-        context_length=positive_int(limit.get("context")),
-        # An embedding model's output limit is its vector size, not a number of tokens.
-        max_output_tokens=None if embedding else positive_int(limit.get("output")),
-        pricing=pricing,
-        input_modalities=list(inputs),
-        output_modalities=["embeddings"] if embedding else list(outputs),
-        capabilities=capabilities,
-        deprecated=item.get("status") == "deprecated" or None,
+    return _entry(
+        ModelInfo(
+            id=model_id,
+            name=text(item.get("name")),
+            created=_date(item.get("release_date")) or 0,
+            context_length=positive_int(limit.get("context")),
+            # An embedding model's output limit is its vector size, not a number of tokens.
+            max_output_tokens=None if embedding else positive_int(limit.get("output")),
+            pricing=pricing,
+            input_modalities=inputs,
+            output_modalities=("embeddings",) if embedding else outputs,
+            capabilities=tuple(capabilities),
+            deprecated=item.get("status") == "deprecated",
+        )
     )
 
 
@@ -165,5 +172,8 @@ def _date(value: Any) -> int | None:
     return int(parsed.replace(tzinfo=parsed.tzinfo or UTC).timestamp())
 
 
-def _compact(**fields: Any) -> Entry:
-    return {key: value for key, value in fields.items() if value not in (None, [], {}, "")}
+def _entry(model: ModelInfo) -> Entry:
+    """A catalog entry is a ModelInfo's plain form without its id (the id is the key)."""
+    entry = model.plain()
+    del entry["id"]
+    return entry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from localrouter.catalog import Catalog
@@ -46,21 +46,14 @@ def model_from_entry(model_id: str, entry: Entry, catalog_id: str) -> ModelInfo:
 
 
 def _fill(model: ModelInfo, entry: Entry, ref: CatalogRef) -> ModelInfo:
-    def tup(key: str) -> tuple[Any, ...]:
-        return tuple(entry.get(key, ()))
+    """Each field the provider left empty takes the entry's value (entries are ModelInfo's
+    plain form, so every field is covered without naming it here)."""
+    taken: dict[str, Any] = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in entry.items()
+        if name in _FILLABLE and not getattr(model, name)
+    }
+    return replace(model, **taken, catalog=ref)
 
-    return replace(
-        model,
-        name=model.name or entry.get("name"),
-        description=model.description or entry.get("description"),
-        created=model.created or entry.get("created", 0),
-        context_length=model.context_length or entry.get("context_length"),
-        max_output_tokens=model.max_output_tokens or entry.get("max_output_tokens"),
-        pricing=model.pricing or entry.get("pricing", {}),
-        input_modalities=model.input_modalities or tup("input_modalities"),
-        output_modalities=model.output_modalities or tup("output_modalities"),
-        capabilities=model.capabilities or tup("capabilities"),
-        supported_parameters=model.supported_parameters or tup("supported_parameters"),
-        deprecated=model.deprecated or bool(entry.get("deprecated")),
-        catalog=ref,
-    )
+
+_FILLABLE = frozenset(f.name for f in fields(ModelInfo)) - {"id", "catalog", "active"}

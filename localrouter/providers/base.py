@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yarl import URL
 
@@ -69,6 +70,24 @@ class ModelInfo:
     deprecated: bool = False
     active: bool = True
     catalog: CatalogRef | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, as JSON-ready values (persisted lists
+        and catalog entries are this)."""
+        found: dict[str, Any] = {}
+        for name, default in _DEFAULTS.items():
+            value = getattr(self, name)
+            if value != default and value not in (None, (), {}, ""):
+                found[name] = dataclasses.asdict(value) if name == "catalog" else value
+        return found
+
+
+def _defaults() -> dict[str, Any]:
+    bare = ModelInfo(id="")
+    return {f.name: getattr(bare, f.name) for f in dataclasses.fields(ModelInfo)}
+
+
+_DEFAULTS = _defaults()
 
 
 class Provider(Protocol):
