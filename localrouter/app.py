@@ -1,4 +1,5 @@
-"""create_app(settings) -> web.Application: routes, middlewares, upstream session, registry."""
+"""create_app(settings) -> web.Application: live settings, the guard, routes, the upstream session
+and the registry."""
 
 from __future__ import annotations
 
