@@ -1,0 +1,211 @@
+"""A Chat Completions answer, as the Anthropic Messages answer that means the same: a whole
+answer at once (`message`), or a stream chunk by chunk (`MessagesStream`), holding nothing
+beyond the chunk in hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+Json = dict[str, Any]
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def message(chat: Json, model: str) -> Json:
+    """The Messages answer for a whole Chat Completions answer; `model` is the id the client
+    asked for."""
+    choices = chat.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    said = choice.get("message") if isinstance(choice, dict) else None
+    said = said if isinstance(said, dict) else {}
+    content: list[Json] = []
+    if isinstance(text := said.get("content"), str) and text:
+        content.append({"type": "text", "text": text})
+    for call in said.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": str(call.get("id") or ""),
+                    "name": str(function.get("name") or ""),
+                    "input": tool_input(function.get("arguments")),
+                }
+            )
+    return {
+        "id": message_id(chat.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": usage(chat.get("usage")),
+    }
+
+
+def usage(chat_usage: Any) -> Json:
+    """Chat counts as Messages counts: cached prompt tokens are reported apart, as Anthropic
+    does (its input_tokens excludes cache reads)."""
+    found = chat_usage if isinstance(chat_usage, dict) else {}
+    prompt = _count(found.get("prompt_tokens"))
+    details = found.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    counts: Json = {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": _count(found.get("completion_tokens")),
+    }
+    if cached:
+        counts["cache_read_input_tokens"] = cached
+    return counts
+
+
+def tool_input(arguments: Any) -> Json:
+    """A tool call's arguments as the object Messages wants (a model may send broken JSON)."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {"arguments": arguments}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def message_id(chat_id: Any) -> str:
+    return f"msg_{chat_id}" if isinstance(chat_id, str) and chat_id else "msg_localrouter"
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class MessagesStream:
+    """Turns Chat Completions chunks into Messages events as they arrive.
+
+    `feed(chunk)` gives the events one chunk means (text deltas, a tool call opening or
+    growing), `finish()` the closing ones (the open block's stop, `message_delta` with the stop
+    reason and the counts, `message_stop`). Each event is `(name, data)`; `sse` frames them.
+
+    Upstreams stream parallel tool calls one after another. Arguments for a call whose block
+    was already closed (calls interleaved chunk by chunk) cannot be added to it in Messages'
+    protocol; they are dropped rather than held, as nothing is buffered."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._started = False
+        self._index = -1  # the open content block; -1: none yet
+        self._open: str | None = None  # "text" or "tool_use"
+        self._tool_blocks: dict[int, int] = {}  # the upstream's tool-call index -> block index
+        self._stop_reason = "end_turn"
+        self._usage: Json = {"input_tokens": 0, "output_tokens": 0}
+
+    def feed(self, chunk: Json) -> list[tuple[str, Json]]:
+        events: list[tuple[str, Json]] = []
+        if not self._started:
+            self._started = True
+            events.append(("message_start", self._start(chunk)))
+        if chunk.get("usage"):
+            self._usage = usage(chunk["usage"])
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                events += self._delta(delta)
+            if choice.get("finish_reason"):
+                self._stop_reason = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+        return events
+
+    def finish(self) -> list[tuple[str, Json]]:
+        events = [] if self._started else [("message_start", self._start({}))]
+        events += self._close()
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
+                    "usage": self._usage,
+                },
+            )
+        )
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    def _start(self, chunk: Json) -> Json:
+        return {
+            "type": "message_start",
+            "message": {
+                "id": message_id(chunk.get("id")),
+                "type": "message",
+                "role": "assistant",
+                "model": self._model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+        }
+
+    def _delta(self, delta: Json) -> list[tuple[str, Json]]:
+        events: list[tuple[str, Json]] = []
+        if isinstance(text := delta.get("content"), str) and text:
+            if self._open != "text":
+                events += self._open_block({"type": "text", "text": ""}, "text")
+            events.append(self._block_delta({"type": "text_delta", "text": text}))
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, dict):
+                continue
+            position = call.get("index", 0)
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            if position not in self._tool_blocks:
+                block = {
+                    "type": "tool_use",
+                    "id": str(call.get("id") or f"toolu_{position}"),
+                    "name": str(function.get("name") or ""),
+                    "input": {},
+                }
+                events += self._open_block(block, "tool_use")
+                self._tool_blocks[position] = self._index
+            arguments = function.get("arguments")
+            growing = self._tool_blocks[position] == self._index  # its block is the open one
+            if isinstance(arguments, str) and arguments and growing:
+                events.append(
+                    self._block_delta({"type": "input_json_delta", "partial_json": arguments})
+                )
+        return events
+
+    def _open_block(self, block: Json, kind: str) -> list[tuple[str, Json]]:
+        events = self._close()
+        self._index += 1
+        self._open = kind
+        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        events.append(("content_block_start", start))
+        return events
+
+    def _block_delta(self, delta: Json) -> tuple[str, Json]:
+        body = {"type": "content_block_delta", "index": self._index, "delta": delta}
+        return "content_block_delta", body
+
+    def _close(self) -> list[tuple[str, Json]]:
+        if self._open is None:
+            return []
+        self._open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+
+
+def sse(events: list[tuple[str, Json]]) -> bytes:
+    """Server-sent events as Anthropic frames them: `event:` then `data:`."""
+    return b"".join(
+        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        for name, data in events
+    )

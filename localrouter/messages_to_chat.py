@@ -1,0 +1,192 @@
+"""An Anthropic Messages request, as the Chat Completions request that means the same.
+
+What has a counterpart maps across (system, text and image blocks, tool use and results with
+their ids, tools, tool_choice, stop sequences, sampling, the user id); what has none (thinking,
+cache_control, context_management, server tools, unknown fields) is dropped, never an error.
+Real clients stretch the spec, and what they mean is honoured: Claude Code puts `role: "system"`
+entries inside `messages` for non-Claude models, and may send tools with no schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+Json = dict[str, Any]
+
+_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+
+
+def chat_request(messages_request: Json, upstream_model: str) -> Json:
+    """The Chat Completions body for a Messages body (already checked to be an object)."""
+    chat: Json = {"model": upstream_model, "messages": _messages(messages_request)}
+    if isinstance(max_tokens := messages_request.get("max_tokens"), int):
+        chat["max_tokens"] = max_tokens
+    for name in ("temperature", "top_p"):
+        if isinstance(value := messages_request.get(name), int | float):
+            chat[name] = value
+    if stops := _texts(messages_request.get("stop_sequences")):
+        chat["stop"] = stops
+    metadata = messages_request.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        chat["user"] = metadata["user_id"]
+    if tools := _tools(messages_request.get("tools")):
+        chat["tools"] = tools
+        chat.update(_tool_choice(messages_request.get("tool_choice")))
+    if messages_request.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}  # real counts for message_delta
+    return chat
+
+
+def _messages(request: Json) -> list[Json]:
+    out: list[Json] = []
+    if system := _text_of(request.get("system")):
+        out.append({"role": "system", "content": system})
+    for message in request.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        role, content = message.get("role"), message.get("content")
+        if role == "system":
+            if text := _text_of(content):
+                out.append({"role": "system", "content": text})
+        elif role == "assistant":
+            out.extend(_assistant(content))
+        elif role == "user":
+            out.extend(_user(content))
+    return out
+
+
+def _user(content: Any) -> list[Json]:
+    """Tool results become `tool` messages (first, in order, as Chat wants them right after
+    the assistant's calls); the rest is one user message of content parts."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    results: list[Json] = []
+    parts: list[Json] = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "tool_result":
+            text, images = _result_content(block.get("content"))
+            if block.get("is_error") is True:
+                text = f"Error: {text}" if text else "Error"
+            results.append(
+                {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
+            )
+            parts.extend(images)  # a tool message carries text only: images follow as user parts
+        elif kind == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image" and (image := _image_part(block.get("source"))):
+            parts.append(image)
+    if parts:
+        only_text = all(part["type"] == "text" for part in parts)
+        user_content: Any = "\n\n".join(p["text"] for p in parts) if only_text else parts
+        results.append({"role": "user", "content": user_content})
+    return results
+
+
+def _assistant(content: Any) -> list[Json]:
+    if isinstance(content, str):
+        return [{"role": "assistant", "content": content}]
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(
+                {
+                    "id": str(block.get("id", "")),
+                    "type": "function",
+                    "function": {"name": str(block.get("name", "")), "arguments": arguments},
+                }
+            )
+        # thinking and redacted_thinking blocks have no Chat counterpart: dropped
+    message: Json = {"role": "assistant", "content": "\n\n".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    return [message] if texts or calls else []
+
+
+def _result_content(content: Any) -> tuple[str, list[Json]]:
+    if isinstance(content, str):
+        return content, []
+    texts: list[str] = []
+    images: list[Json] = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "image" and (image := _image_part(block.get("source"))):
+            images.append(image)
+    return "\n\n".join(texts), images
+
+
+def _image_part(source: Any) -> Json | None:
+    if not isinstance(source, dict):
+        return None
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        media = source.get("media_type") or "image/png"
+        return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{source['data']}"}}
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return {"type": "image_url", "image_url": {"url": source["url"]}}
+    return None
+
+
+def _tools(tools: Any) -> list[Json]:
+    """Client tools with a name become functions; server tools (web_search, ...), which carry
+    a `type` other than "custom" and no schema, have no Chat counterpart and are dropped."""
+    out: list[Json] = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type") not in (None, "custom"):
+            continue
+        schema = tool.get("input_schema")
+        function: Json = {
+            "name": tool["name"],
+            "parameters": schema if isinstance(schema, dict) else {"type": "object"},
+        }
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> Json:
+    if not isinstance(choice, dict):
+        return {}
+    kind = choice.get("type")
+    found: Json = {}
+    if kind in _TOOL_CHOICE:
+        found["tool_choice"] = _TOOL_CHOICE[kind]
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        found["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    if choice.get("disable_parallel_tool_use") is True:
+        found["parallel_tool_calls"] = False
+    return found
+
+
+def _text_of(content: Any) -> str:
+    """A string, or the text blocks of a list joined by blank lines."""
+    if isinstance(content, str):
+        return content
+    blocks = content if isinstance(content, list) else []
+    return "\n\n".join(
+        block["text"]
+        for block in blocks
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+
+
+def _texts(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

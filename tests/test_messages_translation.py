@@ -1,0 +1,263 @@
+"""Anthropic Messages <-> Chat Completions, both ways, whole and streamed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from localrouter.chat_to_messages import MessagesStream, message, sse
+from localrouter.messages_to_chat import chat_request
+
+
+def test_a_messages_request_becomes_the_chat_request_that_means_the_same():
+    request = {
+        "model": "lab/qwen",
+        "max_tokens": 512,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop_sequences": ["###"],
+        "metadata": {"user_id": "u-1"},
+        "stream": True,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": []},
+        "tools": [
+            {"name": "read", "description": "Read a file", "input_schema": {"type": "object"}},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+            {"name": "placeholder"},
+        ],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "messages": [
+            {"role": "system", "content": "Claude Code put this here."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in a.txt?"},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AAA"},
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "Reading it."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "read",
+                        "input": {"path": "a.txt"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": "no such file",
+                        "is_error": True,
+                    },
+                    {"type": "text", "text": "Try b.txt"},
+                ],
+            },
+        ],
+    }
+    chat = chat_request(request, "qwen")
+    assert chat == {
+        "model": "qwen",
+        "max_tokens": 512,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["###"],
+        "user": "u-1",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "read",
+                    "description": "Read a file",
+                    "parameters": {"type": "object"},
+                },
+            },
+            {
+                "type": "function",
+                "function": {"name": "placeholder", "parameters": {"type": "object"}},
+            },
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Claude Code put this here."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in a.txt?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "Reading it.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "read", "arguments": '{"path":"a.txt"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: no such file"},
+            {"role": "user", "content": "Try b.txt"},
+        ],
+    }
+
+
+def test_tool_choice_maps_across():
+    base = {"messages": [], "tools": [{"name": "t", "input_schema": {"type": "object"}}]}
+    for choice, expected in (
+        ({"type": "auto"}, "auto"),
+        ({"type": "none"}, "none"),
+        ({"type": "tool", "name": "t"}, {"type": "function", "function": {"name": "t"}}),
+    ):
+        assert chat_request({**base, "tool_choice": choice}, "m")["tool_choice"] == expected
+
+
+WHOLE = {
+    "id": "chatcmpl-9",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Let me look.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "read", "arguments": '{"path": "b.txt"}'},
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    },
+}
+
+
+def test_a_whole_chat_answer_becomes_a_message():
+    assert message(WHOLE, "lab/qwen") == {
+        "id": "msg_chatcmpl-9",
+        "type": "message",
+        "role": "assistant",
+        "model": "lab/qwen",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "call_1", "name": "read", "input": {"path": "b.txt"}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 20, "output_tokens": 30, "cache_read_input_tokens": 100},
+    }
+
+
+def test_stop_reasons():
+    for finish, stop in (
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+    ):
+        answer = {"choices": [{"message": {"content": "x"}, "finish_reason": finish}]}
+        assert message(answer, "m")["stop_reason"] == stop
+
+
+def chunks() -> list[dict[str, Any]]:
+    """WHOLE, as an upstream streams it (usage in a last chunk with no choices)."""
+
+    def delta(**fields: Any) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-9",
+            "choices": [{"index": 0, "delta": fields, "finish_reason": None}],
+        }
+
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "read", "arguments": ""},
+    }
+    return [
+        delta(role="assistant", content=""),
+        delta(content="Let me "),
+        delta(content="look."),
+        delta(tool_calls=[call]),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": '{"path": '}}]),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": '"b.txt"}'}}]),
+        {"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"id": "chatcmpl-9", "choices": [], "usage": WHOLE["usage"]},
+    ]
+
+
+def accumulate(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The final message a client builds from the events (as the SDK's stream helper does)."""
+    built: dict[str, Any] = {}
+    partial: dict[int, str] = {}
+    for name, data in events:
+        if name == "message_start":
+            built = dict(data["message"])
+            built["content"] = []
+        elif name == "content_block_start":
+            built["content"].append(dict(data["content_block"]))
+        elif name == "content_block_delta":
+            block, delta = built["content"][data["index"]], data["delta"]
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            else:
+                partial[data["index"]] = partial.get(data["index"], "") + delta["partial_json"]
+        elif name == "content_block_stop" and data["index"] in partial:
+            built["content"][data["index"]]["input"] = orjson.loads(partial[data["index"]])
+        elif name == "message_delta":
+            built.update(data["delta"])
+            built["usage"] = data["usage"]
+    return built
+
+
+def test_a_stream_gives_the_events_of_the_whole_message():
+    stream = MessagesStream("lab/qwen")
+    events = [event for chunk in chunks() for event in stream.feed(chunk)] + stream.finish()
+    names = [name for name, _ in events]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert accumulate(events) == message(WHOLE, "lab/qwen")
+    framed = sse(events[:1]).decode()
+    assert framed.startswith("event: message_start\ndata: {")
+    assert framed.endswith("}\n\n")
+
+
+def test_an_empty_stream_still_closes_properly():
+    stream = MessagesStream("m")
+    names = [name for name, _ in stream.finish()]
+    assert names == ["message_start", "message_delta", "message_stop"]
