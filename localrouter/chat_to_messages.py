@@ -166,7 +166,8 @@ class MessagesStream:
             if not isinstance(call, dict):
                 continue
             position = call.get("index", 0)
-            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            named = call.get("function")
+            function: Json = named if isinstance(named, dict) else {}
             if position not in self._tool_blocks:
                 block = {
                     "type": "tool_use",
