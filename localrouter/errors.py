@@ -21,6 +21,10 @@ class LocalRouterError(Exception):
     def to_body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.code, self.param)
 
+    def to_anthropic_body(self) -> dict[str, Any]:
+        """The same error as Anthropic's API shapes it (for /v1/messages)."""
+        return anthropic_error_body(self.message, self.status)
+
 
 class BadRequest(LocalRouterError):
     status = 400
@@ -85,6 +89,22 @@ class UpstreamError(Exception):
         self.message = message
         self.status = status
         self.code = code  # for a client-facing error: upstream_redirect, upstream_too_large
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(message: str, status: int) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def error_body(

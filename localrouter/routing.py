@@ -138,6 +138,8 @@ def _token_ok(request: web.Request, token: bytes) -> bool:
         raise TwoCredentials(
             "The request carries more than one Authorization header; send exactly one."
         )
+    if not sent and (api_key := request.headers.get("x-api-key")) is not None:
+        return hmac.compare_digest(api_key.strip().encode(), token)  # Anthropic clients' way
     scheme, _, given = (sent[0] if sent else "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
 
@@ -148,8 +150,10 @@ def endpoint(
     record: Callable[[int, float], None],
     *,
     open_route: bool = False,
+    anthropic: bool = False,
 ) -> Handler:
-    """Wrap a handler: checks first, errors as OpenAI JSON, CORS when allowed, metrics."""
+    """Wrap a handler: checks first, errors as OpenAI JSON (Anthropic's shape on the Anthropic
+    routes), CORS when allowed, metrics."""
 
     needs_token = not open_route
 
@@ -164,7 +168,8 @@ def endpoint(
             guard.check(request, needs_token=needs_token)
             response = await handler(request)
         except LocalRouterError as exc:
-            response = _failed(request, json_response(exc.to_body(), status=exc.status))
+            body = exc.to_anthropic_body() if anthropic else exc.to_body()
+            response = _failed(request, json_response(body, status=exc.status))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -244,12 +249,18 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 
 def add_routes(
-    app: web.Application, routes: Iterable[tuple[str, str, Handler]], open_paths: set[str]
+    app: web.Application,
+    routes: Iterable[tuple[str, str, Handler]],
+    open_paths: set[str],
+    anthropic_paths: frozenset[str] = frozenset(),
 ) -> None:
     guard, metrics = app[GUARD], app[METRICS]
     for method, path, handler in routes:
         record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
-        wrapped = endpoint(handler, guard, record, open_route=path in open_paths)
+        anthropic = path in anthropic_paths
+        wrapped = endpoint(
+            handler, guard, record, open_route=path in open_paths, anthropic=anthropic
+        )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, answered with GET's headers
         else:

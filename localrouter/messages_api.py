@@ -1,0 +1,165 @@
+"""POST /v1/messages (Anthropic's Messages API) for any chat-capable instance, translated to
+Chat Completions and back (messages_to_chat.py, chat_to_messages.py); errors in Anthropic's
+shape. The client's credentials are the daemon's token (x-api-key or Authorization) and are
+never forwarded: the instance's own key goes upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from localrouter.chat_to_messages import MessagesStream, message, sse
+from localrouter.errors import (
+    BadRequest,
+    GatewayError,
+    NotAChatModel,
+    UpstreamError,
+    anthropic_error_body,
+)
+from localrouter.messages_to_chat import chat_request
+from localrouter.providers.base import Wire
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, upstream_message
+from localrouter.registry import Instance
+from localrouter.resolve import resolve
+from localrouter.responses import JSON, request_json
+from localrouter.routing import add_cors
+from localrouter.secrets import redact_bytes
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = await request_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
+    if not isinstance(body.get("messages"), list):
+        raise BadRequest("'messages' is required: a list of messages.", param="messages")
+    instance, upstream_id = await resolve(request, model)
+    route = instance.route(Wire.CHAT)
+    if route is None:
+        kind = instance.settings.type
+        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
+    http = instance.http
+    url = route.url("chat/completions")
+    streamed = body.get("stream") is True
+    chat = chat_request(body, upstream_id)
+    where = http.where(url)
+    seconds = instance.settings.chat_timeout_seconds
+    with _gateway_errors(where, http, seconds):
+        async with (
+            asyncio.timeout(None if streamed else seconds),
+            http.request(
+                "POST",
+                url,
+                data=orjson.dumps(chat),
+                headers=dict(route.headers),
+                limits=route.stream_limits if streamed else route.answer_limits,
+            ) as upstream,
+        ):
+            if upstream.status >= 400:
+                return await _upstream_error(upstream, http, where)
+            if streamed:
+                return await _stream(request, upstream, instance, model, where)
+            answer = orjson.loads(await http.read_body(upstream, where))
+            if not isinstance(answer, dict):
+                raise UpstreamError(f"{where} answered with something other than an object")
+            whole = redact_bytes(orjson.dumps(message(answer, model)), http.secrets)
+            return web.Response(body=whole, content_type=JSON)
+
+
+@contextmanager
+def _gateway_errors(where: str, http: UpstreamClient, seconds: float) -> Iterator[None]:
+    """A failed upstream call as the client's 502 or 504."""
+    try:
+        yield
+    except UpstreamError as exc:
+        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
+        ) from None
+    except TimeoutError:
+        raise GatewayError(
+            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GatewayError(
+            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
+        ) from None
+
+
+async def _upstream_error(
+    upstream: UpstreamResponse, http: UpstreamClient, where: str
+) -> web.Response:
+    """The upstream's status, with its own message (redacted) in Anthropic's shape."""
+    detail = upstream_message(await upstream.content.read(MAX_ERROR_BODY), http.secrets)
+    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
+    body = orjson.dumps(anthropic_error_body(text, upstream.status))
+    return web.Response(body=body, status=upstream.status, content_type=JSON)
+
+
+async def _stream(
+    request: web.Request,
+    upstream: UpstreamResponse,
+    instance: Instance,
+    model: str,
+    where: str,
+) -> web.StreamResponse:
+    """Each upstream chunk, as it arrives, becomes its Messages events; only an incomplete
+    line is held. A broken upstream ends the stream with an `error` event."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    response.headers["Cache-Control"] = "no-cache"
+    add_cors(request, response)
+    await response.prepare(request)
+    translator = MessagesStream(model)
+    secrets = instance.http.secrets
+    held = b""
+    try:
+        async for received in upstream.content.iter_any():
+            lines = (held + received).split(b"\n")
+            held = lines.pop()
+            if len(held) > MAX_LINE_BYTES:
+                raise ValueError("an event line longer than 1 MiB")
+            events = []
+            for line in lines:
+                chunk = _data(line)
+                if chunk is not None:
+                    events += translator.feed(chunk)
+            if events:
+                await response.write(redact_bytes(sse(events), secrets))
+        if (chunk := _data(held)) is not None:
+            await response.write(redact_bytes(sse(translator.feed(chunk)), secrets))
+        await response.write(sse(translator.finish()))
+    except ConnectionResetError:
+        log.info("messages.client_left", instance=instance.name)
+        return response
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("messages.stream_broken", instance=instance.name, error=type(exc).__name__)
+        text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+        await response.write(sse([("error", anthropic_error_body(text, 502))]))
+    await response.write_eof()
+    return response
+
+
+def _data(line: bytes) -> dict[str, object] | None:
+    """The JSON object of an SSE `data:` line; None for anything else ([DONE], comments)."""
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == b"[DONE]":
+        return None
+    chunk = orjson.loads(payload)  # a broken line is a broken stream: ValueError
+    return chunk if isinstance(chunk, dict) else None

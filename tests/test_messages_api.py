@@ -1,0 +1,225 @@
+"""POST /v1/messages through the official anthropic SDK, against an OpenAI-compatible upstream
+on loopback: translated there and back, whole and streamed, tools, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.conftest import DaemonFactory
+
+TOKEN = "lr-token-messages-5d1e"
+KEY = "sk-upstream-key-77c0a1"
+USAGE = {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+
+
+class ChatUpstream:
+    """Answers Chat Completions: a tool call when tools are offered and no result came back
+    yet, else text; whole or streamed as asked. Records what it was sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        if body["model"] == "limited":
+            error = {"error": {"message": "slow down", "type": "rate_limit"}}
+            return web.json_response(error, status=429)
+        last = body["messages"][-1]
+        if body.get("tools") and last["role"] != "tool":
+            call = {
+                "id": "call_7",
+                "type": "function",
+                "function": {"name": "read_file", "arguments": '{"path": "notes.txt"}'},
+            }
+            said: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+        else:
+            text = "The file says hi." if last["role"] == "tool" else "Hello from the lab!"
+            said, finish = {"role": "assistant", "content": text}, "stop"
+        if not body.get("stream"):
+            answer = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": said, "finish_reason": finish}],
+                "usage": USAGE,
+            }
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in _chunks(said, finish):
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+def _chunks(said: dict[str, Any], finish: str) -> list[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+        }
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    if said.get("content"):
+        text = said["content"]
+        out += [chunk({"content": text[:5]}), chunk({"content": text[5:]})]
+    for index, call in enumerate(said.get("tool_calls") or ()):
+        arguments = call["function"]["arguments"]
+        opening = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        out.append(chunk({"tool_calls": [opening]}))
+        for part in (arguments[:8], arguments[8:]):
+            out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+    out.append(chunk({}, finish))
+    out.append(
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": USAGE}
+    )
+    return out
+
+
+async def _listed(request: web.Request) -> web.Response:
+    return web.json_response({"data": [{"id": "qwen3-coder"}, {"id": "limited"}]})
+
+
+@pytest.fixture
+async def sdk(
+    aiohttp_server: Any, daemon: DaemonFactory
+) -> AsyncIterator[tuple[anthropic.AsyncAnthropic, ChatUpstream]]:
+    fake = ChatUpstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    app.router.add_get("/v1/models", _listed)
+    server = await aiohttp_server(app)
+    config = {
+        "server": {"auth_token": TOKEN},
+        "providers": [
+            {
+                "name": "lab",
+                "type": "openai_compatible",
+                "base_url": str(server.make_url("/v1")),
+                "api_key": KEY,
+            }
+        ],
+    }
+    client = await daemon(config)
+    async with anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("")), api_key=TOKEN, max_retries=0
+    ) as sdk_client:
+        yield sdk_client, fake
+
+
+READ_FILE = {
+    "name": "read_file",
+    "description": "Read a file",
+    "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+}
+
+
+async def test_a_message_is_translated_there_and_back(sdk: Any):
+    client, fake = sdk
+    answer = await client.messages.create(
+        model="lab/qwen3-coder",
+        max_tokens=256,
+        system="Be brief.",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Hello?"},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"},
+                    },
+                ],
+            }
+        ],
+    )
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text == "Hello from the lab!"
+    assert answer.stop_reason == "end_turn"
+    assert answer.model == "lab/qwen3-coder"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (42, 7)
+    sent = fake.bodies[-1]
+    assert sent["model"] == "qwen3-coder"
+    assert sent["max_tokens"] == 256
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["messages"][1]["content"][1]["image_url"]["url"] == "data:image/png;base64,iVBORw0K"
+    assert fake.headers[-1]["Authorization"] == f"Bearer {KEY}"
+    assert TOKEN not in str(fake.headers[-1])
+
+
+async def test_a_stream_accumulates_to_the_whole_message(sdk: Any):
+    client, _ = sdk
+    request = {
+        "model": "lab/qwen3-coder",
+        "max_tokens": 64,
+        "tools": [READ_FILE],
+        "messages": [{"role": "user", "content": "What is in notes.txt?"}],
+    }
+    whole = await client.messages.create(**request)
+    async with client.messages.stream(**request) as stream:
+        streamed = await stream.get_final_message()
+    assert streamed.model_dump() == whole.model_dump()
+    assert whole.stop_reason == "tool_use"
+    assert whole.content[0].type == "tool_use"
+    assert whole.content[0].input == {"path": "notes.txt"}
+
+
+async def test_a_tool_round_trip(sdk: Any):
+    client, fake = sdk
+    question = {"role": "user", "content": "What is in notes.txt?"}
+    first = await client.messages.create(
+        model="lab/qwen3-coder", max_tokens=64, tools=[READ_FILE], messages=[question]
+    )
+    call = first.content[0]
+    assert call.type == "tool_use"
+    final = await client.messages.create(
+        model="lab/qwen3-coder",
+        max_tokens=64,
+        tools=[READ_FILE],
+        messages=[
+            question,
+            {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "hi"}],
+            },
+        ],
+    )
+    assert final.content[0].text == "The file says hi."
+    assert final.stop_reason == "end_turn"
+    sent = fake.bodies[-1]["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == call.id
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "hi"}
+
+
+async def test_errors_come_back_as_the_sdk_expects(sdk: Any):
+    client, _ = sdk
+    ask = {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        await client.messages.create(model="nowhere/model", **ask)
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    assert "nowhere/model" in missing.value.message
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        await client.messages.create(model="lab/limited", **ask)
+    assert "slow down" in limited.value.message
+    async with anthropic.AsyncAnthropic(
+        base_url=str(client.base_url), api_key="wrong", max_retries=0
+    ) as stranger:
+        with pytest.raises(anthropic.AuthenticationError):
+            await stranger.messages.create(model="lab/qwen3-coder", **ask)
