@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import platformdirs
 import yaml
@@ -81,6 +81,9 @@ class ProviderSettings(_Strict):
     enabled: bool = True
     catalog_provider: str | None = None
     categories: list[str] | None = None  # fal only: which model categories to list
+    # How /v1/messages reaches this instance: "native" (it speaks Anthropic's Messages API at
+    # {base_url}/messages, with x-api-key), "translated" (to Chat Completions); default by type.
+    messages: Literal["native", "translated"] | None = None
 
     @field_validator("type")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,7 +26,8 @@ from localrouter.errors import (
 from localrouter.messages_to_chat import chat_request
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, upstream_message
-from localrouter.registry import Instance
+from localrouter.proxy import relay
+from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, request_json
 from localrouter.routing import add_cors
@@ -47,6 +49,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if not isinstance(body.get("messages"), list):
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
     instance, upstream_id = await resolve(request, model)
+    if (native := instance.route(Wire.MESSAGES)) is not None:
+        return await _native(request, body, instance, upstream_id, native)
     route = instance.route(Wire.CHAT)
     if route is None:
         kind = instance.settings.type
@@ -77,6 +81,57 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 raise UpstreamError(f"{where} answered with something other than an object")
             whole = redact_bytes(orjson.dumps(message(answer, model)), http.secrets)
             return web.Response(body=whole, content_type=JSON)
+
+
+# What a client says of the protocol, kept on the native path (never its credentials).
+_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+async def _native(
+    request: web.Request, body: dict[str, Any], instance: Instance, upstream_id: str, route: Route
+) -> web.StreamResponse:
+    """The request as it came, with only `model` rewritten, to an instance that speaks
+    Messages itself; its answer (or stream, event by event) back as it is, redacted."""
+    http = instance.http
+    url = route.url("messages")
+    where = http.where(url)
+    body["model"] = upstream_id
+    headers = dict(route.headers)
+    for name in _CLIENT_HEADERS:
+        if (value := request.headers.get(name)) is not None:
+            headers[name] = value
+    streamed = body.get("stream") is True
+    seconds = instance.settings.chat_timeout_seconds
+    with _gateway_errors(where, http, seconds):
+        async with (
+            asyncio.timeout(None if streamed else seconds),
+            http.request(
+                "POST",
+                url,
+                params=dict(request.query) or None,
+                data=orjson.dumps(body),
+                headers=headers,
+                limits=route.stream_limits if streamed else route.answer_limits,
+            ) as upstream,
+        ):
+            if upstream.status >= 400:
+                return await _upstream_error(upstream, http, where)
+            if upstream.content_type != "text/event-stream":
+                answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+                return web.Response(body=answer, status=upstream.status, content_type=JSON)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            response.headers["Cache-Control"] = "no-cache"
+            add_cors(request, response)
+            await response.prepare(request)
+            try:
+                await relay(upstream, response, http.secrets)
+            except ConnectionResetError:
+                return response
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+                await response.write(sse([("error", anthropic_error_body(text, 502))]))
+            await response.write_eof()
+            return response
 
 
 @contextmanager

@@ -114,14 +114,8 @@ async def _stream(
     response.headers["Cache-Control"] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
-    redactor = StreamRedactor(instance.http.secrets)
     try:
-        async for received in upstream.content.iter_any():
-            chunk = redactor.feed(received) if redactor.active else received
-            if chunk:
-                await response.write(chunk)
-        if tail := redactor.finish():
-            await response.write(tail)
+        await relay(upstream, response, instance.http.secrets)
     except ConnectionResetError:
         # The client went away: leaving this block closes the upstream connection too.
         log.info("proxy.client_left", instance=instance.name)
@@ -133,6 +127,21 @@ async def _stream(
         await response.write(b"data: " + event + b"\n\n")
     await response.write_eof()
     return response
+
+
+async def relay(
+    upstream: UpstreamResponse, response: web.StreamResponse, secrets: tuple[str, ...]
+) -> None:
+    """Copy server-sent events as they arrive, whole events redacted when there are secrets.
+    Raises what the upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
+    ConnectionResetError)."""
+    redactor = StreamRedactor(secrets)
+    async for received in upstream.content.iter_any():
+        chunk = redactor.feed(received) if redactor.active else received
+        if chunk:
+            await response.write(chunk)
+    if tail := redactor.finish():
+        await response.write(tail)
 
 
 async def _upstream_error(

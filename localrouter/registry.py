@@ -30,7 +30,13 @@ from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
 from localrouter.offload import heavy
 from localrouter.persist import ListStore
-from localrouter.providers.base import ModelInfo, Provider, ProviderKind, Wire
+from localrouter.providers.base import (
+    ANTHROPIC_MESSAGES,
+    ModelInfo,
+    Provider,
+    ProviderKind,
+    Wire,
+)
 from localrouter.providers.http import Transport, UpstreamClient
 from localrouter.providers.parsing import sane_models
 
@@ -77,6 +83,9 @@ class Instance:
         if wire not in self._routes:
             settings = self.settings
             endpoint = settings.spec.endpoint(wire)
+            if wire is Wire.MESSAGES and settings.messages is not None:  # the config decides
+                native = settings.messages == "native"
+                endpoint = (endpoint or ANTHROPIC_MESSAGES) if native else None
             if endpoint is None:
                 self._routes[wire] = None
             else:

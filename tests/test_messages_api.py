@@ -223,3 +223,134 @@ async def test_errors_come_back_as_the_sdk_expects(sdk: Any):
     ) as stranger:
         with pytest.raises(anthropic.AuthenticationError):
             await stranger.messages.create(model="lab/qwen3-coder", **ask)
+
+
+class AnthropicUpstream:
+    """Speaks Messages itself: records what arrived, answers whole or as Anthropic's events."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, Any], dict[str, str], str]] = []
+
+    async def models(self, request: web.Request) -> web.Response:
+        listed = [
+            {
+                "type": "model",
+                "id": "claude-native-1",
+                "display_name": "Native",
+                "created_at": "2025-05-01T00:00:00Z",
+            }
+        ]
+        return web.json_response({"data": listed, "has_more": False})
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append((body, dict(request.headers), request.query_string))
+        if request.headers.get("x-api-key") != KEY:
+            return web.json_response(
+                {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}},
+                status=401,
+            )
+        whole = {
+            "id": "msg_native",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": "native hello"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 2},
+        }
+        if not body.get("stream"):
+            return web.json_response(whole)
+        start = {**whole, "content": [], "stop_reason": None}
+        events = [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            ("ping", {"type": "ping"}),
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "native "},
+                },
+            ),
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "hello"},
+                },
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 2},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for name, data in events:
+            await response.write(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+        return response
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"type": "anthropic"},
+        {"type": "openai_compatible", "messages": "native"},  # an Anthropic-compatible server
+    ],
+)
+async def test_a_native_instance_gets_the_request_as_it_came(
+    config: dict[str, Any], aiohttp_server: Any, daemon: DaemonFactory
+):
+    fake = AnthropicUpstream()
+    app = web.Application()
+    app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/v1/messages", fake.messages)
+    server = await aiohttp_server(app)
+    instance = {"name": "cl", "base_url": str(server.make_url("/v1")), "api_key": KEY, **config}
+    client = await daemon({"server": {"auth_token": TOKEN}, "providers": [instance]})
+    async with anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("")), api_key=TOKEN, max_retries=0
+    ) as sdk_client:
+        request = {
+            "model": "cl/claude-native-1",
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+        }
+        whole = await sdk_client.messages.create(
+            **request,
+            extra_headers={
+                "anthropic-beta": "context-management-2025-06-27",
+                "anthropic-version": "2023-06-01",  # the client's version is what goes up
+            },
+            extra_query={"beta": "true"},
+        )
+        async with sdk_client.messages.stream(**request) as stream:
+            streamed = await stream.get_final_message()
+    assert whole.content[0].text == "native hello"
+    assert streamed.model_dump() == whole.model_dump()
+    body, headers, query = fake.seen[0]
+    assert body["model"] == "claude-native-1"
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}  # untouched
+    assert headers["x-api-key"] == KEY
+    assert headers["anthropic-beta"] == "context-management-2025-06-27"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert query == "beta=true"
+    assert TOKEN not in str(headers)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localrouter.providers.base import Auth, Endpoint, ModelInfo, ProviderKind, ProviderSpec, Wire
+from localrouter.providers.base import (
+    ANTHROPIC_AUTH,
+    ANTHROPIC_MESSAGES,
+    Endpoint,
+    ModelInfo,
+    ProviderKind,
+    ProviderSpec,
+    Wire,
+)
 from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, text, unix_time
 
 if TYPE_CHECKING:
     from localrouter.config import ProviderSettings
     from localrouter.providers.http import UpstreamClient
-
-API_VERSION = "2023-06-01"
-AUTH = Auth(header="x-api-key", scheme=None, fixed=(("anthropic-version", API_VERSION),))
 
 
 class AnthropicProvider:
@@ -62,6 +67,6 @@ SPEC = ProviderSpec(
     key_env="ANTHROPIC_API_KEY",
     key_required=True,
     catalog_provider="anthropic",
-    auth=AUTH,
-    wires={Wire.CHAT: Endpoint(), Wire.MESSAGES: Endpoint(auth=AUTH)},
+    auth=ANTHROPIC_AUTH,
+    wires={Wire.CHAT: Endpoint(), Wire.MESSAGES: ANTHROPIC_MESSAGES},
 )

@@ -186,6 +186,14 @@ class ProviderSpec:
         return self.wires.get(wire)
 
 
+# Where an Anthropic-compatible server (`messages: native` on any instance) takes Messages.
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_AUTH = Auth(
+    header="x-api-key", scheme=None, fixed=(("anthropic-version", ANTHROPIC_VERSION),)
+)
+ANTHROPIC_MESSAGES = Endpoint(auth=ANTHROPIC_AUTH)
+
+
 def is_loopback_url(url: str | None) -> bool:
     host = URL(url).host if url else None
     if host is None:
