@@ -22,7 +22,7 @@ from localrouter.config import EMBEDDED_DEFAULT, Settings
 from localrouter.derived import DerivedCache
 from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor
-from localrouter.messages_api import messages
+from localrouter.messages_api import count_tokens, messages
 from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.model_list import ModelsView, list_models, retrieve_model
 from localrouter.providers.http import SessionTransport
@@ -95,16 +95,18 @@ def create_app(
         ("POST", "/v1/completions", completions),
         ("POST", "/v1/embeddings", embeddings),
         ("POST", "/v1/messages", messages),
+        ("POST", "/v1/messages/count_tokens", count_tokens),
         ("GET", "/health", health),
         ("GET", "/metrics", metrics_endpoint),
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
-    add_routes(app, routes, open_paths={"/health"}, anthropic_paths=frozenset({"/v1/messages"}))
+    add_routes(app, routes, open_paths={"/health"}, anthropic_paths=ANTHROPIC_PATHS)
     return app
 
 
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
 

@@ -242,6 +242,10 @@ class AnthropicUpstream:
         ]
         return web.json_response({"data": listed, "has_more": False})
 
+    async def count(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"input_tokens": 17 if body["model"] == "claude-native-1" else 0})
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append((body, dict(request.headers), request.query_string))
@@ -322,6 +326,7 @@ async def test_a_native_instance_gets_the_request_as_it_came(
     app = web.Application()
     app.router.add_get("/v1/models", fake.models)
     app.router.add_post("/v1/messages", fake.messages)
+    app.router.add_post("/v1/messages/count_tokens", fake.count)
     server = await aiohttp_server(app)
     instance = {"name": "cl", "base_url": str(server.make_url("/v1")), "api_key": KEY, **config}
     client = await daemon({"server": {"auth_token": TOKEN}, "providers": [instance]})
@@ -344,6 +349,10 @@ async def test_a_native_instance_gets_the_request_as_it_came(
         )
         async with sdk_client.messages.stream(**request) as stream:
             streamed = await stream.get_final_message()
+        counted = await sdk_client.messages.count_tokens(
+            model="cl/claude-native-1", messages=request["messages"]
+        )
+    assert counted.input_tokens == 17  # the instance's own count
     assert whole.content[0].text == "native hello"
     assert streamed.model_dump() == whole.model_dump()
     body, headers, query = fake.seen[0]
@@ -354,3 +363,29 @@ async def test_a_native_instance_gets_the_request_as_it_came(
     assert headers["anthropic-version"] == "2023-06-01"
     assert query == "beta=true"
     assert TOKEN not in str(headers)
+
+
+async def test_count_tokens_is_a_local_estimate_elsewhere_and_never_fails(sdk: Any):
+    client, fake = sdk
+    calls = len(fake.bodies)
+    messages = [{"role": "user", "content": "x" * 400}]
+    raw = await client.messages.with_raw_response.count_tokens(
+        model="lab/qwen3-coder", messages=messages
+    )
+    assert raw.headers["x-localrouter-estimate"] == "true"
+    assert (await raw.parse()).input_tokens == 400 // 4 + 3  # 4 characters a token, 3 a message
+    with_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "x" * 40},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "A" * 9000},
+                },
+            ],
+        }
+    ]
+    counted = await client.messages.count_tokens(model="nowhere/model", messages=with_image)
+    assert counted.input_tokens == 40 // 4 + 3 + 1600  # an image is a flat figure, not its bytes
+    assert len(fake.bodies) == calls  # an estimate never calls the upstream
