@@ -31,6 +31,7 @@ from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
 from localrouter.routing import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.state import (
+    ANTHROPIC_MODELS,
     CACHE_DIR,
     CLOCK,
     DETAILED_CACHE,
@@ -81,6 +82,7 @@ def create_app(
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
+    app[ANTHROPIC_MODELS] = DerivedCache(capacity=1)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))

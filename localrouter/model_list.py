@@ -10,6 +10,12 @@ import orjson
 import structlog
 from aiohttp import web
 
+from localrouter.anthropic_models import (
+    AnthropicModels,
+    anthropic_models,
+    one_response,
+    page_response,
+)
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
@@ -18,10 +24,12 @@ from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.resolve import find
 from localrouter.responses import JSON, Body, cached_response
-from localrouter.state import MODELS_VIEW, REGISTRY, SETTINGS
+from localrouter.state import ANTHROPIC_MODELS, MODELS_VIEW, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
+
+ANTHROPIC_VERSION = "anthropic-version"  # sent by Claude Code and the anthropic SDK
 
 Labels = tuple[tuple[str, str], ...]  # (instance name, provider type) per instance
 
@@ -144,28 +152,42 @@ def price_text(usd_per_token: float) -> str:
     return format(Decimal(repr(usd_per_token)).normalize(), "f")
 
 
-async def _merged(request: web.Request) -> MergedModels:
+async def _merged(request: web.Request) -> tuple[InstanceLists, MergedModels]:
     app = request.app
     registry = app[REGISTRY]
     lists = registry.fresh_lists() or await registry.lists(app[SETTINGS].models_deadline_seconds)
     view = app[MODELS_VIEW]
-    return view.current(lists) or await view.merged(lists)
+    return lists, view.current(lists) or await view.merged(lists)
+
+
+async def _in_anthropic_shape(
+    request: web.Request, lists: InstanceLists, merged: MergedModels
+) -> AnthropicModels:
+    cache = request.app[ANTHROPIC_MODELS]
+    return cache.peek(None, lists) or await cache.get_async(
+        None, lists, lambda: anthropic_models(merged)
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:
-    merged = await _merged(request)
+    lists, merged = await _merged(request)
+    if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
+        return page_response(request, await _in_anthropic_shape(request, lists, merged))
     return cached_response(request, merged.body)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
-    merged = await _merged(request)
+    lists, merged = await _merged(request)
     entry = merged.by_id.get(model_id)
     if entry is None and (found := await find(request.app, model_id)) is not None:
         instance, upstream_id = found  # a bare upstream id: resolved as a chat request does
         entry = merged.by_id.get(f"{instance.name}/{upstream_id}")
     if entry is None:
         raise ModelNotFound(_not_found_message(model_id, merged.suggester), param="model")
+    if ANTHROPIC_VERSION in request.headers:
+        anthropic = await _in_anthropic_shape(request, lists, merged)
+        return one_response(anthropic, entry["id"])
     return web.Response(body=orjson.dumps(entry), content_type=JSON)
 
 

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from localrouter.anthropic_models import AnthropicCache
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
     from localrouter.derived import DerivedCache
@@ -32,6 +33,7 @@ RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
+ANTHROPIC_MODELS: web.AppKey[AnthropicCache] = web.AppKey("anthropic_models")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

@@ -389,3 +389,24 @@ async def test_count_tokens_is_a_local_estimate_elsewhere_and_never_fails(sdk: A
     counted = await client.messages.count_tokens(model="nowhere/model", messages=with_image)
     assert counted.input_tokens == 40 // 4 + 3 + 1600  # an image is a flat figure, not its bytes
     assert len(fake.bodies) == calls  # an estimate never calls the upstream
+
+
+async def test_anthropic_clients_see_the_list_in_their_shape(sdk: Any):
+    client, _ = sdk
+    first = await client.models.list(limit=1)
+    assert [model.id for model in first.data] == ["lab/limited"]
+    assert first.has_more is True
+    everything = [model.id async for model in client.models.list(limit=1)]  # pages by after_id
+    assert everything == ["lab/limited", "lab/qwen3-coder"]
+    default = await client.models.list()
+    assert [model.id for model in default.data] == everything
+    assert default.has_more is False
+    one = await client.models.retrieve("lab/qwen3-coder")
+    assert (one.type, one.id, one.display_name) == ("model", "lab/qwen3-coder", "lab/qwen3-coder")
+    assert one.created_at.year == 1970  # the upstream gave no date
+    bare = await client.models.retrieve("qwen3-coder")  # a bare id resolves as chat does
+    assert bare.id == "lab/qwen3-coder"
+    with pytest.raises(anthropic.NotFoundError):
+        await client.models.retrieve("lab/nothing")
+    with pytest.raises(anthropic.BadRequestError):
+        await client.models.list(limit=0)
