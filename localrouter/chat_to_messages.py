@@ -19,14 +19,17 @@ STOP_REASONS = {
 }
 
 
-def message(chat: Json, model: str) -> Json:
+def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
     """The Messages answer for a whole Chat Completions answer; `model` is the id the client
-    asked for."""
+    asked for. `thinking`: the client asked for thinking, so the upstream's reasoning text
+    comes back as a thinking block."""
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
     said = choice.get("message") if isinstance(choice, dict) else None
     said = said if isinstance(said, dict) else {}
     content: list[Json] = []
+    if thinking and (reasoning := reasoning_text(said)):
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if isinstance(text := said.get("content"), str) and text:
         content.append({"type": "text", "text": text})
     for call in said.get("tool_calls") or ():
@@ -50,6 +53,15 @@ def message(chat: Json, model: str) -> Json:
         "stop_sequence": None,
         "usage": usage(chat.get("usage")),
     }
+
+
+def reasoning_text(said: Json) -> str:
+    """The reasoning an upstream sent beside the answer: `reasoning_content` (DeepSeek, vLLM,
+    llama.cpp, LM Studio) or `reasoning` (OpenRouter, Ollama, Groq)."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(text := said.get(name), str) and text:
+            return text
+    return ""
 
 
 def usage(chat_usage: Any) -> Json:
@@ -98,11 +110,12 @@ class MessagesStream:
     was already closed (calls interleaved chunk by chunk) cannot be added to it in Messages'
     protocol; they are dropped rather than held, as nothing is buffered."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, thinking: bool = False) -> None:
         self._model = model
+        self._thinking = thinking
         self._started = False
         self._index = -1  # the open content block; -1: none yet
-        self._open: str | None = None  # "text" or "tool_use"
+        self._open: str | None = None  # "thinking", "text" or "tool_use"
         self._tool_blocks: dict[int, int] = {}  # the upstream's tool-call index -> block index
         self._stop_reason = "end_turn"
         self._usage: Json = {"input_tokens": 0, "output_tokens": 0}
@@ -158,6 +171,11 @@ class MessagesStream:
 
     def _delta(self, delta: Json) -> list[tuple[str, Json]]:
         events: list[tuple[str, Json]] = []
+        if self._thinking and (reasoning := reasoning_text(delta)):
+            if self._open != "thinking":
+                opening: Json = {"type": "thinking", "thinking": "", "signature": ""}
+                events += self._open_block(opening, "thinking")
+            events.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
         if isinstance(text := delta.get("content"), str) and text:
             if self._open != "text":
                 events += self._open_block({"type": "text", "text": ""}, "text")
@@ -169,7 +187,7 @@ class MessagesStream:
             named = call.get("function")
             function: Json = named if isinstance(named, dict) else {}
             if position not in self._tool_blocks:
-                block = {
+                block: Json = {
                     "type": "tool_use",
                     "id": str(call.get("id") or f"toolu_{position}"),
                     "name": str(function.get("name") or ""),

@@ -23,7 +23,8 @@ from localrouter.errors import (
     UpstreamError,
     anthropic_error_body,
 )
-from localrouter.messages_to_chat import chat_request
+from localrouter.messages_to_chat import chat_request, wants_thinking
+from localrouter.model_list import listed_entry, takes_reasoning_effort
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, upstream_message
 from localrouter.proxy import relay
@@ -59,7 +60,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
     http = instance.http
     url = route.url("chat/completions")
     streamed = body.get("stream") is True
-    chat = chat_request(body, upstream_id)
+    listed = await listed_entry(request.app, f"{instance.name}/{upstream_id}") or {}
+    chat = chat_request(
+        body,
+        upstream_id,
+        reasoning=takes_reasoning_effort(listed),
+        max_output_tokens=listed.get("max_output_tokens"),
+    )
+    thinking = wants_thinking(body)
     where = http.where(url)
     seconds = instance.settings.chat_timeout_seconds
     with _gateway_errors(where, http, seconds):
@@ -76,12 +84,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
             if upstream.status >= 400:
                 return await _upstream_error(upstream, http, where)
             if streamed:
-                return await _stream(request, upstream, instance, model, where)
+                translator = MessagesStream(model, thinking=thinking)
+                return await _stream(request, upstream, instance, translator, where)
             answer = orjson.loads(await http.read_body(upstream, where))
             if not isinstance(answer, dict):
                 raise UpstreamError(f"{where} answered with something other than an object")
-            whole = redact_bytes(orjson.dumps(message(answer, model)), http.secrets)
-            return web.Response(body=whole, content_type=JSON)
+            whole = orjson.dumps(message(answer, model, thinking=thinking))
+            return web.Response(body=redact_bytes(whole, http.secrets), content_type=JSON)
 
 
 # What a client says of the protocol, kept on the native path (never its credentials).
@@ -170,7 +179,7 @@ async def _stream(
     request: web.Request,
     upstream: UpstreamResponse,
     instance: Instance,
-    model: str,
+    translator: MessagesStream,
     where: str,
 ) -> web.StreamResponse:
     """Each upstream chunk, as it arrives, becomes its Messages events; only an incomplete
@@ -179,7 +188,6 @@ async def _stream(
     response.headers["Cache-Control"] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
-    translator = MessagesStream(model)
     secrets = instance.http.secrets
     held = b""
     try:

@@ -1,10 +1,12 @@
 """An Anthropic Messages request, as the Chat Completions request that means the same.
 
 What has a counterpart maps across (system, text and image blocks, tool use and results with
-their ids, tools, tool_choice, stop sequences, sampling, the user id); what has none (thinking,
-cache_control, context_management, server tools, unknown fields) is dropped, never an error.
-Real clients stretch the spec, and what they mean is honoured: Claude Code puts `role: "system"`
-entries inside `messages` for non-Claude models, and may send tools with no schema.
+their ids, tools, tool_choice, stop sequences, sampling, the user id, and `thinking` as a
+reasoning effort for models that take one); what has none (thinking blocks, cache_control,
+context_management, server tools, unknown fields) is dropped, never an error. Real clients
+stretch the spec, and what they mean is honoured: Claude Code puts `role: "system"` entries
+inside `messages` for non-Claude models, a billing header in `system`, and may send tools
+with no schema.
 """
 
 from __future__ import annotations
@@ -18,11 +20,22 @@ Json = dict[str, Any]
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def chat_request(messages_request: Json, upstream_model: str) -> Json:
-    """The Chat Completions body for a Messages body (already checked to be an object)."""
+def chat_request(
+    messages_request: Json,
+    upstream_model: str,
+    *,
+    reasoning: bool = False,
+    max_output_tokens: int | None = None,
+) -> Json:
+    """The Chat Completions body for a Messages body (already checked to be an object).
+    `reasoning`: the model takes a reasoning effort, so `thinking` maps to `reasoning_effort`.
+    `max_output_tokens`: the model's listed output limit. `max_tokens` is a ceiling, and
+    Claude Code asks 32,000 of every model; many upstreams refuse more than their limit."""
     chat: Json = {"model": upstream_model, "messages": _messages(messages_request)}
+    if reasoning and (effort := reasoning_effort(messages_request)):
+        chat["reasoning_effort"] = effort
     if isinstance(max_tokens := messages_request.get("max_tokens"), int):
-        chat["max_tokens"] = max_tokens
+        chat["max_tokens"] = min(max_tokens, max_output_tokens or max_tokens)
     for name in ("temperature", "top_p"):
         if isinstance(value := messages_request.get(name), int | float):
             chat[name] = value
@@ -40,22 +53,111 @@ def chat_request(messages_request: Json, upstream_model: str) -> Json:
     return chat
 
 
+def wants_thinking(request: Json) -> bool:
+    thinking = request.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def reasoning_effort(request: Json) -> str | None:
+    """The effort `thinking` asks for: a budget's size (Claude Code's "think" asks 4,000
+    tokens, "ultrathink" 31,999), or with adaptive thinking the `output_config.effort` it
+    sends; None when thinking is off or left to the model."""
+    thinking = request.get("thinking")
+    if not isinstance(thinking, dict):
+        return None
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int):
+            return "medium"
+        return "low" if budget < 4000 else "medium" if budget < 16000 else "high"
+    if thinking.get("type") == "adaptive":
+        config = request.get("output_config")
+        effort = config.get("effort") if isinstance(config, dict) else None
+        return _EFFORTS.get(effort) if isinstance(effort, str) else None
+    return None
+
+
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
+
+
 def _messages(request: Json) -> list[Json]:
+    """The conversation as Chat messages. `system` entries inside `messages` (Claude Code's
+    mid-conversation system beta) are honoured where chat templates accept them: those before
+    the first turn join the system prompt; a later one is context for the turn at hand, given
+    to the model inside the nearest user turn as a `<system-reminder>` (Claude Code's own way),
+    since many templates refuse a system message anywhere but first. Consecutive user turns
+    are one turn, as in Anthropic's API."""
+    system = [text] if (text := _system_text(request.get("system"))) else []
     out: list[Json] = []
-    if system := _text_of(request.get("system")):
-        out.append({"role": "system", "content": system})
-    for message in request.get("messages") or ():
-        if not isinstance(message, dict):
+    reminders: list[str] = []
+    for entry in request.get("messages") or ():
+        if not isinstance(entry, dict):
             continue
-        role, content = message.get("role"), message.get("content")
+        role, content = entry.get("role"), entry.get("content")
         if role == "system":
             if text := _text_of(content):
-                out.append({"role": "system", "content": text})
+                (reminders if out else system).append(text)
         elif role == "assistant":
+            _remind(out, reminders)
             out.extend(_assistant(content))
         elif role == "user":
-            out.extend(_user(content))
+            turn = _user(content)
+            if reminders:
+                _remind(turn, reminders, before=True)
+            for message in turn:
+                _append(out, message)
+    _remind(out, reminders)
+    if system:
+        out.insert(0, {"role": "system", "content": "\n\n".join(system)})
     return out
+
+
+def _remind(out: list[Json], reminders: list[str], *, before: bool = False) -> None:
+    """Give held system reminders to the user turn ending `out` (or starting it, `before`),
+    or to a new user turn after a tool result or an assistant turn. Empties `reminders`."""
+    if not reminders:
+        return
+    text = "\n\n".join(f"<system-reminder>\n{r}\n</system-reminder>" for r in reminders)
+    reminders.clear()
+    reminder: Json = {"role": "user", "content": text}
+    if before and out and out[-1]["role"] == "user":
+        out[-1]["content"] = _joined(text, out[-1]["content"])
+    elif not before and out and out[-1]["role"] == "user":
+        out[-1]["content"] = _joined(out[-1]["content"], text)
+    else:
+        out.append(reminder)
+
+
+def _append(out: list[Json], message: Json) -> None:
+    if message["role"] == "user" and out and out[-1]["role"] == "user":
+        out[-1]["content"] = _joined(out[-1]["content"], message["content"])
+    else:
+        out.append(message)
+
+
+def _joined(first: Any, second: Any) -> Any:
+    """Two user contents (a string or parts) as one."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+
+    def parts(content: Any) -> list[Json]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+    return parts(first) + parts(second)
+
+
+# Claude Code's first system block is a billing header for Anthropic, not an instruction.
+_BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, list):
+        system = [
+            block
+            for block in system
+            if not (isinstance(block, dict) and str(block.get("text")).startswith(_BILLING_HEADER))
+        ]
+    return _text_of(system)
 
 
 def _user(content: Any) -> list[Json]:

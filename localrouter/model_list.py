@@ -152,8 +152,21 @@ def price_text(usd_per_token: float) -> str:
     return format(Decimal(repr(usd_per_token)).normalize(), "f")
 
 
-async def _merged(request: web.Request) -> tuple[InstanceLists, MergedModels]:
-    app = request.app
+async def listed_entry(app: web.Application, model_id: str) -> dict[str, Any] | None:
+    """The /v1/models entry for a full `instance/model` id (its capabilities and
+    parameters tell a bridge what the model takes), or None if it is not listed."""
+    _, merged = await _merged(app)
+    return merged.by_id.get(model_id)
+
+
+def takes_reasoning_effort(entry: dict[str, Any]) -> bool:
+    parameters = entry.get("supported_parameters") or ()
+    return "reasoning" in (entry.get("capabilities") or ()) or any(
+        name in parameters for name in ("reasoning", "reasoning_effort")
+    )
+
+
+async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
     registry = app[REGISTRY]
     lists = registry.fresh_lists() or await registry.lists(app[SETTINGS].models_deadline_seconds)
     view = app[MODELS_VIEW]
@@ -170,7 +183,7 @@ async def _in_anthropic_shape(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    lists, merged = await _merged(request)
+    lists, merged = await _merged(request.app)
     if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
         return page_response(request, await _in_anthropic_shape(request, lists, merged))
     return cached_response(request, merged.body)
@@ -178,7 +191,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def retrieve_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
-    lists, merged = await _merged(request)
+    lists, merged = await _merged(request.app)
     entry = merged.by_id.get(model_id)
     if entry is None and (found := await find(request.app, model_id)) is not None:
         instance, upstream_id = found  # a bare upstream id: resolved as a chat request does

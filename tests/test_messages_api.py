@@ -45,6 +45,8 @@ class ChatUpstream:
         else:
             text = "The file says hi." if last["role"] == "tool" else "Hello from the lab!"
             said, finish = {"role": "assistant", "content": text}, "stop"
+        if body["model"] == "thinker":  # reasons aloud, as vLLM and DeepSeek report it
+            said["reasoning_content"] = "The user greets me; greet back."
         if not body.get("stream"):
             answer = {
                 "id": "chatcmpl-1",
@@ -71,6 +73,11 @@ def _chunks(said: dict[str, Any], finish: str) -> list[dict[str, Any]]:
         }
 
     out = [chunk({"role": "assistant", "content": ""})]
+    if reasoning := said.get("reasoning_content"):
+        out += [
+            chunk({"reasoning_content": reasoning[:9]}),
+            chunk({"reasoning_content": reasoning[9:]}),
+        ]
     if said.get("content"):
         text = said["content"]
         out += [chunk({"content": text[:5]}), chunk({"content": text[5:]})]
@@ -93,7 +100,12 @@ def _chunks(said: dict[str, Any], finish: str) -> list[dict[str, Any]]:
 
 
 async def _listed(request: web.Request) -> web.Response:
-    return web.json_response({"data": [{"id": "qwen3-coder"}, {"id": "limited"}]})
+    thinker = {
+        "id": "thinker",
+        "supported_parameters": ["reasoning", "tools"],
+        "max_completion_tokens": 8192,
+    }
+    return web.json_response({"data": [{"id": "qwen3-coder"}, {"id": "limited"}, thinker]})
 
 
 @pytest.fixture
@@ -178,6 +190,29 @@ async def test_a_stream_accumulates_to_the_whole_message(sdk: Any):
     assert whole.stop_reason == "tool_use"
     assert whole.content[0].type == "tool_use"
     assert whole.content[0].input == {"path": "notes.txt"}
+
+
+async def test_thinking_asks_a_reasoning_model_for_effort_and_shows_its_reasoning(sdk: Any):
+    client, fake = sdk
+    request = {
+        "model": "lab/thinker",
+        "max_tokens": 64,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    whole = await client.messages.create(**{**request, "max_tokens": 20000})
+    assert fake.bodies[-1]["reasoning_effort"] == "high"
+    assert fake.bodies[-1]["max_tokens"] == 8192  # a ceiling: lowered to the model's limit
+    async with client.messages.stream(**request) as stream:
+        streamed = await stream.get_final_message()
+    assert streamed.model_dump() == whole.model_dump()
+    assert [block.type for block in whole.content] == ["thinking", "text"]
+    assert whole.content[0].thinking == "The user greets me; greet back."
+    unasked = await client.messages.create(**{**request, "thinking": {"type": "disabled"}})
+    assert [block.type for block in unasked.content] == ["text"]
+    assert "reasoning_effort" not in fake.bodies[-1]
+    await client.messages.create(**{**request, "model": "lab/qwen3-coder"})
+    assert "reasoning_effort" not in fake.bodies[-1]  # not a reasoning model
 
 
 async def test_a_tool_round_trip(sdk: Any):
@@ -397,7 +432,7 @@ async def test_anthropic_clients_see_the_list_in_their_shape(sdk: Any):
     assert [model.id for model in first.data] == ["lab/limited"]
     assert first.has_more is True
     everything = [model.id async for model in client.models.list(limit=1)]  # pages by after_id
-    assert everything == ["lab/limited", "lab/qwen3-coder"]
+    assert everything == ["lab/limited", "lab/qwen3-coder", "lab/thinker"]
     default = await client.models.list()
     assert [model.id for model in default.data] == everything
     assert default.has_more is False

@@ -94,8 +94,7 @@ def test_a_messages_request_becomes_the_chat_request_that_means_the_same():
         "tool_choice": "required",
         "parallel_tool_calls": False,
         "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "system", "content": "Claude Code put this here."},
+            {"role": "system", "content": "Be brief.\n\nClaude Code put this here."},
             {
                 "role": "user",
                 "content": [
@@ -118,6 +117,82 @@ def test_a_messages_request_becomes_the_chat_request_that_means_the_same():
             {"role": "user", "content": "Try b.txt"},
         ],
     }
+
+
+def test_claude_codes_system_entries_reach_the_model_where_templates_accept_them():
+    """What the real CLI sent (captured from claude 2.1.197 through the daemon): a billing
+    header first in `system`, and `role: "system"` entries after the first user turn."""
+    request = {
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197;"},
+            {"type": "text", "text": "You are an agent."},
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Create done.txt"}]},
+            {"role": "system", "content": "Agents: Explore, Plan."},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "c1", "name": "Bash", "input": {}}],
+            },
+            {"role": "system", "content": [{"type": "text", "text": "Mind the cwd."}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1"}]},
+            {"role": "user", "content": "Thanks."},
+            {"role": "system", "content": "Be brief."},
+        ],
+    }
+    messages = chat_request(request, "m")["messages"]
+    assert messages == [
+        {"role": "system", "content": "You are an agent."},
+        {
+            "role": "user",
+            "content": "Create done.txt\n\n<system-reminder>\nAgents: Explore, Plan.\n"
+            "</system-reminder>",
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "Bash", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": ""},  # right after its call
+        {
+            "role": "user",  # the reminder, then the next user turn joined to it
+            "content": "<system-reminder>\nMind the cwd.\n</system-reminder>\n\nThanks.\n\n"
+            "<system-reminder>\nBe brief.\n</system-reminder>",
+        },
+    ]
+    assert [m["role"] for m in messages].count("system") == 1
+
+
+def test_consecutive_user_turns_are_one_turn_parts_kept():
+    image = {"type": "image", "source": {"type": "url", "url": "https://x/cat.png"}}
+    request = {"messages": [{"role": "user", "content": [image]}, {"role": "user", "content": "?"}]}
+    assert chat_request(request, "m")["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+                {"type": "text", "text": "?"},
+            ],
+        }
+    ]
+
+
+def test_thinking_becomes_a_reasoning_effort_only_for_models_that_take_one():
+    def effort(thinking: Any, reasoning: bool = True, **extra: Any) -> Any:
+        request = {"messages": [], "thinking": thinking, **extra}
+        return chat_request(request, "m", reasoning=reasoning).get("reasoning_effort")
+
+    assert effort({"type": "enabled", "budget_tokens": 1024}) == "low"
+    assert effort({"type": "enabled", "budget_tokens": 4000}) == "medium"  # "think"
+    assert effort({"type": "enabled", "budget_tokens": 31999}) == "high"  # "ultrathink"
+    assert effort({"type": "enabled"}) == "medium"
+    assert effort({"type": "adaptive"}, output_config={"effort": "high"}) == "high"
+    assert effort({"type": "adaptive"}, output_config={"effort": "max"}) == "high"
+    assert effort({"type": "adaptive"}) is None  # left to the model
+    assert effort({"type": "disabled"}) is None
+    assert effort({"type": "enabled", "budget_tokens": 31999}, reasoning=False) is None
 
 
 def test_tool_choice_maps_across():
