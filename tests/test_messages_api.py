@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.chat_streams import chat_chunks
 from tests.conftest import DaemonFactory
 
 TOKEN = "lr-token-messages-5d1e"
@@ -58,45 +59,10 @@ class ChatUpstream:
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for chunk in _chunks(said, finish):
+        for chunk in chat_chunks(said, finish, USAGE):
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         return response
-
-
-def _chunks(said: dict[str, Any], finish: str) -> list[dict[str, Any]]:
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
-        }
-
-    out = [chunk({"role": "assistant", "content": ""})]
-    if reasoning := said.get("reasoning_content"):
-        out += [
-            chunk({"reasoning_content": reasoning[:9]}),
-            chunk({"reasoning_content": reasoning[9:]}),
-        ]
-    if said.get("content"):
-        text = said["content"]
-        out += [chunk({"content": text[:5]}), chunk({"content": text[5:]})]
-    for index, call in enumerate(said.get("tool_calls") or ()):
-        arguments = call["function"]["arguments"]
-        opening = {
-            "index": index,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
-        }
-        out.append(chunk({"tool_calls": [opening]}))
-        for part in (arguments[:8], arguments[8:]):
-            out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
-    out.append(chunk({}, finish))
-    out.append(
-        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": USAGE}
-    )
-    return out
 
 
 async def _listed(request: web.Request) -> web.Response:

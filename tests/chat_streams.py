@@ -1,0 +1,44 @@
+"""Chat Completions answers as upstreams stream them, for the loopback upstreams of tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def chat_chunks(said: dict[str, Any], finish: str, usage: dict[str, int]) -> list[dict[str, Any]]:
+    """A Chat Completions answer (`said`, the assistant message) as an upstream streams it:
+    the role, reasoning and text in pieces, each tool call opened then its arguments in two
+    pieces, the finish reason, and the usage in a last chunk with no choices."""
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+        }
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    if reasoning := said.get("reasoning_content"):
+        out += [
+            chunk({"reasoning_content": reasoning[:9]}),
+            chunk({"reasoning_content": reasoning[9:]}),
+        ]
+    if said.get("content"):
+        text = said["content"]
+        out += [chunk({"content": text[:5]}), chunk({"content": text[5:]})]
+    for index, call in enumerate(said.get("tool_calls") or ()):
+        arguments = call["function"]["arguments"]
+        opening = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        out.append(chunk({"tool_calls": [opening]}))
+        for part in (arguments[:8], arguments[8:]):
+            out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+    out.append(chunk({}, finish))
+    out.append(
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+    )
+    return out

@@ -1,0 +1,67 @@
+"""The real agent CLIs (Claude Code, Codex) for end-to-end tests: installed once per pinned
+version with npm into the user's cache folder, or skipped with a message saying why. Their
+runs are kept on loopback: every proxy variable points at a closed local port, so a CLI that
+tries to phone home fails at once instead of reaching the network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # discard: nothing listens there
+
+
+def npm_cli(package: str, version: str, command: str) -> Path:
+    """The path of `command` from `package@version`, installing it if needed; skips the test
+    when npm is missing or the install fails."""
+    prefix = Path(platformdirs.user_cache_dir("localrouter-tests")) / "npm" / f"{command}-{version}"
+    binary = prefix / "node_modules" / ".bin" / command
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip(f"npm is not installed: cannot install {package}@{version} for this test")
+    prefix.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(prefix),
+            f"{package}@{version}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0 or not binary.exists():
+        pytest.skip(f"npm could not install {package}@{version}: {done.stderr.strip()[-500:]}")
+    return binary
+
+
+def loopback_env(home: Path, **extra: str) -> dict[str, str]:
+    """A CLI's environment: its own empty home, no way out but 127.0.0.1."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "CODEX_"))
+        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        HTTP_PROXY=CLOSED_PORT_PROXY,
+        HTTPS_PROXY=CLOSED_PORT_PROXY,
+        ALL_PROXY=CLOSED_PORT_PROXY,
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    env.update(extra)
+    return env
