@@ -109,8 +109,14 @@ def chat_app() -> web.Application:
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    listed = orjson.dumps({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
+
+    async def models(request: web.Request) -> web.Response:
+        return web.Response(body=listed, content_type="application/json")
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
     return app
 
 

@@ -152,20 +152,6 @@ def price_text(usd_per_token: float) -> str:
     return format(Decimal(repr(usd_per_token)).normalize(), "f")
 
 
-async def listed_entry(app: web.Application, model_id: str) -> dict[str, Any] | None:
-    """The /v1/models entry for a full `instance/model` id (its capabilities and
-    parameters tell a bridge what the model takes), or None if it is not listed."""
-    _, merged = await _merged(app)
-    return merged.by_id.get(model_id)
-
-
-def takes_reasoning_effort(entry: dict[str, Any]) -> bool:
-    parameters = entry.get("supported_parameters") or ()
-    return "reasoning" in (entry.get("capabilities") or ()) or any(
-        name in parameters for name in ("reasoning", "reasoning_effort")
-    )
-
-
 async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
     registry = app[REGISTRY]
     lists = registry.fresh_lists() or await registry.lists(app[SETTINGS].models_deadline_seconds)

@@ -19,7 +19,7 @@ from localrouter.errors import (
     error_body,
 )
 from localrouter.providers.base import Wire
-from localrouter.providers.http import UpstreamClient, UpstreamResponse
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.registry import Instance
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, json_response, request_json
@@ -51,11 +51,13 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             param="model",
         )
     body["model"] = upstream_id
+    streamed = bool(body.get("stream"))
+    data = orjson.dumps(body)
+    del body  # gone before the upstream answers: collections meanwhile need not walk it
     http = instance.http
     url = route.url(path)
     headers = {**route.headers, "Accept": request.headers.get("Accept", "application/json")}
-    where = _Where(http, url)
-    streamed = bool(body.get("stream"))
+    where = http.where(url)
     deadline = None if streamed else settings.chat_timeout_seconds
     try:
         async with (
@@ -63,15 +65,15 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             http.request(
                 "POST",
                 url,
-                data=orjson.dumps(body),
+                data=data,
                 headers=headers,
                 limits=route.stream_limits if streamed else route.answer_limits,
             ) as upstream,
         ):
             if upstream.status >= 400:
-                return await _upstream_error(upstream, http, str(where))
+                return await _upstream_error(upstream, http, where)
             if upstream.content_type == "text/event-stream":
-                return await _stream(request, upstream, instance, str(where))
+                return await _stream(request, upstream, instance, where)
             answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
             return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
     except UpstreamError as exc:
@@ -88,23 +90,8 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
         ) from None
 
 
-class _Where:
-    """How messages name the upstream, made only when one is written."""
-
-    __slots__ = ("_http", "_url")
-
-    def __init__(self, http: UpstreamClient, url: str) -> None:
-        self._http, self._url = http, url
-
-    def __str__(self) -> str:
-        return self._http.where(self._url)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
 async def _stream(
-    request: web.Request, upstream: UpstreamResponse, instance: Instance, where: str
+    request: web.Request, upstream: UpstreamResponse, instance: Instance, where: Where
 ) -> web.StreamResponse:
     """Pass server-sent events through as they arrive (whole events, redacted when the instance
     has secrets); end with an error event if the upstream dies mid-stream. A client that leaves
@@ -145,7 +132,7 @@ async def relay(
 
 
 async def _upstream_error(
-    upstream: UpstreamResponse, http: UpstreamClient, where: str
+    upstream: UpstreamResponse, http: UpstreamClient, where: Where
 ) -> web.Response:
     """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped
     into one."""

@@ -73,6 +73,22 @@ class Instance:
     base: Instance | None = None  # set on a twin built with a caller's key: never persisted
     store: ListStore | None = None  # where its last-known-good list is kept on disk
     _routes: dict[Wire, Route | None] = field(default_factory=dict)
+    _by_id: tuple[ModelList, dict[str, ModelInfo]] | None = None
+
+    async def listed(self, upstream_id: str, wait_seconds: float) -> ModelInfo | None:
+        """The model as this instance's list describes it (fresh or stale), or None. Waits for
+        the upstream (at most `wait_seconds`) only while the instance has no list at all; the
+        index is built once per list, off the loop when long."""
+        if self.cache.current is None:
+            await self.cache.get(wait_seconds)
+        current = self.cache.current
+        if current is None:
+            return None
+        if self._by_id is None or self._by_id[0] is not current:
+            models = current.models
+            by_id = await heavy(lambda: {model.id: model for model in models}, len(models))
+            self._by_id = (current, by_id)
+        return self._by_id[1].get(upstream_id)
 
     @property
     def name(self) -> str:

@@ -71,6 +71,12 @@ class ModelInfo:
     active: bool = True
     catalog: CatalogRef | None = None
 
+    @property
+    def takes_reasoning_effort(self) -> bool:
+        return "reasoning" in self.capabilities or any(
+            name in self.supported_parameters for name in ("reasoning", "reasoning_effort")
+        )
+
     def plain(self) -> dict[str, Any]:
         """The fields that differ from their defaults, as JSON-ready values (persisted lists
         and catalog entries are this)."""

@@ -42,6 +42,23 @@ _HINTS = {
 }
 
 
+class Where:
+    """How messages name an upstream: its instance and URL without secrets, made only when a
+    message is written (most requests never need it)."""
+
+    __slots__ = ("_label", "_url")
+
+    def __init__(self, label: str | None, url: str | URL) -> None:
+        self._label, self._url = label, url
+
+    def __str__(self) -> str:
+        shown = display_url(self._url)
+        return f"{self._label} ({shown})" if self._label else shown
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 def display_url(url: str | URL) -> str:
     """The URL without credentials or query string, safe for logs and messages."""
     try:
@@ -202,10 +219,9 @@ class UpstreamClient:
         self.secrets = secrets
         self._label = f"instance '{instance}'" if instance else None
 
-    def where(self, url: str | URL) -> str:
+    def where(self, url: str | URL) -> Where:
         """How a message names the upstream: the instance and its URL without secrets."""
-        shown = display_url(url)
-        return f"{self._label} ({shown})" if self._label else shown
+        return Where(self._label, url)
 
     async def get_json(
         self,
@@ -272,7 +288,7 @@ class UpstreamClient:
         )
         return _RedirectsRefused(call, self, url)
 
-    def redirect_error(self, response: UpstreamResponse, where: str) -> UpstreamError:
+    def redirect_error(self, response: UpstreamResponse, where: Where) -> UpstreamError:
         location = response.headers.get("Location")
         target = display_url(response.url.join(URL(location))) if location else "nowhere"
         return UpstreamError(
@@ -283,7 +299,7 @@ class UpstreamClient:
             code="upstream_redirect",
         )
 
-    async def read_body(self, response: UpstreamResponse, where: object) -> bytes | bytearray:
+    async def read_body(self, response: UpstreamResponse, where: Where) -> bytes | bytearray:
         """The whole decoded body, at most `max_bytes`; a status >= 400 raises its error.
         `where` names the upstream in messages (anything printable; made only when needed)."""
         if response.status >= 400:
@@ -305,7 +321,7 @@ class UpstreamClient:
             body += chunk
         return body
 
-    def _too_big(self, where: object) -> UpstreamError:
+    def _too_big(self, where: Where) -> UpstreamError:
         return UpstreamError(
             f"{where} sent more than {self.max_bytes} bytes (max_response_bytes); giving up",
             status=502,
