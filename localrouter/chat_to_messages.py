@@ -124,7 +124,7 @@ class MessagesStream:
         events: list[tuple[str, Json]] = []
         if not self._started:
             self._started = True
-            events.append(("message_start", self._start(chunk)))
+            events += [("message_start", self._start(chunk)), _PING]
         if chunk.get("usage"):
             self._usage = usage(chunk["usage"])
         choices = chunk.get("choices")
@@ -139,7 +139,7 @@ class MessagesStream:
         return events
 
     def finish(self) -> list[tuple[str, Json]]:
-        events = [] if self._started else [("message_start", self._start({}))]
+        events = [] if self._started else [("message_start", self._start({})), _PING]
         events += self._close()
         events.append(
             (
@@ -220,6 +220,9 @@ class MessagesStream:
             return []
         self._open = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+
+
+_PING: tuple[str, Json] = ("ping", {"type": "ping"})  # after message_start, as Anthropic sends
 
 
 def sse(events: list[tuple[str, Json]]) -> bytes:

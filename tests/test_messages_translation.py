@@ -315,6 +315,7 @@ def test_a_stream_gives_the_events_of_the_whole_message():
     names = [name for name, _ in events]
     assert names == [
         "message_start",
+        "ping",
         "content_block_start",
         "content_block_delta",
         "content_block_delta",
@@ -335,4 +336,4 @@ def test_a_stream_gives_the_events_of_the_whole_message():
 def test_an_empty_stream_still_closes_properly():
     stream = MessagesStream("m")
     names = [name for name, _ in stream.finish()]
-    assert names == ["message_start", "message_delta", "message_stop"]
+    assert names == ["message_start", "ping", "message_delta", "message_stop"]
