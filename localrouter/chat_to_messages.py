@@ -49,10 +49,19 @@ def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
-        "stop_sequence": None,
+        **stop(choice),
         "usage": usage(chat.get("usage")),
     }
+
+
+def stop(choice: Json) -> Json:
+    """Why the answer ended. Chat's `stop` covers stop sequences too; vLLM (`stop_reason`) and
+    SGLang (`matched_stop`) name the sequence that matched, and then it is `stop_sequence`."""
+    reason = STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn")
+    matched = choice.get("stop_reason", choice.get("matched_stop"))
+    if reason == "end_turn" and isinstance(matched, str) and matched:
+        return {"stop_reason": "stop_sequence", "stop_sequence": matched}
+    return {"stop_reason": reason, "stop_sequence": None}
 
 
 def reasoning_text(said: Json) -> str:
@@ -117,7 +126,7 @@ class MessagesStream:
         self._index = -1  # the open content block; -1: none yet
         self._open: str | None = None  # "thinking", "text" or "tool_use"
         self._tool_blocks: dict[int, int] = {}  # the upstream's tool-call index -> block index
-        self._stop_reason = "end_turn"
+        self._stop: Json = {"stop_reason": "end_turn", "stop_sequence": None}
         self._usage: Json = {"input_tokens": 0, "output_tokens": 0}
 
     def feed(self, chunk: Json) -> list[tuple[str, Json]]:
@@ -135,7 +144,7 @@ class MessagesStream:
             if isinstance(delta, dict):
                 events += self._delta(delta)
             if choice.get("finish_reason"):
-                self._stop_reason = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+                self._stop = stop(choice)
         return events
 
     def finish(self) -> list[tuple[str, Json]]:
@@ -146,7 +155,7 @@ class MessagesStream:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
+                    "delta": self._stop,
                     "usage": self._usage,
                 },
             )

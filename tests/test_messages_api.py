@@ -34,6 +34,15 @@ class ChatUpstream:
         if body["model"] == "limited":
             error = {"error": {"message": "slow down", "type": "rate_limit"}}
             return web.json_response(error, status=429)
+        if body["model"] == "breaks":  # one chunk of text, then the connection drops
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            said = {"role": "assistant", "content": "Half an ans"}
+            await response.write(b"data: " + orjson.dumps(chat_chunks(said, "stop", USAGE)[1]))
+            await response.write(b"\n\n")
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         last = body["messages"][-1]
         if body.get("tools") and last["role"] != "tool":
             call = {
@@ -179,6 +188,28 @@ async def test_thinking_asks_a_reasoning_model_for_effort_and_shows_its_reasonin
     assert "reasoning_effort" not in fake.bodies[-1]
     await client.messages.create(**{**request, "model": "lab/qwen3-coder"})
     assert "reasoning_effort" not in fake.bodies[-1]  # not a reasoning model
+
+
+async def test_an_upstream_that_breaks_mid_stream_ends_it_with_an_error_event(sdk: Any):
+    client, _ = sdk
+    request = {
+        "model": "lab/breaks",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    received: list[str] = []
+
+    async def read_all() -> None:
+        async with client.messages.stream(**request) as stream:
+            async for event in stream:
+                received.append(event.type)
+
+    with pytest.raises(anthropic.APIStatusError) as broken:
+        await read_all()
+    assert received[:2] == ["message_start", "content_block_start"]  # what came is passed on
+    assert broken.value.body["error"]["type"] == "api_error"
+    assert "instance 'lab'" in broken.value.message
+    assert "stopped in the middle of the answer" in broken.value.message
 
 
 async def test_a_tool_round_trip(sdk: Any):

@@ -256,6 +256,16 @@ def test_stop_reasons():
     ):
         answer = {"choices": [{"message": {"content": "x"}, "finish_reason": finish}]}
         assert message(answer, "m")["stop_reason"] == stop
+    for named in ({"stop_reason": "###"}, {"matched_stop": "###"}):  # vLLM, SGLang
+        answer = {"choices": [{"message": {"content": "x"}, "finish_reason": "stop", **named}]}
+        assert message(answer, "m")["stop_reason"] == "stop_sequence"
+        assert message(answer, "m")["stop_sequence"] == "###"
+        stream = MessagesStream("m")
+        stream.feed({"choices": [{"delta": {"content": "x"}, "finish_reason": "stop", **named}]})
+        closing = dict(stream.finish())["message_delta"]["delta"]
+        assert closing == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+    eos = {"choices": [{"message": {"content": "x"}, "finish_reason": "stop", "stop_reason": 2}]}
+    assert message(eos, "m")["stop_sequence"] is None  # a stop token id, not a sequence
 
 
 def chunks() -> list[dict[str, Any]]:
