@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from localrouter.errors import anthropic_error_body
+
 Json = dict[str, Any]
 
 STOP_REASONS = {
@@ -224,6 +226,9 @@ class MessagesStream:
         body = {"type": "content_block_delta", "index": self._index, "delta": delta}
         return "content_block_delta", body
 
+    def broken(self, message: str) -> list[tuple[str, Json]]:
+        return [("error", anthropic_error_body(message, 502))]
+
     def _close(self) -> list[tuple[str, Json]]:
         if self._open is None:
             return []
@@ -232,11 +237,3 @@ class MessagesStream:
 
 
 _PING: tuple[str, Json] = ("ping", {"type": "ping"})  # after message_start, as Anthropic sends
-
-
-def sse(events: list[tuple[str, Json]]) -> bytes:
-    """Server-sent events as Anthropic frames them: `event:` then `data:`."""
-    return b"".join(
-        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-        for name, data in events
-    )

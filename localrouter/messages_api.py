@@ -6,19 +6,16 @@ never forwarded: the instance's own key goes upstream."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 from aiohttp import web
 
-from localrouter.chat_to_messages import MessagesStream, message, sse
+from localrouter.bridge import gateway_errors, sse, translate_stream
+from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
     BadRequest,
-    GatewayError,
     NotAChatModel,
     UpstreamError,
     anthropic_error_body,
@@ -34,10 +31,7 @@ from localrouter.routing import add_cors
 from localrouter.secrets import redact_bytes
 from localrouter.state import REGISTRY, SETTINGS
 
-log = structlog.get_logger(__name__)
-
 MAX_ERROR_BODY = 64 * 1024
-MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -73,7 +67,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     del body
     where = http.where(url)
     seconds = instance.settings.chat_timeout_seconds
-    with _gateway_errors(where, http, seconds):
+    with gateway_errors(where, http, seconds):
         async with (
             asyncio.timeout(None if streamed else seconds),
             http.request(
@@ -88,7 +82,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 return await _upstream_error(upstream, http, where)
             if streamed:
                 translator = MessagesStream(model, thinking=thinking)
-                return await _stream(request, upstream, instance, translator, where)
+                return await translate_stream(request, upstream, http, translator, where)
             answer = orjson.loads(await http.read_body(upstream, where))
             if not isinstance(answer, dict):
                 raise UpstreamError(f"{where} answered with something other than an object")
@@ -115,7 +109,7 @@ async def _native(
             headers[name] = value
     streamed = body.get("stream") is True
     seconds = instance.settings.chat_timeout_seconds
-    with _gateway_errors(where, http, seconds):
+    with gateway_errors(where, http, seconds):
         async with (
             asyncio.timeout(None if streamed else seconds),
             http.request(
@@ -147,27 +141,6 @@ async def _native(
             return response
 
 
-@contextmanager
-def _gateway_errors(where: Where, http: UpstreamClient, seconds: float) -> Iterator[None]:
-    """A failed upstream call as the client's 502 or 504."""
-    try:
-        yield
-    except UpstreamError as exc:
-        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
-    except orjson.JSONDecodeError:
-        raise GatewayError(
-            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
-        ) from None
-    except TimeoutError:
-        raise GatewayError(
-            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise GatewayError(
-            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
-        ) from None
-
-
 async def _upstream_error(
     upstream: UpstreamResponse, http: UpstreamClient, where: Where
 ) -> web.Response:
@@ -176,60 +149,6 @@ async def _upstream_error(
     text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
     body = orjson.dumps(anthropic_error_body(text, upstream.status))
     return web.Response(body=body, status=upstream.status, content_type=JSON)
-
-
-async def _stream(
-    request: web.Request,
-    upstream: UpstreamResponse,
-    instance: Instance,
-    translator: MessagesStream,
-    where: Where,
-) -> web.StreamResponse:
-    """Each upstream chunk, as it arrives, becomes its Messages events; only an incomplete
-    line is held. A broken upstream ends the stream with an `error` event."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    response.headers["Cache-Control"] = "no-cache"
-    add_cors(request, response)
-    await response.prepare(request)
-    secrets = instance.http.secrets
-    held = b""
-    try:
-        async for received in upstream.content.iter_any():
-            lines = (held + received).split(b"\n")
-            held = lines.pop()
-            if len(held) > MAX_LINE_BYTES:
-                raise ValueError("an event line longer than 1 MiB")
-            events = []
-            for line in lines:
-                chunk = _data(line)
-                if chunk is not None:
-                    events += translator.feed(chunk)
-            if events:
-                await response.write(redact_bytes(sse(events), secrets))
-        if (chunk := _data(held)) is not None:
-            await response.write(redact_bytes(sse(translator.feed(chunk)), secrets))
-        await response.write(sse(translator.finish()))
-    except ConnectionResetError:
-        log.info("messages.client_left", instance=instance.name)
-        return response
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("messages.stream_broken", instance=instance.name, error=type(exc).__name__)
-        text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
-        await response.write(sse([("error", anthropic_error_body(text, 502))]))
-    await response.write_eof()
-    return response
-
-
-def _data(line: bytes) -> dict[str, object] | None:
-    """The JSON object of an SSE `data:` line; None for anything else ([DONE], comments)."""
-    line = line.strip()
-    if not line.startswith(b"data:"):
-        return None
-    payload = line[5:].strip()
-    if not payload or payload == b"[DONE]":
-        return None
-    chunk = orjson.loads(payload)  # a broken line is a broken stream: ValueError
-    return chunk if isinstance(chunk, dict) else None
 
 
 # A local count, for instances without a native count_tokens: about four characters a token

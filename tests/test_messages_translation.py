@@ -6,7 +6,8 @@ from typing import Any
 
 import orjson
 
-from localrouter.chat_to_messages import MessagesStream, message, sse
+from localrouter.bridge import sse
+from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.messages_to_chat import chat_request
 
 

@@ -1,0 +1,119 @@
+"""What the protocol bridges (Anthropic Messages, OpenAI Responses) share on their translated
+path: a failed upstream call as the client's error, Chat Completions chunks read line by line
+as they arrive, and the other protocol's events written as server-sent events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from localrouter.errors import GatewayError, UpstreamError
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
+from localrouter.routing import add_cors
+from localrouter.secrets import redact_bytes
+
+log = structlog.get_logger(__name__)
+
+Json = dict[str, Any]
+Event = tuple[str, Json]
+
+MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
+
+
+class ChunkTranslator(Protocol):
+    """Chat Completions chunks in, another protocol's events out, as they arrive."""
+
+    def feed(self, chunk: Json) -> list[Event]: ...
+
+    def finish(self) -> list[Event]: ...
+
+    def broken(self, message: str) -> list[Event]:
+        """The events that end a stream whose upstream broke off."""
+        ...
+
+
+@contextmanager
+def gateway_errors(where: Where, http: UpstreamClient, seconds: float) -> Iterator[None]:
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way)."""
+    try:
+        yield
+    except UpstreamError as exc:
+        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
+        ) from None
+    except TimeoutError:
+        raise GatewayError(
+            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GatewayError(
+            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
+        ) from None
+
+
+def sse(events: list[Event]) -> bytes:
+    """Server-sent events as Anthropic and OpenAI's Responses frame them: `event:`, `data:`."""
+    return b"".join(
+        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        for name, data in events
+    )
+
+
+def chat_chunk(line: bytes) -> Json | None:
+    """The JSON object of an SSE `data:` line; None for anything else ([DONE], comments)."""
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == b"[DONE]":
+        return None
+    chunk = orjson.loads(payload)  # a broken line is a broken stream: ValueError
+    return chunk if isinstance(chunk, dict) else None
+
+
+async def translate_stream(
+    request: web.Request,
+    upstream: UpstreamResponse,
+    http: UpstreamClient,
+    translator: ChunkTranslator,
+    where: Where,
+) -> web.StreamResponse:
+    """Each upstream chunk, as it arrives, becomes the translator's events; only an incomplete
+    line is held. A broken upstream ends the stream with the translator's closing events."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    response.headers["Cache-Control"] = "no-cache"
+    add_cors(request, response)
+    await response.prepare(request)
+    held = b""
+    try:
+        async for received in upstream.content.iter_any():
+            lines = (held + received).split(b"\n")
+            held = lines.pop()
+            if len(held) > MAX_LINE_BYTES:
+                raise ValueError("an event line longer than 1 MiB")
+            events = []
+            for line in lines:
+                if (chunk := chat_chunk(line)) is not None:
+                    events += translator.feed(chunk)
+            if events:
+                await response.write(redact_bytes(sse(events), http.secrets))
+        if (chunk := chat_chunk(held)) is not None:
+            await response.write(redact_bytes(sse(translator.feed(chunk)), http.secrets))
+        await response.write(redact_bytes(sse(translator.finish()), http.secrets))
+    except ConnectionResetError:
+        log.info("bridge.client_left", upstream=str(where))
+        return response
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("bridge.stream_broken", upstream=str(where), error=type(exc).__name__)
+        text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+        await response.write(sse(translator.broken(text)))
+    await response.write_eof()
+    return response
