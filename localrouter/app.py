@@ -29,6 +29,7 @@ from localrouter.providers.http import SessionTransport
 from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
+from localrouter.responses_api import responses
 from localrouter.routing import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.state import (
     ANTHROPIC_MODELS,
@@ -97,6 +98,7 @@ def create_app(
         ("POST", "/v1/completions", completions),
         ("POST", "/v1/embeddings", embeddings),
         ("POST", "/v1/messages", messages),
+        ("POST", "/v1/responses", responses),
         ("POST", "/v1/messages/count_tokens", count_tokens),
         ("GET", "/health", health),
         ("GET", "/metrics", metrics_endpoint),

@@ -84,6 +84,9 @@ class ProviderSettings(_Strict):
     # How /v1/messages reaches this instance: "native" (it speaks Anthropic's Messages API at
     # {base_url}/messages, with x-api-key), "translated" (to Chat Completions); default by type.
     messages: Literal["native", "translated"] | None = None
+    # How /v1/responses reaches this instance: "native" (it speaks OpenAI's Responses API at
+    # {base_url}/responses), "translated" (to Chat Completions); default by type.
+    responses: Literal["native", "translated"] | None = None
 
     @field_validator("type")
     @classmethod

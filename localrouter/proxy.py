@@ -20,7 +20,7 @@ from localrouter.errors import (
 )
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
-from localrouter.registry import Instance
+from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, json_response, request_json
 from localrouter.routing import add_cors
@@ -50,6 +50,20 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             f"no /{path} endpoint. Call it through {settings.type}'s own API.",
             param="model",
         )
+    return await send(request, body, instance, upstream_id, route, path)
+
+
+async def send(
+    request: web.Request,
+    body: dict[str, Any],
+    instance: Instance,
+    upstream_id: str,
+    route: Route,
+    path: str,
+) -> web.StreamResponse:
+    """`body` to `path` on the instance with only `model` rewritten; the answer (or stream,
+    event by event) back as it is, redacted. Used by the bridges' native paths too."""
+    settings = instance.settings
     body["model"] = upstream_id
     streamed = bool(body.get("stream"))
     data = orjson.dumps(body)
@@ -71,7 +85,7 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
             ) as upstream,
         ):
             if upstream.status >= 400:
-                return await _upstream_error(upstream, http, where)
+                return await upstream_error(upstream, http, where)
             if upstream.content_type == "text/event-stream":
                 return await _stream(request, upstream, instance, where)
             answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
@@ -131,7 +145,7 @@ async def relay(
         await response.write(tail)
 
 
-async def _upstream_error(
+async def upstream_error(
     upstream: UpstreamResponse, http: UpstreamClient, where: Where
 ) -> web.Response:
     """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped

@@ -32,6 +32,7 @@ from localrouter.offload import heavy
 from localrouter.persist import ListStore
 from localrouter.providers.base import (
     ANTHROPIC_MESSAGES,
+    Endpoint,
     ModelInfo,
     Provider,
     ProviderKind,
@@ -102,6 +103,9 @@ class Instance:
             if wire is Wire.MESSAGES and settings.messages is not None:  # the config decides
                 native = settings.messages == "native"
                 endpoint = (endpoint or ANTHROPIC_MESSAGES) if native else None
+            if wire is Wire.RESPONSES and settings.responses is not None:
+                native = settings.responses == "native"
+                endpoint = (endpoint or Endpoint()) if native else None
             if endpoint is None:
                 self._routes[wire] = None
             else:

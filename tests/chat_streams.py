@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+CREATED = 1_800_000_000  # the upstream's answer time, the same whole or streamed
+
 
 def chat_chunks(said: dict[str, Any], finish: str, usage: dict[str, int]) -> list[dict[str, Any]]:
     """A Chat Completions answer (`said`, the assistant message) as an upstream streams it:
@@ -14,6 +16,7 @@ def chat_chunks(said: dict[str, Any], finish: str, usage: dict[str, int]) -> lis
         return {
             "id": "chatcmpl-1",
             "object": "chat.completion.chunk",
+            "created": CREATED,
             "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
         }
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from localrouter.providers.base import DefaultInclusion, ProviderKind, ProviderSpec
+from localrouter.providers.base import (
+    DefaultInclusion,
+    Endpoint,
+    ProviderKind,
+    ProviderSpec,
+    Wire,
+)
 from localrouter.providers.openai_compat import Extras, OpenAICompatProvider, OpenAIShape
 from localrouter.providers.parsing import PER_MILLION, number, positive_int, strings, text
 
@@ -103,7 +109,12 @@ def _cloud(type_name: str, base_url: str, key_env: str, **extra: Any) -> Provide
 
 
 OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
-    _cloud("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    _cloud(
+        "openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        wires={Wire.CHAT: Endpoint(), Wire.RESPONSES: Endpoint()},
+    ),
     _cloud("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     _cloud(
         "mistral",
