@@ -29,7 +29,10 @@ from localrouter.providers.http import SessionTransport
 from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
+from localrouter.response_store import ResponseStore
+from localrouter.responses_api import delete as delete_response
 from localrouter.responses_api import responses
+from localrouter.responses_api import retrieve as retrieve_response
 from localrouter.routing import MAX_REQUEST_BYTES, Guard, add_routes, no_route
 from localrouter.state import (
     ANTHROPIC_MODELS,
@@ -44,6 +47,7 @@ from localrouter.state import (
     REDACTOR,
     REGISTRY,
     RELOADER,
+    RESPONSE_STORE,
     SETTINGS,
     UNIQUE_CACHE,
 )
@@ -84,6 +88,7 @@ def create_app(
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
     app[ANTHROPIC_MODELS] = DerivedCache(capacity=1)
+    app[RESPONSE_STORE] = ResponseStore()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
@@ -99,6 +104,8 @@ def create_app(
         ("POST", "/v1/embeddings", embeddings),
         ("POST", "/v1/messages", messages),
         ("POST", "/v1/responses", responses),
+        ("GET", "/v1/responses/{response_id}", retrieve_response),
+        ("DELETE", "/v1/responses/{response_id}", delete_response),
         ("POST", "/v1/messages/count_tokens", count_tokens),
         ("GET", "/health", health),
         ("GET", "/metrics", metrics_endpoint),

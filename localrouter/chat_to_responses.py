@@ -27,12 +27,11 @@ class Echo:
 
     @classmethod
     def of(cls, request: Json, model: str, chat: Json | None = None) -> Echo:
-        """Named after the upstream's answer (its id and time) where it gives them."""
-        found = chat or {}
-        name = found.get("id") if isinstance(found.get("id"), str) and found["id"] else None
-        created = found.get("created")
+        """A new id (upstream ids repeat: some local servers send the same one every time,
+        and stored responses are found by it), and the upstream's time where it gives one."""
+        created = (chat or {}).get("created")
         when = created if isinstance(created, int) and created > 0 else int(time.time())
-        return cls(f"resp_{name or uuid.uuid4().hex}", model, when, request)
+        return cls(f"resp_{uuid.uuid4().hex}", model, when, request)
 
 
 def response_object(
@@ -167,6 +166,7 @@ class ResponsesStream:
         self._open_calls: set[int] = set()
         self._finish: Any = None
         self._usage: Json | None = None
+        self.final: Json | None = None  # the Response `response.completed` carried
 
     def feed(self, chunk: Json) -> list[Event]:
         events: list[Event] = []
@@ -195,6 +195,7 @@ class ResponsesStream:
         final = response_object(
             self._echo, self._output, status, self._usage, incomplete_reason=reason
         )
+        self.final = final
         events.append(self._event(f"response.{status}", {"response": final}))
         return events
 
@@ -211,8 +212,9 @@ class ResponsesStream:
 
     def _start(self, chunk: Json) -> list[Event]:
         self._started = True
-        if chunk:
-            self._echo = Echo.of(self._echo.request, self._echo.model, chunk)
+        if isinstance(created := chunk.get("created"), int) and created > 0:
+            echo = self._echo
+            self._echo = Echo(echo.response_id, echo.model, created, echo.request)
         opening = response_object(self._echo, [], "in_progress", None)
         return [
             self._event("response.created", {"response": opening}),

@@ -6,20 +6,22 @@ and are never forwarded: the instance's own key goes upstream."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from localrouter.bridge import gateway_errors, translate_stream
 from localrouter.chat_to_responses import Echo, ResponsesStream, response
-from localrouter.errors import BadRequest, NotAChatModel, UpstreamError
+from localrouter.errors import BadRequest, NotAChatModel, NotFound, UpstreamError
 from localrouter.providers.base import Wire
 from localrouter.proxy import send, upstream_error
 from localrouter.resolve import resolve
+from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, request_json
 from localrouter.responses_to_chat import chat_request
 from localrouter.secrets import redact_bytes
-from localrouter.state import SETTINGS
+from localrouter.state import RESPONSE_STORE, SETTINGS
 
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
@@ -36,6 +38,12 @@ async def responses(request: web.Request) -> web.StreamResponse:
     instance, upstream_id = await resolve(request, model)
     if (native := instance.route(Wire.RESPONSES)) is not None:
         return await send(request, body, instance, upstream_id, native, "responses")
+    store, caller = request.app[RESPONSE_STORE], caller_of(request)
+    conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
+        body["input"]
+    )
+    body["input"] = conversation
+    kept = body.get("store") is not False
     route = instance.route(Wire.CHAT)
     if route is None:
         kind = instance.settings.type
@@ -72,14 +80,78 @@ async def responses(request: web.Request) -> web.StreamResponse:
                 return await upstream_error(upstream, http, where)
             if streamed:
                 stream = ResponsesStream(Echo.of(echo, model))
-                return await translate_stream(request, upstream, http, stream, where, headers)
+                answer = await translate_stream(request, upstream, http, stream, where, headers)
+                if kept and stream.final is not None:
+                    final = redact_bytes(orjson.dumps(stream.final), http.secrets)
+                    _keep(store, caller, conversation, stream.final, final)
+                return answer
             answer_body = orjson.loads(await http.read_body(upstream, where))
             if not isinstance(answer_body, dict):
                 raise UpstreamError(f"{where} answered with something other than an object")
-            whole = orjson.dumps(response(answer_body, Echo.of(echo, model, answer_body)))
-            return web.Response(
-                body=redact_bytes(whole, http.secrets), content_type=JSON, headers=headers
-            )
+            made = response(answer_body, Echo.of(echo, model, answer_body))
+            whole = redact_bytes(orjson.dumps(made), http.secrets)
+            if kept:
+                _keep(store, caller, conversation, made, whole)
+            return web.Response(body=whole, content_type=JSON, headers=headers)
+
+
+def input_items(given: str | list[Any]) -> list[dict[str, Any]]:
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return [item for item in given if isinstance(item, dict)]
+
+
+def _prior(store: ResponseStore, caller: str, previous: Any) -> list[dict[str, Any]]:
+    """The conversation a `previous_response_id` continues (its input and output items)."""
+    if previous is None:
+        return []
+    stored = store.get(previous, caller) if isinstance(previous, str) else None
+    if stored is None:
+        raise NotFound(
+            f"No response with id {str(previous)[:100]!r}: localrouter keeps the last "
+            f"{MAX_RESPONSES} stored responses of this caller in memory, until it restarts; "
+            "send the whole conversation as `input` instead.",
+            param="previous_response_id",
+        )
+    return stored.items
+
+
+def _keep(
+    store: ResponseStore,
+    caller: str,
+    conversation: list[dict[str, Any]],
+    made: dict[str, Any],
+    body: bytes | bytearray,
+) -> None:
+    if made.get("status") not in ("completed", "incomplete"):
+        return
+    items = conversation + [item for item in made["output"] if isinstance(item, dict)]
+    size = len(body) + len(orjson.dumps(items))
+    store.put(made["id"], caller, items, bytes(body), size)
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    """GET /v1/responses/{id}: a response this daemon translated and kept."""
+    response_id = request.match_info["response_id"]
+    stored = request.app[RESPONSE_STORE].get(response_id, caller_of(request))
+    if stored is None:
+        raise NotFound(_unknown(response_id), param="response_id")
+    return web.Response(body=stored.body, content_type=JSON)
+
+
+async def delete(request: web.Request) -> web.Response:
+    response_id = request.match_info["response_id"]
+    if not request.app[RESPONSE_STORE].delete(response_id, caller_of(request)):
+        raise NotFound(_unknown(response_id), param="response_id")
+    gone = {"id": response_id, "object": "response", "deleted": True}
+    return web.Response(body=orjson.dumps(gone), content_type=JSON)
+
+
+def _unknown(response_id: str) -> str:
+    return (
+        f"No response with id {response_id[:100]!r}: it was not stored (store: false), was "
+        "evicted, was made by another caller, or this daemon restarted since."
+    )
 
 
 # What a Response object repeats of its request.

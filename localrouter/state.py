@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.resolve import ModelIndex
+    from localrouter.response_store import ResponseStore
     from localrouter.routing import Guard
     from localrouter.unique import UniqueCache
 
@@ -34,6 +35,7 @@ MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
 ANTHROPIC_MODELS: web.AppKey[AnthropicCache] = web.AppKey("anthropic_models")
+RESPONSE_STORE: web.AppKey[ResponseStore] = web.AppKey("response_store")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")

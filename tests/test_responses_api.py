@@ -222,19 +222,25 @@ async def test_a_stream_ends_with_the_whole_response(sdk: Any):
         async with client.responses.stream(**request) as stream:
             kinds = [event.type async for event in stream]
             streamed = await stream.get_final_response()
-        assert _unparsed(streamed.model_dump()) == whole.model_dump()
+        assert _unnamed(streamed.model_dump()) == _unnamed(whole.model_dump())
+        assert streamed.id != whole.id
         assert kinds[:2] == ["response.created", "response.in_progress"]
         assert kinds[-1] == "response.completed"
     assert whole.output[0].type == "function_call"
     assert "response.function_call_arguments.delta" in kinds
 
 
-def _unparsed(value: Any) -> Any:
-    """The SDK's stream helper returns a ParsedResponse: the same, plus `parsed` fields."""
+def _unnamed(value: Any) -> Any:
+    """A Response without its ids (each response gets a new one) and without the `parsed`
+    fields the SDK's stream helper adds."""
     if isinstance(value, dict):
-        return {key: _unparsed(item) for key, item in value.items() if not key.startswith("parsed")}
+        return {
+            key: _unnamed(item)
+            for key, item in value.items()
+            if not key.startswith("parsed") and key != "id"
+        }
     if isinstance(value, list):
-        return [_unparsed(item) for item in value]
+        return [_unnamed(item) for item in value]
     return value
 
 
@@ -341,3 +347,39 @@ async def test_a_native_instance_gets_the_request_as_it_came(sdk: Any):
     assert streamed.output_text == "Native hello."
     assert native.bodies[-1]["stream"] is True
     assert len(chat.bodies) == calls
+
+
+async def test_previous_response_id_continues_a_stored_conversation(sdk: Any):
+    client, chat, _ = sdk
+    first = await client.responses.create(model="lab/qwen3-coder", input="Hi")
+    second = await client.responses.create(
+        model="lab/qwen3-coder", input="And again?", previous_response_id=first.id
+    )
+    assert second.output_text == "Hello from the lab!"
+    assert [(m["role"], m["content"]) for m in chat.bodies[-1]["messages"]] == [
+        ("user", "Hi"),
+        ("assistant", "Hello from the lab!"),
+        ("user", "And again?"),
+    ]
+    kept = await client.responses.retrieve(first.id)
+    assert kept.model_dump() == first.model_dump()
+    gone = await client.responses.delete(first.id)
+    assert gone is None  # the SDK returns nothing for a 200 delete
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await client.responses.create(
+            model="lab/qwen3-coder", input="?", previous_response_id=first.id
+        )
+    assert "whole conversation" in unknown.value.message
+
+
+async def test_store_false_leaves_nothing_behind(sdk: Any):
+    client, _, _ = sdk
+    async with client.responses.stream(model="lab/qwen3-coder", input="Hi", store=False) as stream:
+        unkept = await stream.get_final_response()
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(unkept.id)
+    async with client.responses.stream(model="lab/qwen3-coder", input="Hi") as stream:
+        kept = await stream.get_final_response()
+    assert (await client.responses.retrieve(kept.id)).output_text == "Hello from the lab!"
