@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from localrouter.chat_turns import settle
+
 Json = dict[str, Any]
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
@@ -81,69 +83,22 @@ _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 
 
 def _messages(request: Json) -> list[Json]:
-    """The conversation as Chat messages. `system` entries inside `messages` (Claude Code's
-    mid-conversation system beta) are honoured where chat templates accept them: those before
-    the first turn join the system prompt; a later one is context for the turn at hand, given
-    to the model inside the nearest user turn as a `<system-reminder>` (Claude Code's own way),
-    since many templates refuse a system message anywhere but first. Consecutive user turns
-    are one turn, as in Anthropic's API."""
-    system = [text] if (text := _system_text(request.get("system"))) else []
+    """The conversation as Chat messages, settled into the shape chat templates accept
+    (chat_turns.py: Claude Code's `system` entries inside `messages`, consecutive turns)."""
     out: list[Json] = []
-    reminders: list[str] = []
+    if text := _system_text(request.get("system")):
+        out.append({"role": "system", "content": text})
     for entry in request.get("messages") or ():
         if not isinstance(entry, dict):
             continue
         role, content = entry.get("role"), entry.get("content")
         if role == "system":
-            if text := _text_of(content):
-                (reminders if out else system).append(text)
+            out.append({"role": "system", "content": _text_of(content)})
         elif role == "assistant":
-            _remind(out, reminders)
             out.extend(_assistant(content))
         elif role == "user":
-            turn = _user(content)
-            if reminders:
-                _remind(turn, reminders, before=True)
-            for message in turn:
-                _append(out, message)
-    _remind(out, reminders)
-    if system:
-        out.insert(0, {"role": "system", "content": "\n\n".join(system)})
-    return out
-
-
-def _remind(out: list[Json], reminders: list[str], *, before: bool = False) -> None:
-    """Give held system reminders to the user turn ending `out` (or starting it, `before`),
-    or to a new user turn after a tool result or an assistant turn. Empties `reminders`."""
-    if not reminders:
-        return
-    text = "\n\n".join(f"<system-reminder>\n{r}\n</system-reminder>" for r in reminders)
-    reminders.clear()
-    reminder: Json = {"role": "user", "content": text}
-    if before and out and out[-1]["role"] == "user":
-        out[-1]["content"] = _joined(text, out[-1]["content"])
-    elif not before and out and out[-1]["role"] == "user":
-        out[-1]["content"] = _joined(out[-1]["content"], text)
-    else:
-        out.append(reminder)
-
-
-def _append(out: list[Json], message: Json) -> None:
-    if message["role"] == "user" and out and out[-1]["role"] == "user":
-        out[-1]["content"] = _joined(out[-1]["content"], message["content"])
-    else:
-        out.append(message)
-
-
-def _joined(first: Any, second: Any) -> Any:
-    """Two user contents (a string or parts) as one."""
-    if isinstance(first, str) and isinstance(second, str):
-        return f"{first}\n\n{second}"
-
-    def parts(content: Any) -> list[Json]:
-        return [{"type": "text", "text": content}] if isinstance(content, str) else content
-
-    return parts(first) + parts(second)
+            out.extend(_user(content))
+    return settle(out)
 
 
 # Claude Code's first system block is a billing header for Anthropic, not an instruction.

@@ -1,11 +1,13 @@
 """An OpenAI Responses request, as the Chat Completions request that means the same.
 
 `instructions` and `input` (a string, or items: messages with text and image parts, function
-calls and their outputs with their `call_id`) become messages; function tools, `tool_choice`,
-`parallel_tool_calls`, `max_output_tokens`, sampling, `text.format` and, for models that take
-one, `reasoning.effort` map across. Reasoning items are dropped. Tools the upstream cannot run
-(web_search, file_search, computer_use, Codex's namespace, ...) are dropped and named, so the
-answer can say so; a request that requires one is refused.
+calls and their outputs with their `call_id`) become messages, settled into the shape chat
+templates accept (chat_turns.py; Codex sends several developer and user messages in a row).
+Function tools, `tool_choice`, `parallel_tool_calls`, `max_output_tokens`, sampling,
+`text.format` and, for models that take one, `reasoning.effort` map across. Reasoning items are
+dropped. Tools the upstream cannot run (web_search, file_search, computer_use, Codex's
+namespace, ...) are dropped and named, so the answer can say so; a request that requires one
+is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from localrouter.chat_turns import settle
 from localrouter.errors import BadRequest
 
 Json = dict[str, Any]
@@ -38,6 +41,7 @@ def chat_request(
     messages = _messages(request.get("input"))
     if isinstance(instructions := request.get("instructions"), str) and instructions:
         messages.insert(0, {"role": "system", "content": instructions})
+    messages = settle(messages)
     chat: Json = {"model": upstream_model, "messages": messages}
     tools, dropped = _tools(request.get("tools"))
     if tools:

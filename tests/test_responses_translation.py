@@ -61,8 +61,7 @@ def test_codex_style_input_items_become_the_conversation():
     assert translated.body == {
         "model": "qwen",
         "messages": [
-            {"role": "system", "content": "You are Codex."},
-            {"role": "system", "content": "Sandbox: on."},
+            {"role": "system", "content": "You are Codex.\n\nSandbox: on."},
             {"role": "user", "content": "List files"},
             {
                 "role": "assistant",
@@ -112,3 +111,36 @@ def test_a_required_tool_that_cannot_run_is_refused():
         "type": "function",
         "function": {"name": "f"},
     }
+
+
+def test_codex_turns_are_settled_as_templates_accept_them():
+    """What the real CLI sent (codex 0.169.0 through the daemon): two developer messages, two
+    user messages, then after a tool call its output and a developer update."""
+    request = {
+        "input": [
+            {
+                "type": "message",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": "A"}],
+            },
+            {
+                "type": "message",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": "B"}],
+            },
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "env"}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "task"}],
+            },
+            {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}"},
+            {"type": "message", "role": "developer", "content": "cwd changed"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ]
+    }
+    messages = chat_request(request, "m").body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "user"]
+    assert messages[0]["content"] == "A\n\nB"
+    assert messages[1]["content"] == "env\n\ntask"
+    assert messages[4]["content"] == "<system-reminder>\ncwd changed\n</system-reminder>"

@@ -1,0 +1,82 @@
+"""A Chat Completions conversation as every chat template accepts it.
+
+Agents stretch the protocols: Claude Code puts `system` entries among its messages, Codex sends
+several `developer` messages and consecutive user messages. Many chat templates (Llama,
+Mistral, Qwen's among them) accept one system message, first, and alternating turns, and
+refuse or mangle anything else. `settle` keeps the meaning and fixes the shape:
+- the system messages before the first turn become one;
+- a later one is context for the turn at hand: it goes to the model inside the nearest user
+  turn as a `<system-reminder>` (Claude Code's own way), never between an assistant's tool
+  calls and their results;
+- consecutive user turns become one (as Anthropic's API itself does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+
+def settle(messages: list[Json]) -> list[Json]:
+    system: list[str] = []
+    out: list[Json] = []
+    reminders: list[str] = []
+    for message in messages:
+        role = message["role"]
+        if role == "system":
+            if text := _text(message.get("content")):
+                (reminders if out else system).append(text)
+        elif role == "user":
+            if reminders:
+                message = {**message, "content": _joined(_reminder(reminders), message["content"])}
+            _append(out, message)
+        else:
+            if role == "assistant":
+                _remind(out, reminders)
+            out.append(message)
+    _remind(out, reminders)
+    if system:
+        out.insert(0, {"role": "system", "content": "\n\n".join(system)})
+    return out
+
+
+def _remind(out: list[Json], reminders: list[str]) -> None:
+    """Give held reminders to the user turn ending `out`, or to a new one after a tool result
+    or an assistant turn."""
+    if reminders:
+        _append(out, {"role": "user", "content": _reminder(reminders)})
+
+
+def _reminder(reminders: list[str]) -> str:
+    text = "\n\n".join(f"<system-reminder>\n{r}\n</system-reminder>" for r in reminders)
+    reminders.clear()
+    return text
+
+
+def _append(out: list[Json], message: Json) -> None:
+    if message["role"] == "user" and out and out[-1]["role"] == "user":
+        out[-1] = {**out[-1], "content": _joined(out[-1]["content"], message["content"])}
+    else:
+        out.append(message)
+
+
+def _joined(first: Any, second: Any) -> Any:
+    """Two user contents (a string or parts) as one."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+
+    def parts(content: Any) -> list[Json]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+    return parts(first) + parts(second)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n\n".join(
+        part["text"]
+        for part in (content if isinstance(content, list) else ())
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )
