@@ -4,14 +4,19 @@ object (`response`), or its stream of events chunk by chunk (`ResponsesStream`),
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from localrouter.bridge import Event
 
 Json = dict[str, Any]
+
+# Response ids: random per process, counted within it (cheaper than a uuid4 per response).
+_PROCESS = secrets.token_hex(8)
+_COUNTER = itertools.count()
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -31,7 +36,7 @@ class Echo:
         and stored responses are found by it), and the upstream's time where it gives one."""
         created = (chat or {}).get("created")
         when = created if isinstance(created, int) and created > 0 else int(time.time())
-        return cls(f"resp_{uuid.uuid4().hex}", model, when, request)
+        return cls(f"resp_{_PROCESS}{next(_COUNTER):08x}", model, when, request)
 
 
 def response_object(

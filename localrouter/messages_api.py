@@ -63,7 +63,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
     )
     # A Claude Code request is thousands of objects; let them go before the upstream answers,
-    # or each collection meanwhile walks them (a fifth more CPU a request, bench/messages.py).
+    # or each collection meanwhile walks them (a fifth more CPU a request, bench/bridges.py).
     del body
     where = http.where(url)
     seconds = instance.settings.chat_timeout_seconds

@@ -44,6 +44,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     )
     body["input"] = conversation
     kept = body.get("store") is not False
+    weight = request.content_length or 0
     route = instance.route(Wire.CHAT)
     if route is None:
         kind = instance.settings.type
@@ -83,7 +84,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
                 answer = await translate_stream(request, upstream, http, stream, where, headers)
                 if kept and stream.final is not None:
                     final = redact_bytes(orjson.dumps(stream.final), http.secrets)
-                    _keep(store, caller, conversation, stream.final, final)
+                    _keep(store, caller, conversation, stream.final, final, weight)
                 return answer
             answer_body = orjson.loads(await http.read_body(upstream, where))
             if not isinstance(answer_body, dict):
@@ -91,7 +92,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
             made = response(answer_body, Echo.of(echo, model, answer_body))
             whole = redact_bytes(orjson.dumps(made), http.secrets)
             if kept:
-                _keep(store, caller, conversation, made, whole)
+                _keep(store, caller, conversation, made, whole, weight)
             return web.Response(body=whole, content_type=JSON, headers=headers)
 
 
@@ -122,11 +123,14 @@ def _keep(
     conversation: list[dict[str, Any]],
     made: dict[str, Any],
     body: bytes | bytearray,
+    request_bytes: int,
 ) -> None:
     if made.get("status") not in ("completed", "incomplete"):
         return
     items = conversation + [item for item in made["output"] if isinstance(item, dict)]
-    size = len(body) + len(orjson.dumps(items))
+    # What the items weigh, near enough: the request they came in and the answer, twice
+    # (earlier turns are shared with the response they came from, not copied).
+    size = request_bytes + 2 * len(body)
     store.put(made["id"], caller, items, bytes(body), size)
 
 

@@ -79,7 +79,7 @@ async def serve(
     # What start-up made (modules, config, routes: some 80,000 objects) lives as long as the
     # daemon. Unfrozen, every full collection walks it, holding the GIL: 70-90 ms, every few
     # hundred requests under load, a fifth of the CPU time of proxied requests (measured with
-    # bench/messages.py). Frozen, the collector walks only what requests leave behind.
+    # bench/bridges.py). Frozen, the collector walks only what requests leave behind.
     gc.freeze()
     url = f"http://{host}:{port}/v1"
     instances = [p.name for p in settings.enabled_providers]

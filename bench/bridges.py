@@ -1,13 +1,15 @@
-"""What the Messages bridge costs over plain chat forwarding, through the same daemon and the
-same Chat Completions upstream, in the same run.
+"""What the protocol bridges (Anthropic Messages, OpenAI Responses) cost over plain chat
+forwarding, through the same daemon and the same Chat Completions upstream, in the same run.
 
-Two requests: a short one, and one shaped like a real Claude Code request (78 KB: 6 KB of system
-prompt, 24 tools with full schemas, a tool call and its result). The chat requests are the very
-bodies the bridge sends upstream, so the only difference is the translation there and back.
+For each bridge, two requests: a short one, and one shaped like a real agent's (Claude Code:
+78 KB, a 6 KB system prompt, 24 tools with full schemas, a tool call and its result; Codex:
+instructions, developer and user messages, function tools, a built-in tool, a shell call and its
+output). The chat requests are the very bodies the bridge sends upstream, so the only
+difference is the translation there and back.
 
 1. First streamed event: sequential requests in alternating blocks, POST /v1/chat/completions
-   (time to its first chunk) against POST /v1/messages (time to `message_start`); p50 of each
-   and the difference. Target: under 1 ms added at p50.
+   (time to its first chunk) against the bridge (time to its first event); p50 of each and the
+   difference. Target: under 1 ms added at p50.
 2. Non-streamed throughput: wrk at 16 connections, paired rounds alternating which goes first.
    Printed: req/s of each and the median of the per-round ratios messages / chat, and the
    daemon's own CPU time per request (from /proc) for each. On a shared 2-core machine both
@@ -17,7 +19,7 @@ bodies the bridge sends upstream, so the only difference is the translation ther
    in this process with the collector on, best of 5) added to the daemon's CPU per forwarded
    request measured in this run. Target: at most 5% lower (>= 0.95).
 
-    python bench/messages.py [--requests 1000] [--block 100] [--seconds 3] [--rounds 5]
+    python bench/bridges.py [--requests 1000] [--block 100] [--seconds 3] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from models import HERE, LOAD_CORE, free_port, pinned, process, wait_for
 
+from localrouter import messages_to_chat, responses_to_chat
 from localrouter.chat_to_messages import message
-from localrouter.messages_to_chat import chat_request
+from localrouter.chat_to_responses import Echo, response
 
 ADDED_MS_TARGET = 1.0
 THROUGHPUT_TARGET = 0.95
@@ -104,10 +108,83 @@ def claude_code_sized_request() -> dict[str, Any]:
     }
 
 
-def pair(messages_body: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The Messages body and the Chat body the bridge makes of it (with the client's model)."""
-    chat = chat_request(messages_body, MODEL)
-    return orjson.dumps(messages_body), orjson.dumps(chat)
+def short_responses_request() -> dict[str, Any]:
+    return {"model": MODEL, "input": "Hi", "max_output_tokens": 256}
+
+
+def codex_sized_request() -> dict[str, Any]:
+    """Shaped like a Codex request (codex 0.169.0, captured through the daemon)."""
+    words = "Describes what this argument means and when to pass it. "
+    parameters = {
+        "type": "object",
+        "properties": {f"arg_{n}": {"type": "string", "description": words * 3} for n in range(6)},
+        "required": ["arg_0"],
+    }
+    tools: list[dict[str, Any]] = [
+        {
+            "type": "function",
+            "name": f"tool_{n}",
+            "description": words * 10,
+            "parameters": parameters,
+        }
+        for n in range(8)
+    ]
+    tools += [{"type": "web_search"}, {"type": "namespace", "name": "multi_agent_v1"}]
+    text = {"type": "input_text", "text": "Environment and permissions. " * 60}
+    return {
+        "model": MODEL,
+        "instructions": "You are a coding agent running in a terminal. " * 120,
+        "input": [
+            {"type": "message", "role": "developer", "content": [text]},
+            {"type": "message", "role": "developer", "content": [text]},
+            {"type": "message", "role": "user", "content": [text]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Go."}]},
+            {"type": "function_call", "call_id": "c1", "name": "tool_1", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "output " * 200},
+        ],
+        "tools": tools,
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "bench",
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bridge and one request: its body, and the Chat body the bridge makes of it."""
+
+    name: str
+    path: str
+    body: bytes
+    chat_body: bytes
+    bridged: Callable[[], None]  # the bridge's work for one request (timed)
+
+
+def messages_case(name: str, request: dict[str, Any]) -> Case:
+    raw = orjson.dumps(request)
+
+    def bridged() -> None:
+        orjson.dumps(messages_to_chat.chat_request(orjson.loads(raw), MODEL))
+        orjson.dumps(message(orjson.loads(ANSWER), MODEL))
+
+    chat = messages_to_chat.chat_request(request, MODEL)
+    return Case(f"messages {name}", "/v1/messages", raw, orjson.dumps(chat), bridged)
+
+
+def responses_case(name: str, request: dict[str, Any]) -> Case:
+    raw = orjson.dumps(request)
+
+    def bridged() -> None:
+        body = orjson.loads(raw)
+        orjson.dumps(responses_to_chat.chat_request(body, MODEL).body)
+        answer = orjson.loads(ANSWER)
+        orjson.dumps(response(answer, Echo.of(body, MODEL, answer)))
+
+    chat = responses_to_chat.chat_request(request, MODEL).body
+    return Case(f"responses {name}", "/v1/responses", raw, orjson.dumps(chat), bridged)
 
 
 async def first_event(
@@ -122,21 +199,19 @@ async def first_event(
     return elapsed
 
 
-async def latency(
-    base: str, bodies: dict[str, tuple[bytes, bytes]], args: argparse.Namespace
-) -> list[str]:
+async def latency(base: str, cases: list[Case], args: argparse.Namespace) -> list[str]:
     lines = []
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
     async with aiohttp.ClientSession() as session:
-        for size, (messages_body, chat_body) in bodies.items():
+        for case in cases:
             streamed = {
-                "chat": (f"{base}/v1/chat/completions", _streamed(chat_body)),
-                "messages": (f"{base}/v1/messages", _streamed(messages_body)),
+                "chat": (f"{base}/v1/chat/completions", _streamed(case.chat_body)),
+                "bridge": (f"{base}{case.path}", _streamed(case.body)),
             }
             for url, body in streamed.values():  # warm both
                 for _ in range(50):
                     await first_event(session, url, body, headers)
-            times: dict[str, list[float]] = {"chat": [], "messages": []}
+            times: dict[str, list[float]] = {"chat": [], "bridge": []}
             for block in range(args.requests // args.block):
                 order = list(streamed) if block % 2 == 0 else list(reversed(streamed))
                 for name in order:
@@ -144,12 +219,12 @@ async def latency(
                     for _ in range(args.block):
                         times[name].append(await first_event(session, url, body, headers))
             chat_p50 = statistics.median(times["chat"]) * 1000
-            messages_p50 = statistics.median(times["messages"]) * 1000
-            added = messages_p50 - chat_p50
+            bridge_p50 = statistics.median(times["bridge"]) * 1000
+            added = bridge_p50 - chat_p50
             verdict = "ok" if added < ADDED_MS_TARGET else "OVER"
             lines.append(
-                f"first streamed event, {size:<17} chat p50 {chat_p50:6.3f} ms | messages p50 "
-                f"{messages_p50:6.3f} ms | added {added:6.3f} ms ({verdict}, target < "
+                f"first streamed event, {case.name:<28} chat p50 {chat_p50:6.3f} ms | bridge p50 "
+                f"{bridge_p50:6.3f} ms | added {added:6.3f} ms ({verdict}, target < "
                 f"{ADDED_MS_TARGET:g} ms)"
             )
             print(lines[-1], flush=True)
@@ -170,23 +245,19 @@ ANSWER = orjson.dumps(
 )
 
 
-def translation_seconds(messages_body: bytes, chat_body: bytes) -> float:
-    """What the bridge does beyond forwarding, per request: parse the Messages body, translate,
+def translation_seconds(case: Case) -> float:
+    """What the bridge does beyond forwarding, per request: parse its body, translate,
     serialise the Chat body, then parse the answer, translate it and serialise it, less what
     forwarding does for the same request (parse the Chat body and serialise it). Collector on."""
 
-    def bridged() -> None:
-        orjson.dumps(chat_request(orjson.loads(messages_body), MODEL))
-        orjson.dumps(message(orjson.loads(ANSWER), MODEL))
-
     def forwarded() -> None:
-        orjson.dumps(orjson.loads(chat_body))
+        orjson.dumps(orjson.loads(case.chat_body))
 
     def per_call(work: Callable[[], None]) -> float:
         runs = 2000
         return min(timeit.repeat(work, "gc.enable()", number=runs, repeat=5)) / runs
 
-    return max(per_call(bridged) - per_call(forwarded), 0.0)
+    return max(per_call(case.bridged) - per_call(forwarded), 0.0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -208,20 +279,16 @@ def wrk(url: str, script: Path, seconds: float) -> tuple[float, int]:
 
 
 def throughput(
-    base: str,
-    bodies: dict[str, tuple[bytes, bytes]],
-    workdir: Path,
-    daemon_pid: int,
-    args: argparse.Namespace,
+    base: str, cases: list[Case], workdir: Path, daemon_pid: int, args: argparse.Namespace
 ) -> None:
     if not shutil.which("wrk"):
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
-    for size, (messages_body, chat_body) in bodies.items():
+    for number, case in enumerate(cases):
         scripts = {}
-        for name, body in (("chat", chat_body), ("messages", messages_body)):
-            script = workdir / f"{name}-{size}.lua"
-            body_file = workdir / f"{name}-{size}.json"
+        for name, body in (("chat", case.chat_body), ("bridge", case.body)):
+            script = workdir / f"{name}-{number}.lua"
+            body_file = workdir / f"{name}-{number}.json"
             body_file.write_bytes(body)
             script.write_text(
                 'wrk.method = "POST"\n'
@@ -231,41 +298,45 @@ def throughput(
             )
             scripts[name] = script
 
-        cpu: dict[str, list[float]] = {"chat": [], "messages": []}
+        cpu: dict[str, list[float]] = {"chat": [], "bridge": []}
 
         def run(
-            name: str, seconds: float, scripts: dict[str, Path] = scripts, cpu: Any = cpu
+            name: str,
+            seconds: float,
+            scripts: dict[str, Path] = scripts,
+            cpu: Any = cpu,
+            path: str = case.path,
         ) -> float:
-            url = f"{base}/v1/chat/completions" if name == "chat" else f"{base}/v1/messages"
+            url = f"{base}/v1/chat/completions" if name == "chat" else f"{base}{path}"
             before = cpu_seconds(daemon_pid)
             rate, count = wrk(url, scripts[name], seconds)
             cpu[name].append((cpu_seconds(daemon_pid) - before) / count)
             return rate
 
         run("chat", 1)
-        run("messages", 1)
+        run("bridge", 1)
         cpu["chat"].clear()
-        cpu["messages"].clear()
-        ratios, chat_rates, messages_rates = [], [], []
+        cpu["bridge"].clear()
+        ratios, chat_rates, bridge_rates = [], [], []
         for round_number in range(args.rounds):
-            order = ["chat", "messages"] if round_number % 2 == 0 else ["messages", "chat"]
+            order = ["chat", "bridge"] if round_number % 2 == 0 else ["bridge", "chat"]
             rates = {name: run(name, args.seconds) for name in order}
             chat_rates.append(rates["chat"])
-            messages_rates.append(rates["messages"])
-            ratios.append(rates["messages"] / rates["chat"])
+            bridge_rates.append(rates["bridge"])
+            ratios.append(rates["bridge"] / rates["chat"])
         chat_cpu = statistics.median(cpu["chat"]) * 1e6
-        messages_cpu = statistics.median(cpu["messages"]) * 1e6
-        cpu_ratios = [c / m for c, m in zip(cpu["chat"], cpu["messages"], strict=True)]
-        added = translation_seconds(messages_body, chat_body) * 1e6
+        bridge_cpu = statistics.median(cpu["bridge"]) * 1e6
+        cpu_ratios = [c / m for c, m in zip(cpu["chat"], cpu["bridge"], strict=True)]
+        added = translation_seconds(case) * 1e6
         ratio = chat_cpu / (chat_cpu + added)
         verdict = "ok" if ratio >= THROUGHPUT_TARGET else "UNDER"
         print(
-            f"throughput, non-streamed, {size:<17} chat {statistics.median(chat_rates):7.1f} "
-            f"req/s | messages {statistics.median(messages_rates):7.1f} req/s | req/s ratio "
+            f"throughput, non-streamed, {case.name:<28} chat {statistics.median(chat_rates):7.1f} "
+            f"req/s | bridge {statistics.median(bridge_rates):7.1f} req/s | req/s ratio "
             f"{statistics.median(ratios):.3f} (rounds: "
             + ", ".join(f"{r:.2f}" for r in ratios)
             + ")\n"
-            f"  daemon CPU per request: chat {chat_cpu:6.1f} us | messages {messages_cpu:6.1f} us"
+            f"  daemon CPU per request: chat {chat_cpu:6.1f} us | bridge {bridge_cpu:6.1f} us"
             f" | ratio {statistics.median(cpu_ratios):.3f} (rounds: "
             + ", ".join(f"{r:.2f}" for r in cpu_ratios)
             + ")\n"
@@ -287,10 +358,12 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {LOAD_CORE})  # the client beside the upstream; the daemon alone
-    bodies = {
-        "short": pair(short_request()),
-        "claude-code-sized": pair(claude_code_sized_request()),
-    }
+    cases = [
+        messages_case("short", short_request()),
+        messages_case("claude-code-sized", claude_code_sized_request()),
+        responses_case("short", short_responses_request()),
+        responses_case("codex-sized", codex_sized_request()),
+    ]
     upstream_port, daemon_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as workdir:
         config = Path(workdir) / "config.yaml"
@@ -310,8 +383,8 @@ def main() -> None:
                 print(
                     f"{args.requests} sequential requests per path and size, blocks of {args.block}"
                 )
-                asyncio.run(latency(base, bodies, args))
-                throughput(base, bodies, Path(workdir), daemon_process.pid, args)
+                asyncio.run(latency(base, cases, args))
+                throughput(base, cases, Path(workdir), daemon_process.pid, args)
         finally:
             upstream_process.terminate()
             upstream_process.wait(timeout=10)
