@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from localrouter.bridge import gateway_errors, sse, translate_stream
+from localrouter.bridge import chat_call, gateway_errors, sse, translate_stream, whole_answer
 from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
     BadRequest,
@@ -26,7 +26,7 @@ from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, 
 from localrouter.proxy import relay
 from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
-from localrouter.responses import JSON, request_json
+from localrouter.responses import JSON, model_request, request_json
 from localrouter.routing import add_cors
 from localrouter.secrets import redact_bytes
 from localrouter.state import REGISTRY, SETTINGS
@@ -35,12 +35,7 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body = await request_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
+    body, model = await model_request(request)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
     instance, upstream_id = await resolve(request, model)
@@ -51,7 +46,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         kind = instance.settings.type
         raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
     http = instance.http
-    url = route.url("chat/completions")
     streamed, thinking = body.get("stream") is True, wants_thinking(body)
     listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
     chat = orjson.dumps(
@@ -65,29 +59,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
     # A Claude Code request is thousands of objects; let them go before the upstream answers,
     # or each collection meanwhile walks them (a fifth more CPU a request, bench/bridges.py).
     del body
-    where = http.where(url)
-    seconds = instance.settings.chat_timeout_seconds
-    with gateway_errors(where, http, seconds):
-        async with (
-            asyncio.timeout(None if streamed else seconds),
-            http.request(
-                "POST",
-                url,
-                data=chat,
-                headers=dict(route.headers),
-                limits=route.stream_limits if streamed else route.answer_limits,
-            ) as upstream,
-        ):
-            if upstream.status >= 400:
-                return await _upstream_error(upstream, http, where)
-            if streamed:
-                translator = MessagesStream(model, thinking=thinking)
-                return await translate_stream(request, upstream, http, translator, where)
-            answer = orjson.loads(await http.read_body(upstream, where))
-            if not isinstance(answer, dict):
-                raise UpstreamError(f"{where} answered with something other than an object")
-            whole = orjson.dumps(message(answer, model, thinking=thinking))
-            return web.Response(body=redact_bytes(whole, http.secrets), content_type=JSON)
+    async with chat_call(instance, route, chat, streamed=streamed) as (upstream, where):
+        if upstream.status >= 400:
+            return await _upstream_error(upstream, http, where)
+        if streamed:
+            translator = MessagesStream(model, thinking=thinking)
+            return await translate_stream(request, upstream, http, translator, where)
+        answer = await whole_answer(http, upstream, where)
+        whole = orjson.dumps(message(answer, model, thinking=thinking))
+        return web.Response(body=redact_bytes(whole, http.secrets), content_type=JSON)
 
 
 # What a client says of the protocol, kept on the native path (never its credentials).

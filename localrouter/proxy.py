@@ -12,7 +12,6 @@ import structlog
 from aiohttp import web
 
 from localrouter.errors import (
-    BadRequest,
     GatewayError,
     NotAChatModel,
     UpstreamError,
@@ -22,7 +21,7 @@ from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
-from localrouter.responses import JSON, json_response, request_json
+from localrouter.responses import JSON, json_response, model_request
 from localrouter.routing import add_cors
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 
@@ -35,12 +34,7 @@ _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
 
 
 async def forward(request: web.Request, path: str) -> web.StreamResponse:
-    body = await request_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
+    body, model = await model_request(request)
     instance, upstream_id = await resolve(request, model)
     settings = instance.settings
     route = instance.route(Wire.CHAT)

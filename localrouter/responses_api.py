@@ -5,20 +5,19 @@ and are never forwarded: the instance's own key goes upstream."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from localrouter.bridge import gateway_errors, translate_stream
+from localrouter.bridge import chat_call, translate_stream, whole_answer
 from localrouter.chat_to_responses import Echo, ResponsesStream, response
-from localrouter.errors import BadRequest, NotAChatModel, NotFound, UpstreamError
+from localrouter.errors import BadRequest, NotAChatModel, NotFound
 from localrouter.providers.base import Wire
 from localrouter.proxy import send, upstream_error
 from localrouter.resolve import resolve
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
-from localrouter.responses import JSON, request_json
+from localrouter.responses import JSON, model_request
 from localrouter.responses_to_chat import chat_request
 from localrouter.secrets import redact_bytes
 from localrouter.state import RESPONSE_STORE, SETTINGS
@@ -27,12 +26,7 @@ DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    body = await request_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
+    body, model = await model_request(request)
     if not isinstance(body.get("input"), str | list):
         raise BadRequest("'input' is required: a string or a list of items.", param="input")
     instance, upstream_id = await resolve(request, model)
@@ -50,7 +44,6 @@ async def responses(request: web.Request) -> web.StreamResponse:
         kind = instance.settings.type
         raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
     http = instance.http
-    url = route.url("chat/completions")
     streamed = body.get("stream") is True
     listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
     translated = chat_request(
@@ -64,36 +57,22 @@ async def responses(request: web.Request) -> web.StreamResponse:
     del body  # gone before the upstream answers (see messages_api)
     noted = {DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
     headers = noted if translated.dropped_tools else {}
-    where = http.where(url)
-    seconds = instance.settings.chat_timeout_seconds
-    with gateway_errors(where, http, seconds):
-        async with (
-            asyncio.timeout(None if streamed else seconds),
-            http.request(
-                "POST",
-                url,
-                data=chat,
-                headers=dict(route.headers),
-                limits=route.stream_limits if streamed else route.answer_limits,
-            ) as upstream,
-        ):
-            if upstream.status >= 400:
-                return await upstream_error(upstream, http, where)
-            if streamed:
-                stream = ResponsesStream(Echo.of(echo, model))
-                answer = await translate_stream(request, upstream, http, stream, where, headers)
-                if kept and stream.final is not None:
-                    final = redact_bytes(orjson.dumps(stream.final), http.secrets)
-                    _keep(store, caller, conversation, stream.final, final, weight)
-                return answer
-            answer_body = orjson.loads(await http.read_body(upstream, where))
-            if not isinstance(answer_body, dict):
-                raise UpstreamError(f"{where} answered with something other than an object")
-            made = response(answer_body, Echo.of(echo, model, answer_body))
-            whole = redact_bytes(orjson.dumps(made), http.secrets)
-            if kept:
-                _keep(store, caller, conversation, made, whole, weight)
-            return web.Response(body=whole, content_type=JSON, headers=headers)
+    async with chat_call(instance, route, chat, streamed=streamed) as (upstream, where):
+        if upstream.status >= 400:
+            return await upstream_error(upstream, http, where)
+        if streamed:
+            stream = ResponsesStream(Echo.of(echo, model))
+            answer = await translate_stream(request, upstream, http, stream, where, headers)
+            if kept and stream.final is not None:
+                final = redact_bytes(orjson.dumps(stream.final), http.secrets)
+                _keep(store, caller, conversation, stream.final, final, weight)
+            return answer
+        answer_body = await whole_answer(http, upstream, where)
+        made = response(answer_body, Echo.of(echo, model, answer_body))
+        whole = redact_bytes(orjson.dumps(made), http.secrets)
+        if kept:
+            _keep(store, caller, conversation, made, whole, weight)
+        return web.Response(body=whole, content_type=JSON, headers=headers)
 
 
 def input_items(given: str | list[Any]) -> list[dict[str, Any]]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from aiohttp import web
+
 CREATED = 1_800_000_000  # the upstream's answer time, the same whole or streamed
 
 
@@ -45,3 +48,27 @@ def chat_chunks(said: dict[str, Any], finish: str, usage: dict[str, int]) -> lis
         {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
     )
     return out
+
+
+class Recorder:
+    """What a loopback upstream was sent: the bodies and headers, in order."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def record(self, request: web.Request) -> dict[str, Any]:
+        body: dict[str, Any] = await request.json()
+        self.bodies.append(body)
+        self.headers.append({str(name): value for name, value in request.headers.items()})
+        return body
+
+
+async def streamed(request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+    """Chunks as server-sent events, then [DONE]."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    return response

@@ -5,6 +5,7 @@ tries to phone home fails at once instead of reaching the network."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -65,3 +66,25 @@ def loopback_env(home: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+async def run_cli(binary: Path, *args: str, cwd: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run a CLI to the end (stdin closed) and give its output; fails the test, with the end
+    of its error output, if it exits non-zero. The timeout guards against a hang only."""
+    process = await asyncio.create_subprocess_exec(
+        str(binary),
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+    errors = err.decode(errors="replace")
+    assert process.returncode == 0, f"{binary.name} exited {process.returncode}: {errors[-2000:]}"
+    return out.decode(errors="replace"), errors

@@ -5,7 +5,6 @@ The CLI is installed with npm (pinned) on first use, or the test is skipped sayi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.chat_streams import chat_chunks
-from tests.conftest import DaemonFactory
-from tests.npm_tools import loopback_env, npm_cli
+from tests.chat_streams import Recorder, chat_chunks, streamed
+from tests.conftest import DaemonFactory, openai_compatible
+from tests.npm_tools import loopback_env, npm_cli, run_cli
 
 CLAUDE_CODE_VERSION = "2.1.197"
 TOKEN = "lr-token-claude-code-31f0"
@@ -23,19 +22,16 @@ KEY = "sk-upstream-key-claude-code-9a2b"
 USAGE = {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}
 
 
-class CodingModel:
+class CodingModel(Recorder):
     """A model on a Chat Completions server: asked to write a file, it calls Claude Code's
     Write tool; shown the tool's result, it says it is done."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__()
         self.folder = folder
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.bodies.append(body)
-        self.headers.append({str(name): value for name, value in request.headers.items()})
+        body = await self.record(request)
         if any(message["role"] == "tool" for message in body["messages"]):
             said: dict[str, Any] = {"role": "assistant", "content": "Wrote done.txt."}
             finish = "stop"
@@ -50,12 +46,7 @@ class CodingModel:
                 {"role": "assistant", "content": None, "tool_calls": [call]},
                 "tool_calls",
             )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in chat_chunks(said, finish, USAGE):
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        return response
+        return await streamed(request, chat_chunks(said, finish, USAGE))
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "qwen3-coder"}]})
@@ -78,14 +69,7 @@ async def test_claude_code_completes_a_task_on_a_chat_completions_model(
     server = await aiohttp_server(upstream)
     config = {
         "server": {"auth_token": TOKEN},
-        "providers": [
-            {
-                "name": "lab",
-                "type": "openai_compatible",
-                "base_url": str(server.make_url("/v1")),
-                "api_key": KEY,
-            }
-        ],
+        "providers": [openai_compatible("lab", str(server.make_url("/v1")), api_key=KEY)],
     }
     client = await daemon(config)
     env = loopback_env(
@@ -96,8 +80,8 @@ async def test_claude_code_completes_a_task_on_a_chat_completions_model(
         DISABLE_AUTOUPDATER="1",
     )
     (tmp_path / "home").mkdir()
-    process = await asyncio.create_subprocess_exec(
-        str(claude),
+    out, _ = await run_cli(
+        claude,
         "-p",
         "Write hi into done.txt",
         "--model",
@@ -108,15 +92,7 @@ async def test_claude_code_completes_a_task_on_a_chat_completions_model(
         "json",
         cwd=work,
         env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    try:  # a guard against a hang, not a speed check
-        out, err = await asyncio.wait_for(process.communicate(), timeout=300)
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
     result = orjson.loads(out)
     assert result["is_error"] is False
     assert result["result"] == "Wrote done.txt."

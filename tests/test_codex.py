@@ -6,7 +6,6 @@ The CLI is installed with npm (pinned) on first use, or the test is skipped sayi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.chat_streams import chat_chunks
-from tests.conftest import DaemonFactory
-from tests.npm_tools import loopback_env, npm_cli
+from tests.chat_streams import Recorder, chat_chunks, streamed
+from tests.conftest import DaemonFactory, openai_compatible
+from tests.npm_tools import loopback_env, npm_cli, run_cli
 
 CODEX_VERSION = "0.169.0"
 TOKEN = "lr-token-codex-5e21"
@@ -24,17 +23,11 @@ KEY = "sk-upstream-key-codex-77d0"
 USAGE = {"prompt_tokens": 800, "completion_tokens": 10, "total_tokens": 810}
 
 
-class ShellModel:
+class ShellModel(Recorder):
     """Asked for a file, calls Codex's shell tool to write it; shown the output, says done."""
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.bodies.append(body)
-        self.headers.append({str(name): value for name, value in request.headers.items()})
+        body = await self.record(request)
         said: dict[str, Any]
         if body["messages"][-1]["role"] == "tool":
             said, finish = {"role": "assistant", "content": "Wrote done.txt."}, "stop"
@@ -49,12 +42,7 @@ class ShellModel:
                 {"role": "assistant", "content": None, "tool_calls": [call]},
                 "tool_calls",
             )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in chat_chunks(said, finish, USAGE):
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        return response
+        return await streamed(request, chat_chunks(said, finish, USAGE))
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "qwen3-coder"}]})
@@ -78,14 +66,7 @@ async def test_codex_completes_a_task_on_a_chat_completions_model(
     server = await aiohttp_server(upstream)
     config = {
         "server": {"auth_token": TOKEN},
-        "providers": [
-            {
-                "name": "lab",
-                "type": "openai_compatible",
-                "base_url": str(server.make_url("/v1")),
-                "api_key": KEY,
-            }
-        ],
+        "providers": [openai_compatible("lab", str(server.make_url("/v1")), api_key=KEY)],
     }
     client = await daemon(config)
     # The README's config.toml, pointed at this daemon.
@@ -99,25 +80,16 @@ async def test_codex_completes_a_task_on_a_chat_completions_model(
         'env_key = "LOCALROUTER_TOKEN"\n'
     )
     env = loopback_env(home, CODEX_HOME=str(home / ".codex"), LOCALROUTER_TOKEN=TOKEN)
-    process = await asyncio.create_subprocess_exec(
-        str(codex),
+    out, _ = await run_cli(
+        codex,
         "exec",
         "--skip-git-repo-check",
         "--dangerously-bypass-approvals-and-sandbox",  # the test's folder is the sandbox
         "Write hi into done.txt",
         cwd=work,
         env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    try:  # a guard against a hang, not a speed check
-        out, err = await asyncio.wait_for(process.communicate(), timeout=300)
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
-    assert out.decode().strip().endswith("Wrote done.txt.")
+    assert out.strip().endswith("Wrote done.txt.")
     assert (work / "done.txt").read_text() == "hi\n"  # Codex ran the model's tool call
 
     first, second = model.bodies

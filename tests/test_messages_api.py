@@ -11,26 +11,20 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.chat_streams import chat_chunks
-from tests.conftest import DaemonFactory
+from tests.chat_streams import Recorder, chat_chunks, streamed
+from tests.conftest import DaemonFactory, openai_compatible
 
 TOKEN = "lr-token-messages-5d1e"
 KEY = "sk-upstream-key-77c0a1"
 USAGE = {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
 
 
-class ChatUpstream:
+class ChatUpstream(Recorder):
     """Answers Chat Completions: a tool call when tools are offered and no result came back
     yet, else text; whole or streamed as asked. Records what it was sent."""
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.bodies.append(body)
-        self.headers.append(dict(request.headers))
+        body = await self.record(request)
         if body["model"] == "limited":
             error = {"error": {"message": "slow down", "type": "rate_limit"}}
             return web.json_response(error, status=429)
@@ -66,12 +60,7 @@ class ChatUpstream:
                 "usage": USAGE,
             }
             return web.json_response(answer)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in chat_chunks(said, finish, USAGE):
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        return response
+        return await streamed(request, chat_chunks(said, finish, USAGE))
 
 
 async def _listed(request: web.Request) -> web.Response:
@@ -94,14 +83,7 @@ async def sdk(
     server = await aiohttp_server(app)
     config = {
         "server": {"auth_token": TOKEN},
-        "providers": [
-            {
-                "name": "lab",
-                "type": "openai_compatible",
-                "base_url": str(server.make_url("/v1")),
-                "api_key": KEY,
-            }
-        ],
+        "providers": [openai_compatible("lab", str(server.make_url("/v1")), api_key=KEY)],
     }
     client = await daemon(config)
     async with anthropic.AsyncAnthropic(

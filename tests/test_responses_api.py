@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.chat_streams import CREATED, chat_chunks
-from tests.conftest import DaemonFactory
+from tests.chat_streams import CREATED, Recorder, chat_chunks
+from tests.conftest import DaemonFactory, openai_compatible
 
 TOKEN = "lr-token-responses-83aa"
 KEY = "sk-upstream-key-responses-1f0c"
@@ -32,18 +32,12 @@ WEATHER = {
 }
 
 
-class ChatModel:
+class ChatModel(Recorder):
     """A Chat Completions upstream: calls get_weather when offered it and no result came back,
     answers JSON when a schema is asked for, else text; breaks mid-way for model `breaks`."""
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.bodies.append(body)
-        self.headers.append({str(name): value for name, value in request.headers.items()})
+        body = await self.record(request)
         if body["model"] == "limited":
             error = {"error": {"message": "slow down", "type": "rate_limit"}}
             return web.json_response(error, status=429)
@@ -92,17 +86,11 @@ class ChatModel:
         return web.json_response({"data": [{"id": model_id} for model_id in ids]})
 
 
-class NativeModel:
+class NativeModel(Recorder):
     """Speaks Responses itself: records the request and answers with a canned Response."""
 
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.bodies.append(body)
-        self.headers.append({str(name): value for name, value in request.headers.items()})
+        body = await self.record(request)
         item = {
             "id": "msg_n1",
             "type": "message",
@@ -155,12 +143,7 @@ async def sdk(
     config = {
         "server": {"auth_token": TOKEN},
         "providers": [
-            {
-                "name": "lab",
-                "type": "openai_compatible",
-                "base_url": str(chat_server.make_url("/v1")),
-                "api_key": KEY,
-            },
+            openai_compatible("lab", str(chat_server.make_url("/v1")), api_key=KEY),
             {
                 "name": "oa",
                 "type": "openai",
