@@ -18,7 +18,8 @@ from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
-from localrouter.config import EMBEDDED_DEFAULT, Settings
+from localrouter.config import Settings
+from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
 from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor

@@ -16,11 +16,11 @@ from localrouter import __version__
 from localrouter.catalog import load_catalog
 from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body, update_catalog
 from localrouter.client import run_client
-from localrouter.config import (
+from localrouter.config import Settings
+from localrouter.config_file import (
     APP_NAME,
     EMBEDDED_DEFAULT,
     LoadedConfig,
-    Settings,
     literal_secrets_exposed,
     load_config,
     load_server_config,

@@ -12,7 +12,8 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from localrouter.config import Settings, parse_settings
+from localrouter.config import Settings
+from localrouter.config_file import parse_settings
 from localrouter.errors import ConfigError
 from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from localrouter.cli import main
-from localrouter.config import (
+from localrouter.config_file import (
     EMBEDDED_DEFAULT,
     default_settings,
     find_config_path,

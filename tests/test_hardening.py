@@ -16,7 +16,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from localrouter.config import parse_settings
+from localrouter.config_file import parse_settings
 from localrouter.errors import ConfigError
 from localrouter.log import configure_logging
 from localrouter.providers.parsing import number, positive_int, unix_time
