@@ -4,6 +4,7 @@ hash of the credentials it presented) and is invisible to any other caller."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -62,4 +63,9 @@ class ResponseStore:
 def caller_of(request: web.Request) -> str:
     """Who is asking, as far as stored responses go: a hash of the credentials presented."""
     presented = request.headers.get(hdrs.AUTHORIZATION) or request.headers.get("x-api-key") or ""
+    return _hashed(presented)
+
+
+@functools.lru_cache(maxsize=256)  # a handful of callers, each asking many times
+def _hashed(presented: str) -> str:
     return hashlib.sha256(presented.encode()).hexdigest()[:32]
