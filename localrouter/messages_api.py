@@ -23,7 +23,7 @@ from localrouter.errors import (
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import relay
+from localrouter.proxy import relay, rewritten
 from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, model_request, request_json
@@ -40,7 +40,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
     instance, upstream_id = await resolve(request, model)
     if (native := instance.route(Wire.MESSAGES)) is not None:
-        return await _native(request, body, instance, upstream_id, native)
+        data, streamed = rewritten(body, upstream_id)
+        del body  # see proxy.forward
+        return await _native(request, data, streamed, instance, native)
     route = instance.route(Wire.CHAT)
     if route is None:
         kind = instance.settings.type
@@ -75,19 +77,17 @@ _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 async def _native(
-    request: web.Request, body: dict[str, Any], instance: Instance, upstream_id: str, route: Route
+    request: web.Request, data: bytes, streamed: bool, instance: Instance, route: Route
 ) -> web.StreamResponse:
-    """The request as it came, with only `model` rewritten, to an instance that speaks
-    Messages itself; its answer (or stream, event by event) back as it is, redacted."""
+    """The request as it came (`proxy.rewritten`: only `model` changed) to an instance that
+    speaks Messages itself; its answer (or stream, event by event) back as it is, redacted."""
     http = instance.http
     url = route.url("messages")
     where = http.where(url)
-    body["model"] = upstream_id
     headers = dict(route.headers)
     for name in _CLIENT_HEADERS:
         if (value := request.headers.get(name)) is not None:
             headers[name] = value
-    streamed = body.get("stream") is True
     seconds = instance.settings.chat_timeout_seconds
     with gateway_errors(where, http, seconds):
         async with (
@@ -96,7 +96,7 @@ async def _native(
                 "POST",
                 url,
                 params=dict(request.query) or None,
-                data=orjson.dumps(body),
+                data=data,
                 headers=headers,
                 limits=route.stream_limits if streamed else route.answer_limits,
             ) as upstream,

@@ -14,7 +14,7 @@ from localrouter.bridge import chat_call, translate_stream, whole_answer
 from localrouter.chat_to_responses import Echo, ResponsesStream, response
 from localrouter.errors import BadRequest, NotAChatModel, NotFound
 from localrouter.providers.base import Wire
-from localrouter.proxy import send, upstream_error
+from localrouter.proxy import rewritten, send, upstream_error
 from localrouter.resolve import resolve
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, model_request
@@ -31,7 +31,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
         raise BadRequest("'input' is required: a string or a list of items.", param="input")
     instance, upstream_id = await resolve(request, model)
     if (native := instance.route(Wire.RESPONSES)) is not None:
-        return await send(request, body, instance, upstream_id, native, "responses")
+        data, streamed = rewritten(body, upstream_id)
+        del body  # see proxy.forward
+        return await send(request, data, streamed, instance, native, "responses")
     store, caller = request.app[RESPONSE_STORE], caller_of(request)
     conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
         body["input"]
