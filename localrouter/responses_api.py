@@ -90,8 +90,8 @@ def _prior(store: ResponseStore, caller: str, previous: Any) -> list[dict[str, A
     stored = store.get(previous, caller) if isinstance(previous, str) else None
     if stored is None:
         raise NotFound(
-            f"No response with id {str(previous)[:100]!r}: localrouter keeps the last "
-            f"{MAX_RESPONSES} stored responses of this caller in memory, until it restarts; "
+            f"No response with id {str(previous)[:100]!r} for this caller: localrouter keeps "
+            f"the last {MAX_RESPONSES} stored responses in memory, until it restarts; "
             "send the whole conversation as `input` instead.",
             param="previous_response_id",
         )

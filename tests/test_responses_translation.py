@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from localrouter.chat_to_responses import Echo, ResponsesStream, response
 from localrouter.errors import BadRequest
 from localrouter.responses_to_chat import chat_request
 
@@ -144,3 +145,23 @@ def test_codex_turns_are_settled_as_templates_accept_them():
     assert messages[0]["content"] == "A\n\nB"
     assert messages[1]["content"] == "env\n\ntask"
     assert messages[4]["content"] == "<system-reminder>\ncwd changed\n</system-reminder>"
+
+
+def test_an_answer_cut_at_the_token_limit_is_an_incomplete_response():
+    cut = {
+        "created": 1_800_000_000,
+        "choices": [{"message": {"content": "Half"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5},
+    }
+    whole = response(cut, Echo.of({"max_output_tokens": 5}, "lab/m", cut))
+    assert whole["status"] == "incomplete"
+    assert whole["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert whole["usage"]["total_tokens"] == 8
+    stream = ResponsesStream(Echo.of({}, "lab/m"))
+    events = stream.feed({"choices": [{"delta": {"content": "Half"}, "finish_reason": "length"}]})
+    events += stream.finish()
+    names = [name for name, _ in events]
+    assert names[-1] == "response.incomplete"
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert events[-1][1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert events[-1][1]["response"]["output"][0]["content"][0]["text"] == "Half"
