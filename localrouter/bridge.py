@@ -1,12 +1,12 @@
 """What the protocol bridges (Anthropic Messages, OpenAI Responses) share on their translated
-path: a failed upstream call as the client's error, Chat Completions chunks read line by line
-as they arrive, and the other protocol's events written as server-sent events."""
+path: one upstream Chat Completions call, its chunks read line by line as they arrive, and
+the other protocol's events written as server-sent events."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import aiohttp
@@ -14,8 +14,9 @@ import orjson
 import structlog
 from aiohttp import web
 
-from localrouter.errors import GatewayError, UpstreamError
+from localrouter.errors import UpstreamError
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
+from localrouter.proxy import gateway_errors
 from localrouter.registry import Instance, Route
 from localrouter.routing import add_cors
 from localrouter.secrets import redact_bytes
@@ -69,27 +70,6 @@ async def whole_answer(http: UpstreamClient, upstream: UpstreamResponse, where: 
     if not isinstance(answer, dict):
         raise UpstreamError(f"{where} answered with something other than an object")
     return answer
-
-
-@contextmanager
-def gateway_errors(where: Where, http: UpstreamClient, seconds: float) -> Iterator[None]:
-    """A failed upstream call as the client's 502 or 504 (each route renders it its way)."""
-    try:
-        yield
-    except UpstreamError as exc:
-        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
-    except orjson.JSONDecodeError:
-        raise GatewayError(
-            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
-        ) from None
-    except TimeoutError:
-        raise GatewayError(
-            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise GatewayError(
-            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
-        ) from None
 
 
 def sse(events: list[Event]) -> bytes:

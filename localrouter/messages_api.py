@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from localrouter.bridge import chat_call, gateway_errors, sse, translate_stream, whole_answer
+from localrouter.bridge import chat_call, sse, translate_stream, whole_answer
 from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
     BadRequest,
@@ -23,7 +23,7 @@ from localrouter.errors import (
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import relay, rewritten
+from localrouter.proxy import gateway_errors, relay, rewritten
 from localrouter.registry import Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, model_request, request_json

@@ -4,6 +4,8 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -73,10 +75,10 @@ async def send(
     url = route.url(path)
     headers = {**route.headers, "Accept": request.headers.get("Accept", "application/json")}
     where = http.where(url)
-    deadline = None if streamed else settings.chat_timeout_seconds
-    try:
+    seconds = settings.chat_timeout_seconds
+    with gateway_errors(where, http, seconds):
         async with (
-            asyncio.timeout(deadline),
+            asyncio.timeout(None if streamed else seconds),
             http.request(
                 "POST",
                 url,
@@ -91,13 +93,22 @@ async def send(
                 return await _stream(request, upstream, instance, where)
             answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
             return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
+
+
+@contextmanager
+def gateway_errors(where: Where, http: UpstreamClient, seconds: float) -> Iterator[None]:
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way)."""
+    try:
+        yield
     except UpstreamError as exc:
         raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
+        ) from None
     except TimeoutError:
         raise GatewayError(
-            f"{where} did not answer within {settings.chat_timeout_seconds:g} s",
-            status=504,
-            code="upstream_timeout",
+            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
         ) from None
     except aiohttp.ClientError as exc:
         raise GatewayError(
