@@ -1,12 +1,10 @@
 """What the protocol bridges (Anthropic Messages, OpenAI Responses) share on their translated
-path: one upstream Chat Completions call, its chunks read line by line as they arrive, and
-the other protocol's events written as server-sent events."""
+path (a `proxy.Reply` each, after one upstream Chat Completions call through `proxy.send`):
+the whole answer parsed, or its chunks read line by line as they arrive and the other
+protocol's events written as server-sent events."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import aiohttp
@@ -16,8 +14,6 @@ from aiohttp import web
 
 from localrouter.errors import UpstreamError
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
-from localrouter.proxy import gateway_errors
-from localrouter.registry import Instance, Route
 from localrouter.routing import add_cors
 from localrouter.secrets import redact_bytes
 
@@ -39,30 +35,6 @@ class ChunkTranslator(Protocol):
     def broken(self, message: str) -> list[Event]:
         """The events that end a stream whose upstream broke off."""
         ...
-
-
-@asynccontextmanager
-async def chat_call(
-    instance: Instance, route: Route, chat: bytes, *, streamed: bool
-) -> AsyncIterator[tuple[UpstreamResponse, Where]]:
-    """POST a Chat Completions body to the instance: its answer, and how messages name the
-    upstream. A failure, in the call or in the caller's block, is the client's 502 or 504;
-    a whole answer is waited for at most the instance's chat_timeout_seconds."""
-    http = instance.http
-    where = http.where(route.url("chat/completions"))
-    seconds = instance.settings.chat_timeout_seconds
-    with gateway_errors(where, http, seconds):
-        async with (
-            asyncio.timeout(None if streamed else seconds),
-            http.request(
-                "POST",
-                route.url("chat/completions"),
-                data=chat,
-                headers=dict(route.headers),
-                limits=route.stream_limits if streamed else route.answer_limits,
-            ) as upstream,
-        ):
-            yield upstream, where
 
 
 async def whole_answer(http: UpstreamClient, upstream: UpstreamResponse, where: Where) -> Json:

@@ -21,38 +21,28 @@ _COUNTER = itertools.count()
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Echo:
-    """What a Response repeats of its request, and how it is named."""
+    """What a Response repeats of its request (`echoed`), and how it is named."""
 
     response_id: str
     model: str  # the id the client asked for
     created_at: int
-    request: Json
+    fields: Json
 
     @classmethod
-    def of(cls, request: Json, model: str, chat: Json | None = None) -> Echo:
+    def of(cls, fields: Json, model: str, chat: Json | None = None) -> Echo:
         """A new id (upstream ids repeat: some local servers send the same one every time,
         and stored responses are found by it), and the upstream's time where it gives one."""
         created = (chat or {}).get("created")
         when = created if isinstance(created, int) and created > 0 else int(time.time())
-        return cls(f"resp_{_PROCESS}{next(_COUNTER):08x}", model, when, request)
+        return cls(f"resp_{_PROCESS}{next(_COUNTER):08x}", model, when, fields)
 
 
-def response_object(
-    echo: Echo, output: list[Json], status: str, usage: Json | None, **extra: Any
-) -> Json:
-    request = echo.request
-    incomplete = extra.pop("incomplete_reason", None)
+def echoed(request: Json) -> Json:
+    """What a Response object repeats of its request: worked out once per request, since a
+    stream repeats it in three events."""
     return {
-        "id": echo.response_id,
-        "object": "response",
-        "created_at": echo.created_at,
-        "status": status,
-        "model": echo.model,
-        "output": output,
-        "error": extra.pop("error", None),
-        "incomplete_details": {"reason": incomplete} if incomplete else None,
         "instructions": request.get("instructions"),
         "max_output_tokens": request.get("max_output_tokens"),
         "metadata": request.get("metadata") or {},
@@ -64,6 +54,23 @@ def response_object(
         "tools": [tool for tool in request.get("tools") or () if isinstance(tool, dict)],
         "text": request.get("text") or {"format": {"type": "text"}},
         "store": request.get("store", True) is not False,
+    }
+
+
+def response_object(
+    echo: Echo, output: list[Json], status: str, usage: Json | None, **extra: Any
+) -> Json:
+    incomplete = extra.pop("incomplete_reason", None)
+    return {
+        "id": echo.response_id,
+        "object": "response",
+        "created_at": echo.created_at,
+        "status": status,
+        "model": echo.model,
+        "output": output,
+        "error": extra.pop("error", None),
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        **echo.fields,
         "usage": usage,
     }
 
@@ -219,7 +226,7 @@ class ResponsesStream:
         self._started = True
         if isinstance(created := chunk.get("created"), int) and created > 0:
             echo = self._echo
-            self._echo = Echo(echo.response_id, echo.model, created, echo.request)
+            self._echo = Echo(echo.response_id, echo.model, created, echo.fields)
         opening = response_object(self._echo, [], "in_progress", None)
         return [
             self._event("response.created", {"response": opening}),

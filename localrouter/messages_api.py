@@ -12,7 +12,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from localrouter.bridge import chat_call, sse, translate_stream, whole_answer
+from localrouter import proxy
+from localrouter.bridge import sse, translate_stream, whole_answer
 from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
     BadRequest,
@@ -23,11 +24,10 @@ from localrouter.errors import (
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import gateway_errors, relay, rewritten
-from localrouter.registry import Instance, Route
+from localrouter.proxy import rewritten
+from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, model_request, request_json
-from localrouter.routing import add_cors
 from localrouter.secrets import redact_bytes
 from localrouter.state import REGISTRY, SETTINGS
 
@@ -42,14 +42,26 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if (native := instance.route(Wire.MESSAGES)) is not None:
         data, streamed = rewritten(body, upstream_id)
         del body  # see proxy.forward
-        return await _native(request, data, streamed, instance, native)
+        return await proxy.send(
+            request,
+            instance,
+            native,
+            "messages",
+            data,
+            streamed=streamed,
+            reply=NATIVE,
+            headers=_with_client_headers(request, native),
+            params=dict(request.query) or None,
+        )
     route = instance.route(Wire.CHAT)
     if route is None:
         kind = instance.settings.type
         raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
-    http = instance.http
-    streamed, thinking = body.get("stream") is True, wants_thinking(body)
-    listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
+    streamed = body.get("stream") is True
+    reply = Translated(model, thinking=wants_thinking(body), streamed=streamed)
+    listed = instance.listed_now(upstream_id)
+    if listed is NOT_YET:
+        listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
     chat = orjson.dumps(
         chat_request(
             body,
@@ -61,64 +73,59 @@ async def messages(request: web.Request) -> web.StreamResponse:
     # A Claude Code request is thousands of objects; let them go before the upstream answers,
     # or each collection meanwhile walks them (a fifth more CPU a request, bench/bridges.py).
     del body
-    async with chat_call(instance, route, chat, streamed=streamed) as (upstream, where):
-        if upstream.status >= 400:
-            return await _upstream_error(upstream, http, where)
-        if streamed:
-            translator = MessagesStream(model, thinking=thinking)
+    return await proxy.send(
+        request, instance, route, "chat/completions", chat, streamed=streamed, reply=reply
+    )
+
+
+class Translated:
+    """A Chat Completions answer, whole or streamed, as Messages (chat_to_messages.py)."""
+
+    __slots__ = ("model", "streamed", "thinking")
+
+    def __init__(self, model: str, *, thinking: bool, streamed: bool) -> None:
+        self.model, self.thinking, self.streamed = model, thinking, streamed
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await _upstream_error(upstream, http, where)
+
+    async def answer(
+        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.StreamResponse:
+        if self.streamed:
+            translator = MessagesStream(self.model, thinking=self.thinking)
             return await translate_stream(request, upstream, http, translator, where)
         answer = await whole_answer(http, upstream, where)
-        whole = orjson.dumps(message(answer, model, thinking=thinking))
+        whole = orjson.dumps(message(answer, self.model, thinking=self.thinking))
         return web.Response(body=redact_bytes(whole, http.secrets), content_type=JSON)
 
+
+class Native(proxy.Forwarded):
+    """The answer of an instance that speaks Messages, as it is; errors in Anthropic's shape."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await _upstream_error(upstream, http, where)
+
+    def broken(self, message: str) -> bytes:
+        return sse([("error", anthropic_error_body(message, 502))])
+
+
+NATIVE = Native()
 
 # What a client says of the protocol, kept on the native path (never its credentials).
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-async def _native(
-    request: web.Request, data: bytes, streamed: bool, instance: Instance, route: Route
-) -> web.StreamResponse:
-    """The request as it came (`proxy.rewritten`: only `model` changed) to an instance that
-    speaks Messages itself; its answer (or stream, event by event) back as it is, redacted."""
-    http = instance.http
-    url = route.url("messages")
-    where = http.where(url)
+def _with_client_headers(request: web.Request, route: Route) -> dict[str, str]:
     headers = dict(route.headers)
     for name in _CLIENT_HEADERS:
         if (value := request.headers.get(name)) is not None:
             headers[name] = value
-    seconds = instance.settings.chat_timeout_seconds
-    with gateway_errors(where, http, seconds):
-        async with (
-            asyncio.timeout(None if streamed else seconds),
-            http.request(
-                "POST",
-                url,
-                params=dict(request.query) or None,
-                data=data,
-                headers=headers,
-                limits=route.stream_limits if streamed else route.answer_limits,
-            ) as upstream,
-        ):
-            if upstream.status >= 400:
-                return await _upstream_error(upstream, http, where)
-            if upstream.content_type != "text/event-stream":
-                answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
-                return web.Response(body=answer, status=upstream.status, content_type=JSON)
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            response.headers["Cache-Control"] = "no-cache"
-            add_cors(request, response)
-            await response.prepare(request)
-            try:
-                await relay(upstream, response, http.secrets)
-            except ConnectionResetError:
-                return response
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
-                await response.write(sse([("error", anthropic_error_body(text, 502))]))
-            await response.write_eof()
-            return response
+    return headers
 
 
 async def _upstream_error(
@@ -163,10 +170,7 @@ async def _native_count(
 ) -> bytes | None:
     """The upstream's own count, or None if it cannot give one (then the estimate stands)."""
     http = instance.http
-    headers = dict(route.headers)
-    for name in _CLIENT_HEADERS:
-        if (value := request.headers.get(name)) is not None:
-            headers[name] = value
+    headers = _with_client_headers(request, route)
     try:
         async with (
             asyncio.timeout(instance.settings.timeout_seconds),

@@ -1,12 +1,14 @@
 """POST /v1/chat/completions, /v1/completions, /v1/embeddings: resolve the model, forward the
-body with only `model` rewritten, and stream the answer back as it arrives."""
+body with only `model` rewritten, and stream the answer back as it arrives.
+
+`send` is the one way any route reaches an upstream model; a `Reply` says how the answer
+goes back to the client (as it is here; translated by the protocol bridges)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -51,7 +53,8 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
     # upstream answers, or each collection meanwhile walks it (bench/bridges.py: a 78 KB
     # request forwarded cost a fifth more CPU than the same one translated, which let go).
     del body
-    return await send(request, data, streamed, instance, route, path)
+    headers = {**route.headers, "Accept": request.headers.get("Accept", JSON)}
+    return await send(request, instance, route, path, data, streamed=streamed, headers=headers)
 
 
 def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
@@ -60,86 +63,142 @@ def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
     return orjson.dumps(body), bool(body.get("stream"))
 
 
+class Reply(Protocol):
+    """How a route answers its client with what the upstream said."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        """The upstream refused: its status >= 400."""
+        ...
+
+    async def answer(
+        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.StreamResponse:
+        """Anything else: the whole answer or its stream, in the client's protocol."""
+        ...
+
+
 async def send(
     request: web.Request,
-    data: bytes,
-    streamed: bool,
     instance: Instance,
     route: Route,
     path: str,
+    data: bytes,
+    *,
+    streamed: bool,
+    reply: Reply | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """A request body (`rewritten`) to `path` on the instance; the answer (or stream, event
-    by event) back as it is, redacted. Used by the bridges' native paths too."""
-    settings = instance.settings
+    """The one way a request reaches an upstream model: POST `data` to `path` on the instance
+    (with the route's headers unless given), and answer the client through `reply` (the
+    upstream's answer as it is, by default). A failed call is the client's 502 or 504; a
+    whole answer is waited for at most the instance's chat_timeout_seconds."""
     http = instance.http
     url = route.url(path)
-    headers = {**route.headers, "Accept": request.headers.get("Accept", "application/json")}
     where = http.where(url)
-    seconds = settings.chat_timeout_seconds
-    with gateway_errors(where, http, seconds):
+    seconds = instance.settings.chat_timeout_seconds
+    with GatewayErrors(where, http, seconds):
         async with (
             asyncio.timeout(None if streamed else seconds),
             http.request(
                 "POST",
                 url,
+                params=params,
                 data=data,
-                headers=headers,
+                headers=route.headers if headers is None else headers,
                 limits=route.stream_limits if streamed else route.answer_limits,
             ) as upstream,
         ):
             if upstream.status >= 400:
-                return await upstream_error(upstream, http, where)
-            if upstream.content_type == "text/event-stream":
-                return await _stream(request, upstream, instance, where)
-            answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
-            return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
+                return await (reply or FORWARDED).failed(upstream, http, where)
+            return await (reply or FORWARDED).answer(request, upstream, http, where)
 
 
-@contextmanager
-def gateway_errors(where: Where, http: UpstreamClient, seconds: float) -> Iterator[None]:
-    """A failed upstream call as the client's 502 or 504 (each route renders it its way)."""
-    try:
-        yield
-    except UpstreamError as exc:
-        raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
-    except orjson.JSONDecodeError:
-        raise GatewayError(
-            f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
-        ) from None
-    except TimeoutError:
-        raise GatewayError(
-            f"{where} did not answer within {seconds:g} s", status=504, code="upstream_timeout"
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise GatewayError(
-            f"cannot reach {where}: {http.reason(exc)}", status=502, code="upstream_unreachable"
-        ) from None
+class GatewayErrors:
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way).
+    A class, not @contextmanager: it wraps every proxied request."""
+
+    __slots__ = ("_http", "_seconds", "_where")
+
+    def __init__(self, where: Where, http: UpstreamClient, seconds: float) -> None:
+        self._where, self._http, self._seconds = where, http, seconds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None:
+            return
+        where = self._where
+        if isinstance(exc, UpstreamError):
+            raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
+        if isinstance(exc, orjson.JSONDecodeError):
+            raise GatewayError(
+                f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
+            ) from None
+        if isinstance(exc, TimeoutError):
+            raise GatewayError(
+                f"{where} did not answer within {self._seconds:g} s",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        if isinstance(exc, aiohttp.ClientError):
+            raise GatewayError(
+                f"cannot reach {where}: {self._http.reason(exc)}",
+                status=502,
+                code="upstream_unreachable",
+            ) from None
 
 
-async def _stream(
-    request: web.Request, upstream: UpstreamResponse, instance: Instance, where: Where
-) -> web.StreamResponse:
-    """Pass server-sent events through as they arrive (whole events, redacted when the instance
-    has secrets); end with an error event if the upstream dies mid-stream. A client that leaves
-    ends the upstream request with it. Memory stays bounded: nothing is held but an incomplete
-    event, up to the redactor's cap."""
-    response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
-    response.headers["Cache-Control"] = "no-cache"
-    add_cors(request, response)
-    await response.prepare(request)
-    try:
-        await relay(upstream, response, instance.http.secrets)
-    except ConnectionResetError:
-        # The client went away: leaving this block closes the upstream connection too.
-        log.info("proxy.client_left", instance=instance.name)
-        return response
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-        log.warning("proxy.stream_broken", instance=instance.name, error=type(exc).__name__)
-        message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+class Forwarded:
+    """The upstream's answer as it is, redacted; server-sent events passed through as they
+    arrive. Errors in OpenAI's shape (subclasses render them their protocol's way)."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error(upstream, http, where)
+
+    def broken(self, message: str) -> bytes:
+        """The event that ends a stream the upstream broke off."""
         event = orjson.dumps(error_body(message, "upstream_error", "upstream_stream_broken"))
-        await response.write(b"data: " + event + b"\n\n")
-    await response.write_eof()
-    return response
+        return b"data: " + event + b"\n\n"
+
+    async def answer(
+        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.StreamResponse:
+        if upstream.content_type == "text/event-stream":
+            return await self._stream(request, upstream, http, where)
+        answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+        return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
+
+    async def _stream(
+        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.StreamResponse:
+        """Whole events, redacted when the instance has secrets; an error event if the upstream
+        dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
+        bounded: nothing is held but an incomplete event, up to the redactor's cap."""
+        response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
+        response.headers["Cache-Control"] = "no-cache"
+        add_cors(request, response)
+        await response.prepare(request)
+        try:
+            await relay(upstream, response, http.secrets)
+        except ConnectionResetError:
+            # The client went away: leaving this block closes the upstream connection too.
+            log.info("proxy.client_left", upstream=str(where))
+            return response
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            log.warning("proxy.stream_broken", upstream=str(where), error=type(exc).__name__)
+            message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+            await response.write(self.broken(message))
+        await response.write_eof()
+        return response
+
+
+FORWARDED = Forwarded()
 
 
 async def relay(

@@ -11,6 +11,7 @@ event-loop turn.)
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import time
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import aiohttp
 import structlog
@@ -49,6 +50,13 @@ MAX_KEYED_TWINS = 32
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
+class Pending(enum.Enum):
+    NOT_YET = "not yet"  # Instance.listed_now: ask Instance.listed, which may wait
+
+
+NOT_YET = Pending.NOT_YET
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """How a request in one wire protocol reaches an instance: made once per instance."""
@@ -75,6 +83,13 @@ class Instance:
     store: ListStore | None = None  # where its last-known-good list is kept on disk
     _routes: dict[Wire, Route | None] = field(default_factory=dict)
     _by_id: tuple[ModelList, dict[str, ModelInfo]] | None = None
+
+    def listed_now(self, upstream_id: str) -> ModelInfo | Literal[Pending.NOT_YET] | None:
+        """`listed` when it needs no wait (the common case: a list and its index are there)."""
+        current, by_id = self.cache.current, self._by_id
+        if current is None or by_id is None or by_id[0] is not current:
+            return NOT_YET
+        return by_id[1].get(upstream_id)
 
     async def listed(self, upstream_id: str, wait_seconds: float) -> ModelInfo | None:
         """The model as this instance's list describes it (fresh or stale), or None. Waits for

@@ -10,11 +10,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from localrouter.bridge import chat_call, translate_stream, whole_answer
-from localrouter.chat_to_responses import Echo, ResponsesStream, response
+from localrouter.bridge import translate_stream, whole_answer
+from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
 from localrouter.errors import BadRequest, NotAChatModel, NotFound
 from localrouter.providers.base import Wire
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.proxy import rewritten, send, upstream_error
+from localrouter.registry import NOT_YET
 from localrouter.resolve import resolve
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, model_request
@@ -33,48 +35,93 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if (native := instance.route(Wire.RESPONSES)) is not None:
         data, streamed = rewritten(body, upstream_id)
         del body  # see proxy.forward
-        return await send(request, data, streamed, instance, native, "responses")
+        return await send(request, instance, native, "responses", data, streamed=streamed)
+    route = instance.route(Wire.CHAT)
+    if route is None:
+        kind = instance.settings.type
+        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
     store, caller = request.app[RESPONSE_STORE], caller_of(request)
     conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
         body["input"]
     )
     body["input"] = conversation
-    kept = body.get("store") is not False
-    weight = request.content_length or 0
-    route = instance.route(Wire.CHAT)
-    if route is None:
-        kind = instance.settings.type
-        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
-    http = instance.http
-    streamed = body.get("stream") is True
-    listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
+    listed = instance.listed_now(upstream_id)
+    if listed is NOT_YET:
+        listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
     translated = chat_request(
         body,
         upstream_id,
         reasoning=listed is not None and listed.takes_reasoning_effort,
         max_output_tokens=listed.max_output_tokens if listed else None,
     )
-    echo = {name: body.get(name) for name in _ECHOED if name in body}
+    streamed = body.get("stream") is True
+    reply = Translated(
+        echoed(body),
+        model,
+        streamed=streamed,
+        headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
+        if translated.dropped_tools
+        else None,
+        kept=(store, caller, conversation, request.content_length or 0)
+        if body.get("store") is not False
+        else None,
+    )
     chat = orjson.dumps(translated.body)
-    del body  # gone before the upstream answers (see messages_api)
-    noted = {DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
-    headers = noted if translated.dropped_tools else {}
-    async with chat_call(instance, route, chat, streamed=streamed) as (upstream, where):
-        if upstream.status >= 400:
-            return await upstream_error(upstream, http, where)
-        if streamed:
-            stream = ResponsesStream(Echo.of(echo, model))
-            answer = await translate_stream(request, upstream, http, stream, where, headers)
-            if kept and stream.final is not None:
+    del body, translated  # gone before the upstream answers (see messages_api)
+    return await send(
+        request, instance, route, "chat/completions", chat, streamed=streamed, reply=reply
+    )
+
+
+# Where a translated response is kept: the store, its caller, the conversation up to it and
+# what the request weighed.
+Keeping = tuple[ResponseStore, str, list[dict[str, Any]], int]
+
+
+class Translated:
+    """A Chat Completions answer, whole or streamed, as a Response (chat_to_responses.py);
+    kept for `previous_response_id` unless the request said `store: false`."""
+
+    __slots__ = ("echo", "headers", "kept", "model", "streamed")
+
+    def __init__(
+        self,
+        echo: dict[str, Any],  # chat_to_responses.echoed
+        model: str,
+        *,
+        streamed: bool,
+        headers: dict[str, str] | None,
+        kept: Keeping | None,
+    ) -> None:
+        self.echo, self.model, self.streamed, self.headers, self.kept = (
+            echo,
+            model,
+            streamed,
+            headers,
+            kept,
+        )
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error(upstream, http, where)
+
+    async def answer(
+        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.StreamResponse:
+        if self.streamed:
+            stream = ResponsesStream(Echo.of(self.echo, self.model))
+            answer = await translate_stream(request, upstream, http, stream, where, self.headers)
+            if self.kept and stream.final is not None:
                 final = redact_bytes(orjson.dumps(stream.final), http.secrets)
-                _keep(store, caller, conversation, stream.final, final, weight)
+                _keep(self.kept, stream.final, final)
             return answer
-        answer_body = await whole_answer(http, upstream, where)
-        made = response(answer_body, Echo.of(echo, model, answer_body))
+        chat = await whole_answer(http, upstream, where)
+        made = response(chat, Echo.of(self.echo, self.model, chat))
         whole = redact_bytes(orjson.dumps(made), http.secrets)
-        if kept:
-            _keep(store, caller, conversation, made, whole, weight)
-        return web.Response(body=whole, content_type=JSON, headers=headers)
+        if self.kept:
+            _keep(self.kept, made, whole)
+        return web.Response(body=whole, content_type=JSON, headers=self.headers)
 
 
 def input_items(given: str | list[Any]) -> list[dict[str, Any]]:
@@ -98,14 +145,8 @@ def _prior(store: ResponseStore, caller: str, previous: Any) -> list[dict[str, A
     return stored.items
 
 
-def _keep(
-    store: ResponseStore,
-    caller: str,
-    conversation: list[dict[str, Any]],
-    made: dict[str, Any],
-    body: bytes | bytearray,
-    request_bytes: int,
-) -> None:
+def _keep(kept: Keeping, made: dict[str, Any], body: bytes | bytearray) -> None:
+    store, caller, conversation, request_bytes = kept
     if made.get("status") not in ("completed", "incomplete"):
         return
     items = conversation + [item for item in made["output"] if isinstance(item, dict)]
@@ -137,19 +178,3 @@ def _unknown(response_id: str) -> str:
         f"No response with id {response_id[:100]!r}: it was not stored (store: false), was "
         "evicted, was made by another caller, or this daemon restarted since."
     )
-
-
-# What a Response object repeats of its request.
-_ECHOED = (
-    "instructions",
-    "max_output_tokens",
-    "metadata",
-    "parallel_tool_calls",
-    "previous_response_id",
-    "temperature",
-    "top_p",
-    "tool_choice",
-    "tools",
-    "text",
-    "store",
-)

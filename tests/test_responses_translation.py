@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localrouter.chat_to_responses import Echo, ResponsesStream, response
+from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
 from localrouter.errors import BadRequest
 from localrouter.responses_to_chat import chat_request
 
@@ -153,11 +153,11 @@ def test_an_answer_cut_at_the_token_limit_is_an_incomplete_response():
         "choices": [{"message": {"content": "Half"}, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 5},
     }
-    whole = response(cut, Echo.of({"max_output_tokens": 5}, "lab/m", cut))
+    whole = response(cut, Echo.of(echoed({"max_output_tokens": 5}), "lab/m", cut))
     assert whole["status"] == "incomplete"
     assert whole["incomplete_details"] == {"reason": "max_output_tokens"}
     assert whole["usage"]["total_tokens"] == 8
-    stream = ResponsesStream(Echo.of({}, "lab/m"))
+    stream = ResponsesStream(Echo.of(echoed({}), "lab/m"))
     events = stream.feed({"choices": [{"delta": {"content": "Half"}, "finish_reason": "length"}]})
     events += stream.finish()
     names = [name for name, _ in events]
