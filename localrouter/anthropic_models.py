@@ -13,7 +13,8 @@ import orjson
 from aiohttp import web
 
 from localrouter.derived import DerivedCache
-from localrouter.errors import BadRequest, ModelNotFound
+from localrouter.errors import BadRequest
+from localrouter.model_rules import ShapeKey
 from localrouter.responses import JSON, Body, cached_response
 
 if TYPE_CHECKING:
@@ -35,12 +36,12 @@ class AnthropicModels:
 
 
 def anthropic_models(merged: MergedModels) -> AnthropicModels:
-    entries = [_entry(entry) for entry in merged.by_id.values()]  # by_id is sorted by id
+    entries = [anthropic_entry(entry) for entry in merged.by_id.values()]  # sorted by id
     position = {entry["id"]: index for index, entry in enumerate(entries)}
     return AnthropicModels(entries, position, Body.of_bytes(_page(entries, 0, DEFAULT_LIMIT)))
 
 
-def _entry(entry: dict[str, Any]) -> dict[str, Any]:
+def anthropic_entry(entry: dict[str, Any]) -> dict[str, Any]:
     created = datetime.fromtimestamp(entry.get("created") or 0, UTC)
     model_id: str = entry["id"]
     name = entry.get("name")
@@ -80,13 +81,8 @@ def page_response(request: web.Request, models: AnthropicModels) -> web.Response
     return web.Response(body=_page(models.entries, start, limit), content_type=JSON)
 
 
-def one_response(models: AnthropicModels, model_id: str) -> web.Response:
-    index = models.position.get(model_id)
-    if index is None:
-        raise ModelNotFound(
-            f"The model '{model_id[:200]}' does not exist in any configured provider."
-        )
-    return web.Response(body=orjson.dumps(models.entries[index]), content_type=JSON)
+def one_response(entry: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(anthropic_entry(entry)), content_type=JSON)
 
 
 def _limit(raw: str | None) -> int:
@@ -110,4 +106,4 @@ def _position(models: AnthropicModels, model_id: str, name: str) -> int:
     return index
 
 
-AnthropicCache = DerivedCache[None, AnthropicModels]
+AnthropicCache = DerivedCache[ShapeKey | None, AnthropicModels]

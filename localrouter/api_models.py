@@ -13,6 +13,7 @@ from localrouter.cache import ModelList
 from localrouter.derived import DerivedCache, build_off_loop
 from localrouter.errors import BadRequest
 from localrouter.model_list import merge_entries
+from localrouter.model_rules import ShapeKey, shape_of
 from localrouter.registry import InstanceLists, Registry
 from localrouter.responses import JSON
 from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
@@ -71,15 +72,28 @@ def caller_keys(headers: CIMultiDictProxy[str], provider_types: set[str]) -> dic
     return keys
 
 
-class DetailedCache(DerivedCache[ModelsQuery, bytes]):
-    """The filtered models of recent queries, as JSON bytes, kept until their lists change."""
+class DetailedCache(DerivedCache[tuple[ModelsQuery, ShapeKey | None], bytes]):
+    """The filtered models of recent queries, as JSON bytes, kept until their lists change;
+    per config and client when the list is shaped (model_rules.py)."""
 
-    async def models_json(self, query: ModelsQuery, lists: InstanceLists) -> bytes:
-        return await self.get_async(query, lists, lambda: filtered_json(query, lists))
+    async def models_json(
+        self, query: ModelsQuery, lists: InstanceLists, shape: ShapeKey | None
+    ) -> bytes:
+        return await self.get_async(
+            (query, shape), lists, lambda: filtered_json(query, lists, shape)
+        )
 
 
-def filtered_json(query: ModelsQuery, lists: InstanceLists) -> bytes:
-    return orjson.dumps([e for e in merge_entries(lists.labels, lists.served) if query.keeps(e)])
+def filtered_json(query: ModelsQuery, lists: InstanceLists, shape: ShapeKey | None) -> bytes:
+    entries = merge_entries(lists.labels, lists.served)
+    if shape is not None:
+        rules, client = shape
+        bare: dict[str, str] = {}  # as requests resolve a bare id: the first instance listing it
+        for (name, _), served in zip(lists.labels, lists.served, strict=True):
+            for model in served.models.models if served is not None else ():
+                bare.setdefault(model.id, f"{name}/{model.id}")
+        entries = rules.shaped({entry["id"]: entry for entry in entries}, client, bare.get)
+    return orjson.dumps([entry for entry in entries if query.keeps(entry)])
 
 
 def provider_status(
@@ -113,10 +127,11 @@ async def detailed_models(request: web.Request) -> web.Response:
     lists = await registry.lists(
         app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
     )
+    shape = shape_of(request)
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
-        models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists))
+        models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))
     else:
-        models_json = await app[DETAILED_CACHE].models_json(query, lists)
+        models_json = await app[DETAILED_CACHE].models_json(query, lists, shape)
     status = provider_status(lists, before, app[CLOCK]())
     errors = [
         {"provider": name, "error": item["error"]}

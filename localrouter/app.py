@@ -79,8 +79,8 @@ def create_app(
     app[REDACTOR] = SecretRedactor(settings.secret_values)
     app[CACHE_DIR] = cache_dir
     live = app[SETTINGS] = LiveSettings(settings, origin=config_origin)
-    guard = app[GUARD] = Guard(settings.server)
-    live.subscribe(lambda applied: guard.use(applied.server))
+    guard = app[GUARD] = Guard(settings.server, live.rules.clients)
+    live.subscribe(lambda applied: guard.use(applied.server, live.rules.clients))
     metrics = Metrics()
     metrics.watch(lambda: app.get(REGISTRY), lambda: _reload_state(app))
     app[METRICS] = metrics
@@ -88,7 +88,7 @@ def create_app(
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
-    app[ANTHROPIC_MODELS] = DerivedCache(capacity=1)
+    app[ANTHROPIC_MODELS] = DerivedCache(capacity=64)  # per config and client (ShapeKey)
     app[RESPONSE_STORE] = ResponseStore()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
@@ -114,11 +114,20 @@ def create_app(
         ("POST", "/api/cache/clear", cache_clear),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
-    add_routes(app, routes, open_paths={"/health"}, anthropic_paths=ANTHROPIC_PATHS)
+    add_routes(
+        app,
+        routes,
+        open_paths={"/health"},
+        anthropic_paths=ANTHROPIC_PATHS,
+        admin_paths=ADMIN_PATHS,
+    )
     return app
 
 
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+# Once clients exist, these need the admin token (server.auth_token): they show or change
+# every instance, whatever a client's allowlist.
+ADMIN_PATHS = frozenset({"/api/cache/clear", "/api/cache/stats", "/api/providers", "/metrics"})
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
 

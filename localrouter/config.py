@@ -148,10 +148,69 @@ class ModelCacheSettings(_Strict):
         return value
 
 
+MAX_ALIAS_DEPTH = 4  # an alias may name an alias, this many steps deep at most
+
+
+def _globs(value: list[str]) -> list[str]:
+    for glob in value:
+        if not glob.strip():
+            raise ValueError("an empty pattern; write an id, an alias or a glob such as 'groq/*'")
+    return value
+
+
+class ModelsSettings(_Strict):
+    """How the merged list is shaped: extra names, entries left out, second choices."""
+
+    aliases: dict[str, str] = Field(default_factory=dict)  # alias -> an id or another alias
+    hide: list[str] = Field(default_factory=list)  # globs over ids: not listed, still callable
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+
+    _check_hide = field_validator("hide")(_globs)
+
+    @field_validator("aliases")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, target in value.items():
+            if not alias.strip() or alias != alias.strip():
+                raise ValueError(f"alias {alias!r}: a name without surrounding spaces")
+            if not target.strip():
+                raise ValueError(f"{alias}: empty target; write an id such as 'groq/llama-3.3'")
+        return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _choices(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for model, choices in value.items():
+            if not choices or any(not choice.strip() for choice in choices):
+                raise ValueError(f"{model}: a list of ids or aliases to try, none empty")
+            if model in choices:
+                raise ValueError(f"{model}: lists itself as its own fallback")
+        return value
+
+
+class ClientSettings(_Strict):
+    """A tool with its own token, seeing and calling only what `allow` admits."""
+
+    name: str = Field(pattern=_INSTANCE_NAME)
+    token: SecretStr
+    allow: list[str] | None = None  # globs over ids and aliases; None: everything
+
+    _check_allow = field_validator("allow")(_globs)
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < 8:
+            raise ValueError("a token of at least 8 characters (not shown)")
+        return value
+
+
 class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     providers: list[ProviderSettings] = Field(default_factory=list)
     model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    clients: list[ClientSettings] = Field(default_factory=list)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
@@ -183,7 +242,51 @@ class Settings(_Strict):
                     f"model_cache.provider_ttl_overrides.{key}: {key!r} is neither an instance "
                     "name nor a provider type"
                 )
+        self._check_aliases(seen)
+        self._check_clients()
         return self
+
+    def _check_aliases(self, instances: dict[str, int]) -> None:
+        aliases = self.models.aliases
+        for alias in aliases:
+            namespace, slash, _ = alias.partition("/")
+            if slash and namespace in instances:
+                raise ValueError(
+                    f"models.aliases.{alias}: would hide instance {namespace!r}'s model of that "
+                    "name; choose a name that does not start with an instance name and '/'"
+                )
+            chain = [alias]
+            while chain[-1] in aliases:
+                target = aliases[chain[-1]]
+                if target in chain:
+                    loop = " -> ".join([*chain[chain.index(target) :], target])
+                    raise ValueError(f"models.aliases.{alias}: the aliases loop: {loop}")
+                chain.append(target)
+                if len(chain) > MAX_ALIAS_DEPTH + 1:
+                    raise ValueError(
+                        f"models.aliases.{alias}: more than {MAX_ALIAS_DEPTH} aliases deep "
+                        f"({' -> '.join(chain)}); point it nearer its model"
+                    )
+
+    def _check_clients(self) -> None:
+        names: dict[str, int] = {}
+        tokens: dict[str, int] = {}
+        admin = self.server.auth_token.get_secret_value() if self.server.auth_token else None
+        for index, client in enumerate(self.clients):
+            if client.name in names:
+                raise ValueError(
+                    f"clients[{index}].name: duplicate client name {client.name!r} "
+                    f"(also clients[{names[client.name]}])"
+                )
+            names[client.name] = index
+            token = client.token.get_secret_value()
+            if token in tokens or token == admin:
+                other = f"clients[{tokens[token]}]" if token in tokens else "server.auth_token"
+                raise ValueError(
+                    f"clients[{index}].token: the same token as {other}; each client needs "
+                    "its own (not shown)"
+                )
+            tokens[token] = index
 
     @property
     def enabled_providers(self) -> list[ProviderSettings]:
@@ -201,7 +304,8 @@ class Settings(_Strict):
     @property
     def secret_values(self) -> tuple[str, ...]:
         token = (self.server.auth_token.get_secret_value(),) if self.server.auth_token else ()
-        return token + tuple(s for p in self.providers for s in p.secret_values)
+        clients = tuple(client.token.get_secret_value() for client in self.clients)
+        return token + clients + tuple(s for p in self.providers for s in p.secret_values)
 
 
 def shareable(value: str) -> bool:

@@ -58,6 +58,18 @@ class Unauthorized(LocalRouterError):
     error_type = "invalid_request_error"
 
 
+class AdminOnly(LocalRouterError):
+    status = 403
+    code = "admin_only"
+    error_type = "permission_error"
+
+
+class ModelNotAllowed(LocalRouterError):
+    status = 403
+    code = "model_not_allowed"
+    error_type = "permission_error"
+
+
 class TwoCredentials(LocalRouterError):
     status = 400
     code = "ambiguous_credentials"

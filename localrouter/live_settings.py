@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from localrouter.config import Settings
+from localrouter.model_rules import ModelRules
 
 Subscriber = Callable[[Settings], Awaitable[None] | None]
 
@@ -18,6 +19,7 @@ Subscriber = Callable[[Settings], Awaitable[None] | None]
 class LiveSettings:
     def __init__(self, settings: Settings, *, origin: str) -> None:
         self.current = settings
+        self.rules = ModelRules.of(settings)  # models: and clients:, compiled
         self.origin = origin  # the file it came from, or the embedded default
         self._subscribers: list[Subscriber] = []
 
@@ -30,7 +32,7 @@ class LiveSettings:
         self._subscribers.append(subscriber)
 
     async def publish(self, settings: Settings, *, origin: str) -> None:
-        self.current, self.origin = settings, origin
+        self.current, self.rules, self.origin = settings, ModelRules.of(settings), origin
         for subscriber in self._subscribers:
             result = subscriber(settings)
             if inspect.isawaitable(result):

@@ -29,7 +29,7 @@ from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.resolve import resolve
 from localrouter.responses import JSON, model_request, request_json
 from localrouter.secrets import redact_bytes
-from localrouter.state import REGISTRY, SETTINGS
+from localrouter.state import CLIENT, REGISTRY, SETTINGS
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -154,7 +154,16 @@ async def count_tokens(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     model = body.get("model")
-    found = request.app[REGISTRY].resolve(model) if isinstance(model, str) else None
+    found = None
+    if isinstance(model, str):  # an id or an alias; the caller's allowlist holds here too
+        found = request.app[REGISTRY].resolve(request.app[SETTINGS].rules.target(model))
+        client = request.get(CLIENT)
+        if (
+            found
+            and client is not None
+            and not client.allows(model, "/".join((found[0].name, found[1])))
+        ):
+            found = None
     if found is not None and (route := found[0].route(Wire.MESSAGES)) is not None:
         counted = await _native_count(request, body, found[0], found[1], route)
         if counted is not None:

@@ -68,11 +68,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, _RouteStats] = {}
-        self.registry.register(_RequestCollector(self._routes))
+        self._clients: dict[str, int] = {}  # requests by client name (clients: in the config)
+        self.registry.register(_RequestCollector(self._routes, self._clients))
 
     def recorder(self, route: str) -> Callable[[int, float], None]:
         """A cheap per-route callback: (status, seconds) -> recorded."""
         return self._routes.setdefault(route, _RouteStats()).record
+
+    def count_client(self, name: str) -> None:
+        self._clients[name] = self._clients.get(name, 0) + 1
 
     def watch(
         self, registry: Callable[[], Registry | None], reloads: Callable[[], ReloadState | None]
@@ -84,8 +88,9 @@ class Metrics:
 
 
 class _RequestCollector(Collector):
-    def __init__(self, routes: dict[str, _RouteStats]) -> None:
+    def __init__(self, routes: dict[str, _RouteStats], clients: dict[str, int]) -> None:
         self._routes = routes
+        self._clients = clients
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -106,8 +111,16 @@ class _RequestCollector(Collector):
                 cumulative = itertools.accumulate(stats.buckets)
                 buckets = list(zip(bounds, cumulative, strict=True))
                 latency.add_metric([route], buckets, stats.seconds)
+        by_client = CounterMetricFamily(
+            "localrouter_client_requests",
+            "Requests made with a client's token, by client name",
+            labels=["client"],
+        )
+        for name, count in sorted(self._clients.items()):
+            by_client.add_metric([name], count)
         yield requests
         yield latency
+        yield by_client
 
 
 class _StateCollector(Collector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,12 +20,13 @@ from localrouter.anthropic_models import (
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
+from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_of
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
-from localrouter.resolve import find
+from localrouter.resolve import find, index_of
 from localrouter.responses import JSON, Body, cached_response
-from localrouter.state import ANTHROPIC_MODELS, MODELS_VIEW, REGISTRY, SETTINGS
+from localrouter.state import ANTHROPIC_MODELS, CLIENT, MODELS_VIEW, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
@@ -46,7 +48,8 @@ class MergedModels:
 
 
 class ModelsView:
-    """The merged list, rebuilt only when some instance's served list or source changes.
+    """The merged list, rebuilt only when some instance's served list or source changes; and
+    its shaped variants (aliases, hidden ids, a client's allowlist), one per config and client.
 
     A cache keeps one Served object per list and source, so "unchanged" is an identity check
     per instance: no per-model work on the request path.
@@ -54,6 +57,7 @@ class ModelsView:
 
     def __init__(self) -> None:
         self._renders: DerivedCache[None, MergedModels] = DerivedCache(capacity=1)
+        self.shaped: DerivedCache[ShapeKey, MergedModels] = DerivedCache(capacity=64)
 
     def current(self, lists: InstanceLists) -> MergedModels | None:
         """The rendered list if nothing changed: tuple equality checks identity first, item by
@@ -89,6 +93,19 @@ def _merge(labels: Labels, served: tuple[Served | None, ...]) -> MergedModels:
     body = Body.of_bytes(raw)
     by_id = {entry["id"]: entry for entry in data}
     return MergedModels(body, by_id, Suggester(by_id))
+
+
+def shape(
+    merged: MergedModels,
+    rules: ModelRules,
+    client: Client | None,
+    full_id: Callable[[str], str | None],
+) -> MergedModels:
+    """The merged list as `client` sees it under `rules` (ModelRules.shaped)."""
+    data = rules.shaped(merged.by_id, client, full_id)
+    raw = dumps_array_in_steps(data, prefix=b'{"object":"list","data":', suffix=b"}")
+    by_id = {entry["id"]: entry for entry in data}
+    return MergedModels(Body.of_bytes(raw), by_id, Suggester(by_id))
 
 
 def _serialisable(labels: Labels, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,34 +176,65 @@ async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
     return lists, view.current(lists) or await view.merged(lists)
 
 
+async def _visible(
+    request: web.Request,
+) -> tuple[InstanceLists, MergedModels, ShapeKey | None]:
+    """The list as the caller sees it, and the key of its variant (None: the merged list)."""
+    app = request.app
+    lists, merged = await _merged(app)
+    key = shape_of(request)
+    if key is None:
+        return lists, merged, None
+    rules, client = key
+    shaped = app[MODELS_VIEW].shaped
+    found = shaped.peek(key, lists)
+    if found is None:
+        bare = (await index_of(app)).bare
+
+        def full_id(model_id: str) -> str | None:
+            instance = bare.get(model_id)
+            return f"{instance.name}/{model_id}" if instance is not None else None
+
+        found = await shaped.get_async(key, lists, lambda: shape(merged, rules, client, full_id))
+    return lists, found, key
+
+
 async def _in_anthropic_shape(
-    request: web.Request, lists: InstanceLists, merged: MergedModels
+    request: web.Request, lists: InstanceLists, merged: MergedModels, key: ShapeKey | None
 ) -> AnthropicModels:
     cache = request.app[ANTHROPIC_MODELS]
-    return cache.peek(None, lists) or await cache.get_async(
-        None, lists, lambda: anthropic_models(merged)
+    return cache.peek(key, lists) or await cache.get_async(
+        key, lists, lambda: anthropic_models(merged)
     )
 
 
 async def list_models(request: web.Request) -> web.Response:
-    lists, merged = await _merged(request.app)
+    lists, visible, key = await _visible(request)
     if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
-        return page_response(request, await _in_anthropic_shape(request, lists, merged))
-    return cached_response(request, merged.body)
+        return page_response(request, await _in_anthropic_shape(request, lists, visible, key))
+    return cached_response(request, visible.body)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
+    """One model by id, alias or bare upstream id (resolved as a chat request is). A hidden
+    model is unlisted, not unknown: it is found here; one outside the caller's allowlist is
+    not."""
+    app = request.app
     model_id = request.match_info["model_id"]
-    lists, merged = await _merged(request.app)
-    entry = merged.by_id.get(model_id)
-    if entry is None and (found := await find(request.app, model_id)) is not None:
+    _, merged = await _merged(app)
+    rules, client = app[SETTINGS].rules, request.get(CLIENT)
+    target = rules.target(model_id)
+    entry = merged.by_id.get(target)
+    if entry is None and (found := await find(app, target)) is not None:
         instance, upstream_id = found  # a bare upstream id: resolved as a chat request does
         entry = merged.by_id.get(f"{instance.name}/{upstream_id}")
-    if entry is None:
-        raise ModelNotFound(_not_found_message(model_id, merged.suggester), param="model")
+    if entry is None or (client is not None and not client.allows(model_id, entry["id"])):
+        _, visible, _ = await _visible(request)
+        raise ModelNotFound(_not_found_message(model_id, visible.suggester), param="model")
+    if model_id != entry["id"] and model_id in rules.aliases:
+        entry = {**entry, "id": model_id, "alias_of": entry["id"]}
     if ANTHROPIC_VERSION in request.headers:
-        anthropic = await _in_anthropic_shape(request, lists, merged)
-        return one_response(anthropic, entry["id"])
+        return one_response(entry)
     return web.Response(body=orjson.dumps(entry), content_type=JSON)
 
 

@@ -1,6 +1,7 @@
-"""Which instance serves a model id, the same way for every endpoint: `instance/upstream-id`
-(even if not listed yet), else a bare upstream id, served by the first instance in config order
-that lists it."""
+"""Which instance serves a model id, the same way for every endpoint: an alias is followed to
+its target (model_rules.py); then `instance/upstream-id` (even if not listed yet), else a bare
+upstream id, served by the first instance in config order that lists it. A client calls only
+what its allowlist admits, by the name it used or the id that name resolved to."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from localrouter.errors import ModelNotFound
+from localrouter.errors import ModelNotAllowed, ModelNotFound
 from localrouter.offload import dismantle
 from localrouter.registry import Instance, InstanceLists
-from localrouter.state import MODEL_INDEX, REGISTRY, SETTINGS
+from localrouter.state import CLIENT, MODEL_INDEX, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
 
@@ -39,27 +40,45 @@ def model_index(lists: InstanceLists) -> ModelIndex:
 
 
 async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
-    """The instance and its upstream id for `model`; ModelNotFound (with suggestions) if none."""
-    if (found := await find(request.app, model)) is not None:
-        return found
-    index = await _index(request.app)
-    close = index.suggester.close(model)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
-    raise ModelNotFound(
-        f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
-        param="model",
-    )
+    """The instance and its upstream id for `model` (an id or an alias), if the caller may
+    call it; ModelNotFound (with suggestions) if nothing serves it, ModelNotAllowed (403)
+    outside the caller's allowlist."""
+    app = request.app
+    target = app[SETTINGS].rules.target(model)
+    found = await find(app, target)
+    if found is None:
+        if target != model:
+            raise ModelNotFound(
+                f"The alias '{model}' names '{target[:200]}', which no configured provider "
+                "serves now (models.aliases in the config).",
+                param="model",
+            )
+        index = await index_of(app)
+        close = index.suggester.close(model)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
+        raise ModelNotFound(
+            f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
+            param="model",
+        )
+    client = request.get(CLIENT)
+    if client is not None and not client.allows(model, f"{found[0].name}/{found[1]}"):
+        raise ModelNotAllowed(
+            f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "
+            "allow list (clients[].allow in the config).",
+            param="model",
+        )
+    return found
 
 
 async def find(app: web.Application, model: str) -> tuple[Instance, str] | None:
-    """The instance and its upstream id for `model`, or None."""
+    """The instance and its upstream id for `model` (an id, not an alias), or None."""
     if (found := app[REGISTRY].resolve(model)) is not None:
         return found
-    if (instance := (await _index(app)).bare.get(model)) is not None:
+    if (instance := (await index_of(app)).bare.get(model)) is not None:
         return instance, model
     return None
 
 
-async def _index(app: web.Application) -> ModelIndex:
+async def index_of(app: web.Application) -> ModelIndex:
     lists = await app[REGISTRY].lists(app[SETTINGS].models_deadline_seconds)
     return await app[MODEL_INDEX].get_async(None, lists, lambda: model_index(lists))

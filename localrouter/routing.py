@@ -9,7 +9,7 @@ import hmac
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 from aiohttp import hdrs, web
@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from localrouter.config import ServerSettings
 from localrouter.errors import (
+    AdminOnly,
     LocalRouterError,
     MisdirectedRequest,
     TwoCredentials,
@@ -24,8 +25,9 @@ from localrouter.errors import (
     error_body,
 )
 from localrouter.log import CURRENT_REQUEST, request_id
+from localrouter.model_rules import Client, token_digest
 from localrouter.responses import json_response
-from localrouter.state import GUARD, METRICS
+from localrouter.state import CLIENT, GUARD, METRICS
 
 log = structlog.get_logger(__name__)
 
@@ -36,21 +38,25 @@ WILDCARDS = ("", "0.0.0.0", "::")
 
 class Guard:
     """Who may call: DNS-rebinding protection (the Host must name this machine's loopback or
-    the configured host), the optional bearer token and the CORS origins; a config reload
-    replaces the last two (see `use`)."""
+    the configured host), the tokens (`server.auth_token`, the admin's, and each client's)
+    and the CORS origins; a config reload replaces all but the first (see `use`)."""
 
-    def __init__(self, server: ServerSettings) -> None:
+    def __init__(
+        self, server: ServerSettings, clients: Mapping[bytes, Client] | None = None
+    ) -> None:
         self._bound_to = server.host  # the address bound at start; a reload cannot move it
         self._any_host = server.host in WILDCARDS
         self._allowed: frozenset[str] = frozenset()
         self._hosts_ok: set[str] = set()  # raw Host values already found allowed
         self._token: bytes | None = None
+        self._clients: Mapping[bytes, Client] = {}
         self.cors_origins: frozenset[str] = frozenset()
-        self.use(server)
+        self.use(server, clients or {})
 
-    def use(self, server: ServerSettings) -> None:
+    def use(self, server: ServerSettings, clients: Mapping[bytes, Client]) -> None:
         token = server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
+        self._clients = clients
         self.cors_origins = frozenset(server.cors_origins)
         own = (socket.gethostname(),) if self._any_host else ()  # no DNS: the name only
         names = (*LOOPBACK_NAMES, self._bound_to, *own, *server.allowed_hosts)
@@ -60,18 +66,47 @@ class Guard:
     def allows_origin(self, origin: str) -> bool:
         return origin in self.cors_origins or "*" in self.cors_origins
 
-    def check(self, request: web.Request, *, needs_token: bool) -> None:
-        """Raise unless the request may go on; the common case is two lookups."""
+    def check(
+        self, request: web.Request, *, needs_token: bool, admin_only: bool = False
+    ) -> Client | None:
+        """Raise unless the request may go on; the client it comes from, or None for one who
+        sees everything (the admin, or anyone when no token is set). The common case is two
+        lookups."""
         host = request.headers.get(hdrs.HOST)
         if host is not None and host not in self._hosts_ok:
             self._check_host(host, request)
-        if needs_token and self._token is not None and not _token_ok(request, self._token):
+        if not needs_token:
+            return None
+        if self._clients:
+            return self._client(request, admin_only=admin_only)
+        if self._token is not None and not _is_token(_presented(request), self._token):
             if _is_preflight(request):
-                return  # browsers send no credentials on a preflight; no_route answers it
+                return None  # browsers send no credentials on a preflight; no_route answers it
             raise Unauthorized(
                 "Missing or wrong token: send 'Authorization: Bearer <server.auth_token>' "
                 "(the OpenAI SDKs send their api_key that way)."
             )
+        return None
+
+    def _client(self, request: web.Request, *, admin_only: bool) -> Client | None:
+        presented = _presented(request)
+        if presented is not None and self._token is not None and _is_token(presented, self._token):
+            return None
+        client = self._clients.get(token_digest(presented)) if presented is not None else None
+        if client is None:
+            if _is_preflight(request):
+                return None
+            raise Unauthorized(
+                "Missing or wrong token: send your client's token (clients[].token) as "
+                "'Authorization: Bearer <token>' or 'x-api-key: <token>'."
+            )
+        if admin_only:
+            admin = "server.auth_token" if self._token is not None else "server.auth_token (unset)"
+            raise AdminOnly(
+                f"{request.path} is for the admin: send {admin}, not client {client.name!r}'s "
+                "token."
+            )
+        return client
 
     def _check_host(self, host: str, request: web.Request) -> None:
         name = _host_name(host)
@@ -132,28 +167,37 @@ def _host_name(host: str) -> str:
     return host
 
 
-def _token_ok(request: web.Request, token: bytes) -> bool:
+def _presented(request: web.Request) -> str | None:
+    """The token a request carries: `Authorization: Bearer`, or `x-api-key` (Anthropic
+    clients' way)."""
     sent = request.headers.getall(hdrs.AUTHORIZATION, ())
     if len(sent) > 1:
         raise TwoCredentials(
             "The request carries more than one Authorization header; send exactly one."
         )
-    if not sent and (api_key := request.headers.get("x-api-key")) is not None:
-        return hmac.compare_digest(api_key.strip().encode(), token)  # Anthropic clients' way
-    scheme, _, given = (sent[0] if sent else "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+    if not sent:
+        api_key = request.headers.get("x-api-key")
+        return api_key.strip() if api_key is not None else None
+    scheme, _, given = sent[0].partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def _is_token(presented: str | None, token: bytes) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), token)
 
 
 def endpoint(
     handler: Handler,
     guard: Guard,
     record: Callable[[int, float], None],
+    count_client: Callable[[str], None],
     *,
     open_route: bool = False,
+    admin_only: bool = False,
     anthropic: bool = False,
 ) -> Handler:
-    """Wrap a handler: checks first, errors as OpenAI JSON (Anthropic's shape on the Anthropic
-    routes), CORS when allowed, metrics."""
+    """Wrap a handler: checks first (the client, if any, is `request[CLIENT]`), errors as
+    OpenAI JSON (Anthropic's shape on the Anthropic routes), CORS when allowed, metrics."""
 
     needs_token = not open_route
 
@@ -165,7 +209,10 @@ def endpoint(
         CURRENT_REQUEST.set(request)
         response: web.StreamResponse
         try:
-            guard.check(request, needs_token=needs_token)
+            client = guard.check(request, needs_token=needs_token, admin_only=admin_only)
+            if client is not None:
+                request[CLIENT] = client
+                count_client(client.name)
             response = await handler(request)
         except LocalRouterError as exc:
             body = exc.to_anthropic_body() if anthropic else exc.to_body()
@@ -253,13 +300,20 @@ def add_routes(
     routes: Iterable[tuple[str, str, Handler]],
     open_paths: set[str],
     anthropic_paths: frozenset[str] = frozenset(),
+    admin_paths: frozenset[str] = frozenset(),
 ) -> None:
+    """`open_paths` need no token; `admin_paths` need the admin's once clients exist."""
     guard, metrics = app[GUARD], app[METRICS]
     for method, path, handler in routes:
         record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
-        anthropic = path in anthropic_paths
         wrapped = endpoint(
-            handler, guard, record, open_route=path in open_paths, anthropic=anthropic
+            handler,
+            guard,
+            record,
+            metrics.count_client,
+            open_route=path in open_paths,
+            admin_only=path in admin_paths,
+            anthropic=path in anthropic_paths,
         )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, answered with GET's headers

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
     from localrouter.model_list import ModelsView
+    from localrouter.model_rules import Client
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.resolve import ModelIndex
@@ -39,3 +40,6 @@ RESPONSE_STORE: web.AppKey[ResponseStore] = web.AppKey("response_store")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")
+
+# The client a request came from (clients: in the config); absent for one who sees everything.
+CLIENT: web.RequestKey[Client] = web.RequestKey("client")

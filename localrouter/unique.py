@@ -20,6 +20,7 @@ from localrouter.catalog.match import normalise
 from localrouter.derived import DerivedCache
 from localrouter.errors import BadRequest, NotFound
 from localrouter.model_list import price_text
+from localrouter.model_rules import ShapeKey, shape_of
 from localrouter.offload import sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists, Registry
@@ -190,11 +191,17 @@ def _offer(instance: str, model: ModelInfo) -> Offer:
     )
 
 
-def select(groups: list[Group], query: UniqueQuery) -> tuple[int, list[dict[str, Any]]]:
-    """Filter, sort (ties by id) and page the grouped rows: (total before paging, page)."""
+def select(
+    groups: list[Group], query: UniqueQuery, shape: ShapeKey | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Filter, sort (ties by id) and page the grouped rows: (total before paging, page).
+    Under a shape, only the offers the client may see (model_rules.py; aliases are names,
+    not offers: this view has none)."""
     rows = []
     for group in groups:
         offers = [o for o in group.offers if query.include_inactive or o.active]
+        if shape is not None:
+            offers = [o for o in offers if shape[0].admits(shape[1], o.id)]
         if len({o.instance for o in offers}) < query.min_providers or not offers:
             continue
         if query.provider and all(o.instance != query.provider for o in offers):
@@ -226,22 +233,26 @@ class UniqueCache:
 
     def __init__(self) -> None:
         self._groups: DerivedCache[None, list[Group]] = DerivedCache(capacity=1)
-        self._pages: DerivedCache[UniqueQuery, bytes] = DerivedCache(capacity=128)
+        self._pages: DerivedCache[tuple[UniqueQuery, ShapeKey | None], bytes] = DerivedCache(
+            capacity=128
+        )
 
     def rendered_queries(self) -> set[UniqueQuery]:
-        return set(self._pages.keys())
+        return {query for query, _ in self._pages.keys()}  # noqa: SIM118 (not a dict)
 
     async def groups(self, lists: InstanceLists) -> list[Group]:
         return await self._groups.get_async(None, lists, lambda: group_models(lists))
 
-    async def page(self, query: UniqueQuery, lists: InstanceLists) -> bytes:
-        found = self._pages.peek(query, lists)
+    async def page(
+        self, query: UniqueQuery, lists: InstanceLists, shape: ShapeKey | None = None
+    ) -> bytes:
+        found = self._pages.peek((query, shape), lists)
         if found is not None:
             return found
         groups = await self.groups(lists)
 
         def render() -> bytes:
-            total, rows = select(groups, query)
+            total, rows = select(groups, query, shape)
             return orjson.dumps(
                 {
                     "success": True,
@@ -253,7 +264,7 @@ class UniqueCache:
                 }
             )
 
-        return await self._pages.get_async(query, lists, render)
+        return await self._pages.get_async((query, shape), lists, render)
 
 
 async def unique_models(request: web.Request) -> web.Response:
@@ -261,7 +272,7 @@ async def unique_models(request: web.Request) -> web.Response:
     registry = app[REGISTRY]
     query = UniqueQuery.parse(request.query, registry)
     lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
-    body = await app[UNIQUE_CACHE].page(query, lists)
+    body = await app[UNIQUE_CACHE].page(query, lists, shape_of(request))
     return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
 
@@ -273,8 +284,9 @@ async def unique_model(request: web.Request) -> web.Response:
     query = UniqueQuery(include_inactive=True)
     for group in await app[UNIQUE_CACHE].groups(lists):
         if group.id == wanted:
-            _, rows = select([group], query)
-            return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
+            _, rows = select([group], query, shape_of(request))
+            if rows:
+                return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
     raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
 
 
