@@ -9,6 +9,10 @@ Shared machines drift by tens of percent within seconds, so each case runs sever
 alternating which server goes first, and reports the median of the per-round ratios. With
 `taskset` available, both servers share one core and the load generator gets the other.
 
+Each size runs twice: as anyone sees the list (no token), and as a client of `clients:` with an
+allowlist (a token on every request, and the client's own variant of the list: half the
+models and an alias).
+
     python bench/models.py [--models 50,2000] [--seconds 2] [--connections 32] [--rounds 7]
 """
 
@@ -63,9 +67,11 @@ def process(*command: str) -> Iterator[subprocess.Popen[bytes]]:
             child.kill()
 
 
-async def wait_for(url: str, expected_models: int | None = None) -> None:
+async def wait_for(
+    url: str, expected_models: int | None = None, headers: dict[str, str] | None = None
+) -> None:
     deadline = time.monotonic() + 30.0
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=headers) as session:
         while time.monotonic() < deadline:
             try:
                 async with session.get(url) as response:
@@ -79,8 +85,12 @@ async def wait_for(url: str, expected_models: int | None = None) -> None:
     raise SystemExit(f"{url} did not become ready")
 
 
-async def fetch_bodies(url: str) -> tuple[bytes, bytes]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
+CLIENT_TOKEN = "bench-client-token-5e2c"
+CLIENT_HEADERS = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+
+
+async def fetch_bodies(url: str, headers: dict[str, str]) -> tuple[bytes, bytes]:
+    async with aiohttp.ClientSession(auto_decompress=False, headers=headers) as session:
         async with session.get(url, headers={"Accept-Encoding": "identity"}) as response:
             raw = await response.read()
         async with session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
@@ -89,10 +99,12 @@ async def fetch_bodies(url: str) -> tuple[bytes, bytes]:
     return raw, zipped
 
 
-def load_with_wrk(url: str, gzip: bool, seconds: float, connections: int) -> float:
-    return wrk_requests_per_second(
-        url, seconds, connections, *(["-H", "Accept-Encoding: gzip"] if gzip else [])
-    )
+def load_with_wrk(
+    url: str, gzip: bool, seconds: float, connections: int, headers: dict[str, str]
+) -> float:
+    sent = {**headers, **({"Accept-Encoding": "gzip"} if gzip else {})}
+    flags = [flag for name, value in sent.items() for flag in ("-H", f"{name}: {value}")]
+    return wrk_requests_per_second(url, seconds, connections, *flags)
 
 
 def wrk_requests_per_second(url: str, seconds: float, connections: int, *extra: str) -> float:
@@ -107,8 +119,10 @@ def wrk_requests_per_second(url: str, seconds: float, connections: int, *extra: 
     return float(match.group(1))
 
 
-async def load_with_aiohttp(url: str, gzip: bool, seconds: float, connections: int) -> float:
-    headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
+async def load_with_aiohttp(
+    url: str, gzip: bool, seconds: float, connections: int, headers: dict[str, str]
+) -> float:
+    headers = {**headers, "Accept-Encoding": "gzip" if gzip else "identity"}
     done = 0
     stop = time.monotonic() + seconds
 
@@ -127,24 +141,28 @@ async def load_with_aiohttp(url: str, gzip: bool, seconds: float, connections: i
         return done / (time.monotonic() - started)
 
 
-def measure(url: str, gzip: bool, args: argparse.Namespace) -> float:
+def measure(url: str, gzip: bool, args: argparse.Namespace, headers: dict[str, str]) -> float:
     if args.tool == "wrk":
-        return load_with_wrk(url, gzip, args.seconds, args.connections)
-    return asyncio.run(load_with_aiohttp(url, gzip, args.seconds, args.connections))
+        return load_with_wrk(url, gzip, args.seconds, args.connections, headers)
+    return asyncio.run(load_with_aiohttp(url, gzip, args.seconds, args.connections, headers))
 
 
 def paired_rounds(
-    ours_url: str, ceiling_url: str, gzip: bool, args: argparse.Namespace
+    ours_url: str,
+    ceiling_url: str,
+    gzip: bool,
+    args: argparse.Namespace,
+    headers: dict[str, str],
 ) -> tuple[float, float, float]:
     """Median req/s of each server and the median of the per-round ratios."""
     ours, ceilings, ratios = [], [], []
     for round_number in range(args.rounds):
         if round_number % 2:
-            ceiling = measure(ceiling_url, gzip, args)
-            mine = measure(ours_url, gzip, args)
+            ceiling = measure(ceiling_url, gzip, args, headers)
+            mine = measure(ours_url, gzip, args, headers)
         else:
-            mine = measure(ours_url, gzip, args)
-            ceiling = measure(ceiling_url, gzip, args)
+            mine = measure(ours_url, gzip, args, headers)
+            ceiling = measure(ceiling_url, gzip, args, headers)
         ours.append(mine)
         ceilings.append(ceiling)
         ratios.append(mine / ceiling)
@@ -152,15 +170,23 @@ def paired_rounds(
 
 
 def bench_size(
-    count: int, args: argparse.Namespace, workdir: Path
+    count: int, args: argparse.Namespace, workdir: Path, *, client: bool
 ) -> list[tuple[bool, float, float]]:
     upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
     config = workdir / f"config-{count}.yaml"
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    shaping = (
+        "models: {aliases: {fast: bench/bolt/model-00001-instruct}}\n"
+        f"clients: [{{name: editor, token: {CLIENT_TOKEN}, "
+        "allow: ['bench/*[13579]-instruct', fast]}]\n"
+    )
     config.write_text(
         f"providers:\n  - {{name: bench, type: openai_compatible, base_url: '{upstream_url}'}}\n"
         "model_cache: {provider_ttl_overrides: {bench: 86400}, persist: false}\n"
+        + (shaping if client else "")
     )
+    headers = CLIENT_HEADERS if client else {}
+    case = "client" if client else "anyone"
     python = sys.executable
     daemon_url = f"http://127.0.0.1:{daemon_port}/v1/models"
     ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
@@ -169,18 +195,19 @@ def bench_size(
     daemon = (python, "-m", "localrouter", "serve", "--config", str(config))
     daemon += ("--port", str(daemon_port), "--log-level", "warning")
     with process(*upstream), process(*daemon):
-        asyncio.run(wait_for(daemon_url, expected_models=count))
-        raw, zipped = asyncio.run(fetch_bodies(daemon_url))
+        listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
+        asyncio.run(wait_for(daemon_url, expected_models=listed, headers=headers))
+        raw, zipped = asyncio.run(fetch_bodies(daemon_url, headers))
         body = workdir / f"models-{count}.json"
         body.write_bytes(raw)
         body.with_suffix(".json.gz").write_bytes(zipped)
         with process(python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body)):
             asyncio.run(wait_for(ceiling_url))
             for gzip in (False, True):
-                ours, ceiling, ratio = paired_rounds(daemon_url, ceiling_url, gzip, args)
+                ours, ceiling, ratio = paired_rounds(daemon_url, ceiling_url, gzip, args, headers)
                 results.append((gzip, ours, ceiling))
                 print(
-                    f"{count:>5} models  gzip={'on ' if gzip else 'off'}  "
+                    f"{count:>5} models  {case:<6}  gzip={'on ' if gzip else 'off'}  "
                     f"bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} req/s  "
                     f"ceiling {ceiling:9.1f} req/s  ratio {ratio:.2f} (median of per-round ratios)",
                     flush=True,
@@ -205,7 +232,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         for count in (int(n) for n in args.models.split(",")):
-            bench_size(count, args, Path(workdir))
+            bench_size(count, args, Path(workdir), client=False)
+            bench_size(count, args, Path(workdir), client=True)
 
 
 if __name__ == "__main__":

@@ -174,5 +174,13 @@ def describe(loaded: LoadedConfig) -> str:
             f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "
             f"ttl {settings.ttl_for(provider):g}s  {key}{headers}{state}"
         )
+    models = settings.models
+    if models.aliases:
+        lines.append("aliases: " + ", ".join(f"{a} -> {t}" for a, t in models.aliases.items()))
+    if models.hide:
+        lines.append(f"hidden: {', '.join(models.hide)}")
+    for client in settings.clients:  # never the token
+        allowed = ", ".join(client.allow) if client.allow is not None else "everything"
+        lines.append(f"client {client.name}: token set, allows {allowed}")
     lines += [f"note: {note}" for note in settings.notes]
     return "\n".join(lines)

@@ -185,6 +185,10 @@ class ModelsSettings(_Strict):
                 raise ValueError(f"{model}: a list of ids or aliases to try, none empty")
             if model in choices:
                 raise ValueError(f"{model}: lists itself as its own fallback")
+        if value:  # refused rather than accepted and ignored
+            raise ValueError(
+                "fallbacks are not supported by this version of localrouter yet; remove the key"
+            )
         return value
 
 

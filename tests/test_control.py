@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from localrouter.cli import main
 from localrouter.config_file import parse_settings
 from localrouter.errors import ConfigError
 from localrouter.state import RELOADER
@@ -233,7 +234,8 @@ async def test_a_call_outside_the_allowlist_is_refused_in_each_protocol(
             await editor.chat.completions.create(
                 model="lab/qwen", messages=[{"role": "user", "content": "hi"}]
             )
-        assert "editor" in str(raised.value) and "clients[].allow" in str(raised.value)
+        assert "editor" in str(raised.value)
+        assert "clients[].allow" in str(raised.value)
         with pytest.raises(openai.PermissionDeniedError):
             await editor.chat.completions.create(  # a bare id resolving outside it
                 model="qwen", messages=[{"role": "user", "content": "hi"}]
@@ -285,7 +287,9 @@ async def test_client_requests_are_counted_by_name_and_tokens_are_never_shown(
     for path in ("/health", "/api/providers", "/api/cache/stats"):
         answer = await client.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         shown += await answer.text()
-    assert EDITOR not in shown and AGENT not in shown and ADMIN not in shown
+    assert EDITOR not in shown
+    assert AGENT not in shown
+    assert ADMIN not in shown
 
 
 @pytest.mark.parametrize(
@@ -305,6 +309,7 @@ async def test_client_requests_are_counted_by_name_and_tokens_are_never_shown(
         ),
         ({"models": {"hide": [""]}}, "models.hide: an empty pattern"),
         ({"models": {"fallbacks": {"a": []}}}, "models.fallbacks: a: a list of ids"),
+        ({"models": {"fallbacks": {"a": ["b"]}}}, "models.fallbacks: fallbacks are not supported"),
         (
             {"clients": [{"name": "x", "token": EDITOR}, {"name": "x", "token": AGENT}]},
             "clients[1].name: duplicate client name 'x'",
@@ -322,7 +327,8 @@ def test_check_names_the_key_path_of_a_bad_shaping_config(shaping: dict[str, Any
     with pytest.raises(ConfigError) as raised:
         settings_from(config)
     assert expected in str(raised.value)
-    assert EDITOR not in str(raised.value) and "short" not in str(raised.value)
+    assert EDITOR not in str(raised.value)
+    assert "short" not in str(raised.value)
 
 
 def test_client_tokens_from_variables_are_secrets():
@@ -385,3 +391,20 @@ async def test_the_detailed_and_unique_views_are_shaped_too(
     assert await detailed(EDITOR) == ["fast", "groq/llama", "groq/qwen"]
     assert await offers(ADMIN) == ["groq/llama", "groq/qwen", "lab/llama", "lab/qwen"]
     assert await offers(EDITOR) == ["groq/llama", "groq/qwen"]
+
+
+def test_check_summarises_the_shaping_without_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("LR_EDITOR_TOKEN", EDITOR)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "models:\n  aliases: {fast: groq/llama}\n  hide: ['*/tts-*']\n"
+        "clients:\n  - {name: editor, token: '${LR_EDITOR_TOKEN}', allow: ['groq/*']}\n"
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "aliases: fast -> groq/llama" in out
+    assert "hidden: */tts-*" in out
+    assert "client editor: token set, allows groq/*" in out
+    assert EDITOR not in out
