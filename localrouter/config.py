@@ -232,14 +232,13 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         # Cross-field checks name their own key path: pydantic would only say "top level".
-        seen: dict[str, int] = {}
-        for index, provider in enumerate(self.providers):
-            if provider.name in seen:
-                raise ValueError(
-                    f"providers[{index}].name: duplicate instance name {provider.name!r} "
-                    f"(also providers[{seen[provider.name]}]); names must be unique"
-                )
-            seen[provider.name] = index
+        if (twice := _duplicate([provider.name for provider in self.providers])) is not None:
+            index, earlier, name = twice
+            raise ValueError(
+                f"providers[{index}].name: duplicate instance name {name!r} "
+                f"(also providers[{earlier}]); names must be unique"
+            )
+        seen = {provider.name for provider in self.providers}
         for key in self.model_cache.provider_ttl_overrides:
             if key not in seen and key not in PROVIDERS:
                 raise ValueError(
@@ -250,7 +249,7 @@ class Settings(_Strict):
         self._check_clients()
         return self
 
-    def _check_aliases(self, instances: dict[str, int]) -> None:
+    def _check_aliases(self, instances: set[str]) -> None:
         aliases = self.models.aliases
         for alias in aliases:
             namespace, slash, _ = alias.partition("/")
@@ -273,16 +272,14 @@ class Settings(_Strict):
                     )
 
     def _check_clients(self) -> None:
-        names: dict[str, int] = {}
+        if (twice := _duplicate([client.name for client in self.clients])) is not None:
+            index, earlier, name = twice
+            raise ValueError(
+                f"clients[{index}].name: duplicate client name {name!r} (also clients[{earlier}])"
+            )
         tokens: dict[str, int] = {}
         admin = self.server.auth_token.get_secret_value() if self.server.auth_token else None
         for index, client in enumerate(self.clients):
-            if client.name in names:
-                raise ValueError(
-                    f"clients[{index}].name: duplicate client name {client.name!r} "
-                    f"(also clients[{names[client.name]}])"
-                )
-            names[client.name] = index
             token = client.token.get_secret_value()
             if token in tokens or token == admin:
                 other = f"clients[{tokens[token]}]" if token in tokens else "server.auth_token"
@@ -310,6 +307,16 @@ class Settings(_Strict):
         token = (self.server.auth_token.get_secret_value(),) if self.server.auth_token else ()
         clients = tuple(client.token.get_secret_value() for client in self.clients)
         return token + clients + tuple(s for p in self.providers for s in p.secret_values)
+
+
+def _duplicate(names: list[str]) -> tuple[int, int, str] | None:
+    """The first name given twice: its index, the earlier index, the name."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            return index, seen[name], name
+        seen[name] = index
+    return None
 
 
 def shareable(value: str) -> bool:

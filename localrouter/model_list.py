@@ -1,4 +1,6 @@
-"""GET /v1/models and /v1/models/{id}: merge, sort and serialise once per change."""
+"""GET /v1/models and /v1/models/{id}: merge, sort and serialise once per change; and, when
+the config shapes the list (aliases, hidden ids) or a client with an allowlist asks, that
+variant, serialised once per change too (model_rules.py)."""
 
 from __future__ import annotations
 
