@@ -151,8 +151,8 @@ class ModelCacheSettings(_Strict):
 MAX_ALIAS_DEPTH = 4  # an alias may name an alias, this many steps deep at most
 
 
-def _globs(value: list[str]) -> list[str]:
-    for glob in value:
+def _globs(value: list[str] | None) -> list[str] | None:
+    for glob in value or ():
         if not glob.strip():
             raise ValueError("an empty pattern; write an id, an alias or a glob such as 'groq/*'")
     return value

@@ -338,6 +338,11 @@ def test_client_tokens_from_variables_are_secrets():
     assert EDITOR not in repr(settings)
 
 
+def test_an_explicit_null_allow_admits_everything():
+    settings = settings_from({"clients": [{"name": "agent", "token": AGENT, "allow": None}]})
+    assert settings.clients[0].allow is None
+
+
 async def test_aliases_hide_and_clients_reload_live(
     tmp_path: Path, chat_upstream: StartUpstream, daemon: DaemonFactory
 ):
