@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from localrouter.errors import BadRequest
 from localrouter.model_list import merge_entries
 from localrouter.model_rules import ShapeKey, shape_of
 from localrouter.registry import InstanceLists, Registry
+from localrouter.resolve import full_ids
 from localrouter.responses import JSON
 from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
 
@@ -76,23 +78,23 @@ class DetailedCache(DerivedCache[tuple[ModelsQuery, ShapeKey | None], bytes]):
     """The filtered models of recent queries, as JSON bytes, kept until their lists change;
     per config and client when the list is shaped (model_rules.py)."""
 
-    async def models_json(
-        self, query: ModelsQuery, lists: InstanceLists, shape: ShapeKey | None
-    ) -> bytes:
+    async def models_json(self, query: ModelsQuery, lists: InstanceLists, shape: Shaping) -> bytes:
         return await self.get_async(
-            (query, shape), lists, lambda: filtered_json(query, lists, shape)
+            (query, shape[0] if shape else None),
+            lists,
+            lambda: filtered_json(query, lists, shape),
         )
 
 
-def filtered_json(query: ModelsQuery, lists: InstanceLists, shape: ShapeKey | None) -> bytes:
+# A shaped list's key, and how a bare alias target resolves (resolve.full_ids); None: as merged.
+Shaping = tuple[ShapeKey, Callable[[str], str | None]] | None
+
+
+def filtered_json(query: ModelsQuery, lists: InstanceLists, shape: Shaping) -> bytes:
     entries = merge_entries(lists.labels, lists.served)
     if shape is not None:
-        rules, client = shape
-        bare: dict[str, str] = {}  # as requests resolve a bare id: the first instance listing it
-        for (name, _), served in zip(lists.labels, lists.served, strict=True):
-            for model in served.models.models if served is not None else ():
-                bare.setdefault(model.id, f"{name}/{model.id}")
-        entries = rules.shaped({entry["id"]: entry for entry in entries}, client, bare.get)
+        (rules, client), full_id = shape
+        entries = rules.shaped({entry["id"]: entry for entry in entries}, client, full_id)
     return orjson.dumps([entry for entry in entries if query.keeps(entry)])
 
 
@@ -127,7 +129,8 @@ async def detailed_models(request: web.Request) -> web.Response:
     lists = await registry.lists(
         app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
     )
-    shape = shape_of(request)
+    key = shape_of(request)
+    shape = (key, await full_ids(app)) if key is not None else None
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
         models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))
     else:

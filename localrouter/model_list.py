@@ -26,7 +26,7 @@ from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_of
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
-from localrouter.resolve import find, index_of
+from localrouter.resolve import find, full_ids
 from localrouter.responses import JSON, Body, cached_response
 from localrouter.state import ANTHROPIC_MODELS, CLIENT, MODELS_VIEW, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
@@ -191,12 +191,7 @@ async def _visible(
     shaped = app[MODELS_VIEW].shaped
     found = shaped.peek(key, lists)
     if found is None:
-        bare = (await index_of(app)).bare
-
-        def full_id(model_id: str) -> str | None:
-            instance = bare.get(model_id)
-            return f"{instance.name}/{model_id}" if instance is not None else None
-
+        full_id = await full_ids(app)
         found = await shaped.get_async(key, lists, lambda: shape(merged, rules, client, full_id))
     return lists, found, key
 

@@ -5,6 +5,7 @@ what its allowlist admits, by the name it used or the id that name resolved to."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -77,6 +78,17 @@ async def find(app: web.Application, model: str) -> tuple[Instance, str] | None:
     if (instance := (await index_of(app)).bare.get(model)) is not None:
         return instance, model
     return None
+
+
+async def full_ids(app: web.Application) -> Callable[[str], str | None]:
+    """A bare upstream id -> the `instance/id` a request for it resolves to, or None."""
+    bare = (await index_of(app)).bare
+
+    def full_id(model_id: str) -> str | None:
+        instance = bare.get(model_id)
+        return f"{instance.name}/{model_id}" if instance is not None else None
+
+    return full_id
 
 
 async def index_of(app: web.Application) -> ModelIndex:
