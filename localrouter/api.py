@@ -65,6 +65,8 @@ async def providers(request: web.Request) -> web.Response:
                 **asdict(status),
             }
         )
+        if instance.keys is not None:
+            listing[-1]["keys"] = instance.keys.status()
     return json_response({"providers": listing})
 
 
@@ -76,7 +78,10 @@ async def health(request: web.Request) -> web.Response:
     settings = app[SETTINGS].current
     failing: dict[str, str] = {}
     notes = list(settings.notes)
+    refused_keys = []
     for instance in app[REGISTRY].instances():
+        if instance.keys is not None:
+            refused_keys += [f"instance {instance.name}: {why}" for why in instance.keys.refused()]
         error = instance.cache.last_error
         if error is None:
             continue
@@ -89,6 +94,7 @@ async def health(request: web.Request) -> web.Response:
         reasons.append(f"config: {reload_state.error}")
     reasons += reload_state.restart_needed
     reasons += [f"instance {name}: {error}" for name, error in failing.items()]
+    reasons += refused_keys
     return json_response(
         {
             "status": "degraded" if reasons else "ok",

@@ -18,6 +18,7 @@ from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
+from localrouter.chat_api import chat_completions, completions, embeddings
 from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
@@ -27,7 +28,6 @@ from localrouter.messages_api import count_tokens, messages
 from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.model_list import ModelsView, list_models, retrieve_model
 from localrouter.providers.http import SessionTransport
-from localrouter.proxy import chat_completions, completions, embeddings
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
 from localrouter.response_store import ResponseStore

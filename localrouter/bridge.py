@@ -5,6 +5,7 @@ protocol's events written as server-sent events."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -70,11 +71,11 @@ async def translate_stream(
     http: UpstreamClient,
     translator: ChunkTranslator,
     where: Where,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str],
 ) -> web.StreamResponse:
     """Each upstream chunk, as it arrives, becomes the translator's events; only an incomplete
     line is held. A broken upstream ends the stream with the translator's closing events."""
-    response = web.StreamResponse(headers={**(headers or {}), "Content-Type": "text/event-stream"})
+    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
     response.headers["Cache-Control"] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)

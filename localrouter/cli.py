@@ -167,7 +167,8 @@ def describe(loaded: LoadedConfig) -> str:
         f"instances: {len(settings.enabled_providers)}",
     ]
     for provider in settings.providers:
-        key = "key set" if provider.api_key else "no key"
+        count = len(provider.keys)
+        key = f"{count} keys (a pool)" if provider.pooled else ("key set" if count else "no key")
         state = "" if provider.enabled else "  (disabled)"
         headers = f"  headers: {', '.join(sorted(provider.headers))}" if provider.headers else ""
         lines.append(

@@ -60,6 +60,7 @@ class ProviderSettings(_Strict):
     name: str = Field(pattern=_INSTANCE_NAME)
     type: str
     api_key: SecretStr | None = None
+    api_keys: list[SecretStr] | None = None  # a pool, taken in turn (key_pool.py)
     base_url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=10.0, gt=0)
@@ -99,7 +100,15 @@ class ProviderSettings(_Strict):
         spec = self.spec
         if self.base_url is None and spec.default_base_url is None:
             raise ValueError(f"provider type {self.type!r} has no default URL; set base_url")
-        if spec.key_required and self.api_key is None and self.enabled:
+        if self.api_keys is not None:
+            if self.api_key is not None:
+                raise ValueError(
+                    f"provider {self.name!r} has both api_key and api_keys; keep one "
+                    "(api_keys: [one, two] holds every key)"
+                )
+            if not self.api_keys:
+                raise ValueError(f"provider {self.name!r}: api_keys is empty; list its keys")
+        if spec.key_required and not self.keys and self.enabled:
             variable = spec.key_env or "the provider's key variable"
             raise ValueError(
                 f"provider {self.name!r} needs an API key: set {variable} "
@@ -122,15 +131,32 @@ class ProviderSettings(_Strict):
         return self.spec.kind.resolve(self.resolved_base_url)
 
     @property
+    def keys(self) -> tuple[str, ...]:
+        """Every API key's value (a pool's, or the one api_key), for the places that send
+        them (`Auth.headers`)."""
+        if self.api_keys is not None:
+            return tuple(key.get_secret_value() for key in self.api_keys)
+        return (self.api_key.get_secret_value(),) if self.api_key is not None else ()
+
+    @property
     def key(self) -> str | None:
-        """The API key's value, for the one place that sends it (`Auth.headers`)."""
-        return self.api_key.get_secret_value() if self.api_key is not None else None
+        """The first (for most instances, the only) API key's value."""
+        keys = self.keys
+        return keys[0] if keys else None
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the keys are a pool (api_keys): taken in turn, rested and refused."""
+        return self.api_keys is not None
+
+    def with_key(self, key: str) -> ProviderSettings:
+        """The same instance with only `key`."""
+        return self.model_copy(update={"api_key": SecretStr(key), "api_keys": None})
 
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Everything that must never be shown: the key and every custom header value."""
-        key = (self.api_key.get_secret_value(),) if self.api_key else ()
-        return key + tuple(self.headers.values())
+        """Everything that must never be shown: the keys and every custom header value."""
+        return self.keys + tuple(self.headers.values())
 
 
 class ModelCacheSettings(_Strict):
@@ -185,10 +211,8 @@ class ModelsSettings(_Strict):
                 raise ValueError(f"{model}: a list of ids or aliases to try, none empty")
             if model in choices:
                 raise ValueError(f"{model}: lists itself as its own fallback")
-        if value:  # refused rather than accepted and ignored
-            raise ValueError(
-                "fallbacks are not supported by this version of localrouter yet; remove the key"
-            )
+            if len(set(choices)) != len(choices):
+                raise ValueError(f"{model}: names the same fallback twice")
         return value
 
 

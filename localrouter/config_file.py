@@ -76,8 +76,14 @@ def literal_secrets_exposed(path: Path) -> list[str]:
         found.append("server.auth_token")
     providers = raw.get("providers")
     for index, entry in enumerate(providers if isinstance(providers, list) else []):
-        if isinstance(entry, dict) and _literal(entry.get("api_key")):
+        if not isinstance(entry, dict):
+            continue
+        if _literal(entry.get("api_key")):
             found.append(f"providers[{index}].api_key")
+        pool = entry.get("api_keys")
+        for position, key in enumerate(pool if isinstance(pool, list) else []):
+            if _literal(key):
+                found.append(f"providers[{index}].api_keys[{position}]")
     return found
 
 
@@ -222,7 +228,10 @@ class _UnsetKey:
 
 
 def _is_provider_key(path: tuple[str | int, ...]) -> bool:
-    return len(path) == 3 and path[0] == "providers" and path[2] == "api_key"
+    """providers[i].api_key, or one of providers[i].api_keys."""
+    if len(path) < 3 or path[0] != "providers":
+        return False
+    return (len(path) == 3 and path[2] == "api_key") or (len(path) == 4 and path[2] == "api_keys")
 
 
 def _keys_left_out(raw: dict[str, Any]) -> list[str]:
@@ -231,10 +240,24 @@ def _keys_left_out(raw: dict[str, Any]) -> list[str]:
     notes = []
     providers = raw.get("providers")
     for index, entry in enumerate(providers if isinstance(providers, list) else []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("api_key"), _UnsetKey):
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name", f"providers[{index}]")
+        pool = entry.get("api_keys")
+        if isinstance(pool, list) and any(isinstance(key, _UnsetKey) for key in pool):
+            unset = [key.variable for key in pool if isinstance(key, _UnsetKey)]
+            entry["api_keys"] = [key for key in pool if not isinstance(key, _UnsetKey)]
+            if entry["api_keys"]:
+                notes.append(
+                    f"instance {name!r} runs with {len(entry['api_keys'])} of its "
+                    f"{len(pool)} keys: {', '.join(unset)} not set"
+                )
+                continue
+            entry["api_key"] = _UnsetKey(unset[0])
+            del entry["api_keys"]
+        if not isinstance(entry.get("api_key"), _UnsetKey):
             continue
         variable = entry.pop("api_key").variable
-        name = entry.get("name", f"providers[{index}]")
         spec = PROVIDERS.get(str(entry.get("type")))
         if spec is not None and spec.key_required and entry.get("enabled", True):
             entry["enabled"] = False
@@ -257,6 +280,8 @@ def _literal_secrets(raw: dict[str, Any]) -> list[str]:
     for entry in providers if isinstance(providers, list) else []:
         if isinstance(entry, dict):
             found.append(entry.get("api_key"))
+            pool = entry.get("api_keys")
+            found += pool if isinstance(pool, list) else []
             headers = entry.get("headers")
             if isinstance(headers, dict):
                 found += headers.values()
@@ -269,7 +294,7 @@ def _fill_standard_keys(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     if not isinstance(providers, list):
         return
     for entry in providers:
-        if not isinstance(entry, dict) or "api_key" in entry:
+        if not isinstance(entry, dict) or "api_key" in entry or "api_keys" in entry:
             continue
         spec = PROVIDERS.get(str(entry.get("type")))
         if spec is not None and spec.key_env and env.get(spec.key_env):

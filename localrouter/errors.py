@@ -17,6 +17,7 @@ class LocalRouterError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}  # put on the error response (Retry-After, ...)
 
     def to_body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.code, self.param)
@@ -86,6 +87,7 @@ class GatewayError(LocalRouterError):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retryable = True  # False once any byte of the answer reached the client
 
 
 class ConfigError(Exception):
@@ -101,6 +103,7 @@ class UpstreamError(Exception):
         self.message = message
         self.status = status
         self.code = code  # for a client-facing error: upstream_redirect, upstream_too_large
+        self.retry_after: str | None = None  # the upstream's Retry-After, with a 429
 
 
 _ANTHROPIC_TYPES = {

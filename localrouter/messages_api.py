@@ -6,13 +6,14 @@ never forwarded: the instance's own key goes upstream."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from localrouter import proxy
+from localrouter import attempts, proxy
 from localrouter.bridge import sse, translate_stream, whole_answer
 from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
@@ -21,12 +22,12 @@ from localrouter.errors import (
     UpstreamError,
     anthropic_error_body,
 )
+from localrouter.key_pool import NoKeyFree
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import rewritten
+from localrouter.proxy import RequestBody, rewritten
 from localrouter.registry import NOT_YET, Instance, Route
-from localrouter.resolve import resolve
 from localrouter.responses import JSON, model_request, request_json
 from localrouter.secrets import redact_bytes
 from localrouter.state import CLIENT, REGISTRY, SETTINGS
@@ -38,44 +39,55 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body, model = await model_request(request)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
-    instance, upstream_id = await resolve(request, model)
-    if (native := instance.route(Wire.MESSAGES)) is not None:
-        data, streamed = rewritten(body, upstream_id)
-        del body  # see proxy.forward
-        return await proxy.send(
-            request,
-            instance,
-            native,
-            "messages",
-            data,
-            streamed=streamed,
-            reply=NATIVE,
-            headers=_with_client_headers(request, native),
-            params=dict(request.query) or None,
+    plan = MessagesPlan(request, RequestBody(body, await request.read()), model)
+    del body  # see RequestBody
+    return await attempts.answer(request, model, plan)
+
+
+class MessagesPlan:
+    """A Messages request as it is for an instance that speaks Messages, else translated to
+    Chat Completions."""
+
+    __slots__ = ("body", "model", "request")
+
+    def __init__(self, request: web.Request, body: RequestBody, model: str) -> None:
+        self.request, self.body, self.model = request, body, model
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> proxy.Call:
+        request = self.request
+        if (native := instance.route(Wire.MESSAGES)) is not None:
+            data, streamed = rewritten(self.body.take(), upstream_id)
+            return proxy.Call(
+                native,
+                "messages",
+                data,
+                streamed,
+                NATIVE,
+                headers=_client_headers(request),
+                params=dict(request.query) or None,
+            )
+        route = instance.route(Wire.CHAT)
+        if route is None:
+            kind = instance.settings.type
+            raise NotAChatModel(
+                f"'{self.model}' is a {kind} model (images, video or audio): no chat."
+            )
+        listed = instance.listed_now(upstream_id)
+        if listed is NOT_YET:
+            deadline = request.app[SETTINGS].models_deadline_seconds
+            listed = await instance.listed(upstream_id, deadline)
+        body = self.body.take()
+        streamed = body.get("stream") is True
+        reply = Translated(self.model, thinking=wants_thinking(body), streamed=streamed)
+        chat = orjson.dumps(
+            chat_request(
+                body,
+                upstream_id,
+                reasoning=listed is not None and listed.takes_reasoning_effort,
+                max_output_tokens=listed.max_output_tokens if listed else None,
+            )
         )
-    route = instance.route(Wire.CHAT)
-    if route is None:
-        kind = instance.settings.type
-        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
-    streamed = body.get("stream") is True
-    reply = Translated(model, thinking=wants_thinking(body), streamed=streamed)
-    listed = instance.listed_now(upstream_id)
-    if listed is NOT_YET:
-        listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
-    chat = orjson.dumps(
-        chat_request(
-            body,
-            upstream_id,
-            reasoning=listed is not None and listed.takes_reasoning_effort,
-            max_output_tokens=listed.max_output_tokens if listed else None,
-        )
-    )
-    # A Claude Code request is thousands of objects; let them go before the upstream answers,
-    # or each collection meanwhile walks them (a fifth more CPU a request, bench/bridges.py).
-    del body
-    return await proxy.send(
-        request, instance, route, "chat/completions", chat, streamed=streamed, reply=reply
-    )
+        return proxy.Call(route, "chat/completions", chat, streamed, reply)
 
 
 class Translated:
@@ -92,14 +104,21 @@ class Translated:
         return await _upstream_error(upstream, http, where)
 
     async def answer(
-        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
     ) -> web.StreamResponse:
         if self.streamed:
             translator = MessagesStream(self.model, thinking=self.thinking)
-            return await translate_stream(request, upstream, http, translator, where)
+            return await translate_stream(request, upstream, http, translator, where, shown)
         answer = await whole_answer(http, upstream, where)
         whole = orjson.dumps(message(answer, self.model, thinking=self.thinking))
-        return web.Response(body=redact_bytes(whole, http.secrets), content_type=JSON)
+        return web.Response(
+            body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
+        )
 
 
 class Native(proxy.Forwarded):
@@ -120,12 +139,10 @@ NATIVE = Native()
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-def _with_client_headers(request: web.Request, route: Route) -> dict[str, str]:
-    headers = dict(route.headers)
-    for name in _CLIENT_HEADERS:
-        if (value := request.headers.get(name)) is not None:
-            headers[name] = value
-    return headers
+def _client_headers(request: web.Request) -> dict[str, str]:
+    return {
+        name: value for name in _CLIENT_HEADERS if (value := request.headers.get(name)) is not None
+    }
 
 
 async def _upstream_error(
@@ -179,7 +196,12 @@ async def _native_count(
 ) -> bytes | None:
     """The upstream's own count, or None if it cannot give one (then the estimate stands)."""
     http = instance.http
-    headers = _with_client_headers(request, route)
+    pool = instance.keys
+    try:
+        key = pool.pick() if pool is not None else 0
+    except NoKeyFree:
+        return None
+    headers = {**(route.keyed[key] if pool else route.headers), **_client_headers(request)}
     try:
         async with (
             asyncio.timeout(instance.settings.timeout_seconds),

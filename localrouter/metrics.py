@@ -69,7 +69,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, _RouteStats] = {}
         self._clients: dict[str, int] = {}  # requests by client name (clients: in the config)
-        self.registry.register(_RequestCollector(self._routes, self._clients))
+        self._fallbacks: dict[tuple[str, str], int] = {}  # (from, to) as models.fallbacks names
+        self.registry.register(_RequestCollector(self._routes, self._clients, self._fallbacks))
 
     def recorder(self, route: str) -> Callable[[int, float], None]:
         """A cheap per-route callback: (status, seconds) -> recorded."""
@@ -77,6 +78,10 @@ class Metrics:
 
     def count_client(self, name: str) -> None:
         self._clients[name] = self._clients.get(name, 0) + 1
+
+    def count_fallback(self, failed: str, tried: str) -> None:
+        pair = (failed, tried)
+        self._fallbacks[pair] = self._fallbacks.get(pair, 0) + 1
 
     def watch(
         self, registry: Callable[[], Registry | None], reloads: Callable[[], ReloadState | None]
@@ -88,9 +93,15 @@ class Metrics:
 
 
 class _RequestCollector(Collector):
-    def __init__(self, routes: dict[str, _RouteStats], clients: dict[str, int]) -> None:
+    def __init__(
+        self,
+        routes: dict[str, _RouteStats],
+        clients: dict[str, int],
+        fallbacks: dict[tuple[str, str], int],
+    ) -> None:
         self._routes = routes
         self._clients = clients
+        self._fallbacks = fallbacks
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -118,9 +129,18 @@ class _RequestCollector(Collector):
         )
         for name, count in sorted(self._clients.items()):
             by_client.add_metric([name], count)
+        fallbacks = CounterMetricFamily(
+            "localrouter_fallbacks",
+            "Calls passed on to a fallback (models.fallbacks), by the model that failed and the "
+            "fallback tried",
+            labels=["from", "to"],
+        )
+        for (failed, tried), count in sorted(self._fallbacks.items()):
+            fallbacks.add_metric([failed, tried], count)
         yield requests
         yield latency
         yield by_client
+        yield fallbacks
 
 
 class _StateCollector(Collector):

@@ -1,13 +1,13 @@
-"""POST /v1/chat/completions, /v1/completions, /v1/embeddings: resolve the model, forward the
-body with only `model` rewritten, and stream the answer back as it arrives.
-
-`send` is the one way any route reaches an upstream model; a `Reply` says how the answer
-goes back to the client (as it is here; translated by the protocol bridges)."""
+"""One call to an upstream model: `send` POSTs a route's request to an instance with one of
+its keys and answers the client through a `Reply` (the upstream's answer as it is, or
+translated by a protocol bridge). attempts.py decides which calls are made: the model's, its
+other keys', its fallbacks'."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -15,17 +15,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from localrouter.errors import (
-    GatewayError,
-    NotAChatModel,
-    UpstreamError,
-    error_body,
-)
-from localrouter.providers.base import Wire
+from localrouter.errors import GatewayError, UpstreamError, error_body
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.registry import Instance, Route
-from localrouter.resolve import resolve
-from localrouter.responses import JSON, json_response, model_request
+from localrouter.responses import JSON, json_response
 from localrouter.routing import add_cors
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 
@@ -37,24 +30,25 @@ _PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
 _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
 
 
-async def forward(request: web.Request, path: str) -> web.StreamResponse:
-    body, model = await model_request(request)
-    instance, upstream_id = await resolve(request, model)
-    settings = instance.settings
-    route = instance.route(Wire.CHAT)
-    if route is None:
-        raise NotAChatModel(
-            f"'{model}' is a {settings.type} model (images, video or audio); {settings.type} has "
-            f"no /{path} endpoint. Call it through {settings.type}'s own API.",
-            param="model",
-        )
-    data, streamed = rewritten(body, upstream_id)
-    # The parsed body can be thousands of objects: every frame lets go of it before the
-    # upstream answers, or each collection meanwhile walks it (bench/bridges.py: a 78 KB
-    # request forwarded cost a fifth more CPU than the same one translated, which let go).
-    del body
-    headers = {**route.headers, "Accept": request.headers.get("Accept", JSON)}
-    return await send(request, instance, route, path, data, streamed=streamed, headers=headers)
+class RequestBody:
+    """A request's parsed body, for the first upstream call made for it. Each later call (a
+    fallback) parses the raw bytes again: the first call rewrites the body, and a parsed
+    request can be thousands of objects that every garbage collection meanwhile walks
+    (bench/bridges.py: a 78 KB request held while the upstream answered cost a fifth more
+    CPU), where raw bytes cost it nothing."""
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, parsed: dict[str, Any], raw: bytes) -> None:
+        self._parsed: dict[str, Any] | None = parsed
+        self._raw = raw
+
+    def take(self) -> dict[str, Any]:
+        parsed, self._parsed = self._parsed, None
+        if parsed is None:
+            again: dict[str, Any] = orjson.loads(self._raw)  # parsed as a dict once already
+            return again
+        return parsed
 
 
 def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
@@ -73,83 +67,117 @@ class Reply(Protocol):
         ...
 
     async def answer(
-        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
     ) -> web.StreamResponse:
-        """Anything else: the whole answer or its stream, in the client's protocol."""
+        """Anything else: the whole answer or its stream, in the client's protocol, with the
+        `shown` headers (which call answered)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One upstream request as a route makes it for one instance and model."""
+
+    route: Route
+    path: str
+    data: bytes
+    streamed: bool
+    reply: Reply
+    headers: Mapping[str, str] | None = None  # sent with the route's own (auth, instance)
+    params: Mapping[str, str] | None = None
 
 
 async def send(
     request: web.Request,
     instance: Instance,
-    route: Route,
-    path: str,
-    data: bytes,
-    *,
-    streamed: bool,
-    reply: Reply | None = None,
-    headers: Mapping[str, str] | None = None,
-    params: Mapping[str, str] | None = None,
+    call: Call,
+    shown: Mapping[str, str],
+    key: int = 0,
 ) -> web.StreamResponse:
-    """The one way a request reaches an upstream model: POST `data` to `path` on the instance
-    (with the route's headers unless given), and answer the client through `reply` (the
-    upstream's answer as it is, by default). A failed call is the client's 502 or 504; a
-    whole answer is waited for at most the instance's chat_timeout_seconds."""
+    """POST the call to the instance with key `key` of its pool (its one key, without one),
+    and answer through the call's reply, with the `shown` headers. An upstream status >= 400
+    is the reply's error response; a failed call raises GatewayError (502, 504), marked
+    `retryable` unless a stream had started. A whole answer is waited for at most the
+    instance's chat_timeout_seconds."""
     http = instance.http
-    url = route.url(path)
+    route = call.route
+    url = route.url(call.path)
     where = http.where(url)
-    seconds = instance.settings.chat_timeout_seconds
-    with GatewayErrors(where, http, seconds):
+    pool = instance.keys
+    headers = route.headers if pool is None else route.keyed[key]
+    if call.headers is not None:
+        headers = {**headers, **call.headers}
+    errors = GatewayErrors(where, http, instance.settings.chat_timeout_seconds)
+    with errors:
         async with (
-            asyncio.timeout(None if streamed else seconds),
+            asyncio.timeout(None if call.streamed else errors.seconds),
             http.request(
                 "POST",
                 url,
-                params=params,
-                data=data,
-                headers=route.headers if headers is None else headers,
-                limits=route.stream_limits if streamed else route.answer_limits,
+                params=call.params,
+                data=call.data,
+                headers=headers,
+                limits=route.stream_limits if call.streamed else route.answer_limits,
             ) as upstream,
         ):
-            if upstream.status >= 400:
-                return await (reply or FORWARDED).failed(upstream, http, where)
-            return await (reply or FORWARDED).answer(request, upstream, http, where)
+            status = upstream.status
+            if pool is not None:
+                pool.answered(key, status, upstream.headers.get("Retry-After"))
+            if status >= 400:
+                failed = await call.reply.failed(upstream, http, where)
+                failed.headers.update(shown)
+                return failed
+            errors.answering = call.streamed  # from here on, bytes may reach the client
+            return await call.reply.answer(request, upstream, http, where, shown)
 
 
 class GatewayErrors:
     """A failed upstream call as the client's 502 or 504 (each route renders it its way).
     A class, not @contextmanager: it wraps every proxied request."""
 
-    __slots__ = ("_http", "_seconds", "_where")
+    __slots__ = ("_http", "_where", "answering", "seconds")
 
     def __init__(self, where: Where, http: UpstreamClient, seconds: float) -> None:
-        self._where, self._http, self._seconds = where, http, seconds
+        self._where, self._http, self.seconds = where, http, seconds
+        self.answering = False  # a failure from here on is not retried
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if exc is None:
+        if exc is None or isinstance(exc, ConnectionResetError):  # the client left: not ours
             return
+        error = self._error(exc)
+        if error is not None:
+            error.retryable = not self.answering
+            raise error from None
+
+    def _error(self, exc: BaseException) -> GatewayError | None:
         where = self._where
         if isinstance(exc, UpstreamError):
-            raise GatewayError(exc.message, status=502, code=exc.code or "upstream_error") from None
+            return GatewayError(exc.message, status=502, code=exc.code or "upstream_error")
         if isinstance(exc, orjson.JSONDecodeError):
-            raise GatewayError(
+            return GatewayError(
                 f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
-            ) from None
+            )
         if isinstance(exc, TimeoutError):
-            raise GatewayError(
-                f"{where} did not answer within {self._seconds:g} s",
+            return GatewayError(
+                f"{where} did not answer within {self.seconds:g} s",
                 status=504,
                 code="upstream_timeout",
-            ) from None
+            )
         if isinstance(exc, aiohttp.ClientError):
-            raise GatewayError(
+            return GatewayError(
                 f"cannot reach {where}: {self._http.reason(exc)}",
                 status=502,
                 code="upstream_unreachable",
-            ) from None
+            )
+        return None
 
 
 class Forwarded:
@@ -167,20 +195,30 @@ class Forwarded:
         return b"data: " + event + b"\n\n"
 
     async def answer(
-        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
     ) -> web.StreamResponse:
         if upstream.content_type == "text/event-stream":
-            return await self._stream(request, upstream, http, where)
+            return await self._stream(request, upstream, http, where, shown)
         answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
-        return web.Response(body=answer, status=upstream.status, headers=_passed(upstream))
+        return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
 
     async def _stream(
-        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
     ) -> web.StreamResponse:
         """Whole events, redacted when the instance has secrets; an error event if the upstream
         dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
         bounded: nothing is held but an incomplete event, up to the redactor's cap."""
-        response = web.StreamResponse(status=upstream.status, headers=_passed(upstream))
+        response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
         response.headers["Cache-Control"] = "no-cache"
         add_cors(request, response)
         await response.prepare(request)
@@ -237,21 +275,11 @@ async def upstream_error(
     )
 
 
-def _passed(upstream: UpstreamResponse) -> dict[str, str]:
-    return {
+def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
+    passed = {
         name: value
         for name, value in upstream.headers.items()
         if name.title() in _PASSED_HEADERS or name.lower().startswith(_PASSED_PREFIXES)
     }
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "chat/completions")
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "completions")
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "embeddings")
+    passed.update(shown)
+    return passed

@@ -23,12 +23,12 @@ from typing import Literal, NamedTuple
 
 import aiohttp
 import structlog
-from pydantic import SecretStr
 
 from localrouter.cache import CacheCounters, Clock, Fallback, ModelCache, ModelList, Served, Source
 from localrouter.catalog import CatalogStore
 from localrouter.catalog.enrich import enrich, model_from_entry
 from localrouter.config import ProviderSettings, Settings
+from localrouter.key_pool import KeyPool, first_that_works
 from localrouter.offload import heavy
 from localrouter.persist import ListStore
 from localrouter.providers.base import (
@@ -63,6 +63,7 @@ class Route:
 
     base: str
     headers: Mapping[str, str]  # the provider's auth and the instance's own headers
+    keyed: tuple[Mapping[str, str], ...]  # the same with each key of a pool, by position
     # chat_timeout_seconds, the longest silence mid-answer: a stream's read limit restarts
     # with every chunk. A whole answer arrives at its end, so the caller gives it one deadline
     # (asyncio.timeout) instead: aiohttp's own timers cost 10 % of proxy throughput.
@@ -81,6 +82,7 @@ class Instance:
     cache: ModelCache
     base: Instance | None = None  # set on a twin built with a caller's key: never persisted
     store: ListStore | None = None  # where its last-known-good list is kept on disk
+    keys: KeyPool | None = None  # with api_keys: the pool every call takes its key from
     _routes: dict[Wire, Route | None] = field(default_factory=dict)
     _by_id: tuple[ModelList, dict[str, ModelInfo]] | None = None
 
@@ -125,9 +127,11 @@ class Instance:
                 self._routes[wire] = None
             else:
                 silence = settings.chat_timeout_seconds
+                keyed = tuple(endpoint.auth.headers(k, settings.headers) for k in settings.keys)
                 self._routes[wire] = Route(
                     endpoint.base(settings).rstrip("/"),
-                    endpoint.auth.headers(settings.key, settings.headers),
+                    keyed[0] if keyed else endpoint.auth.headers(None, settings.headers),
+                    keyed,
                     aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=silence),
                     aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
                 )
@@ -202,7 +206,7 @@ class Registry:
         slot = (instance.name, hashlib.sha256(key.encode()).hexdigest())
         twin = self._twins.get(slot)
         if twin is None or twin.base is not instance:
-            keyed = instance.settings.model_copy(update={"api_key": SecretStr(key)})
+            keyed = instance.settings.with_key(key)
             twin = self._build(keyed, self._settings, base=instance)
             self._twins[slot] = twin
             while len(self._twins) > MAX_KEYED_TWINS:
@@ -311,9 +315,15 @@ class Registry:
         )
         adapter = spec.factory(provider, spec)
         catalog_provider = provider.catalog_provider or spec.catalog_provider
+        pool = KeyPool(provider.name, len(provider.keys), self._clock) if provider.pooled else None
+        # An adapter per key of a pool: each keeps the headers of its own key.
+        keyed = tuple(spec.factory(provider.with_key(k), spec) for k in provider.keys if pool)
 
         async def fetch() -> list[ModelInfo]:
-            models = await adapter.list_models(http)
+            if pool is None:
+                models = await adapter.list_models(http)
+            else:
+                models = await first_that_works(pool, lambda key: keyed[key].list_models(http))
             catalog = self._catalog.current() if self._catalog else None
 
             def finish() -> list[ModelInfo]:
@@ -344,7 +354,7 @@ class Registry:
             if base is None
             else None,
         )
-        return Instance(provider, adapter, http, cache, base=base, store=store)
+        return Instance(provider, adapter, http, cache, base=base, store=store, keys=pool)
 
     async def _catalog_fallback(self, catalog_provider: str) -> ModelList | None:
         """The catalog's models for this provider, when its upstream cannot be reached."""

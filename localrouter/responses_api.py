@@ -5,19 +5,20 @@ and are never forwarded: the instance's own key goes upstream."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from localrouter import attempts
 from localrouter.bridge import translate_stream, whole_answer
 from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
 from localrouter.errors import BadRequest, NotAChatModel, NotFound
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
-from localrouter.proxy import rewritten, send, upstream_error
-from localrouter.registry import NOT_YET
-from localrouter.resolve import resolve
+from localrouter.proxy import FORWARDED, Call, RequestBody, rewritten, upstream_error
+from localrouter.registry import NOT_YET, Instance
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, model_request
 from localrouter.responses_to_chat import chat_request
@@ -31,46 +32,61 @@ async def responses(request: web.Request) -> web.StreamResponse:
     body, model = await model_request(request)
     if not isinstance(body.get("input"), str | list):
         raise BadRequest("'input' is required: a string or a list of items.", param="input")
-    instance, upstream_id = await resolve(request, model)
-    if (native := instance.route(Wire.RESPONSES)) is not None:
-        data, streamed = rewritten(body, upstream_id)
-        del body  # see proxy.forward
-        return await send(request, instance, native, "responses", data, streamed=streamed)
-    route = instance.route(Wire.CHAT)
-    if route is None:
-        kind = instance.settings.type
-        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
-    store, caller = request.app[RESPONSE_STORE], caller_of(request)
-    conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
-        body["input"]
-    )
-    body["input"] = conversation
-    listed = instance.listed_now(upstream_id)
-    if listed is NOT_YET:
-        listed = await instance.listed(upstream_id, request.app[SETTINGS].models_deadline_seconds)
-    translated = chat_request(
-        body,
-        upstream_id,
-        reasoning=listed is not None and listed.takes_reasoning_effort,
-        max_output_tokens=listed.max_output_tokens if listed else None,
-    )
-    streamed = body.get("stream") is True
-    reply = Translated(
-        echoed(body),
-        model,
-        streamed=streamed,
-        headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
-        if translated.dropped_tools
-        else None,
-        kept=(store, caller, conversation, request.content_length or 0)
-        if body.get("store") is not False
-        else None,
-    )
-    chat = orjson.dumps(translated.body)
-    del body, translated  # gone before the upstream answers (see messages_api)
-    return await send(
-        request, instance, route, "chat/completions", chat, streamed=streamed, reply=reply
-    )
+    plan = ResponsesPlan(request, RequestBody(body, await request.read()), model)
+    del body  # see RequestBody
+    return await attempts.answer(request, model, plan)
+
+
+class ResponsesPlan:
+    """A Responses request as it is for an instance that speaks Responses, else translated
+    to Chat Completions (with the conversation a `previous_response_id` continues)."""
+
+    __slots__ = ("body", "model", "request")
+
+    def __init__(self, request: web.Request, body: RequestBody, model: str) -> None:
+        self.request, self.body, self.model = request, body, model
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+        request = self.request
+        if (native := instance.route(Wire.RESPONSES)) is not None:
+            data, streamed = rewritten(self.body.take(), upstream_id)
+            return Call(native, "responses", data, streamed, FORWARDED)
+        route = instance.route(Wire.CHAT)
+        if route is None:
+            kind = instance.settings.type
+            raise NotAChatModel(
+                f"'{self.model}' is a {kind} model (images, video or audio): no chat."
+            )
+        listed = instance.listed_now(upstream_id)
+        if listed is NOT_YET:
+            deadline = request.app[SETTINGS].models_deadline_seconds
+            listed = await instance.listed(upstream_id, deadline)
+        body = self.body.take()
+        store, caller = request.app[RESPONSE_STORE], caller_of(request)
+        conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
+            body["input"]
+        )
+        body["input"] = conversation
+        translated = chat_request(
+            body,
+            upstream_id,
+            reasoning=listed is not None and listed.takes_reasoning_effort,
+            max_output_tokens=listed.max_output_tokens if listed else None,
+        )
+        streamed = body.get("stream") is True
+        reply = Translated(
+            echoed(body),
+            self.model,
+            streamed=streamed,
+            headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
+            if translated.dropped_tools
+            else None,
+            kept=(store, caller, conversation, request.content_length or 0)
+            if body.get("store") is not False
+            else None,
+        )
+        chat = orjson.dumps(translated.body)
+        return Call(route, "chat/completions", chat, streamed, reply)
 
 
 # Where a translated response is kept: the store, its caller, the conversation up to it and
@@ -107,11 +123,17 @@ class Translated:
         return await upstream_error(upstream, http, where)
 
     async def answer(
-        self, request: web.Request, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
     ) -> web.StreamResponse:
+        headers = {**self.headers, **shown} if self.headers else shown
         if self.streamed:
             stream = ResponsesStream(Echo.of(self.echo, self.model))
-            answer = await translate_stream(request, upstream, http, stream, where, self.headers)
+            answer = await translate_stream(request, upstream, http, stream, where, headers)
             if self.kept and stream.final is not None:
                 final = redact_bytes(orjson.dumps(stream.final), http.secrets)
                 _keep(self.kept, stream.final, final)
@@ -121,7 +143,7 @@ class Translated:
         whole = redact_bytes(orjson.dumps(made), http.secrets)
         if self.kept:
             _keep(self.kept, made, whole)
-        return web.Response(body=whole, content_type=JSON, headers=self.headers)
+        return web.Response(body=whole, content_type=JSON, headers=headers)
 
 
 def input_items(given: str | list[Any]) -> list[dict[str, Any]]:

@@ -217,6 +217,7 @@ def endpoint(
         except LocalRouterError as exc:
             body = exc.to_anthropic_body() if anthropic else exc.to_body()
             response = _failed(request, json_response(body, status=exc.status))
+            response.headers.update(exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -309,7 +309,8 @@ async def test_client_requests_are_counted_by_name_and_tokens_are_never_shown(
         ),
         ({"models": {"hide": [""]}}, "models.hide: an empty pattern"),
         ({"models": {"fallbacks": {"a": []}}}, "models.fallbacks: a: a list of ids"),
-        ({"models": {"fallbacks": {"a": ["b"]}}}, "models.fallbacks: fallbacks are not supported"),
+        ({"models": {"fallbacks": {"a": ["a"]}}}, "models.fallbacks: a: lists itself"),
+        ({"models": {"fallbacks": {"a": ["b", "b"]}}}, "models.fallbacks: a: names the same"),
         (
             {"clients": [{"name": "x", "token": EDITOR}, {"name": "x", "token": AGENT}]},
             "clients[1].name: duplicate client name 'x'",

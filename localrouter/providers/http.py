@@ -304,7 +304,9 @@ class UpstreamClient:
         `where` names the upstream in messages (anything printable; made only when needed)."""
         if response.status >= 400:
             snippet = await response.content.read(ERROR_SNIPPET_BYTES)
-            raise self._status_error(response.status, str(where), snippet)
+            error = self._status_error(response.status, str(where), snippet)
+            error.retry_after = response.headers.get("Retry-After")
+            raise error
         length = response.content_length
         if length is not None and not _compressed(response):
             if length > self.max_bytes:

@@ -1,0 +1,55 @@
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings: resolve the model, forward the
+body with only `model` rewritten, and stream the answer back as it arrives."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from localrouter import attempts
+from localrouter.errors import NotAChatModel
+from localrouter.providers.base import Wire
+from localrouter.proxy import FORWARDED, Call, RequestBody, rewritten
+from localrouter.registry import Instance
+from localrouter.responses import JSON, model_request
+
+
+class Forwarding:
+    """The request as it came, for any instance that speaks Chat Completions."""
+
+    __slots__ = ("body", "headers", "model", "path")
+
+    def __init__(self, body: RequestBody, model: str, path: str, accept: str) -> None:
+        self.body, self.model, self.path = body, model, path
+        self.headers = {"Accept": accept}
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+        route = instance.route(Wire.CHAT)
+        if route is None:
+            kind = instance.settings.type
+            raise NotAChatModel(
+                f"'{self.model}' is a {kind} model (images, video or audio); {kind} has no "
+                f"/{self.path} endpoint. Call it through {kind}'s own API.",
+                param="model",
+            )
+        data, streamed = rewritten(self.body.take(), upstream_id)
+        return Call(route, self.path, data, streamed, FORWARDED, self.headers)
+
+
+async def forward(request: web.Request, path: str) -> web.StreamResponse:
+    body, model = await model_request(request)
+    accept = request.headers.get("Accept", JSON)
+    plan = Forwarding(RequestBody(body, await request.read()), model, path, accept)
+    del body  # see RequestBody
+    return await attempts.answer(request, model, plan)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await forward(request, "embeddings")
