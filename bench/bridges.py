@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from models import HERE, LOAD_CORE, free_port, pinned, process, wait_for
+from models import HERE, LOAD_CORE, cpu_seconds, free_port, pinned, process, wait_for, wrk_run
 
 from localrouter import messages_to_chat, responses_to_chat
 from localrouter.chat_to_messages import message
@@ -260,24 +259,6 @@ def translation_seconds(case: Case) -> float:
     return max(per_call(case.bridged) - per_call(forwarded), 0.0)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def wrk(url: str, script: Path, seconds: float) -> tuple[float, int]:
-    """wrk's req/s and request count, on the load core; exits if any answer was not 2xx."""
-    command = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(script), url]
-    output = subprocess.run(
-        pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
-    ).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    count = re.search(r"(\d+) requests in", output)
-    if not rate or not count or "Non-2xx" in output:
-        raise SystemExit(f"wrk failed:\n{output}")
-    return float(rate.group(1)), int(count.group(1))
-
-
 def throughput(
     base: str, cases: list[Case], workdir: Path, daemon_pid: int, args: argparse.Namespace
 ) -> None:
@@ -309,7 +290,7 @@ def throughput(
         ) -> float:
             url = f"{base}/v1/chat/completions" if name == "chat" else f"{base}{path}"
             before = cpu_seconds(daemon_pid)
-            rate, count = wrk(url, scripts[name], seconds)
+            rate, count = wrk_run(url, seconds, 16, "-s", str(scripts[name]))
             cpu[name].append((cpu_seconds(daemon_pid) - before) / count)
             return rate
 

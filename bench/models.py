@@ -109,14 +109,27 @@ def load_with_wrk(
 
 def wrk_requests_per_second(url: str, seconds: float, connections: int, *extra: str) -> float:
     """wrk's Requests/sec, run on the load core; exits if any answer was not 2xx."""
+    return wrk_run(url, seconds, connections, *extra)[0]
+
+
+def wrk_run(url: str, seconds: float, connections: int, *extra: str) -> tuple[float, int]:
+    """wrk's Requests/sec and request count, run on the load core; exits if any answer was
+    not 2xx."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *extra, url]
     output = subprocess.run(
         pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
     ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if not match or "Non-2xx" in output:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    count = re.search(r"(\d+) requests in", output)
+    if not rate or not count or "Non-2xx" in output:
         raise SystemExit(f"wrk failed:\n{output}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(count.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 async def load_with_aiohttp(

@@ -36,9 +36,9 @@ class Forwarding:
 
 
 async def forward(request: web.Request, path: str) -> web.StreamResponse:
-    body, model = await model_request(request)
+    body, model, raw = await model_request(request)
     accept = request.headers.get("Accept", JSON)
-    plan = Forwarding(RequestBody(body, await request.read()), model, path, accept)
+    plan = Forwarding(RequestBody(body, raw), model, path, accept)
     del body  # see RequestBody
     return await attempts.answer(request, model, plan)
 

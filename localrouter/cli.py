@@ -180,6 +180,8 @@ def describe(loaded: LoadedConfig) -> str:
         lines.append("aliases: " + ", ".join(f"{a} -> {t}" for a, t in models.aliases.items()))
     if models.hide:
         lines.append(f"hidden: {', '.join(models.hide)}")
+    for model, choices in models.fallbacks.items():
+        lines.append(f"fallbacks: {model} -> {', '.join(choices)}")
     for client in settings.clients:  # never the token
         allowed = ", ".join(client.allow) if client.allow is not None else "everything"
         lines.append(f"client {client.name}: token set, allows {allowed}")

@@ -36,10 +36,10 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body, model = await model_request(request)
+    body, model, raw = await model_request(request)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
-    plan = MessagesPlan(request, RequestBody(body, await request.read()), model)
+    plan = MessagesPlan(request, RequestBody(body, raw), model)
     del body  # see RequestBody
     return await attempts.answer(request, model, plan)
 

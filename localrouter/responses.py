@@ -93,19 +93,26 @@ async def request_json(request: web.Request, *, empty: Any = None) -> Any:
         if empty is not None:
             return empty
         raise BadRequest("The request body is empty; send a JSON object.")
+    return _parsed(raw)
+
+
+def _parsed(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
 
 
-async def model_request(request: web.Request) -> tuple[dict[str, Any], str]:
-    """A body that names a model (every POST that reaches an upstream): the object and its
-    `model`, or a 400 that says what is missing."""
-    body = await request_json(request)
+async def model_request(request: web.Request) -> tuple[dict[str, Any], str, bytes]:
+    """A body that names a model (every POST that reaches an upstream): the object, its
+    `model` and the raw bytes, or a 400 that says what is missing."""
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("The request body is empty; send a JSON object.")
+    body = _parsed(raw)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required: an id from GET /v1/models.", param="model")
-    return body, model
+    return body, model, raw

@@ -29,10 +29,10 @@ DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    body, model = await model_request(request)
+    body, model, raw = await model_request(request)
     if not isinstance(body.get("input"), str | list):
         raise BadRequest("'input' is required: a string or a list of items.", param="input")
-    plan = ResponsesPlan(request, RequestBody(body, await request.read()), model)
+    plan = ResponsesPlan(request, RequestBody(body, raw), model)
     del body  # see RequestBody
     return await attempts.answer(request, model, plan)
 

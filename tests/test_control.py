@@ -406,11 +406,13 @@ def test_check_summarises_the_shaping_without_tokens(
     path = tmp_path / "config.yaml"
     path.write_text(
         "models:\n  aliases: {fast: groq/llama}\n  hide: ['*/tts-*']\n"
+        "  fallbacks: {groq/llama: [lab/llama, fast]}\n"
         "clients:\n  - {name: editor, token: '${LR_EDITOR_TOKEN}', allow: ['groq/*']}\n"
     )
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "aliases: fast -> groq/llama" in out
     assert "hidden: */tts-*" in out
+    assert "fallbacks: groq/llama -> lab/llama, fast" in out
     assert "client editor: token set, allows groq/*" in out
     assert EDITOR not in out

@@ -16,8 +16,11 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.cli import main
+from localrouter.config_file import literal_secrets_exposed, parse_settings
+from localrouter.errors import ConfigError
 from localrouter.state import RELOADER
-from tests.conftest import DaemonFactory, FakeClock, openai_compatible
+from tests.conftest import DaemonFactory, FakeClock, openai_compatible, settings_from
 from tests.test_control import ADMIN, EDITOR, messages_sdk, sdk
 from tests.test_reload import write_config
 
@@ -419,3 +422,53 @@ async def test_native_messages_fall_back_to_a_translated_instance(
     message = await raw.parse()
     assert isinstance(message, anthropic.types.Message)
     assert message.content[0].text == "this is m"  # type: ignore[union-attr]
+
+
+def test_a_pool_from_variables_leaves_out_the_unset_ones_and_shows_no_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    text = (
+        "providers:\n"
+        "  - {name: a, type: openai, api_keys: ['${KEY_A}', '${KEY_B}', '${KEY_C}']}\n"
+        "  - {name: b, type: openai, api_keys: ['${KEY_D}']}\n"
+    )
+    settings = parse_settings(text, "test.yaml", {"KEY_A": KEYS[0], "KEY_C": KEYS[2]})
+    first, second = settings.providers
+    assert first.keys == (KEYS[0], KEYS[2])
+    assert not second.enabled  # every key of a required-key provider unset: off, as api_key
+    assert any("runs with 2 of its 3 keys: KEY_B not set" in note for note in settings.notes)
+    assert set(KEYS[::2]) <= set(settings.secret_values)
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("KEY_A", KEYS[0])
+    monkeypatch.setenv("KEY_B", KEYS[1])
+    monkeypatch.setenv("KEY_C", KEYS[2])
+    monkeypatch.setenv("KEY_D", KEYS[1])
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 keys (a pool)" in out
+    for key in KEYS:
+        assert key not in out
+
+    path.write_text(
+        f"providers:\n  - {{name: a, type: openai, api_keys: ['${{KEY_A}}', {KEYS[1]}]}}\n"
+    )
+    path.chmod(0o644)
+    assert literal_secrets_exposed(path) == ["providers[0].api_keys[1]"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ({"api_key": KEYS[0], "api_keys": [KEYS[1]]}, "has both api_key and api_keys"),
+        ({"api_keys": []}, "api_keys is empty"),
+    ],
+)
+def test_a_bad_pool_is_refused_without_showing_a_key(provider: dict[str, Any], expected: str):
+    config = {"providers": [{"name": "a", "type": "openai", **provider}]}
+    with pytest.raises(ConfigError) as raised:
+        settings_from(config)
+    assert expected in str(raised.value)
+    for key in KEYS:
+        assert key not in str(raised.value)
