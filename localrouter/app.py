@@ -13,7 +13,9 @@ from pathlib import Path
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from localrouter import ollama_api, ollama_models
 from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
@@ -22,11 +24,18 @@ from localrouter.chat_api import chat_completions, completions, embeddings
 from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
+from localrouter.errors import LocalRouterError
 from localrouter.live_settings import LiveSettings
 from localrouter.log import SecretRedactor
 from localrouter.messages_api import count_tokens, messages
 from localrouter.metrics import Metrics, metrics_endpoint
-from localrouter.model_list import ModelsView, list_models, retrieve_model
+from localrouter.model_list import (
+    ModelsView,
+    list_models,
+    ollama_list,
+    ollama_show,
+    retrieve_model,
+)
 from localrouter.providers.http import SessionTransport
 from localrouter.registry import Registry
 from localrouter.reload import ConfigReloader, ReloadState
@@ -45,6 +54,7 @@ from localrouter.state import (
     METRICS,
     MODEL_INDEX,
     MODELS_VIEW,
+    OLLAMA_TAGS,
     REDACTOR,
     REGISTRY,
     RELOADER,
@@ -89,6 +99,7 @@ def create_app(
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
     app[ANTHROPIC_MODELS] = DerivedCache(capacity=64)  # per config and client (ShapeKey)
+    app[OLLAMA_TAGS] = DerivedCache(capacity=64)
     app[RESPONSE_STORE] = ResponseStore()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
@@ -112,18 +123,32 @@ def create_app(
         ("GET", "/metrics", metrics_endpoint),
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
+        *OLLAMA_ROUTES,
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
-    add_routes(
-        app,
-        routes,
-        open_paths={"/health"},
-        anthropic_paths=ANTHROPIC_PATHS,
-        admin_paths=ADMIN_PATHS,
-    )
+    shapes = dict.fromkeys(ANTHROPIC_PATHS, LocalRouterError.to_anthropic_body)
+    shapes.update((path, LocalRouterError.to_ollama_body) for _, path, _ in OLLAMA_ROUTES)
+    add_routes(app, routes, open_paths={"/health"}, error_shapes=shapes, admin_paths=ADMIN_PATHS)
     return app
 
 
+# Ollama's API, for the tools that speak only it (ollama_models.py, ollama_api.py).
+OLLAMA_ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/api/version", ollama_models.version),
+    ("GET", "/api/tags", ollama_list),
+    ("POST", "/api/show", ollama_show),
+    ("GET", "/api/ps", ollama_models.running),
+    ("POST", "/api/chat", ollama_api.chat),
+    ("POST", "/api/generate", ollama_api.generate),
+    ("POST", "/api/embed", ollama_api.embed),
+    ("POST", "/api/embeddings", ollama_api.embeddings),
+    ("POST", "/api/pull", ollama_api.manage),
+    ("POST", "/api/push", ollama_api.manage),
+    ("POST", "/api/create", ollama_api.manage),
+    ("POST", "/api/copy", ollama_api.manage),
+    ("DELETE", "/api/delete", ollama_api.manage),
+    ("POST", "/api/blobs/{digest}", ollama_api.manage),
+)
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 # Once clients exist, these need the admin token (server.auth_token): they show or change
 # every instance, whatever a client's allowlist.

@@ -5,7 +5,7 @@ protocol's events written as server-sent events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,6 +24,11 @@ Json = dict[str, Any]
 Event = tuple[str, Json]
 
 MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
+
+
+def an_object(value: Any) -> Json:
+    """`value` if it is a JSON object, else an empty one (for reading what a peer sent)."""
+    return value if isinstance(value, dict) else {}
 
 
 class ChunkTranslator(Protocol):
@@ -72,10 +77,14 @@ async def translate_stream(
     translator: ChunkTranslator,
     where: Where,
     headers: Mapping[str, str],
+    *,
+    encode: Callable[[list[Event]], bytes] = sse,
+    content_type: str = "text/event-stream",
 ) -> web.StreamResponse:
-    """Each upstream chunk, as it arrives, becomes the translator's events; only an incomplete
-    line is held. A broken upstream ends the stream with the translator's closing events."""
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+    """Each upstream chunk, as it arrives, becomes the translator's events (framed by
+    `encode`: server-sent events unless told otherwise); only an incomplete line is held. A
+    broken upstream ends the stream with the translator's closing events."""
+    response = web.StreamResponse(headers={**headers, "Content-Type": content_type})
     response.headers["Cache-Control"] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
@@ -91,16 +100,16 @@ async def translate_stream(
                 if (chunk := chat_chunk(line)) is not None:
                     events += translator.feed(chunk)
             if events:
-                await response.write(redact_bytes(sse(events), http.secrets))
+                await response.write(redact_bytes(encode(events), http.secrets))
         if (chunk := chat_chunk(held)) is not None:
-            await response.write(redact_bytes(sse(translator.feed(chunk)), http.secrets))
-        await response.write(redact_bytes(sse(translator.finish()), http.secrets))
+            await response.write(redact_bytes(encode(translator.feed(chunk)), http.secrets))
+        await response.write(redact_bytes(encode(translator.finish()), http.secrets))
     except ConnectionResetError:
         log.info("bridge.client_left", upstream=str(where))
         return response
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("bridge.stream_broken", upstream=str(where), error=type(exc).__name__)
         text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
-        await response.write(sse(translator.broken(text)))
+        await response.write(encode(translator.broken(text)))
     await response.write_eof()
     return response

@@ -40,6 +40,10 @@ class ServerSettings(_Strict):
     # Host names clients may use besides loopback, server.host and (on a wildcard bind) this
     # machine's own name and addresses: e.g. the name a reverse proxy or a LAN uses.
     allowed_hosts: list[str] = Field(default_factory=list)
+    # A second listener serving the same API, for Ollama clients that cannot change the port
+    # (11434); tokenless requests on it act as the client named by ollama_client.
+    ollama_port: int | None = Field(default=None, ge=1, le=65535)
+    ollama_client: str | None = None
 
     @property
     def binds_beyond_loopback(self) -> bool:
@@ -296,6 +300,17 @@ class Settings(_Strict):
                     )
 
     def _check_clients(self) -> None:
+        server = self.server
+        if server.ollama_port is not None and server.ollama_port == server.port:
+            raise ValueError(f"server.ollama_port: {server.port} is server.port already")
+        if (named := server.ollama_client) is not None:
+            if server.ollama_port is None:
+                raise ValueError(
+                    "server.ollama_client: set server.ollama_port too (the listener whose "
+                    "tokenless requests act as that client)"
+                )
+            if named not in {client.name for client in self.clients}:
+                raise ValueError(f"server.ollama_client: no client named {named!r} in clients")
         if (twice := _duplicate([client.name for client in self.clients])) is not None:
             index, earlier, name = twice
             raise ValueError(

@@ -26,6 +26,10 @@ class LocalRouterError(Exception):
         """The same error as Anthropic's API shapes it (for /v1/messages)."""
         return anthropic_error_body(self.message, self.status)
 
+    def to_ollama_body(self) -> dict[str, Any]:
+        """The same error as Ollama's API shapes it (for /api/chat and the rest)."""
+        return {"error": self.message}
+
 
 class BadRequest(LocalRouterError):
     status = 400

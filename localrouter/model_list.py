@@ -24,11 +24,19 @@ from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
 from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_of
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
+from localrouter.ollama_models import ollama_tags, our_id, show, shown_name
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.resolve import find, full_ids
 from localrouter.responses import JSON, Body, cached_response
-from localrouter.state import ANTHROPIC_MODELS, CLIENT, MODELS_VIEW, REGISTRY, SETTINGS
+from localrouter.state import (
+    ANTHROPIC_MODELS,
+    CLIENT,
+    MODELS_VIEW,
+    OLLAMA_TAGS,
+    REGISTRY,
+    SETTINGS,
+)
 from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
@@ -213,11 +221,32 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
-    """One model by id, alias or bare upstream id (resolved as a chat request is). A hidden
-    model is unlisted, not unknown: it is found here; one outside the caller's allowlist is
-    not."""
+    entry = await visible_entry(request, request.match_info["model_id"])
+    if ANTHROPIC_VERSION in request.headers:
+        return one_response(entry)
+    return web.Response(body=orjson.dumps(entry), content_type=JSON)
+
+
+async def ollama_list(request: web.Request) -> web.Response:
+    """GET /api/tags: the list as the caller sees it, in Ollama's shape."""
+    lists, visible, key = await _visible(request)
+    cache = request.app[OLLAMA_TAGS]
+    tags = cache.peek(key, lists) or await cache.get_async(key, lists, lambda: ollama_tags(visible))
+    return cached_response(request, tags.body)
+
+
+async def ollama_show(request: web.Request) -> web.Response:
+    """POST /api/show: one model, as Ollama describes it."""
+    name = await shown_name(request)
+    entry = await visible_entry(request, await our_id(request.app, name))
+    return web.Response(body=orjson.dumps(show(entry, name)), content_type=JSON)
+
+
+async def visible_entry(request: web.Request, model_id: str) -> dict[str, Any]:
+    """One model's entry by id, alias or bare upstream id (resolved as a chat request is). A
+    hidden model is unlisted, not unknown: it is found here; one outside the caller's
+    allowlist is not."""
     app = request.app
-    model_id = request.match_info["model_id"]
     _, merged = await _merged(app)
     rules, client = app[SETTINGS].rules, request.get(CLIENT)
     target = rules.target(model_id)
@@ -230,9 +259,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
         raise ModelNotFound(_not_found_message(model_id, visible.suggester), param="model")
     if model_id != entry["id"] and model_id in rules.aliases:
         entry = {**entry, "id": model_id, "alias_of": entry["id"]}
-    if ANTHROPIC_VERSION in request.headers:
-        return one_response(entry)
-    return web.Response(body=orjson.dumps(entry), content_type=JSON)
+    return entry
 
 
 def _not_found_message(model_id: str, suggester: Suggester) -> str:

@@ -25,6 +25,8 @@ from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, short
 log = structlog.get_logger(__name__)
 
 MAX_ERROR_BODY = 1024 * 1024
+# Answers relayed as they arrive: server-sent events, and Ollama's newline-delimited JSON.
+STREAMED = frozenset({"text/event-stream", "application/x-ndjson"})
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
 _PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
 _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
@@ -202,7 +204,7 @@ class Forwarded:
         where: Where,
         shown: Mapping[str, str],
     ) -> web.StreamResponse:
-        if upstream.content_type == "text/event-stream":
+        if upstream.content_type in STREAMED:
             return await self._stream(request, upstream, http, where, shown)
         answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))

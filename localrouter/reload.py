@@ -72,7 +72,7 @@ class ConfigReloader:
         self.state.error = None
         self.state.restart_needed = [
             f"server.{key} changed to {getattr(settings.server, key)!r}: restart to apply"
-            for key in ("host", "port")
+            for key in ("host", "port", "ollama_port")
             if getattr(settings.server, key) != getattr(self._started_with, key)
         ]
         if settings == previous and origin == self._live.origin:

@@ -10,6 +10,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
@@ -45,6 +46,8 @@ class Guard:
         self, server: ServerSettings, clients: Mapping[bytes, Client] | None = None
     ) -> None:
         self._bound_to = server.host  # the address bound at start; a reload cannot move it
+        self._ollama_port = server.ollama_port  # bound at start too
+        self._ollama_client: Client | None = None
         self._any_host = server.host in WILDCARDS
         self._allowed: frozenset[str] = frozenset()
         self._hosts_ok: set[str] = set()  # raw Host values already found allowed
@@ -57,6 +60,8 @@ class Guard:
         token = server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
         self._clients = clients
+        named = server.ollama_client
+        self._ollama_client = next((c for c in clients.values() if c.name == named), None)
         self.cors_origins = frozenset(server.cors_origins)
         own = (socket.gethostname(),) if self._any_host else ()  # no DNS: the name only
         names = (*LOOPBACK_NAMES, self._bound_to, *own, *server.allowed_hosts)
@@ -93,6 +98,8 @@ class Guard:
         if presented is not None and self._token is not None and _is_token(presented, self._token):
             return None
         client = self._clients.get(token_digest(presented)) if presented is not None else None
+        if client is None and presented is None and self._on_ollama_port(request):
+            client = self._ollama_client  # Ollama clients send no token (server.ollama_client)
         if client is None:
             if _is_preflight(request):
                 return None
@@ -107,6 +114,12 @@ class Guard:
                 "token."
             )
         return client
+
+    def _on_ollama_port(self, request: web.Request) -> bool:
+        if self._ollama_client is None or request.transport is None:
+            return False
+        local = request.transport.get_extra_info("sockname")
+        return bool(local) and local[1] == self._ollama_port
 
     def _check_host(self, host: str, request: web.Request) -> None:
         name = _host_name(host)
@@ -186,6 +199,10 @@ def _is_token(presented: str | None, token: bytes) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), token)
 
 
+# How a route renders an error: OpenAI's shape, Anthropic's or Ollama's.
+ErrorShape = Callable[[LocalRouterError], dict[str, Any]]
+
+
 def endpoint(
     handler: Handler,
     guard: Guard,
@@ -194,10 +211,10 @@ def endpoint(
     *,
     open_route: bool = False,
     admin_only: bool = False,
-    anthropic: bool = False,
+    error_shape: ErrorShape = LocalRouterError.to_body,
 ) -> Handler:
-    """Wrap a handler: checks first (the client, if any, is `request[CLIENT]`), errors as
-    OpenAI JSON (Anthropic's shape on the Anthropic routes), CORS when allowed, metrics."""
+    """Wrap a handler: checks first (the client, if any, is `request[CLIENT]`), errors in the
+    route's protocol's shape (OpenAI's by default), CORS when allowed, metrics."""
 
     needs_token = not open_route
 
@@ -215,7 +232,7 @@ def endpoint(
                 count_client(client.name)
             response = await handler(request)
         except LocalRouterError as exc:
-            body = exc.to_anthropic_body() if anthropic else exc.to_body()
+            body = error_shape(exc)
             response = _failed(request, json_response(body, status=exc.status))
             response.headers.update(exc.headers)
         except web.HTTPException as exc:
@@ -300,10 +317,11 @@ def add_routes(
     app: web.Application,
     routes: Iterable[tuple[str, str, Handler]],
     open_paths: set[str],
-    anthropic_paths: frozenset[str] = frozenset(),
+    error_shapes: Mapping[str, ErrorShape] | None = None,
     admin_paths: frozenset[str] = frozenset(),
 ) -> None:
-    """`open_paths` need no token; `admin_paths` need the admin's once clients exist."""
+    """`open_paths` need no token; `admin_paths` need the admin's once clients exist;
+    `error_shapes` renders errors on a path in its protocol's shape (OpenAI's otherwise)."""
     guard, metrics = app[GUARD], app[METRICS]
     for method, path, handler in routes:
         record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
@@ -314,7 +332,7 @@ def add_routes(
             metrics.count_client,
             open_route=path in open_paths,
             admin_only=path in admin_paths,
-            anthropic=path in anthropic_paths,
+            error_shape=(error_shapes or {}).get(path, LocalRouterError.to_body),
         )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, answered with GET's headers

@@ -48,6 +48,15 @@ def run(
     return asyncio.run(serve(app, settings, Notifier(), config_origin=config_origin))
 
 
+async def listen(runner: web.AppRunner, settings: Settings) -> None:
+    """The main listener, and the Ollama one when server.ollama_port is set (same app, same
+    guard: /api/* for Ollama's clients and /v1/* for Copilot, which calls both there)."""
+    server = settings.server
+    await web.TCPSite(runner, server.host, server.port).start()
+    if server.ollama_port is not None:
+        await web.TCPSite(runner, server.host, server.ollama_port).start()
+
+
 async def serve(
     app: web.Application, settings: Settings, notifier: Notifier, *, config_origin: str
 ) -> int:
@@ -66,13 +75,15 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await web.TCPSite(runner, host, port).start()
+        await listen(runner, settings)
     except OSError as exc:
         log.error(
             "server.bind_failed",
             address=f"{host}:{port}",
+            ollama_port=settings.server.ollama_port,
             error=exc.strerror,
-            hint="is another localrouter running? choose another with --port or server.port",
+            hint="is another localrouter (or Ollama, on server.ollama_port) running? choose "
+            "another with --port, server.port or server.ollama_port",
         )
         await runner.cleanup()
         return 1

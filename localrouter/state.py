@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from localrouter.metrics import Metrics
     from localrouter.model_list import ModelsView
     from localrouter.model_rules import Client
+    from localrouter.ollama_models import OllamaTagsCache
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.resolve import ModelIndex
@@ -36,6 +37,7 @@ MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
 ANTHROPIC_MODELS: web.AppKey[AnthropicCache] = web.AppKey("anthropic_models")
+OLLAMA_TAGS: web.AppKey[OllamaTagsCache] = web.AppKey("ollama_tags")
 RESPONSE_STORE: web.AppKey[ResponseStore] = web.AppKey("response_store")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")

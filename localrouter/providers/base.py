@@ -131,6 +131,7 @@ class Wire(StrEnum):
     CHAT = "chat"  # OpenAI chat/completions, completions and embeddings
     MESSAGES = "messages"  # Anthropic Messages
     RESPONSES = "responses"  # OpenAI Responses
+    OLLAMA = "ollama"  # Ollama's /api/chat, /api/generate, /api/embed
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,5 +105,5 @@ SPEC = ProviderSpec(
     kind=ProviderKind.LOCAL,
     default_base_url="http://127.0.0.1:11434",
     default_inclusion=DefaultInclusion.ALWAYS,
-    wires={Wire.CHAT: Endpoint(base=suffixed_base("/v1"))},
+    wires={Wire.CHAT: Endpoint(base=suffixed_base("/v1")), Wire.OLLAMA: Endpoint()},
 )

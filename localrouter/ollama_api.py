@@ -1,0 +1,221 @@
+"""Ollama's call endpoints for every chat-capable instance: `POST /api/chat` and
+`/api/generate` translated to Chat Completions and back (ollama_to_chat.py,
+chat_to_ollama.py), `/api/embed` and `/api/embeddings` to `/v1/embeddings`; an `ollama`
+instance gets the request as it is. Errors in Ollama's shape (`{"error": "..."}`). Model
+management (pull, push, create, copy, delete) is refused with a clear answer: models come from
+the configured providers. Calls go through attempts.py: aliases, allowlists, fallbacks and
+key pools hold here as everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from localrouter import attempts
+from localrouter.bridge import an_object, translate_stream, whole_answer
+from localrouter.chat_to_ollama import OllamaAnswer, OllamaStream, ndjson
+from localrouter.errors import BadRequest, LocalRouterError, NotAChatModel
+from localrouter.ollama_models import our_id
+from localrouter.ollama_to_chat import chat_request, generate_request, streams
+from localrouter.providers.base import Wire
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
+from localrouter.proxy import Call, Forwarded, RequestBody, rewritten
+from localrouter.registry import NOT_YET, Instance, Route
+from localrouter.responses import JSON, request_json
+from localrouter.secrets import redact_bytes
+from localrouter.state import SETTINGS
+
+NDJSON = "application/x-ndjson"
+MAX_ERROR_BODY = 64 * 1024
+
+
+class NotServedHere(LocalRouterError):
+    status = 501
+    code = "not_supported"
+    error_type = "invalid_request_error"
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "api/chat")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "api/generate")
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "api/embed")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _call(request, "api/embeddings")
+
+
+async def manage(request: web.Request) -> web.Response:
+    """Pull, push, create, copy, delete, blobs: not what a gateway does."""
+    raise NotServedHere(
+        f"localrouter cannot {request.path.removeprefix('/api/')} models: it serves the models "
+        "of the providers in its config. Pull or create the model on the Ollama server (or "
+        "other provider) localrouter forwards to, and it is listed here."
+    )
+
+
+async def _call(request: web.Request, path: str) -> web.StreamResponse:
+    body = await request_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
+    plan = OllamaPlan(request, RequestBody(body, await request.read()), name, path)
+    del body  # see RequestBody
+    return await attempts.answer(request, await our_id(request.app, name), plan)
+
+
+class OllamaPlan:
+    """An Ollama request as it is for an `ollama` instance, else translated."""
+
+    __slots__ = ("body", "name", "path", "request")
+
+    def __init__(self, request: web.Request, body: RequestBody, name: str, path: str) -> None:
+        self.request, self.body, self.name, self.path = request, body, name, path
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+        if (native := instance.route(Wire.OLLAMA)) is not None:
+            body = self.body.take()
+            streamed = streams(body) and self.path in ("api/chat", "api/generate")
+            data, _ = rewritten(body, upstream_id)
+            return Call(native, self.path, data, streamed, NATIVE)
+        route = instance.route(Wire.CHAT)
+        if route is None:
+            kind = instance.settings.type
+            raise NotAChatModel(f"'{self.name}' is a {kind} model (images, video or audio).")
+        if self.path in ("api/embed", "api/embeddings"):
+            return self._embedding(route, upstream_id)
+        listed = instance.listed_now(upstream_id)
+        if listed is NOT_YET:
+            deadline = self.request.app[SETTINGS].models_deadline_seconds
+            listed = await instance.listed(upstream_id, deadline)
+        reasoning = listed is not None and listed.takes_reasoning_effort
+        body = self.body.take()
+        generating = self.path == "api/generate"
+        translate = generate_request if generating else chat_request
+        data = orjson.dumps(translate(body, upstream_id, reasoning=reasoning))
+        answer = OllamaAnswer(self.name, generate=generating)
+        streamed = streams(body)
+        return Call(route, "chat/completions", data, streamed, Translated(answer, streamed))
+
+    def _embedding(self, route: Route, upstream_id: str) -> Call:
+        body = self.body.take()
+        given = body.get("input") if self.path == "api/embed" else body.get("prompt")
+        if not isinstance(given, str | list) or not given:
+            field = "input" if self.path == "api/embed" else "prompt"
+            raise BadRequest(f"'{field}' is required: the text to embed.", param=field)
+        wanted: dict[str, Any] = {"model": upstream_id, "input": given}
+        if isinstance(body.get("dimensions"), int):
+            wanted["dimensions"] = body["dimensions"]
+        reply = Embedded(self.name, legacy=self.path == "api/embeddings")
+        return Call(route, "embeddings", orjson.dumps(wanted), False, reply)
+
+
+async def _upstream_error(
+    upstream: UpstreamResponse, http: UpstreamClient, where: Where
+) -> web.Response:
+    """The upstream's status, with its own message (redacted) in Ollama's shape."""
+    detail = upstream_message(await upstream.content.read(MAX_ERROR_BODY), http.secrets)
+    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
+    return web.Response(
+        body=orjson.dumps({"error": text}), status=upstream.status, content_type=JSON
+    )
+
+
+class Native(Forwarded):
+    """An `ollama` instance's answer, as it is; errors in Ollama's shape."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await _upstream_error(upstream, http, where)
+
+    def broken(self, message: str) -> bytes:
+        return orjson.dumps({"error": message}) + b"\n"
+
+
+NATIVE = Native()
+
+
+class Translated:
+    """A Chat Completions answer, whole or streamed, as Ollama's."""
+
+    __slots__ = ("shape", "streamed")
+
+    def __init__(self, shape: OllamaAnswer, streamed: bool) -> None:
+        self.shape, self.streamed = shape, streamed
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await _upstream_error(upstream, http, where)
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        if self.streamed:
+            stream = OllamaStream(self.shape)
+            return await translate_stream(
+                request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
+            )
+        whole = orjson.dumps(self.shape.whole(await whole_answer(http, upstream, where)))
+        return web.Response(
+            body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
+        )
+
+
+class Embedded:
+    """An embeddings answer as `/api/embed` (`embeddings`) or `/api/embeddings` (`embedding`)."""
+
+    __slots__ = ("legacy", "name")
+
+    def __init__(self, name: str, *, legacy: bool) -> None:
+        self.name, self.legacy = name, legacy
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await _upstream_error(upstream, http, where)
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        answer = await whole_answer(http, upstream, where)
+        data = answer.get("data")
+        rows = sorted(
+            (row for row in data if isinstance(row, dict)) if isinstance(data, list) else (),
+            key=lambda row: row.get("index", 0) if isinstance(row.get("index"), int) else 0,
+        )
+        vectors = [row.get("embedding") for row in rows]
+        if self.legacy:
+            made: dict[str, Any] = {"embedding": vectors[0] if vectors else []}
+        else:
+            usage = an_object(answer.get("usage"))
+            made = {
+                "model": self.name,
+                "embeddings": vectors,
+                "total_duration": 0,
+                "load_duration": 0,
+                "prompt_eval_count": usage.get("prompt_tokens", 0),
+            }
+        return web.Response(body=orjson.dumps(made), content_type=JSON, headers=shown)
