@@ -21,18 +21,19 @@ from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
 from localrouter.chat_api import chat_completions, completions, embeddings
+from localrouter.client_views import VIEWS, handler, view_caches
 from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
 from localrouter.errors import LocalRouterError
 from localrouter.live_settings import LiveSettings
+from localrouter.lmstudio_models import lmstudio_model
 from localrouter.log import SecretRedactor
 from localrouter.messages_api import count_tokens, messages
 from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.model_list import (
     ModelsView,
     list_models,
-    ollama_list,
     ollama_show,
     retrieve_model,
 )
@@ -54,13 +55,13 @@ from localrouter.state import (
     METRICS,
     MODEL_INDEX,
     MODELS_VIEW,
-    OLLAMA_TAGS,
     REDACTOR,
     REGISTRY,
     RELOADER,
     RESPONSE_STORE,
     SETTINGS,
     UNIQUE_CACHE,
+    VIEW_CACHES,
 )
 from localrouter.unique import UniqueCache, unique_model, unique_models, warm_common_queries
 
@@ -99,7 +100,7 @@ def create_app(
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
     app[ANTHROPIC_MODELS] = DerivedCache(capacity=64)  # per config and client (ShapeKey)
-    app[OLLAMA_TAGS] = DerivedCache(capacity=64)
+    app[VIEW_CACHES] = view_caches()
     app[RESPONSE_STORE] = ResponseStore()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
@@ -124,10 +125,13 @@ def create_app(
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
         *OLLAMA_ROUTES,
+        *(("GET", path, handler(view)) for view in VIEWS for path in view.paths),
+        ("GET", "/api/v0/models/{model_id:.+}", lmstudio_model),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
     shapes = dict.fromkeys(ANTHROPIC_PATHS, LocalRouterError.to_anthropic_body)
     shapes.update((path, LocalRouterError.to_ollama_body) for _, path, _ in OLLAMA_ROUTES)
+    shapes["/api/tags"] = LocalRouterError.to_ollama_body
     add_routes(app, routes, open_paths={"/health"}, error_shapes=shapes, admin_paths=ADMIN_PATHS)
     return app
 
@@ -135,7 +139,6 @@ def create_app(
 # Ollama's API, for the tools that speak only it (ollama_models.py, ollama_api.py).
 OLLAMA_ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/version", ollama_models.version),
-    ("GET", "/api/tags", ollama_list),
     ("POST", "/api/show", ollama_show),
     ("GET", "/api/ps", ollama_models.running),
     ("POST", "/api/chat", ollama_api.chat),

@@ -24,7 +24,7 @@ from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
 from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_of
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
-from localrouter.ollama_models import ollama_tags, our_id, show, shown_name
+from localrouter.ollama_models import our_id, show, shown_name
 from localrouter.providers.base import ModelInfo
 from localrouter.registry import InstanceLists
 from localrouter.resolve import find, full_ids
@@ -33,7 +33,6 @@ from localrouter.state import (
     ANTHROPIC_MODELS,
     CLIENT,
     MODELS_VIEW,
-    OLLAMA_TAGS,
     REGISTRY,
     SETTINGS,
 )
@@ -186,7 +185,7 @@ async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
     return lists, view.current(lists) or await view.merged(lists)
 
 
-async def _visible(
+async def visible_list(
     request: web.Request,
 ) -> tuple[InstanceLists, MergedModels, ShapeKey | None]:
     """The list as the caller sees it, and the key of its variant (None: the merged list)."""
@@ -214,7 +213,7 @@ async def _in_anthropic_shape(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    lists, visible, key = await _visible(request)
+    lists, visible, key = await visible_list(request)
     if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
         return page_response(request, await _in_anthropic_shape(request, lists, visible, key))
     return cached_response(request, visible.body)
@@ -225,14 +224,6 @@ async def retrieve_model(request: web.Request) -> web.Response:
     if ANTHROPIC_VERSION in request.headers:
         return one_response(entry)
     return web.Response(body=orjson.dumps(entry), content_type=JSON)
-
-
-async def ollama_list(request: web.Request) -> web.Response:
-    """GET /api/tags: the list as the caller sees it, in Ollama's shape."""
-    lists, visible, key = await _visible(request)
-    cache = request.app[OLLAMA_TAGS]
-    tags = cache.peek(key, lists) or await cache.get_async(key, lists, lambda: ollama_tags(visible))
-    return cached_response(request, tags.body)
 
 
 async def ollama_show(request: web.Request) -> web.Response:
@@ -255,7 +246,7 @@ async def visible_entry(request: web.Request, model_id: str) -> dict[str, Any]:
         instance, upstream_id = found  # a bare upstream id: resolved as a chat request does
         entry = merged.by_id.get(f"{instance.name}/{upstream_id}")
     if entry is None or (client is not None and not client.allows(model_id, entry["id"])):
-        _, visible, _ = await _visible(request)
+        _, visible, _ = await visible_list(request)
         raise ModelNotFound(_not_found_message(model_id, visible.suggester), param="model")
     if model_id != entry["id"] and model_id in rules.aliases:
         entry = {**entry, "id": model_id, "alias_of": entry["id"]}

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from localrouter.derived import DerivedCache
 from localrouter.errors import BadRequest
-from localrouter.model_rules import ShapeKey
 from localrouter.registry import NOT_YET
 from localrouter.resolve import find
-from localrouter.responses import JSON, Body, cached_response, request_json
+from localrouter.responses import JSON, Body, request_json
 from localrouter.state import SETTINGS
 
 if TYPE_CHECKING:
@@ -64,17 +61,8 @@ async def our_id(app: web.Application, name: str) -> str:
     return name.removesuffix(LATEST)
 
 
-@dataclass(frozen=True, slots=True)
-class OllamaTags:
-    body: Body
-
-    def dismantle(self) -> None:
-        return None
-
-
-def ollama_tags(merged: MergedModels) -> OllamaTags:
-    models = [tag_entry(entry) for entry in merged.by_id.values()]
-    return OllamaTags(Body.of({"models": models}))
+def ollama_tags(merged: MergedModels) -> Body:
+    return Body.of({"models": [tag_entry(entry) for entry in merged.by_id.values()]})
 
 
 def tag_entry(entry: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +129,6 @@ def _when(entry: dict[str, Any]) -> str:
     return created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-OllamaTagsCache = DerivedCache[ShapeKey | None, OllamaTags]
-
-
 async def version(_: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"version": OLLAMA_VERSION}), content_type=JSON)
 
@@ -160,7 +145,3 @@ async def shown_name(request: web.Request) -> str:
     if not isinstance(name, str) or not name:
         raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
     return name
-
-
-def tags_response(request: web.Request, tags: OllamaTags) -> web.Response:
-    return cached_response(request, tags.body)

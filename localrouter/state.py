@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from localrouter.anthropic_models import AnthropicCache
     from localrouter.api_models import DetailedCache
     from localrouter.cache import Clock
+    from localrouter.client_views import ViewCaches
     from localrouter.derived import DerivedCache
     from localrouter.live_settings import LiveSettings
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
     from localrouter.model_list import ModelsView
     from localrouter.model_rules import Client
-    from localrouter.ollama_models import OllamaTagsCache
     from localrouter.registry import Registry
     from localrouter.reload import ConfigReloader
     from localrouter.resolve import ModelIndex
@@ -37,7 +37,7 @@ MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
 UNIQUE_CACHE: web.AppKey[UniqueCache] = web.AppKey("unique_cache")
 ANTHROPIC_MODELS: web.AppKey[AnthropicCache] = web.AppKey("anthropic_models")
-OLLAMA_TAGS: web.AppKey[OllamaTagsCache] = web.AppKey("ollama_tags")
+VIEW_CACHES: web.AppKey[ViewCaches] = web.AppKey("view_caches")
 RESPONSE_STORE: web.AppKey[ResponseStore] = web.AppKey("response_store")
 MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_index")
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
