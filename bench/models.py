@@ -14,6 +14,7 @@ allowlist (a token on every request, and the client's own variant of the list: h
 models and an alias).
 
     python bench/models.py [--models 50,2000] [--seconds 2] [--connections 32] [--rounds 7]
+                           [--paths /v1/models,/api/tags,...]
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def bench_size(
     headers = CLIENT_HEADERS if client else {}
     case = "client" if client else "anyone"
     python = sys.executable
-    daemon_url = f"http://127.0.0.1:{daemon_port}/v1/models"
+    base = f"http://127.0.0.1:{daemon_port}"
     ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
     results = []
     upstream = (python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count))
@@ -209,22 +210,26 @@ def bench_size(
     daemon += ("--port", str(daemon_port), "--log-level", "warning")
     with process(*upstream), process(*daemon):
         listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
-        asyncio.run(wait_for(daemon_url, expected_models=listed, headers=headers))
-        raw, zipped = asyncio.run(fetch_bodies(daemon_url, headers))
-        body = workdir / f"models-{count}.json"
-        body.write_bytes(raw)
-        body.with_suffix(".json.gz").write_bytes(zipped)
-        with process(python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body)):
-            asyncio.run(wait_for(ceiling_url))
-            for gzip in (False, True):
-                ours, ceiling, ratio = paired_rounds(daemon_url, ceiling_url, gzip, args, headers)
-                results.append((gzip, ours, ceiling))
-                print(
-                    f"{count:>5} models  {case:<6}  gzip={'on ' if gzip else 'off'}  "
-                    f"bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} req/s  "
-                    f"ceiling {ceiling:9.1f} req/s  ratio {ratio:.2f} (median of per-round ratios)",
-                    flush=True,
-                )
+        asyncio.run(wait_for(f"{base}/v1/models", expected_models=listed, headers=headers))
+        for path in args.paths.split(","):
+            daemon_url = base + path
+            raw, zipped = asyncio.run(fetch_bodies(daemon_url, headers))
+            body = workdir / f"models-{count}.json"
+            body.write_bytes(raw)
+            body.with_suffix(".json.gz").write_bytes(zipped)
+            ceiling = (python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body))
+            with process(*ceiling):
+                asyncio.run(wait_for(ceiling_url))
+                for gzip in (False, True):
+                    ours, best, ratio = paired_rounds(daemon_url, ceiling_url, gzip, args, headers)
+                    results.append((gzip, ours, best))
+                    print(
+                        f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
+                        f"  bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} "
+                        f"req/s  ceiling {best:9.1f} req/s  ratio {ratio:.2f} (median of "
+                        "per-round ratios)",
+                        flush=True,
+                    )
     return results
 
 
@@ -237,6 +242,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tool", choices=["wrk", "aiohttp"], default=None)
+    parser.add_argument(
+        "--paths",
+        default="/v1/models",
+        help="comma-separated list paths to load, e.g. /v1/models,/api/tags,/api/v0/models,"
+        "/v1/model/info,/model_group/info,/api/v1/models (each against its own ceiling)",
+    )
     args = parser.parse_args()
     args.tool = args.tool or ("wrk" if shutil.which("wrk") else "aiohttp")
     print(
