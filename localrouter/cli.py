@@ -14,7 +14,14 @@ import platformdirs
 
 from localrouter import __version__
 from localrouter.catalog import load_catalog
-from localrouter.catalog.tools import MODELS_DEV_URL, OPENROUTER_URL, match_body, update_catalog
+from localrouter.catalog.tools import (
+    LITELLM_URL,
+    MODELS_DEV_URL,
+    OPENROUTER_URL,
+    SourceUrls,
+    match_body,
+    update_catalog,
+)
 from localrouter.client import run_client
 from localrouter.config import Settings
 from localrouter.config_file import (
@@ -91,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     update = catalog.add_parser("update", help="fetch the live OpenRouter and models.dev lists")
     update.add_argument("--openrouter-url", default=OPENROUTER_URL)
     update.add_argument("--models-dev-url", default=MODELS_DEV_URL)
+    update.add_argument("--litellm-url", default=LITELLM_URL)
     return parser
 
 
@@ -118,7 +126,8 @@ def _catalog(args: argparse.Namespace) -> int:
         print(report.render())
         return 0
     try:
-        print(update_catalog(cache_dir(), args.openrouter_url, args.models_dev_url))
+        urls = SourceUrls(args.openrouter_url, args.models_dev_url, args.litellm_url)
+        print(update_catalog(cache_dir(), urls))
     except UpstreamError as exc:
         print(f"localrouter: catalog not updated: {exc.message}", file=sys.stderr)
         return 1

@@ -13,7 +13,18 @@ from localrouter.responses import Body
 if TYPE_CHECKING:
     from localrouter.model_list import MergedModels
 
-_MODES = {"embedding": "embedding", "image_generation": "image_generation"}
+# Our capabilities -> LiteLLM's mode, for models that do something else than chat.
+_MODES = {
+    "embedding": "embedding",
+    "image_generation": "image_generation",
+    "speech": "audio_speech",
+    "audio_generation": "audio_speech",
+    "transcription": "audio_transcription",
+    "moderation": "moderation",
+    "rerank": "rerank",
+    "video_generation": "video_generation",
+    "ocr": "ocr",
+}
 _SCHEMA_PARAMETERS = ("response_format", "structured_outputs")
 
 
@@ -90,6 +101,9 @@ def _facts(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def mode_of(capabilities: Any) -> str:
+    """`chat` for a chat model, else what the model does (LiteLLM's `mode`)."""
+    if "chat" in capabilities:
+        return "chat"
     for capability in capabilities:
         if capability in _MODES:
             return _MODES[capability]

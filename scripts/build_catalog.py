@@ -1,4 +1,5 @@
-"""Build localrouter/catalog/catalog.json.gz from the public snapshots in scripts/catalog-sources.
+"""Build localrouter/catalog/catalog.json.gz from the public snapshots in scripts/catalog-sources
+(OpenRouter, models.dev, LiteLLM's cost map).
 
 python scripts/build_catalog.py            # writes the package-data file
 python scripts/build_catalog.py --check    # exit 1 if the committed file differs
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "scripts" / "catalog-sources"
 OPENROUTER = "openrouter-models-2026-05-15.json"
 MODELS_DEV = "models-dev-api-2026-06-13.json"
+LITELLM = "litellm-model-prices-1.106.2.json"
 TARGET = ROOT / "localrouter" / "catalog" / "catalog.json.gz"
 
 
@@ -25,7 +27,8 @@ def built() -> bytes:
     document = build_catalog(
         orjson.loads((SOURCES / OPENROUTER).read_bytes()),
         orjson.loads((SOURCES / MODELS_DEV).read_bytes()),
-        {"openrouter": OPENROUTER, "models_dev": MODELS_DEV},
+        {"openrouter": OPENROUTER, "models_dev": MODELS_DEV, "litellm": LITELLM},
+        orjson.loads((SOURCES / LITELLM).read_bytes()),
     )
     return serialise(document)
 

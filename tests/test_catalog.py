@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from localrouter.catalog import UPDATED, Catalog, CatalogStore, load_catalog
-from localrouter.catalog.build import FORMAT
+from localrouter.catalog import UPDATED, Catalog, CatalogStore, load_catalog, parse_catalog
+from localrouter.catalog.build import FORMAT, build_catalog, serialise
 from localrouter.catalog.match import Scope, find, normalise
-from localrouter.catalog.tools import fetch_catalog, match_body
+from localrouter.catalog.tools import SourceUrls, fetch_catalog, match_body
 from localrouter.cli import main
 from localrouter.errors import UpstreamError
 from localrouter.persist import write_atomically
@@ -276,9 +276,11 @@ def test_catalog_match_says_what_is_wrong_with_the_file(
     assert "127.0.0.1" not in captured.err + captured.out
 
 
-async def sources_server(aiohttp_server: Any, openrouter: bytes, models_dev: bytes) -> str:
+async def sources_server(
+    aiohttp_server: Any, openrouter: bytes, models_dev: bytes, litellm: bytes = b"{}"
+) -> str:
     async def serve(request: web.Request) -> web.Response:
-        body = openrouter if request.path == "/or" else models_dev
+        body = {"/or": openrouter, "/dev": models_dev}.get(request.path, litellm)
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
@@ -292,10 +294,12 @@ async def test_update_writes_a_checked_catalog_the_daemon_picks_up(
 ):
     router = (SOURCES / "openrouter-models-2026-05-15.json").read_bytes()
     dev = (SOURCES / "models-dev-api-2026-06-13.json").read_bytes()
-    base = await sources_server(aiohttp_server, router, dev)
+    costs = (SOURCES / "litellm-model-prices-1.106.2.json").read_bytes()
+    base = await sources_server(aiohttp_server, router, dev, costs)
     store = CatalogStore(tmp_path)
     assert store.current().origin == "embedded"
-    data, size = await fetch_catalog(store.current(), f"{base}/or", f"{base}/dev")
+    urls = SourceUrls(f"{base}/or", f"{base}/dev", f"{base}/lit")
+    data, size = await fetch_catalog(store.current(), urls)
     assert size == store.current().size
     write_atomically(tmp_path / UPDATED, data)
     os.utime(tmp_path / UPDATED, (1, 1))  # a different mtime than any earlier look
@@ -307,7 +311,9 @@ async def test_update_refuses_lists_that_are_too_small(aiohttp_server: Any, tmp_
     tiny_router = orjson.dumps({"data": [{"id": "a/b"}]})
     base = await sources_server(aiohttp_server, tiny_router, b"{}")
     with pytest.raises(UpstreamError, match="too small"):
-        await fetch_catalog(load_catalog(None), f"{base}/or", f"{base}/dev")
+        await fetch_catalog(
+            load_catalog(None), SourceUrls(f"{base}/or", f"{base}/dev", f"{base}/lit")
+        )
 
 
 def test_update_offline_says_so_and_changes_nothing(
@@ -326,8 +332,48 @@ def test_update_offline_says_so_and_changes_nothing(
             f"{closed}/or",
             "--models-dev-url",
             f"{closed}/dev",
+            "--litellm-url",
+            f"{closed}/lit",
         ]
     )
     assert code == 1
     assert "catalog not updated: cannot reach" in capsys.readouterr().err
     assert not (tmp_path / "localrouter").exists()
+
+
+def test_three_sources_fill_each_field_from_the_best_that_has_it():
+    openrouter = {
+        "data": [{"id": "openai/gpt-x", "name": "OpenAI: GPT X", "description": "From OpenRouter."}]
+    }
+    models_dev = {"openai": {"models": {"gpt-x": {"name": "GPT X", "limit": {"context": 2000}}}}}
+    litellm = {
+        "gpt-x": {
+            "litellm_provider": "openai",
+            "mode": "chat",
+            "max_input_tokens": 3000,
+            "max_output_tokens": 500,
+            "input_cost_per_token": 1e-06,
+            "supports_function_calling": True,
+        },
+        "whisper-x": {"litellm_provider": "openai", "mode": "audio_transcription"},
+        "azure/eu/whisper-x": {"litellm_provider": "azure", "mode": "chat"},
+        "groq/llama-x": {"litellm_provider": "groq", "mode": "chat", "max_input_tokens": 8192},
+    }
+    document = build_catalog(openrouter, models_dev, {}, litellm)
+    catalog = parse_catalog(serialise(document), "test")
+    found = catalog.match("gpt-x", "openai")
+    assert found is not None
+    assert found.id == "openai/gpt-x"
+    assert found.entry["name"] == "GPT X"  # the provider-scoped entry first
+    assert found.entry["context_length"] == 2000  # ... over LiteLLM's 3000
+    assert found.entry["description"] == "From OpenRouter."  # then OpenRouter
+    assert found.entry["max_output_tokens"] == 500  # then LiteLLM, for what the others lack
+    assert found.entry["pricing"] == {"prompt": 1e-06}
+    whisper = catalog.match("whisper-x", "openai")
+    assert whisper is not None
+    assert (whisper.id, whisper.matched_via) == ("litellm/openai/whisper-x", "litellm_id")
+    assert whisper.entry["capabilities"] == ["transcription"]  # OpenAI's entry, not Azure's
+    llama = catalog.match("llama-x", "groq")  # LiteLLM's provider prefix is not in the id
+    assert llama is not None
+    assert llama.entry["context_length"] == 8192
+    assert catalog.match("llama-x", "openai") is None  # never across providers

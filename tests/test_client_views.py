@@ -97,6 +97,11 @@ async def test_litellm_model_info_and_groups_have_litellm_keys_and_types(served:
         assert ours["model_info"]["input_cost_per_token"] == pytest.approx(2.5e-06)
         assert ours["model_info"]["supports_function_calling"] is True
         assert rows["oa/text-embedding-3-small"]["model_info"]["mode"] == "embedding"
+        # Known to LiteLLM's cost map alone: its mode is what the views say the model is.
+        assert rows["oa/whisper-1"]["model_info"]["mode"] == "audio_transcription"
+        assert rows["oa/tts-1"]["model_info"]["mode"] == "audio_speech"
+        assert rows["oa/omni-moderation-latest"]["model_info"]["mode"] == "moderation"
+        assert rows["oa/babbage-002"]["model_info"]["max_input_tokens"] == 16384
 
     group_capture = capture("litellm-model-group-info.json")["data"][0]
     groups = {row["model_group"]: row for row in (await get(served, "/model_group/info"))["data"]}
@@ -140,3 +145,11 @@ async def test_each_view_shows_a_client_its_allowlist_with_its_own_etag(
     assert cline.headers["ETag"] != everyone.headers["ETag"]
     again = await served.get(path, headers={**CLINE, "If-None-Match": cline.headers["ETag"]})
     assert again.status == 304
+
+
+async def test_a_model_that_does_not_chat_is_not_offered_for_chat(served: Any):
+    for name, expected in (("oa/whisper-1", []), ("oa/text-embedding-3-small", ["embedding"])):
+        shown = await served.post("/api/show", json={"model": name}, headers=ADMIN)
+        assert (await shown.json())["capabilities"] == expected
+    studio = {row["id"]: row for row in (await get(served, "/api/v0/models"))["data"]}
+    assert studio["oa/text-embedding-3-small"]["type"] == "embeddings"

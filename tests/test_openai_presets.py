@@ -79,10 +79,17 @@ async def test_plain_openai_list_is_enriched_by_the_catalog_else_guessed_from_id
     assert {"chat", "vision", "tools"} <= set(gpt4o["capabilities"])
     assert gpt4o["catalog"] == {"id": "openai/gpt-4o", "matched_via": "provider_id"}
     assert gpt4o["context_length"] == 128000
-    # Not in the catalog: guessed from the id, and no catalog reference claimed.
+    # Known to LiteLLM's cost map alone (the third source): what the model does comes from it.
     assert models["dall-e-3"]["capabilities"] == ["image_generation"]
     assert models["whisper-1"]["capabilities"] == ["transcription"]
-    assert "catalog" not in models["whisper-1"]
+    assert models["whisper-1"]["catalog"] == {
+        "id": "litellm/openai/whisper-1",
+        "matched_via": "litellm_id",
+    }
+    # In no source: guessed from the id, and no catalog reference claimed.
+    custom = models["adamtart-gpt-4.1-mini-2025-04-14"]
+    assert custom["capabilities"] == ["chat"]
+    assert "catalog" not in custom
 
 
 def test_every_openai_shaped_cloud_preset_has_a_default_url_and_key_variable():

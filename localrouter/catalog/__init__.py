@@ -1,8 +1,11 @@
 """The embedded model catalog: load it, match upstream ids to it, fill in what providers omit.
 
-One model, two sources: a matched entry keeps every field it has and takes each field it lacks
-(a models.dev entry's missing description or supported_parameters, say) from the other source's
-entry for the same model. For a models.dev entry that is the OpenRouter entry found as an
+One model, up to three sources, in this order of precedence: the provider's own data, then the
+provider-scoped entry (models.dev), then OpenRouter's, then LiteLLM's cost map. A matched entry
+keeps every field it has and takes each field it lacks (a models.dev entry's missing
+description or supported_parameters, say) from the next source's entry for the same model;
+LiteLLM fills what both others lack, and alone matches the legacy, audio, embedding and
+moderation ids they do not know. For a models.dev entry that is the OpenRouter entry found as an
 upstream id would be (under the provider's OpenRouter vendor, then normalised); for an
 OpenRouter entry, its publisher's models.dev entry (openai's for `openai/...`). Neither source
 overrides a value the other has, and an embedding model takes nothing that describes chat
@@ -34,12 +37,28 @@ class Catalog:
         self.origin = origin
         self.openrouter = Scope(None, document["openrouter"])
         self._provider_entries: dict[str, dict[str, Any]] = document["providers"]
+        # LiteLLM's cost map by our provider; a catalog `catalog update` wrote before this
+        # source existed has none.
+        self._litellm_entries: dict[str, dict[str, Any]] = document.get("litellm", {})
         self._scopes: dict[str, Scope] = {}
+        self._litellm_scopes: dict[str, Scope] = {}
         self._merged: dict[tuple[bool, str], Entry] = {}
 
     @property
     def size(self) -> int:
-        return len(self.openrouter.entries) + sum(map(len, self._provider_entries.values()))
+        return (
+            len(self.openrouter.entries)
+            + sum(map(len, self._provider_entries.values()))
+            + sum(map(len, self._litellm_entries.values()))
+        )
+
+    def litellm_scope(self, provider: str | None) -> Scope | None:
+        if provider is None or provider not in self._litellm_entries:
+            return None
+        if provider not in self._litellm_scopes:
+            entries = self._litellm_entries[provider]
+            self._litellm_scopes[provider] = Scope(f"litellm/{provider}", entries)
+        return self._litellm_scopes[provider]
 
     def scope(self, provider: str | None) -> Scope | None:
         if provider is None:
@@ -54,12 +73,29 @@ class Catalog:
         """The entry for an upstream id, with what the other source knows of it merged in."""
         vendor = OPENROUTER_VENDORS.get(provider) if provider else None
         found = find(model_id, self.scope(provider), self.openrouter, vendor)
+        litellm = self._litellm_match(model_id, provider)
         if found is None:
-            return None
+            return litellm
         slot = (found.matched_via in _OPENROUTER_MATCHES, found.id)
         if (merged := self._merged.get(slot)) is None:
-            merged = self._merged[slot] = fill_gaps(found.entry, self._other_source(found))
+            merged = fill_gaps(found.entry, self._other_source(found))
+            merged = self._merged[slot] = fill_gaps(merged, litellm.entry if litellm else None)
         return replace(found, entry=merged)
+
+    def _litellm_match(self, model_id: str, provider: str | None) -> Match | None:
+        """LiteLLM's entry for the id, in the provider's scope: as it is, then normalised."""
+        scope = self.litellm_scope(provider)
+        if scope is None:
+            return None
+        if (key := scope.exact(model_id)) is not None:
+            return Match(scope.catalog_id(key), "litellm_id", scope.entries[key])
+        if (key := scope.normalised(model_id)) is not None:
+            return Match(scope.catalog_id(key), "normalized_litellm_id", scope.entries[key])
+        # An OpenAI fine-tune (ft:BASE:org:name:id) is priced and limited as LiteLLM's ft:BASE.
+        fine_tune = ":".join(model_id.split(":")[:2]) if model_id.startswith("ft:") else None
+        if fine_tune and (key := scope.exact(fine_tune)) is not None:
+            return Match(scope.catalog_id(key), "litellm_fine_tune", scope.entries[key])
+        return None
 
     def _other_source(self, found: Match) -> Entry | None:
         first, _, rest = found.id.partition("/")

@@ -44,8 +44,49 @@ _MODELS_DEV_COST = {
 _MODALITY = {"pdf": "file"}  # models.dev says pdf where OpenRouter says file
 
 
-def build_catalog(openrouter: Any, models_dev: Any, sources: dict[str, str]) -> dict[str, Any]:
-    """The catalog document: OpenRouter's entries by id, models.dev's by provider then id."""
+# Our catalog providers (models.dev's provider ids) -> the LiteLLM providers of their models.
+LITELLM_PROVIDERS = {
+    # Azure hosts OpenAI's models; its regional and per-size deployments ("azure:variant") come
+    # last, for the ids nothing else holds (o1-preview, dall-e-3).
+    "openai": ("openai", "text-completion-openai", "azure", "azure:variant"),
+    "anthropic": ("anthropic",),
+    "mistral": ("mistral", "codestral"),
+    "google": ("gemini",),
+    "xai": ("xai",),
+    "cohere": ("cohere", "cohere_chat"),
+    "perplexity": ("perplexity",),
+    "deepseek": ("deepseek",),
+    "groq": ("groq",),
+    "cerebras": ("cerebras",),
+    "deepinfra": ("deepinfra",),
+    "togetherai": ("together_ai",),
+    "fireworks-ai": ("fireworks_ai",),
+    "openrouter": ("openrouter",),
+}
+# LiteLLM's mode -> what the model does, in our capabilities' words.
+_LITELLM_MODES = {
+    "embedding": "embedding",
+    "image_generation": "image_generation",
+    "image_edit": "image_generation",
+    "audio_speech": "speech",
+    "audio_transcription": "transcription",
+    "moderation": "moderation",
+    "rerank": "rerank",
+    "video_generation": "video_generation",
+    "ocr": "ocr",
+}
+_CHAT_MODES = frozenset({"chat", "completion", "responses", "realtime"})
+# LiteLLM providers whose own model ids never hold a "/": one left after the prefix is a
+# deployment variant (azure/eu/..., azure/hd/1024-x-1024/...).
+_FLAT_PROVIDERS = frozenset({"openai", "text-completion-openai", "azure", "anthropic", "mistral"})
+
+
+def build_catalog(
+    openrouter: Any, models_dev: Any, sources: dict[str, str], litellm: Any = None
+) -> dict[str, Any]:
+    """The catalog document: OpenRouter's entries by id, models.dev's by provider then id,
+    and LiteLLM's cost map by our provider then id (the ids as that provider's API gives
+    them, without LiteLLM's provider prefix)."""
     router_items = openrouter.get("data", []) if isinstance(openrouter, dict) else []
     router = {
         item["id"]: _from_openrouter(item)
@@ -69,7 +110,78 @@ def build_catalog(openrouter: Any, models_dev: Any, sources: dict[str, str]) -> 
         "sources": sources,
         "openrouter": dict(sorted(router.items())),
         "providers": providers,
+        "litellm": _litellm_scopes(litellm),
     }
+
+
+def _litellm_scopes(cost_map: Any) -> dict[str, dict[str, Entry]]:
+    """Per our provider, its LiteLLM providers' entries in their order of precedence (an id
+    OpenAI and Azure both list takes OpenAI's). An id that keeps a `/` after the prefix of a
+    provider whose ids have none is a deployment variant (a region, an image size): it is
+    kept by its last part as `<provider>:variant`."""
+    by_theirs: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, item in sorted((cost_map or {}).items()):
+        theirs = item.get("litellm_provider") if isinstance(item, dict) else None
+        if isinstance(theirs, str) and isinstance(key, str):
+            model_id = key.removeprefix(f"{theirs}/")
+            if "/" in model_id and theirs in _FLAT_PROVIDERS:
+                theirs, model_id = f"{theirs}:variant", model_id.rpartition("/")[2]
+            by_theirs.setdefault(theirs, {}).setdefault(model_id, item)
+    scopes: dict[str, dict[str, Entry]] = {}
+    for provider, all_theirs in LITELLM_PROVIDERS.items():
+        entries: dict[str, Entry] = {}
+        for theirs in all_theirs:
+            for model_id, item in sorted(by_theirs.get(theirs, {}).items()):
+                if model_id not in entries and (entry := _entry(_from_litellm(model_id, item))):
+                    entries[model_id] = entry
+        if entries:
+            scopes[provider] = entries
+    return scopes
+
+
+def _from_litellm(model_id: str, item: dict[str, Any]) -> ModelInfo:
+    mode = item.get("mode")
+    chat = mode in _CHAT_MODES
+    inputs = ("text", "image") if chat and item.get("supports_vision") is True else ("text",)
+    pricing = {
+        ours: value
+        for theirs, ours in (
+            ("input_cost_per_token", "prompt"),
+            ("output_cost_per_token", "completion"),
+            ("cache_read_input_token_cost", "input_cache_read"),
+            ("cache_creation_input_token_cost", "input_cache_write"),
+        )
+        if (value := number(item.get(theirs))) is not None and value >= 0
+    }
+    if chat:
+        capabilities = _capabilities(
+            inputs,
+            ("text",),
+            tools=item.get("supports_function_calling") is True,
+            reasoning=item.get("supports_reasoning") is True,
+        )
+    else:
+        capabilities = [_LITELLM_MODES[mode]] if mode in _LITELLM_MODES else []
+    parameters = [
+        name
+        for name, flag in (
+            ("tools", "supports_function_calling"),
+            ("response_format", "supports_response_schema"),
+            ("reasoning", "supports_reasoning"),
+        )
+        if chat and item.get(flag) is True
+    ]
+    outputs = ("text",) if chat else ("embeddings",) if mode == "embedding" else ()
+    return ModelInfo(
+        id=model_id,
+        context_length=positive_int(item.get("max_input_tokens")),
+        max_output_tokens=positive_int(item.get("max_output_tokens")) if chat else None,
+        pricing=pricing,
+        input_modalities=inputs if chat or mode == "embedding" else (),
+        output_modalities=outputs,
+        capabilities=tuple(capabilities),
+        supported_parameters=tuple(parameters),
+    )
 
 
 def serialise(document: dict[str, Any]) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -24,6 +24,9 @@ from localrouter.providers.http import Canned, CannedTransport, SessionTransport
 
 OPENROUTER_URL = "https://openrouter.ai/api/v1/models"
 MODELS_DEV_URL = "https://models.dev/api.json"
+LITELLM_URL = (
+    "https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json"
+)
 MIN_MODELS = 50
 
 
@@ -82,30 +85,37 @@ async def match_body(body: bytes, provider_type: str, catalog: Catalog) -> Match
     return MatchReport([(model.id, model.catalog) for model in enriched])
 
 
-async def fetch_catalog(
-    current: Catalog, openrouter_url: str = OPENROUTER_URL, models_dev_url: str = MODELS_DEV_URL
-) -> tuple[bytes, int]:
-    """Fetch both live lists and check them: the new catalog's bytes and size. Raises on failure."""
+class SourceUrls(NamedTuple):
+    """Where `catalog update` fetches each source."""
+
+    openrouter: str = OPENROUTER_URL
+    models_dev: str = MODELS_DEV_URL
+    litellm: str = LITELLM_URL
+
+
+DEFAULT_SOURCES = SourceUrls()
+
+
+async def fetch_catalog(current: Catalog, urls: SourceUrls = DEFAULT_SOURCES) -> tuple[bytes, int]:
+    """Fetch the three live sources and check them: the new catalog's bytes and size. Raises
+    on failure."""
     async with aiohttp.ClientSession(trust_env=True) as session:
         http = UpstreamClient(
             SessionTransport(session), timeout_seconds=60, max_bytes=256 * 1024 * 1024
         )
-        openrouter = await http.get_json(openrouter_url)
-        models_dev = await http.get_json(models_dev_url)
-    document = build_catalog(
-        openrouter, models_dev, {"openrouter": openrouter_url, "models_dev": models_dev_url}
-    )
+        openrouter = await http.get_json(urls.openrouter)
+        models_dev = await http.get_json(urls.models_dev)
+        litellm = await http.get_json(urls.litellm)
+    document = build_catalog(openrouter, models_dev, urls._asdict(), litellm)
     _check(document, current)
     data = serialise(document)
     return data, parse_catalog(data, "new").size  # what we write must load
 
 
-def update_catalog(
-    cache_dir: Path, openrouter_url: str = OPENROUTER_URL, models_dev_url: str = MODELS_DEV_URL
-) -> str:
+def update_catalog(cache_dir: Path, urls: SourceUrls = DEFAULT_SOURCES) -> str:
     """`localrouter catalog update`: fetch, check, then write atomically. Raises on failure."""
     current = load_catalog(cache_dir)
-    data, size = asyncio.run(fetch_catalog(current, openrouter_url, models_dev_url))
+    data, size = asyncio.run(fetch_catalog(current, urls))
     cache_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(cache_dir / UPDATED, data)
     return f"catalog updated: {size} models (was {current.size}) in {cache_dir / UPDATED}"
@@ -114,13 +124,15 @@ def update_catalog(
 def _check(document: dict[str, Any], current: Catalog) -> None:
     router = len(document["openrouter"])
     scoped = sum(map(len, document["providers"].values()))
-    if router < MIN_MODELS or scoped < MIN_MODELS:
+    costs = sum(map(len, document["litellm"].values()))
+    if min(router, scoped, costs) < MIN_MODELS:
         raise UpstreamError(
-            f"the fetched lists are too small ({router} OpenRouter, {scoped} models.dev models; "
-            f"at least {MIN_MODELS} each expected); the catalog is unchanged"
+            f"the fetched lists are too small ({router} OpenRouter, {scoped} models.dev, "
+            f"{costs} LiteLLM models; at least {MIN_MODELS} each expected); the catalog is "
+            "unchanged"
         )
-    if router + scoped < current.size / 2:
+    if router + scoped + costs < current.size / 2:
         raise UpstreamError(
-            f"the fetched lists hold {router + scoped} models, less than half of the current "
-            f"{current.size}; the catalog is unchanged"
+            f"the fetched lists hold {router + scoped + costs} models, less than half of the "
+            f"current {current.size}; the catalog is unchanged"
         )
