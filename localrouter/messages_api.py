@@ -18,7 +18,6 @@ from localrouter.bridge import sse, translate_stream, whole_answer
 from localrouter.chat_to_messages import MessagesStream, message
 from localrouter.errors import (
     BadRequest,
-    NotAChatModel,
     UpstreamError,
     anthropic_error_body,
 )
@@ -26,8 +25,8 @@ from localrouter.key_pool import NoKeyFree
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import RequestBody, rewritten
-from localrouter.registry import NOT_YET, Instance, Route
+from localrouter.proxy import RequestBody, chat_route, listing, rewritten
+from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, model_request, request_json
 from localrouter.secrets import redact_bytes
 from localrouter.state import CLIENT, REGISTRY, SETTINGS
@@ -66,16 +65,8 @@ class MessagesPlan:
                 headers=_client_headers(request),
                 params=dict(request.query) or None,
             )
-        route = instance.route(Wire.CHAT)
-        if route is None:
-            kind = instance.settings.type
-            raise NotAChatModel(
-                f"'{self.model}' is a {kind} model (images, video or audio): no chat."
-            )
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:
-            deadline = request.app[SETTINGS].models_deadline_seconds
-            listed = await instance.listed(upstream_id, deadline)
+        route = chat_route(instance, self.model)
+        listed = await listing(request, instance, upstream_id)
         body = self.body.take()
         streamed = body.get("stream") is True
         reply = Translated(self.model, thinking=wants_thinking(body), streamed=streamed)

@@ -17,16 +17,15 @@ from aiohttp import web
 from localrouter import attempts
 from localrouter.bridge import an_object, translate_stream, whole_answer
 from localrouter.chat_to_ollama import OllamaAnswer, OllamaStream, ndjson
-from localrouter.errors import BadRequest, LocalRouterError, NotAChatModel
+from localrouter.errors import BadRequest, LocalRouterError
 from localrouter.ollama_models import our_id
 from localrouter.ollama_to_chat import chat_request, generate_request, streams
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import Call, Forwarded, RequestBody, rewritten
-from localrouter.registry import NOT_YET, Instance, Route
+from localrouter.proxy import Call, Forwarded, RequestBody, chat_route, listing, rewritten
+from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, request_json
 from localrouter.secrets import redact_bytes
-from localrouter.state import SETTINGS
 
 NDJSON = "application/x-ndjson"
 MAX_ERROR_BODY = 64 * 1024
@@ -89,16 +88,10 @@ class OllamaPlan:
             streamed = streams(body) and self.path in ("api/chat", "api/generate")
             data, _ = rewritten(body, upstream_id)
             return Call(native, self.path, data, streamed, NATIVE)
-        route = instance.route(Wire.CHAT)
-        if route is None:
-            kind = instance.settings.type
-            raise NotAChatModel(f"'{self.name}' is a {kind} model (images, video or audio).")
+        route = chat_route(instance, self.name)
         if self.path in ("api/embed", "api/embeddings"):
             return self._embedding(route, upstream_id)
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:
-            deadline = self.request.app[SETTINGS].models_deadline_seconds
-            listed = await instance.listed(upstream_id, deadline)
+        listed = await listing(self.request, instance, upstream_id)
         reasoning = listed is not None and listed.takes_reasoning_effort
         body = self.body.take()
         generating = self.path == "api/generate"

@@ -15,12 +15,14 @@ import orjson
 import structlog
 from aiohttp import web
 
-from localrouter.errors import GatewayError, UpstreamError, error_body
+from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error_body
+from localrouter.providers.base import ModelInfo, Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
-from localrouter.registry import Instance, Route
+from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.responses import JSON, json_response
 from localrouter.routing import add_cors
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten
+from localrouter.state import SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,26 @@ class RequestBody:
             again: dict[str, Any] = orjson.loads(self._raw)  # parsed as a dict once already
             return again
         return parsed
+
+
+def chat_route(instance: Instance, model: str) -> Route:
+    """Where a translated call to the instance goes: its Chat Completions endpoint, or a 400
+    for a model that does not chat."""
+    route = instance.route(Wire.CHAT)
+    if route is None:
+        kind = instance.settings.type
+        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
+    return route
+
+
+async def listing(request: web.Request, instance: Instance, upstream_id: str) -> ModelInfo | None:
+    """The model as its instance lists it (its limits, whether it reasons), without an await
+    when the instance's index is built."""
+    listed = instance.listed_now(upstream_id)
+    if listed is NOT_YET:
+        deadline = request.app[SETTINGS].models_deadline_seconds
+        listed = await instance.listed(upstream_id, deadline)
+    return listed
 
 
 def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:

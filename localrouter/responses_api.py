@@ -14,16 +14,24 @@ from aiohttp import web
 from localrouter import attempts
 from localrouter.bridge import translate_stream, whole_answer
 from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
-from localrouter.errors import BadRequest, NotAChatModel, NotFound
+from localrouter.errors import BadRequest, NotFound
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
-from localrouter.proxy import FORWARDED, Call, RequestBody, rewritten, upstream_error
-from localrouter.registry import NOT_YET, Instance
+from localrouter.proxy import (
+    FORWARDED,
+    Call,
+    RequestBody,
+    chat_route,
+    listing,
+    rewritten,
+    upstream_error,
+)
+from localrouter.registry import Instance
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, model_request
 from localrouter.responses_to_chat import chat_request
 from localrouter.secrets import redact_bytes
-from localrouter.state import RESPONSE_STORE, SETTINGS
+from localrouter.state import RESPONSE_STORE
 
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
@@ -51,16 +59,8 @@ class ResponsesPlan:
         if (native := instance.route(Wire.RESPONSES)) is not None:
             data, streamed = rewritten(self.body.take(), upstream_id)
             return Call(native, "responses", data, streamed, FORWARDED)
-        route = instance.route(Wire.CHAT)
-        if route is None:
-            kind = instance.settings.type
-            raise NotAChatModel(
-                f"'{self.model}' is a {kind} model (images, video or audio): no chat."
-            )
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:
-            deadline = request.app[SETTINGS].models_deadline_seconds
-            listed = await instance.listed(upstream_id, deadline)
+        route = chat_route(instance, self.model)
+        listed = await listing(request, instance, upstream_id)
         body = self.body.take()
         store, caller = request.app[RESPONSE_STORE], caller_of(request)
         conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
