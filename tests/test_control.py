@@ -41,17 +41,22 @@ class ChatUpstream:
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.asked.append(body["model"])
-        message = {"role": "assistant", "content": f"this is {body['model']}"}
-        return web.json_response(
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 1700000000,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-            }
-        )
+        return named_answer(body["model"])
+
+
+def named_answer(model: str) -> web.Response:
+    """A whole chat completion that says which upstream model answered."""
+    message = {"role": "assistant", "content": f"this is {model}"}
+    return web.json_response(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        }
+    )
 
 
 @pytest.fixture

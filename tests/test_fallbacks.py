@@ -21,7 +21,7 @@ from localrouter.config_file import literal_secrets_exposed, parse_settings
 from localrouter.errors import ConfigError
 from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, openai_compatible, settings_from
-from tests.test_control import ADMIN, EDITOR, messages_sdk, sdk
+from tests.test_control import ADMIN, EDITOR, messages_sdk, named_answer, sdk
 from tests.test_reload import write_config
 
 KEYS = ["sk-pool-key-one-1a2b3c4d", "sk-pool-key-two-5e6f7a8b", "sk-pool-key-three-9c0d1e2f"]
@@ -85,17 +85,7 @@ class Scripted:
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             return response
-        message = {"role": "assistant", "content": f"this is {body['model']}"}
-        return web.json_response(
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 1700000000,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-            }
-        )
+        return named_answer(body["model"])
 
 
 def chunk(model: str, text: str) -> bytes:
