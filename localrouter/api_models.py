@@ -129,7 +129,7 @@ async def detailed_models(request: web.Request) -> web.Response:
     lists = await registry.lists(
         app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
     )
-    key = shape_of(request)
+    key = shape_of(request, app)
     shape = (key, await full_ids(app)) if key is not None else None
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
         models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))

@@ -165,7 +165,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     found = None
     if isinstance(model, str):  # an id or an alias; the caller's allowlist holds here too
         found = request.app[REGISTRY].resolve(request.app[SETTINGS].rules.target(model))
-        client = request.get(CLIENT)
+        client = request[CLIENT]
         if (
             found
             and client is not None

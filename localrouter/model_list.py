@@ -22,7 +22,7 @@ from localrouter.anthropic_models import (
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
-from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_of
+from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_key
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.ollama_models import our_id, show, shown_name
 from localrouter.providers.base import ModelInfo
@@ -188,14 +188,17 @@ async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
 async def visible_list(
     request: web.Request,
 ) -> tuple[InstanceLists, MergedModels, ShapeKey | None]:
-    """The list as the caller sees it, and the key of its variant (None: the merged list)."""
+    """The list as the caller sees it, and the key of its variant (None: the merged list).
+    The hot path of every cached view: one look at the app, no helper calls it can spare."""
     app = request.app
-    lists, merged = await _merged(app)
-    key = shape_of(request)
+    registry, view, live = app[REGISTRY], app[MODELS_VIEW], app[SETTINGS]
+    lists = registry.fresh_lists() or await registry.lists(live.models_deadline_seconds)
+    merged = view.current(lists) or await view.merged(lists)
+    key = shape_key(live.rules, request[CLIENT])
     if key is None:
         return lists, merged, None
     rules, client = key
-    shaped = app[MODELS_VIEW].shaped
+    shaped = view.shaped
     found = shaped.peek(key, lists)
     if found is None:
         full_id = await full_ids(app)
@@ -239,7 +242,7 @@ async def visible_entry(request: web.Request, model_id: str) -> dict[str, Any]:
     allowlist is not."""
     app = request.app
     _, merged = await _merged(app)
-    rules, client = app[SETTINGS].rules, request.get(CLIENT)
+    rules, client = app[SETTINGS].rules, request[CLIENT]
     target = rules.target(model_id)
     entry = merged.by_id.get(target)
     if entry is None and (found := await find(app, target)) is not None:

@@ -121,7 +121,10 @@ def token_digest(token: str) -> bytes:
 ShapeKey = tuple[ModelRules, Client | None]
 
 
-def shape_of(request: web.Request) -> ShapeKey | None:
+def shape_of(request: web.Request, app: web.Application) -> ShapeKey | None:
     """How the request's caller sees the lists; None when as merged (no rules, no client)."""
-    rules, client = request.app[SETTINGS].rules, request.get(CLIENT)
+    return shape_key(app[SETTINGS].rules, request[CLIENT])
+
+
+def shape_key(rules: ModelRules, client: Client | None) -> ShapeKey | None:
     return (rules, client) if client is not None or rules.shapes_lists else None

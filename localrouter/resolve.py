@@ -61,7 +61,7 @@ async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
             f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
             param="model",
         )
-    client = request.get(CLIENT)
+    client = request[CLIENT]
     if client is not None and not client.allows(model, f"{found[0].name}/{found[1]}"):
         raise ModelNotAllowed(
             f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "

@@ -226,9 +226,11 @@ def endpoint(
         CURRENT_REQUEST.set(request)
         response: web.StreamResponse
         try:
-            client = guard.check(request, needs_token=needs_token, admin_only=admin_only)
+            # Always set, None included: reading an absent key raises (a KeyError a request).
+            request[CLIENT] = client = guard.check(
+                request, needs_token=needs_token, admin_only=admin_only
+            )
             if client is not None:
-                request[CLIENT] = client
                 count_client(client.name)
             response = await handler(request)
         except LocalRouterError as exc:

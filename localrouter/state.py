@@ -43,5 +43,5 @@ MODEL_INDEX: web.AppKey[DerivedCache[None, ModelIndex]] = web.AppKey("model_inde
 SETTINGS: web.AppKey[LiveSettings] = web.AppKey("settings")
 CACHE_DIR: web.AppKey[Path | None] = web.AppKey("cache_dir")
 
-# The client a request came from (clients: in the config); absent for one who sees everything.
-CLIENT: web.RequestKey[Client] = web.RequestKey("client")
+# The client a request came from (clients: in the config); None for one who sees everything.
+CLIENT: web.RequestKey[Client | None] = web.RequestKey("client")

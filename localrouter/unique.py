@@ -272,7 +272,7 @@ async def unique_models(request: web.Request) -> web.Response:
     registry = app[REGISTRY]
     query = UniqueQuery.parse(request.query, registry)
     lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
-    body = await app[UNIQUE_CACHE].page(query, lists, shape_of(request))
+    body = await app[UNIQUE_CACHE].page(query, lists, shape_of(request, app))
     return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
 
@@ -284,7 +284,7 @@ async def unique_model(request: web.Request) -> web.Response:
     query = UniqueQuery(include_inactive=True)
     for group in await app[UNIQUE_CACHE].groups(lists):
         if group.id == wanted:
-            _, rows = select([group], query, shape_of(request))
+            _, rows = select([group], query, shape_of(request, app))
             if rows:
                 return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
     raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
