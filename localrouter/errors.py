@@ -28,7 +28,7 @@ class LocalRouterError(Exception):
 
     def to_ollama_body(self) -> dict[str, Any]:
         """The same error as Ollama's API shapes it (for /api/chat and the rest)."""
-        return {"error": self.message}
+        return ollama_error_body(self.message, self.status)
 
 
 class BadRequest(LocalRouterError):
@@ -130,3 +130,8 @@ def error_body(
     message: str, error_type: str, code: str | None, param: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
+
+
+def ollama_error_body(message: str, _status: int) -> dict[str, Any]:
+    """Ollama's error shape: the message alone (the status is the response's)."""
+    return {"error": message}

@@ -24,14 +24,12 @@ from localrouter.errors import (
 from localrouter.key_pool import NoKeyFree
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
-from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.proxy import RequestBody, chat_route, listing, rewritten
 from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, model_request, request_json
 from localrouter.secrets import redact_bytes
 from localrouter.state import CLIENT, REGISTRY, SETTINGS
-
-MAX_ERROR_BODY = 64 * 1024
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -139,11 +137,7 @@ def _client_headers(request: web.Request) -> dict[str, str]:
 async def _upstream_error(
     upstream: UpstreamResponse, http: UpstreamClient, where: Where
 ) -> web.Response:
-    """The upstream's status, with its own message (redacted) in Anthropic's shape."""
-    detail = upstream_message(await upstream.content.read(MAX_ERROR_BODY), http.secrets)
-    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
-    body = orjson.dumps(anthropic_error_body(text, upstream.status))
-    return web.Response(body=body, status=upstream.status, content_type=JSON)
+    return await proxy.upstream_error_shaped(upstream, http, where, anthropic_error_body)
 
 
 # A local count, for instances without a native count_tokens: about four characters a token

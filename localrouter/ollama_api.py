@@ -17,18 +17,25 @@ from aiohttp import web
 from localrouter import attempts
 from localrouter.bridge import an_object, translate_stream, whole_answer
 from localrouter.chat_to_ollama import OllamaAnswer, OllamaStream, ndjson
-from localrouter.errors import BadRequest, LocalRouterError
+from localrouter.errors import BadRequest, LocalRouterError, ollama_error_body
 from localrouter.ollama_models import our_id
 from localrouter.ollama_to_chat import chat_request, generate_request, streams
 from localrouter.providers.base import Wire
-from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
-from localrouter.proxy import Call, Forwarded, RequestBody, chat_route, listing, rewritten
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
+from localrouter.proxy import (
+    Call,
+    Forwarded,
+    RequestBody,
+    chat_route,
+    listing,
+    rewritten,
+    upstream_error_shaped,
+)
 from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, request_json
 from localrouter.secrets import redact_bytes
 
 NDJSON = "application/x-ndjson"
-MAX_ERROR_BODY = 64 * 1024
 
 
 class NotServedHere(LocalRouterError):
@@ -117,12 +124,7 @@ class OllamaPlan:
 async def _upstream_error(
     upstream: UpstreamResponse, http: UpstreamClient, where: Where
 ) -> web.Response:
-    """The upstream's status, with its own message (redacted) in Ollama's shape."""
-    detail = upstream_message(await upstream.content.read(MAX_ERROR_BODY), http.secrets)
-    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
-    return web.Response(
-        body=orjson.dumps({"error": text}), status=upstream.status, content_type=JSON
-    )
+    return await upstream_error_shaped(upstream, http, where, ollama_error_body)
 
 
 class Native(Forwarded):

@@ -6,7 +6,7 @@ other keys', its fallbacks'."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from aiohttp import web
 
 from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error_body
 from localrouter.providers.base import ModelInfo, Wire
-from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
+from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
 from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.responses import JSON, json_response
 from localrouter.routing import add_cors
@@ -297,6 +297,23 @@ async def upstream_error(
         error_body(message, "upstream_error", f"upstream_{upstream.status}"),
         status=upstream.status,
     )
+
+
+ERROR_SNIPPET_BYTES = 64 * 1024
+
+
+async def upstream_error_shaped(
+    upstream: UpstreamResponse,
+    http: UpstreamClient,
+    where: Where,
+    shape: Callable[[str, int], dict[str, Any]],
+) -> web.Response:
+    """The upstream's status, with its own message (redacted) in another protocol's error
+    shape (`shape(message, status)`: Anthropic's, Ollama's)."""
+    detail = upstream_message(await upstream.content.read(ERROR_SNIPPET_BYTES), http.secrets)
+    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
+    body = orjson.dumps(shape(text, upstream.status))
+    return web.Response(body=body, status=upstream.status, content_type=JSON)
 
 
 def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
