@@ -89,8 +89,7 @@ async def _in_turn(
                     key = pool.pick()
                 except NoKeyFree as none:
                     failure = _no_key(none, pool)
-                    if attempts:
-                        failure.headers.update(shown)
+                    failure.headers.update(shown)  # this model's last call, if it made one
                     break
             attempts += 1
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)}

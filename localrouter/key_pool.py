@@ -57,9 +57,6 @@ class KeyPool:
         self._keys = [_KeyState() for _ in range(size)]
         self._next = 0
 
-    def __len__(self) -> int:
-        return len(self._keys)
-
     def name(self, index: int) -> str:
         return f"{self.instance} key #{index + 1}"
 
