@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ollama
@@ -17,7 +18,9 @@ from aiohttp.test_utils import TestServer, unused_port
 from localrouter.app import create_app
 from localrouter.errors import ConfigError
 from localrouter.serve import listen
+from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, settings_from
+from tests.test_reload import write_config
 
 KEY = "sk-ollama-upstream-key-5f3a9c"
 WEATHER_TOOL = {
@@ -304,3 +307,30 @@ def test_ollama_client_needs_a_port_and_a_known_client():
         settings_from({"server": {"ollama_client": "x"}})
     with pytest.raises(ConfigError, match="no client named 'x'"):
         settings_from({"server": {"ollama_client": "x", "ollama_port": 11434}})
+
+
+async def test_the_ollama_client_reloads_live(
+    upstream: ChatServer, clock: FakeClock, tmp_path: Path
+):
+    main_port, ollama_port = unused_port(), unused_port()
+    clients = [
+        {"name": "copilot", "token": "copilot-7a6b5c", "allow": ["*gpt-4o*"]},
+        {"name": "zed", "token": "zed-token-9e8d7c", "allow": ["*embedding*"]},
+    ]
+    server = {"port": main_port, "ollama_port": ollama_port, "ollama_client": "copilot"}
+    first = config(upstream.url, server=server, clients=clients)
+    path = tmp_path / "config.yaml"
+    write_config(path, first)
+    app = create_app(settings_from(first), clock=clock, config_path=path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await listen(runner, settings_from(first))
+    try:
+        async with ollama.AsyncClient(host=f"http://127.0.0.1:{ollama_port}") as api:
+            assert [m.model for m in (await api.list()).models] == ["oa/gpt-4o:latest"]
+            write_config(path, {**first, "server": {**server, "ollama_client": "zed"}})
+            assert await app[RELOADER].reload()
+            names = [m.model for m in (await api.list()).models]
+            assert names == ["oa/text-embedding-3-small:latest"]
+    finally:
+        await runner.cleanup()
