@@ -79,18 +79,20 @@ class MessagesPlan:
         return proxy.Call(route, "chat/completions", chat, streamed, reply)
 
 
-class Translated:
+class AnthropicErrors(proxy.ShapedErrors):
+    """Upstream refusals in Anthropic's shape."""
+
+    __slots__ = ()
+    error_shape = staticmethod(anthropic_error_body)
+
+
+class Translated(AnthropicErrors):
     """A Chat Completions answer, whole or streamed, as Messages (chat_to_messages.py)."""
 
     __slots__ = ("model", "streamed", "thinking")
 
     def __init__(self, model: str, *, thinking: bool, streamed: bool) -> None:
         self.model, self.thinking, self.streamed = model, thinking, streamed
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await _upstream_error(upstream, http, where)
 
     async def answer(
         self,
@@ -110,13 +112,8 @@ class Translated:
         )
 
 
-class Native(proxy.Forwarded):
+class Native(AnthropicErrors, proxy.Forwarded):
     """The answer of an instance that speaks Messages, as it is; errors in Anthropic's shape."""
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await _upstream_error(upstream, http, where)
 
     def broken(self, message: str) -> bytes:
         return sse([("error", anthropic_error_body(message, 502))])
@@ -132,12 +129,6 @@ def _client_headers(request: web.Request) -> dict[str, str]:
     return {
         name: value for name in _CLIENT_HEADERS if (value := request.headers.get(name)) is not None
     }
-
-
-async def _upstream_error(
-    upstream: UpstreamResponse, http: UpstreamClient, where: Where
-) -> web.Response:
-    return await proxy.upstream_error_shaped(upstream, http, where, anthropic_error_body)
 
 
 # A local count, for instances without a native count_tokens: about four characters a token

@@ -26,10 +26,10 @@ from localrouter.proxy import (
     Call,
     Forwarded,
     RequestBody,
+    ShapedErrors,
     chat_route,
     listing,
     rewritten,
-    upstream_error_shaped,
 )
 from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, request_json
@@ -121,39 +121,30 @@ class OllamaPlan:
         return Call(route, "embeddings", orjson.dumps(wanted), False, reply)
 
 
-async def _upstream_error(
-    upstream: UpstreamResponse, http: UpstreamClient, where: Where
-) -> web.Response:
-    return await upstream_error_shaped(upstream, http, where, ollama_error_body)
+class OllamaErrors(ShapedErrors):
+    """Upstream refusals in Ollama's shape."""
+
+    __slots__ = ()
+    error_shape = staticmethod(ollama_error_body)
 
 
-class Native(Forwarded):
+class Native(OllamaErrors, Forwarded):
     """An `ollama` instance's answer, as it is; errors in Ollama's shape."""
 
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await _upstream_error(upstream, http, where)
-
     def broken(self, message: str) -> bytes:
-        return orjson.dumps({"error": message}) + b"\n"
+        return orjson.dumps(ollama_error_body(message, 502)) + b"\n"
 
 
 NATIVE = Native()
 
 
-class Translated:
+class Translated(OllamaErrors):
     """A Chat Completions answer, whole or streamed, as Ollama's."""
 
     __slots__ = ("shape", "streamed")
 
     def __init__(self, shape: OllamaAnswer, streamed: bool) -> None:
         self.shape, self.streamed = shape, streamed
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await _upstream_error(upstream, http, where)
 
     async def answer(
         self,
@@ -174,18 +165,13 @@ class Translated:
         )
 
 
-class Embedded:
+class Embedded(OllamaErrors):
     """An embeddings answer as `/api/embed` (`embeddings`) or `/api/embeddings` (`embedding`)."""
 
     __slots__ = ("legacy", "name")
 
     def __init__(self, name: str, *, legacy: bool) -> None:
         self.name, self.legacy = name, legacy
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await _upstream_error(upstream, http, where)
 
     async def answer(
         self,

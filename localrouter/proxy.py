@@ -316,6 +316,18 @@ async def upstream_error_shaped(
     return web.Response(body=body, status=upstream.status, content_type=JSON)
 
 
+class ShapedErrors:
+    """A reply whose upstream refusals are rendered in its protocol's error shape."""
+
+    __slots__ = ()
+    error_shape: Callable[[str, int], dict[str, Any]]
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error_shaped(upstream, http, where, self.error_shape)
+
+
 def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
     passed = {
         name: value
