@@ -11,7 +11,7 @@ from localrouter.errors import BadRequest
 from localrouter.providers.http import display_url
 from localrouter.registry import Instance
 from localrouter.responses import json_response, request_json
-from localrouter.state import REGISTRY, RELOADER, SETTINGS
+from localrouter.state import FLEET, REGISTRY, RELOADER, SETTINGS
 
 
 def instance_status(instance: Instance) -> dict[str, Any]:
@@ -32,7 +32,11 @@ async def cache_stats(request: web.Request) -> web.Response:
     }
     lookups = totals["hits"] + totals["misses"]
     hit_rate = round(100.0 * totals["hits"] / lookups, 2) if lookups else 0.0
-    return json_response({**totals, "hit_rate_percent": hit_rate, "instances": per_instance})
+    shown = {**totals, "hit_rate_percent": hit_rate, "instances": per_instance}
+    if (fleet := request.app[FLEET]) is not None:
+        # Every daemon's totals, summed; null while Redis cannot be reached.
+        shown["fleet"] = await fleet.fleet_counters()
+    return json_response(shown)
 
 
 async def cache_clear(request: web.Request) -> web.Response:
@@ -48,7 +52,13 @@ async def cache_clear(request: web.Request) -> web.Response:
             f"instance: no instance named {name!r}; known instances: {known}", param="instance"
         )
     cleared = registry.expire([name] if name else None)
-    return json_response({"success": True, "cleared": cleared})
+    fleet = request.app[FLEET]
+    if fleet is not None:
+        await fleet.expire_everywhere(cleared)
+    shown: dict[str, Any] = {"success": True, "cleared": cleared}
+    if fleet is not None:
+        shown["fleet"] = "expired on every daemon" if fleet.up else "redis unreachable: here only"
+    return json_response(shown)
 
 
 async def providers(request: web.Request) -> web.Response:
@@ -95,6 +105,17 @@ async def health(request: web.Request) -> web.Response:
     reasons += reload_state.restart_needed
     reasons += [f"instance {name}: {error}" for name, error in failing.items()]
     reasons += refused_keys
+    fleet = app[FLEET]
+    if fleet is not None and not fleet.up:
+        reasons.append(
+            f"fleet: redis unreachable ({fleet.problem}); serving this daemon's own lists, "
+            "reconnecting"
+        )
+    shown_fleet = (
+        {"redis": fleet.shown_url, "connected": fleet.up, "daemon": fleet.daemon}
+        if fleet is not None
+        else None
+    )
     return json_response(
         {
             "status": "degraded" if reasons else "ok",
@@ -107,5 +128,6 @@ async def health(request: web.Request) -> web.Response:
             },
             "failing_instances": failing,
             "notes": notes,
+            "fleet": shown_fleet,
         }
     )

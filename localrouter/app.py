@@ -26,6 +26,7 @@ from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
 from localrouter.errors import LocalRouterError
+from localrouter.fleet import Fleet
 from localrouter.live_settings import LiveSettings
 from localrouter.lmstudio_models import lmstudio_model
 from localrouter.log import SecretRedactor
@@ -50,6 +51,7 @@ from localrouter.state import (
     CACHE_DIR,
     CLOCK,
     DETAILED_CACHE,
+    FLEET,
     GUARD,
     HTTP_SESSION,
     METRICS,
@@ -176,13 +178,19 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         catalog = CatalogStore(app[CACHE_DIR])
         await asyncio.to_thread(catalog.current)  # loaded before the first fetch needs it
         cache_dir = app[CACHE_DIR]
+        fleet = app[FLEET] = Fleet(settings.fleet, app[CLOCK]) if settings.fleet.enabled else None
+        if fleet is not None:
+            await fleet.start()  # before the first fetch, so that it can be the fleet's one
         registry = Registry(
             settings,
             SessionTransport(app[HTTP_SESSION]),
             clock=app[CLOCK],
             catalog=catalog,
             lists_dir=cache_dir / "lists" if cache_dir else None,
+            fleet=fleet,
         )
+        if fleet is not None:
+            fleet.counters = registry.counters
         app[SETTINGS].subscribe(registry.apply)
         app[REGISTRY] = registry
         registry.warm_up()
@@ -191,6 +199,8 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         warming.cancel()
         await asyncio.gather(warming, return_exceptions=True)
         await registry.close()
+        if fleet is not None:
+            await fleet.close()
 
     return context
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -45,6 +45,27 @@ class ModelList:
 Fallback = Callable[[], Awaitable[ModelList | None]]  # may read a file: never on the loop
 
 
+class FleetList(Protocol):
+    """This instance's list as the daemons of a fleet share it (shared_lists.py). Every
+    method answers within a short bound, and as if there were no fleet when Redis is gone."""
+
+    def attach(self, cache: ModelCache) -> None: ...
+    def detach(self) -> None: ...
+    async def newer(self, than: float) -> ModelList | None:
+        """The shared list if it was fetched after `than` (a fetched_at)."""
+
+    async def lead(self) -> bool:
+        """Whether to call the upstream: True when this daemon holds the fleet's lock for the
+        instance (or there is no fleet to ask), False when another daemon is calling."""
+
+    async def follow(self, than: float) -> ModelList | str | None:
+        """Wait for the daemon that leads: its list, its error, or None if it left neither."""
+
+    async def publish(self, models: ModelList) -> None: ...
+    async def failed(self, error: str) -> None: ...
+    async def release(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     """What one request gets from one instance: a list and how to describe it right now."""
@@ -77,6 +98,7 @@ class CacheCounters:
     fallbacks: int = 0
     upstream_calls: int = 0
     upstream_errors: int = 0
+    fleet_lists: int = 0  # lists taken from another daemon of the fleet instead of the upstream
 
 
 def backoff_seconds(failures: int) -> float:
@@ -95,6 +117,7 @@ class ModelCache:
         log_context: dict[str, Any] | None = None,
         on_new_list: Callable[[ModelList], None] | None = None,
         counters: CacheCounters | None = None,
+        fleet: FleetList | None = None,
     ) -> None:
         self._on_new_list = on_new_list
         self._fetch = fetch
@@ -117,6 +140,11 @@ class ModelCache:
         self._retry_at = 0.0
         self.last_error: str | None = None
         self.counters = counters if counters is not None else CacheCounters()
+        self._fleet = fleet
+        self._taking: asyncio.Task[None] | None = None  # a list another daemon announced
+        self._announcing: set[asyncio.Task[None]] = set()  # what this daemon tells the fleet
+        if fleet is not None:
+            fleet.attach(self)
 
     @property
     def current(self) -> ModelList | None:
@@ -205,10 +233,30 @@ class ModelCache:
             self._task.cancel()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
+        if self._fleet is not None:
+            self._fleet.detach()
+        tasks = [t for t in (self._task, self._taking) if t is not None and not t.done()]
+        self._task = self._taking = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._announcing, return_exceptions=True)
+
+    def fleet_list_changed(self) -> None:
+        """Another daemon published a list (or the periodic check found one): take it unless
+        a refresh, which reads it anyway, is under way."""
+        if self._fleet is not None and self._task is None and self._taking is None:
+            self._taking = asyncio.create_task(self._take_from_fleet(self._fleet))
+
+    async def _take_from_fleet(self, fleet: FleetList) -> None:
+        try:
+            if (found := await fleet.newer(self._fetched_at())) is not None:
+                self._install(found, from_fleet=True)
+        finally:
+            self._taking = None
+
+    def _fetched_at(self) -> float:
+        current = self._list
+        return current.fetched_at if current is not None else float("-inf")
 
     def _describe(self, current: ModelList) -> Served:
         stale = current.source is Source.LIVE and self._clock() >= current.expires_at
@@ -231,37 +279,89 @@ class ModelCache:
         return self._task
 
     async def _refresh(self) -> None:
+        fleet, leading = self._fleet, False
+        try:
+            if fleet is not None:
+                found = await fleet.newer(self._fetched_at())
+                if found is not None:
+                    self._install(found, from_fleet=True)
+                    if self._clock() < found.expires_at:
+                        return
+                leading = await fleet.lead()
+                if not leading:
+                    followed = await fleet.follow(self._fetched_at())
+                    if isinstance(followed, ModelList):
+                        self._install(followed, from_fleet=True)
+                        return
+                    if followed is not None:
+                        self._record_failure(followed)
+                        return
+                    leading = await fleet.lead()  # the leader left nothing: call it ourselves
+            error = await self._fetch_and_install()
+            if fleet is not None and leading:
+                # Callers waiting for this refresh need not wait for the fleet to hear of it.
+                announcing = asyncio.create_task(self._announce(fleet, error))
+                self._announcing.add(announcing)
+                announcing.add_done_callback(self._announcing.discard)
+                leading = False
+        finally:
+            self._task = None
+            if fleet is not None and leading:  # cancelled before the answer: let others try
+                await asyncio.shield(fleet.release())
+
+    async def _announce(self, fleet: FleetList, error: str | None) -> None:
+        """Tell the fleet what this daemon's call brought, then let go of its lock."""
+        try:
+            if error is None and self._list is not None:
+                await fleet.publish(self._list)
+            elif error is not None:
+                await fleet.failed(error)
+        finally:
+            await fleet.release()
+
+    async def _fetch_and_install(self) -> str | None:
+        """Call the upstream; the error recorded if it failed."""
         self.counters.upstream_calls += 1
         try:
             models = await self._fetch()
         except UpstreamError as exc:
-            self._record_failure(exc.message)
-            return
+            return self._record_failure(exc.message)
         except Exception as exc:  # an adapter bug must not take the daemon down
             self._log.exception("provider.fetch_crashed")
-            self._record_failure(f"internal error while listing models: {type(exc).__name__}")
-            return
-        finally:
-            self._task = None
+            return self._record_failure(
+                f"internal error while listing models: {type(exc).__name__}"
+            )
         if not models and self._list is not None and self._list.models:
-            self._record_failure("the upstream returned no models; keeping the previous list")
-            return
+            return self._record_failure(
+                "the upstream returned no models; keeping the previous list"
+            )
         now = self._clock()
-        self._list = ModelList(tuple(models), self._fetched_source, now, now + self._ttl)
-        if self._on_new_list is not None:
-            self._on_new_list(self._list)
-        self._failures = 0
-        self._retry_at = 0.0
-        self.last_error = None
-        self._log.info("provider.models_refreshed", count=len(models))
+        self._install(ModelList(tuple(models), self._fetched_source, now, now + self._ttl))
+        return None
 
-    def _record_failure(self, message: str) -> None:
+    def _install(self, models: ModelList, *, from_fleet: bool = False) -> None:
+        current = self._list
+        if from_fleet:
+            if current is not None and models.fetched_at <= current.fetched_at:
+                return  # what we have is as new (a list announced twice, or our own)
+            self.counters.fleet_lists += 1
+        self._list = models
+        if self._on_new_list is not None:
+            self._on_new_list(models)
+        if self._clock() < models.expires_at:
+            self._failures = 0
+            self._retry_at = 0.0
+            self.last_error = None
+        self._log.info("provider.models_refreshed", count=len(models.models), fleet=from_fleet)
+
+    def _record_failure(self, message: str) -> str:
         self.counters.upstream_errors += 1
         self._failures += 1
         delay = backoff_seconds(self._failures)
         self._retry_at = self._clock() + delay
         self.last_error = message
         self._log.warning("provider.refresh_failed", error=message, retry_in_seconds=delay)
+        return message
 
     async def _serve_fallback(self) -> Served | None:
         async with self._fallback_lock:  # concurrent first requests read the chain once

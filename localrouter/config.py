@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal, Self
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -237,12 +238,50 @@ class ClientSettings(_Strict):
         return value
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class FleetSettings(_Strict):
+    """Several daemons sharing lists, locks and key cooldowns through one Redis (fleet.py)."""
+
+    redis_url: SecretStr | None = None  # may hold a password: a secret, never shown
+    key_prefix: str = Field(default="localrouter:", min_length=1, max_length=64)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        if not value.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"expected a {', '.join(REDIS_SCHEMES)} URL (not shown)")
+        try:
+            import redis.asyncio  # noqa: F401  (only checked: fleet.py imports it when used)
+        except ImportError:
+            raise ValueError(
+                "needs the redis client, an optional extra: pip install 'localrouter[fleet]'"
+            ) from None
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis_url is not None
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """The password in redis_url, as written and as Redis receives it (unquoted)."""
+        if self.redis_url is None:
+            return ()
+        password = urlsplit(self.redis_url.get_secret_value()).password
+        return (password, unquote(password)) if password else ()
+
+
 class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     providers: list[ProviderSettings] = Field(default_factory=list)
     model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     clients: list[ClientSettings] = Field(default_factory=list)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
@@ -345,7 +384,8 @@ class Settings(_Strict):
     def secret_values(self) -> tuple[str, ...]:
         token = (self.server.auth_token.get_secret_value(),) if self.server.auth_token else ()
         clients = tuple(client.token.get_secret_value() for client in self.clients)
-        return token + clients + tuple(s for p in self.providers for s in p.secret_values)
+        providers = tuple(s for p in self.providers for s in p.secret_values)
+        return token + clients + providers + self.fleet.secret_values
 
 
 def _duplicate(names: list[str]) -> tuple[int, int, str] | None:

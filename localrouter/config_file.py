@@ -74,6 +74,9 @@ def literal_secrets_exposed(path: Path) -> list[str]:
     server = raw.get("server")
     if isinstance(server, dict) and _literal(server.get("auth_token")):
         found.append("server.auth_token")
+    fleet = raw.get("fleet")
+    if isinstance(fleet, dict) and _literal(url := fleet.get("redis_url")) and "@" in str(url):
+        found.append("fleet.redis_url")
     providers = raw.get("providers")
     for index, entry in enumerate(providers if isinstance(providers, list) else []):
         if not isinstance(entry, dict):
@@ -276,6 +279,9 @@ def _literal_secrets(raw: dict[str, Any]) -> list[str]:
     server = raw.get("server")
     if isinstance(server, dict):
         found.append(server.get("auth_token"))
+    fleet = raw.get("fleet")
+    if isinstance(fleet, dict):
+        found.append(fleet.get("redis_url"))
     providers = raw.get("providers")
     for entry in providers if isinstance(providers, list) else []:
         if isinstance(entry, dict):

@@ -42,7 +42,9 @@ class NoKeyFree(Exception):
 
 
 @dataclass(slots=True)
-class _KeyState:
+class KeyState:
+    """One key's standing; shared with the other daemons of a fleet (fleet.py)."""
+
     resting_until: float = 0.0
     limited_in_a_row: int = 0
     refused_with: int | None = None  # the status that put it out
@@ -54,8 +56,10 @@ class KeyPool:
     def __init__(self, instance: str, size: int, clock: Callable[[], float]) -> None:
         self.instance = instance
         self._clock = clock
-        self._keys = [_KeyState() for _ in range(size)]
+        self._keys = [KeyState() for _ in range(size)]
         self._next = 0
+        # Told of every rest and refusal decided here (a fleet shares them); not of those told.
+        self.on_change: Callable[[int, KeyState], None] | None = None
 
     def name(self, index: int) -> str:
         return f"{self.instance} key #{index + 1}"
@@ -86,13 +90,26 @@ class KeyPool:
                 rest = min(FIRST_BACKOFF_SECONDS * 2**key.limited_in_a_row, MAX_BACKOFF_SECONDS)
             key.limited_in_a_row += 1
             key.resting_until = self._clock() + rest
+            self._changed(index)
             return True
         if status in REFUSED:
             key.refused_with = status
+            self._changed(index)
             return True
         if status < 400:
             key.limited_in_a_row = 0
         return False
+
+    def told(self, index: int, resting_until: float, refused_with: int | None) -> None:
+        """Another daemon's word on key `index`: it rests until then, or was refused."""
+        key = self._keys[index]
+        key.resting_until = max(key.resting_until, resting_until)
+        if refused_with is not None and key.refused_with is None:
+            key.refused_with = refused_with
+
+    def _changed(self, index: int) -> None:
+        if self.on_change is not None:
+            self.on_change(index, self._keys[index])
 
     def status(self) -> list[dict[str, Any]]:
         """Each key by position: ok, resting (and for how long) or refused (and how)."""

@@ -165,6 +165,7 @@ class _StateCollector(Collector):
                 "fallbacks",
                 "Answers from a fallback (persisted, catalog, static)",
             ),
+            "fleet_lists": ("fleet_lists", "Lists taken from another daemon of the fleet"),
         }
         for name, (counter, help_text) in counters.items():
             family = CounterMetricFamily(f"localrouter_{name}", help_text, labels=["instance"])

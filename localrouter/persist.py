@@ -8,23 +8,19 @@ are never written.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import stat
 import tempfile
-import types
-import typing
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
 import structlog
 
 from localrouter.cache import ModelList, Source
 from localrouter.jsonload import INLINE_BYTES, loads_in_steps
-from localrouter.offload import dismantle, dumps_array_in_steps, heavy
-from localrouter.providers.base import CatalogRef, ModelInfo
+from localrouter.model_codec import models_document, read_model
+from localrouter.offload import heavy
+from localrouter.providers.base import ModelInfo
 from localrouter.providers.http import display_url
 from localrouter.providers.parsing import sane_models
 
@@ -83,7 +79,7 @@ class ListStore:
             if any(document.get(key) != value for key, value in self._identity.items()):
                 self._ignore("written for another instance or URL")
                 return None
-            listed = [_model(item) for item in document["models"]]
+            listed = [read_model(item) for item in document["models"]]
             models = tuple(sane_models(listed, self._identity["instance"]))
             fetched_at = float(document["fetched_at"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -139,12 +135,8 @@ class ListStore:
         if models.models == self._written:
             return
         try:
-            head = orjson.dumps(
-                {"format": FORMAT, **self._identity, "fetched_at": models.fetched_at}
-            )
-            plain = [model.plain() for model in models.models]
-            data = dumps_array_in_steps(plain, prefix=head[:-1] + b',"models":', suffix=b"}")
-            dismantle(plain)  # 100,000 dicts freed a slice at a time, not in one cascade
+            head = {"format": FORMAT, **self._identity, "fetched_at": models.fetched_at}
+            data = models_document(head, models.models)
         except orjson.JSONEncodeError as exc:
             log.error("persist.unserialisable", path=str(self.path), error=str(exc))
             return
@@ -154,79 +146,3 @@ class ListStore:
     def _ignore(self, why: str) -> None:
         log.warning("persist.file_ignored", path=str(self.path), reason=why)
         return
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected text")
-    return value
-
-
-def _whole(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
-        raise TypeError("expected a whole number in range")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("expected true or false")
-    return value
-
-
-def _words(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError("expected a list of text")
-    return tuple(value)
-
-
-def _prices(value: Any) -> dict[str, float]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        for k, v in value.items()
-    ):
-        raise TypeError("expected prices")
-    return {k: float(v) for k, v in value.items()}
-
-
-def _catalog(value: Any) -> CatalogRef:
-    if not isinstance(value, dict):
-        raise TypeError("expected a catalog reference")
-    return CatalogRef(_text(value.get("id")), _text(value.get("matched_via")))
-
-
-# How each type a ModelInfo field has is read back; a field of the wrong type spoils the file.
-_READER_BY_TYPE: dict[Any, Callable[[Any], Any]] = {
-    str: _text,
-    int: _whole,
-    bool: _flag,
-    tuple[str, ...]: _words,
-    Mapping[str, float]: _prices,
-    CatalogRef: _catalog,
-}
-
-
-def _readers() -> dict[str, Callable[[Any], Any]]:
-    """A reader per ModelInfo field, from its type: a new field needs nothing here unless its
-    type is new (then this fails at import, naming it)."""
-    hints = typing.get_type_hints(ModelInfo)
-    readers = {}
-    for field in dataclasses.fields(ModelInfo):
-        kinds = [k for k in typing.get_args(hints[field.name]) if k is not type(None)]
-        kind = kinds[0] if isinstance(hints[field.name], types.UnionType) else hints[field.name]
-        if kind not in _READER_BY_TYPE:
-            raise TypeError(f"persist: no reader for ModelInfo.{field.name} ({kind})")
-        readers[field.name] = _READER_BY_TYPE[kind]
-    return readers
-
-
-_READERS = _readers()
-
-
-def _model(item: Any) -> ModelInfo:
-    if not isinstance(item, dict) or "id" not in item:
-        raise TypeError("a model entry without an id")
-    unknown = set(item) - set(_READERS)
-    if unknown:
-        raise TypeError(f"unexpected fields {sorted(unknown)}")
-    return ModelInfo(**{key: _READERS[key](value) for key, value in item.items()})

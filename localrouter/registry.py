@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import aiohttp
 import structlog
@@ -41,6 +41,9 @@ from localrouter.providers.base import (
 )
 from localrouter.providers.http import Transport, UpstreamClient
 from localrouter.providers.parsing import sane_models
+
+if TYPE_CHECKING:
+    from localrouter.fleet import Fleet
 
 log = structlog.get_logger(__name__)
 
@@ -155,8 +158,10 @@ class Registry:
         clock: Clock = time.time,
         catalog: CatalogStore | None = None,
         lists_dir: Path | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self._transport = transport
+        self.fleet = fleet
         self._lists_dir = lists_dir
         self._clock = clock
         self._catalog = catalog
@@ -342,6 +347,10 @@ class Registry:
             fallbacks.append(partial(self._catalog_fallback, catalog_provider))
         if spec.static_models:
             fallbacks.append(self._static_fallback(spec.static_models))
+        shared = self.fleet is not None and base is None  # a caller's key is never shared
+        if shared and pool is not None:
+            assert self.fleet is not None
+            self.fleet.share_pool(pool, provider)
         cache = ModelCache(
             fetch,
             ttl_seconds=settings.ttl_for(provider),
@@ -353,6 +362,7 @@ class Registry:
             counters=self._counters.setdefault(provider.name, CacheCounters())
             if base is None
             else None,
+            fleet=self.fleet.shared_list(provider) if self.fleet and shared else None,
         )
         return Instance(provider, adapter, http, cache, base=base, store=store, keys=pool)
 

@@ -47,6 +47,7 @@ class ConfigReloader:
         self.path = path
         self._env = env
         self._started_with = live.current.server
+        self._fleet_started_with = live.current.fleet
         self._lock = asyncio.Lock()
         self.state = ReloadState()
 
@@ -75,6 +76,8 @@ class ConfigReloader:
             for key in ("host", "port", "ollama_port")
             if getattr(settings.server, key) != getattr(self._started_with, key)
         ]
+        if settings.fleet != self._fleet_started_with:
+            self.state.restart_needed.append("fleet changed: restart to apply")
         if settings == previous and origin == self._live.origin:
             return
         if self._redactor is not None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from localrouter.cache import Clock
     from localrouter.client_views import ViewCaches
     from localrouter.derived import DerivedCache
+    from localrouter.fleet import Fleet
     from localrouter.live_settings import LiveSettings
     from localrouter.log import SecretRedactor
     from localrouter.metrics import Metrics
@@ -32,6 +33,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 REDACTOR: web.AppKey[SecretRedactor] = web.AppKey("redactor")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+FLEET: web.AppKey[Fleet | None] = web.AppKey("fleet")  # with fleet.redis_url: the shared Redis
 RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 MODELS_VIEW: web.AppKey[ModelsView] = web.AppKey("models_view")
 DETAILED_CACHE: web.AppKey[DetailedCache] = web.AppKey("detailed_cache")
