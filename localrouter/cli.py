@@ -35,6 +35,7 @@ from localrouter.config_file import (
 )
 from localrouter.errors import ConfigError, UpstreamError
 from localrouter.providers import PROVIDERS
+from localrouter.providers.http import display_url
 from localrouter.systemd import install_unit
 
 
@@ -194,5 +195,8 @@ def describe(loaded: LoadedConfig) -> str:
     for client in settings.clients:  # never the token
         allowed = ", ".join(client.allow) if client.allow is not None else "everything"
         lines.append(f"client {client.name}: token set, allows {allowed}")
+    if (redis_url := settings.fleet.redis_url) is not None:  # never the password
+        shown = display_url(redis_url.get_secret_value())
+        lines.append(f"fleet: {shown}  key prefix {settings.fleet.key_prefix!r}")
     lines += [f"note: {note}" for note in settings.notes]
     return "\n".join(lines)

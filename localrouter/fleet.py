@@ -228,6 +228,7 @@ class Fleet:
         for raw in reports:
             report = _json(raw)
             if not isinstance(report, dict):
+                log.warning("fleet.foreign_report_ignored", prefix=self.prefix)
                 continue
             totals["daemons"] += 1
             for counters in report.values():

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.cli import main
 from localrouter.errors import ConfigError
 from localrouter.state import RELOADER
 from tests.conftest import eventually, openai_compatible, settings_from
@@ -450,3 +451,13 @@ async def test_a_changed_fleet_needs_a_restart(tmp_path, upstream, daemon):
     assert await client.app[RELOADER].reload()
     health = await (await client.get("/health")).json()
     assert health["config"]["restart_needed"] == ["fleet changed: restart to apply"]
+
+
+def test_check_shows_the_fleet_without_its_password(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"fleet:\n  redis_url: redis://:{PASSWORD}@10.0.0.5:6379/2\n")
+    path.chmod(0o600)
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fleet: redis://10.0.0.5:6379/2  key prefix 'localrouter:'" in out
+    assert PASSWORD not in out
