@@ -461,3 +461,19 @@ def test_check_shows_the_fleet_without_its_password(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fleet: redis://10.0.0.5:6379/2  key prefix 'localrouter:'" in out
     assert PASSWORD not in out
+
+
+async def test_a_list_fetched_with_a_callers_key_is_never_shared(
+    redis_server, upstreams, fleet, session
+):
+    alpha = await upstreams(["m"])
+    first, second = await fleet([config(redis_server, lab("alpha", alpha))] * 2)
+    assert await model_ids(session, first) == ["alpha/m"]
+    shared_before = await redis_server.command("KEYS", "test:list:*")
+    own_key = {"X-Openai-Compatible-Key": "sk-callers-own-key-1234"}
+    for daemon in (first, second):
+        async with session.get(f"{daemon.url}/api/models", headers=own_key) as reply:
+            assert reply.status == 200
+    assert alpha.calls == 3  # the fleet's one, then each daemon's own with the caller's key
+    assert await redis_server.command("KEYS", "test:list:*") == shared_before
+    assert b"sk-callers-own-key" not in await redis_server.command("KEYS", "*")
