@@ -95,19 +95,6 @@ def start_daemons(stack: ExitStack, workdir: Path, config: Path, count: int) -> 
     return urls
 
 
-async def health(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(f"{url}/health") as reply:
-                    if reply.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"{url} did not start")
-
-
 async def count_calls(
     args: argparse.Namespace, workdir: Path, redis_url: str | None, case: str
 ) -> list[int]:
@@ -117,7 +104,7 @@ async def count_calls(
     write_config(config, [u.port for u in upstreams], redis_url, f"bench-{case}:")
     with ExitStack() as stack:
         urls = start_daemons(stack, workdir, config, args.daemons)
-        await asyncio.gather(*(health(url) for url in urls))
+        await asyncio.gather(*(wait_for(f"{url}/health") for url in urls))
         async with aiohttp.ClientSession() as session:
 
             async def listed(url: str) -> int:
