@@ -9,7 +9,10 @@ requests one at a time, and prints instructions per request for both and their r
 runs Python some 50 times slower), so keep --requests modest.
 
     python bench/instructions.py [--models 2000] [--requests 1000] [--gzip] [--client]
-                                 [PATH ...]          # default: /v1/models
+                                 [--fleet REDIS_URL] [PATH ...]   # default: /v1/models
+
+--fleet runs the daemon as one of a fleet sharing that Redis: what it does in the background
+(events, counter reports) while the requests run is counted too.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--client", action="store_true", help="as a client with an allowlist")
+    parser.add_argument("--fleet", metavar="REDIS_URL", help="with fleet.redis_url set to this")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
@@ -117,6 +121,7 @@ def main() -> None:
             f"'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {provider_ttl_overrides: {bench: 86400}, persist: false}\n"
             + (shaping if args.client else "")
+            + (f"fleet: {{redis_url: '{args.fleet}'}}\n" if args.fleet else "")
         )
         upstream = subprocess.Popen(
             [python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(args.models)]
@@ -132,6 +137,7 @@ def main() -> None:
             print(
                 f"{args.models} models, {args.requests} requests each, gzip "
                 f"{'on' if args.gzip else 'off'}, {'a client' if args.client else 'anyone'}"
+                + (", fleet on" if args.fleet else "")
             )
             for number, path in enumerate(args.paths):
                 raw, zipped = asyncio.run(fetch_bodies(base + path, headers))
