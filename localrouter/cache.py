@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_FIRST_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 60.0
+FOLLOW_ROUNDS = 2  # times a daemon waits on another daemon's call before making its own
 
 
 class Source(StrEnum):
@@ -287,8 +288,9 @@ class ModelCache:
                     self._install(found, from_fleet=True)
                     if self._clock() < found.expires_at:
                         return
-                leading = await fleet.lead()
-                if not leading:
+                for _ in range(FOLLOW_ROUNDS):
+                    if leading := await fleet.lead():
+                        break
                     followed = await fleet.follow(self._fetched_at())
                     if isinstance(followed, ModelList):
                         self._install(followed, from_fleet=True)
@@ -296,7 +298,7 @@ class ModelCache:
                     if followed is not None:
                         self._record_failure(followed)
                         return
-                    leading = await fleet.lead()  # the leader left nothing: call it ourselves
+                # Still not leading: two leaders left nothing, so call it ourselves, unlocked.
             error = await self._fetch_and_install()
             if fleet is not None and leading:
                 # Callers waiting for this refresh need not wait for the fleet to hear of it.
