@@ -52,11 +52,9 @@ async def cache_clear(request: web.Request) -> web.Response:
             f"instance: no instance named {name!r}; known instances: {known}", param="instance"
         )
     cleared = registry.expire([name] if name else None)
-    fleet = request.app[FLEET]
-    if fleet is not None:
-        await fleet.expire_everywhere(cleared)
     shown: dict[str, Any] = {"success": True, "cleared": cleared}
-    if fleet is not None:
+    if (fleet := request.app[FLEET]) is not None:
+        await fleet.expire_everywhere(cleared)
         shown["fleet"] = "expired on every daemon" if fleet.up else "redis unreachable: here only"
     return json_response(shown)
 

@@ -30,6 +30,7 @@ import structlog
 
 from localrouter.cache import CacheCounters, Clock
 from localrouter.config import FleetSettings, ProviderSettings
+from localrouter.jsonload import loads_or_none
 from localrouter.key_pool import KeyPool, KeyState
 from localrouter.providers.http import display_url
 from localrouter.secrets import redact
@@ -75,7 +76,7 @@ class Fleet:
         self.up = False
         self.problem: str | None = "not connected yet"
         self._lists: dict[str, SharedList] = {}
-        self._pools: weakref.WeakSet[KeyPool] = weakref.WeakSet()
+        # Each shared pool's key names by position (a pool a reload dropped leaves by itself).
         self._key_names: weakref.WeakKeyDictionary[KeyPool, tuple[str, ...]] = (
             weakref.WeakKeyDictionary()
         )
@@ -190,7 +191,6 @@ class Fleet:
         """Rests and refusals of this pool's keys reach every daemon that uses the same key
         with the same provider URL."""
         names = tuple(_key_name(provider.resolved_base_url, key) for key in provider.keys)
-        self._pools.add(pool)
         self._key_names[pool] = names
 
         def changed(index: int, state: KeyState) -> None:
@@ -226,7 +226,7 @@ class Fleet:
             return None
         totals: dict[str, Any] = {"daemons": 0}
         for raw in reports:
-            report = _json(raw)
+            report = loads_or_none(raw)
             if not isinstance(report, dict):
                 log.warning("fleet.foreign_report_ignored", prefix=self.prefix)
                 continue
@@ -243,7 +243,7 @@ class Fleet:
     async def _catch_up(self) -> None:
         for shared in list(self._lists.values()):
             await shared.check()
-        await self._catch_up_keys(list(self._pools))
+        await self._catch_up_keys(list(self._key_names))
         await self._report_counters()
 
     async def _report_counters(self) -> None:
@@ -261,10 +261,10 @@ class Fleet:
         values = await self.redis.mget([f"{self.prefix}key:{name}" for name in names])
         for name, raw in zip(names, values, strict=True):
             if raw is not None:
-                self._apply_key(name, _json(raw))
+                self._apply_key(name, loads_or_none(raw))
 
     def _on_event(self, raw: object) -> None:
-        event = _json(raw)
+        event = loads_or_none(raw)
         if (
             not isinstance(event, dict)
             or event.get("kind") not in EVENT_KINDS
@@ -288,8 +288,8 @@ class Fleet:
         if not isinstance(until, int | float) or not (refused is None or isinstance(refused, int)):
             log.warning("fleet.foreign_key_state_ignored", key=name)
             return
-        for pool in list(self._pools):
-            for index, mine in enumerate(self._key_names.get(pool, ())):
+        for pool, names in list(self._key_names.items()):
+            for index, mine in enumerate(names):
                 if mine == name:
                     pool.told(index, float(until), refused)
 
@@ -304,15 +304,6 @@ def identity(provider: ProviderSettings) -> str:
 
 def _key_name(base_url: str, key: str) -> str:
     return hashlib.sha256(f"{base_url}\0{key}".encode()).hexdigest()[:32]
-
-
-def _json(raw: object) -> Any:
-    if not isinstance(raw, bytes | str):
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
 
 
 async def _quietly(closing: Awaitable[Any]) -> None:

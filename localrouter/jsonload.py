@@ -146,3 +146,14 @@ class _Window:
 
     def _at(self) -> int:
         return self.consumed + self._position
+
+
+def loads_or_none(raw: object) -> Any:
+    """JSON text (bytes or str) decoded, or None for anything that is not JSON: for data
+    another process wrote, which is ignored, not trusted."""
+    if not isinstance(raw, bytes | str):
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 
 from localrouter.cache import ModelCache, ModelList, Source
-from localrouter.jsonload import INLINE_BYTES, loads_in_steps
+from localrouter.jsonload import INLINE_BYTES, loads_in_steps, loads_or_none
 from localrouter.model_codec import models_document, read_model
 from localrouter.offload import heavy
 from localrouter.providers.base import ModelInfo
@@ -209,12 +209,7 @@ class SharedList:
 
     async def _failure_since(self, started: float) -> str | None:
         raw = await self.fleet.call(lambda: self.fleet.redis.get(self._failed_key))
-        note: Any = None
-        if isinstance(raw, bytes):
-            try:
-                note = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                note = None
+        note = loads_or_none(raw)
         if not isinstance(note, dict):
             return None
         at, error = note.get("at"), note.get("error")
