@@ -9,7 +9,8 @@ requests one at a time, and prints instructions per request for both and their r
 runs Python some 50 times slower), so keep --requests modest.
 
     python bench/instructions.py [--models 2000] [--requests 1000] [--gzip] [--client]
-                                 [--fleet REDIS_URL] [PATH ...]   # default: /v1/models
+                                 [--fleet REDIS_URL] [--keep DIR] [PATH ...]
+                                 # default: /v1/models
 
 --fleet runs the daemon as one of a fleet sharing that Redis: what it does in the background
 (events, counter reports) while the requests run is counted too.
@@ -102,6 +103,12 @@ def main() -> None:
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--client", action="store_true", help="as a client with an allowlist")
     parser.add_argument("--fleet", metavar="REDIS_URL", help="with fleet.redis_url set to this")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        type=Path,
+        help="copy the callgrind files here (callgrind_annotate)",
+    )
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
@@ -166,6 +173,11 @@ def main() -> None:
             daemon.wait()
             upstream.terminate()
             upstream.wait()
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for part in workdir.iterdir():
+                    if part.name.startswith(("daemon.", "ceiling-")):
+                        shutil.copy(part, args.keep / part.name)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,7 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             fleet.counters = registry.counters
         app[SETTINGS].subscribe(registry.apply)
         app[REGISTRY] = registry
+        app[MODELS_VIEW].serve_from(registry, app[SETTINGS])
         registry.warm_up()
         warming = asyncio.create_task(warm_common_queries(app))
         yield

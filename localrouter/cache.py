@@ -117,10 +117,12 @@ class ModelCache:
         fetched_source: Source = Source.LIVE,
         log_context: dict[str, Any] | None = None,
         on_new_list: Callable[[ModelList], None] | None = None,
+        on_change: Callable[[], None] | None = None,
         counters: CacheCounters | None = None,
         fleet: FleetList | None = None,
     ) -> None:
         self._on_new_list = on_new_list
+        self._on_change = on_change
         self._fetch = fetch
         self._ttl = ttl_seconds
         self._clock = clock
@@ -219,13 +221,13 @@ class ModelCache:
         """A changed TTL applies to the current list at once: expiry = fetched_at + new TTL."""
         self._ttl = ttl_seconds
         if self._list is not None and self._list.source is self._fetched_source:
-            self._list = replace(self._list, expires_at=self._list.fetched_at + ttl_seconds)
+            self._replace(replace(self._list, expires_at=self._list.fetched_at + ttl_seconds))
 
     def expire(self) -> None:
         """Mark the list expired but keep serving it (as stale) until a refresh replaces it."""
         now = self._clock()
         if self._list is not None and self._list.expires_at > now:
-            self._list = replace(self._list, expires_at=now)
+            self._replace(replace(self._list, expires_at=now))
         self._retry_at = 0.0
 
     def abandon(self) -> None:
@@ -347,7 +349,7 @@ class ModelCache:
             if current is not None and models.fetched_at <= current.fetched_at:
                 return  # what we have is as new (a list announced twice, or our own)
             self.counters.fleet_lists += 1
-        self._list = models
+        self._replace(models)
         if self._on_new_list is not None:
             self._on_new_list(models)
         if self._clock() < models.expires_at:
@@ -355,6 +357,11 @@ class ModelCache:
             self._retry_at = 0.0
             self.last_error = None
         self._log.info("provider.models_refreshed", count=len(models.models), fleet=from_fleet)
+
+    def _replace(self, models: ModelList) -> None:
+        self._list = models
+        if self._on_change is not None:
+            self._on_change()
 
     def _record_failure(self, message: str) -> str:
         self.counters.upstream_errors += 1

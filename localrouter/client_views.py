@@ -19,7 +19,7 @@ from localrouter.model_rules import ShapeKey
 from localrouter.ollama_models import ollama_tags
 from localrouter.openrouter_models import openrouter_models
 from localrouter.responses import Body, cached_response
-from localrouter.state import VIEW_CACHES
+from localrouter.state import CLIENT, MODELS_VIEW, VIEW_CACHES
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +46,13 @@ def view_caches() -> ViewCaches:
 
 def handler(view: ListView) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def serve(request: web.Request) -> web.Response:
-        lists, visible, key = await visible_list(request)
-        cache = request.app[VIEW_CACHES][view.name]
+        app, client = request.app, request[CLIENT]
+        lists, shown, key = app[MODELS_VIEW].visible_now(client) or await visible_list(
+            request, client
+        )
+        cache = app[VIEW_CACHES][view.name]
         body = cache.peek(key, lists) or await cache.get_async(
-            key, lists, lambda: view.build(visible)
+            key, lists, lambda: view.build(shown)
         )
         return cached_response(request, body)
 

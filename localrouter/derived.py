@@ -27,10 +27,18 @@ async def build_off_loop(served: tuple[Served | None, ...], build: Callable[[], 
     return await heavy(build, model_count(served))
 
 
+class _Entry(Generic[V]):
+    __slots__ = ("data", "seen", "value")
+
+    def __init__(self, data: DataKey, value: V, seen: InstanceLists) -> None:
+        self.data, self.value = data, value
+        self.seen = seen  # the last lists found to match: the registry hands out the same one
+
+
 class DerivedCache(Generic[K, V]):
     def __init__(self, capacity: int = 64) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[K, tuple[DataKey, V]] = OrderedDict()
+        self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
         self._building: dict[tuple[K, DataKey], asyncio.Future[V]] = {}
 
     def keys(self) -> list[K]:
@@ -39,16 +47,20 @@ class DerivedCache(Generic[K, V]):
     def peek(self, key: K, lists: InstanceLists) -> V | None:
         """The value if it is current: no work, no await (the hot path)."""
         cached = self._entries.get(key)
-        if cached is not None and cached[0] == (lists.labels, lists.served):
-            self._entries.move_to_end(key)
-            return cached[1]
-        return None
+        if cached is None:
+            return None
+        if cached.seen is not lists:
+            if cached.data != (lists.labels, lists.served):
+                return None
+            cached.seen = lists
+        self._entries.move_to_end(key)
+        return cached.value
 
     def get(self, key: K, lists: InstanceLists, build: Callable[[], V]) -> V:
         found = self.peek(key, lists)
         if found is not None:
             return found
-        return self._store(key, (lists.labels, lists.served), build())
+        return self._store(key, lists, (lists.labels, lists.served), build())
 
     async def get_async(self, key: K, lists: InstanceLists, build: Callable[[], V]) -> V:
         """`get`, building off the loop for long lists; concurrent callers share one build."""
@@ -70,16 +82,16 @@ class DerivedCache(Generic[K, V]):
         finally:
             del self._building[(key, data)]
         future.set_result(value)
-        return self._store(key, data, value)
+        return self._store(key, lists, data, value)
 
-    def _store(self, key: K, data: DataKey, value: V) -> V:
+    def _store(self, key: K, lists: InstanceLists, data: DataKey, value: V) -> V:
         replaced = self._entries.get(key)
-        self._entries[key] = (data, value)
+        self._entries[key] = _Entry(data, value, lists)
         self._entries.move_to_end(key)
         dropped = [replaced] if replaced is not None else []
         while len(self._entries) > self._capacity:
             dropped.append(self._entries.popitem(last=False)[1])
-        for old_data, old_value in dropped:  # a long list's derivations are freed off the loop
-            if model_count(old_data[1]) > INLINE_ITEMS:
-                release(old_value, old_data)
+        for old in dropped:  # a long list's derivations are freed off the loop
+            if model_count(old.data[1]) > INLINE_ITEMS:
+                release(old.value, old.data)
         return value

@@ -22,11 +22,12 @@ from localrouter.anthropic_models import (
 from localrouter.cache import Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
+from localrouter.live_settings import LiveSettings
 from localrouter.model_rules import Client, ModelRules, ShapeKey, shape_key
 from localrouter.offload import dismantle, dumps_array_in_steps, sorted_in_steps
 from localrouter.ollama_models import our_id, show, shown_name
 from localrouter.providers.base import ModelInfo
-from localrouter.registry import InstanceLists
+from localrouter.registry import InstanceLists, Registry
 from localrouter.resolve import find, full_ids
 from localrouter.responses import JSON, Body, cached_response
 from localrouter.state import (
@@ -67,6 +68,36 @@ class ModelsView:
     def __init__(self) -> None:
         self._renders: DerivedCache[None, MergedModels] = DerivedCache(capacity=1)
         self.shaped: DerivedCache[ShapeKey, MergedModels] = DerivedCache(capacity=64)
+        self._registry: Registry | None = None
+        self._live: LiveSettings | None = None
+
+    def serve_from(self, registry: Registry, live: LiveSettings) -> None:
+        """Where `visible_now` finds the lists and the rules (the app's, once started)."""
+        self._registry, self._live = registry, live
+
+    def visible_now(self, client: Client | None) -> Visible | None:
+        """The list as `client` sees it when it is there already, else None (then
+        `visible_list` fetches and builds what is missing). The hot path of every cached
+        view: no await, no per-model work, hits counted only when it serves."""
+        registry, live = self._registry, self._live
+        if registry is None or live is None:
+            return None
+        lists = registry.peek_fresh_lists()
+        if lists is None:
+            return None
+        merged = self._renders.peek(None, lists)
+        if merged is None:
+            return None
+        rules = live.rules
+        if client is None and not rules.shapes_lists:
+            registry.count_hits()
+            return lists, merged, None
+        key = (rules, client)
+        shaped = self.shaped.peek(key, lists)
+        if shaped is None:
+            return None
+        registry.count_hits()
+        return lists, shaped, key
 
     def current(self, lists: InstanceLists) -> MergedModels | None:
         """The rendered list if nothing changed: tuple equality checks identity first, item by
@@ -185,19 +216,27 @@ async def _merged(app: web.Application) -> tuple[InstanceLists, MergedModels]:
     return lists, view.current(lists) or await view.merged(lists)
 
 
-async def visible_list(
-    request: web.Request,
-) -> tuple[InstanceLists, MergedModels, ShapeKey | None]:
-    """The list as the caller sees it, and the key of its variant (None: the merged list).
-    The hot path of every cached view: one look at the app, no helper calls it can spare."""
+# A list as one caller sees it: the lists it comes from, the list, and the key of its variant
+# (None: the merged list as it is). A plain tuple: made on every request.
+Visible = tuple[InstanceLists, MergedModels, ShapeKey | None]
+
+
+async def visible(request: web.Request) -> Visible:
+    """The list as the caller sees it: at once when it is there (ModelsView.visible_now)."""
+    client = request[CLIENT]
+    return request.app[MODELS_VIEW].visible_now(client) or await visible_list(request, client)
+
+
+async def visible_list(request: web.Request, client: Client | None) -> Visible:
+    """The list as `client` sees it, fetching and building what is missing."""
     app = request.app
     registry, view, live = app[REGISTRY], app[MODELS_VIEW], app[SETTINGS]
     lists = registry.fresh_lists() or await registry.lists(live.models_deadline_seconds)
     merged = view.current(lists) or await view.merged(lists)
-    key = shape_key(live.rules, request[CLIENT])
+    key = shape_key(live.rules, client)
     if key is None:
         return lists, merged, None
-    rules, client = key
+    rules = live.rules
     shaped = view.shaped
     found = shaped.peek(key, lists)
     if found is None:
@@ -216,10 +255,13 @@ async def _in_anthropic_shape(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    lists, visible, key = await visible_list(request)
+    client = request[CLIENT]
+    lists, shown, key = request.app[MODELS_VIEW].visible_now(client) or await visible_list(
+        request, client
+    )
     if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
-        return page_response(request, await _in_anthropic_shape(request, lists, visible, key))
-    return cached_response(request, visible.body)
+        return page_response(request, await _in_anthropic_shape(request, lists, shown, key))
+    return cached_response(request, shown.body)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -249,8 +291,8 @@ async def visible_entry(request: web.Request, model_id: str) -> dict[str, Any]:
         instance, upstream_id = found  # a bare upstream id: resolved as a chat request does
         entry = merged.by_id.get(f"{instance.name}/{upstream_id}")
     if entry is None or (client is not None and not client.allows(model_id, entry["id"])):
-        _, visible, _ = await visible_list(request)
-        raise ModelNotFound(_not_found_message(model_id, visible.suggester), param="model")
+        _, shown, _ = await visible(request)
+        raise ModelNotFound(_not_found_message(model_id, shown.suggester), param="model")
     if model_id != entry["id"] and model_id in rules.aliases:
         entry = {**entry, "id": model_id, "alias_of": entry["id"]}
     return entry

@@ -7,6 +7,7 @@ groq model, `*/whisper-*` every instance's whisper models)."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -68,7 +69,7 @@ class ModelRules:
         fallbacks = {model: tuple(choices) for model, choices in configured.fallbacks.items()}
         return cls(aliases, Globs(configured.hide), fallbacks, clients)
 
-    @property
+    @functools.cached_property  # read on every cached view's request
     def shapes_lists(self) -> bool:
         """Whether the lists differ from the merged one for a caller who sees everything."""
         return bool(self.aliases or self.hidden.patterns)

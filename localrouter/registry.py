@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -171,6 +172,10 @@ class Registry:
         # keeps counting where it was, so counters never go backwards.
         self._counters: dict[str, CacheCounters] = {}
         self._twins: OrderedDict[tuple[str, str], Instance] = OrderedDict()
+        # Every instance's fresh list, taken once and served until one expires or changes
+        # (each cache calls `_lists_changed`): the hot path is one clock read.
+        self._fresh: InstanceLists | None = None
+        self._fresh_until = 0.0
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
 
     def counters(self) -> Mapping[str, CacheCounters]:
@@ -191,6 +196,11 @@ class Registry:
         self._by_name = instances
         self._ordered = tuple(instances.values())
         self._labels = _labels(self._ordered)
+        self._hit_counters = tuple(instance.cache.counters for instance in self._ordered)
+        self._fresh = None
+
+    def _lists_changed(self) -> None:
+        self._fresh = None
 
     def with_caller_keys(
         self, instances: tuple[Instance, ...], keys: Mapping[str, str]
@@ -223,14 +233,33 @@ class Registry:
     def fresh_lists(self) -> InstanceLists | None:
         """Every instance's list if all are fresh (counted as hits), else None: the hot path
         without a coroutine; callers fall back to `await lists(...)`."""
-        served: list[Served | None] = []
+        fresh = self.peek_fresh_lists()
+        if fresh is not None:
+            self.count_hits()
+        return fresh
+
+    def peek_fresh_lists(self) -> InstanceLists | None:
+        """`fresh_lists` without counting: the same object until a list changes or expires,
+        so that what is derived from it can be found by identity."""
+        fresh = self._fresh
+        if fresh is None or self._clock() >= self._fresh_until:
+            return self._take_fresh()
+        return fresh
+
+    def count_hits(self) -> None:
+        for counters in self._hit_counters:
+            counters.hits += 1
+
+    def _take_fresh(self) -> InstanceLists | None:
+        served: list[Served] = []
         for instance in self._ordered:
             if (fresh := instance.cache.peek_fresh()) is None:
                 return None
             served.append(fresh)
-        for instance in self._ordered:
-            instance.cache.counters.hits += 1
-        return InstanceLists(self._ordered, self._labels, tuple(served))
+        lists = InstanceLists(self._ordered, self._labels, tuple(served))
+        self._fresh_until = min((item.models.expires_at for item in served), default=math.inf)
+        self._fresh = lists
+        return lists
 
     async def lists(
         self,
@@ -359,6 +388,7 @@ class Registry:
             fetched_source=Source.STATIC if provider.kind is ProviderKind.STATIC else Source.LIVE,
             log_context={"instance": provider.name, "caller_key": base is not None},
             on_new_list=store.save_soon if store else None,
+            on_change=self._lists_changed if base is None else None,
             counters=self._counters.setdefault(provider.name, CacheCounters())
             if base is None
             else None,

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from localrouter.app import create_app
 from localrouter.cli import main
 from localrouter.log import configure_logging
-from localrouter.metrics import Metrics
+from localrouter.metrics import FOLD_EVERY, Metrics
 from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 
@@ -209,6 +209,30 @@ def test_latency_buckets_are_cumulative_and_inclusive():
         for sample in families["localrouter_http_requests"].samples
     }
     assert totals == {"200": 4, "404": 1}
+
+
+def test_request_counts_stay_exact_across_folds_and_scrapes():
+    """Requests are counted in batches (metrics.FOLD_EVERY): none is lost or counted twice,
+    whether a batch is folded by the recorder or by a scrape."""
+    metrics = Metrics()
+    record = metrics.recorder("/v1/models")
+
+    def totals() -> tuple[float, float]:
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+        (requests,) = families["localrouter_http_requests"].samples
+        count = next(
+            sample.value
+            for sample in families["localrouter_http_request_duration_seconds"].samples
+            if sample.name.endswith("_count")
+        )
+        return requests.value, count
+
+    for _ in range(FOLD_EVERY * 2 + 5):
+        record(200, 0.001)
+    assert totals() == (FOLD_EVERY * 2 + 5, FOLD_EVERY * 2 + 5)
+    record(200, 0.001)
+    assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
+    assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
 
 
 @pytest.fixture
