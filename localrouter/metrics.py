@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -81,16 +82,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, _RouteStats] = {}
-        self._clients: dict[str, int] = {}  # requests by client name (clients: in the config)
+        self.client_requests: Counter[str] = Counter()  # by client name (clients: in the config)
         self._fallbacks: dict[tuple[str, str], int] = {}  # (from, to) as models.fallbacks names
-        self.registry.register(_RequestCollector(self._routes, self._clients, self._fallbacks))
+        self.registry.register(
+            _RequestCollector(self._routes, self.client_requests, self._fallbacks)
+        )
 
     def recorder(self, route: str) -> Callable[[int, float], None]:
         """A cheap per-route callback: (status, seconds) -> recorded."""
         return self._routes.setdefault(route, _RouteStats()).record
-
-    def count_client(self, name: str) -> None:
-        self._clients[name] = self._clients.get(name, 0) + 1
 
     def count_fallback(self, failed: str, tried: str) -> None:
         pair = (failed, tried)

@@ -85,15 +85,15 @@ class ModelsView:
         lists = registry.peek_fresh_lists()
         if lists is None:
             return None
-        merged = self._renders.peek(None, lists)
-        if merged is None:
-            return None
         rules = live.rules
         if client is None and not rules.shapes_lists:
+            merged = self._renders.peek(None, lists)
+            if merged is None:
+                return None
             registry.count_hits()
             return lists, merged, None
         key = (rules, client)
-        shaped = self.shaped.peek(key, lists)
+        shaped = self.shaped.peek(key, lists)  # made from the merged list of the same lists
         if shaped is None:
             return None
         registry.count_hits()

@@ -8,7 +8,8 @@ import functools
 import hmac
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
+_ORIGIN = hdrs.ORIGIN
 
 
 class Guard:
@@ -53,6 +55,8 @@ class Guard:
         self._hosts_ok: set[str] = set()  # raw Host values already found allowed
         self._token: bytes | None = None
         self._clients: Mapping[bytes, Client] = {}
+        # Authorization values already found to be a client's token (or the admin's: None).
+        self._known: dict[str, Client | None] = {}
         self.cors_origins: frozenset[str] = frozenset()
         self.use(server, clients or {})
 
@@ -60,6 +64,7 @@ class Guard:
         token = server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
         self._clients = clients
+        self._known = {}
         named = server.ollama_client
         self._ollama_client = next((c for c in clients.values() if c.name == named), None)
         self.cors_origins = frozenset(server.cors_origins)
@@ -72,7 +77,7 @@ class Guard:
         return origin in self.cors_origins or "*" in self.cors_origins
 
     def check(
-        self, request: web.Request, *, needs_token: bool, admin_only: bool = False
+        self, request: web.Request, needs_token: bool, admin_only: bool = False
     ) -> Client | None:
         """Raise unless the request may go on; the client it comes from, or None for one who
         sees everything (the admin, or anyone when no token is set). The common case is two
@@ -94,11 +99,17 @@ class Guard:
         return None
 
     def _client(self, request: web.Request, *, admin_only: bool) -> Client | None:
+        sent = request.headers.getall(hdrs.AUTHORIZATION, ())
+        if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: one hashing
+            return self._admitted(self._known[sent[0]], request, admin_only=admin_only)
         presented = _presented(request)
         if presented is not None and self._token is not None and _is_token(presented, self._token):
+            self._remember(sent, None)
             return None
         client = self._clients.get(token_digest(presented)) if presented is not None else None
-        if client is None and presented is None and self._on_ollama_port(request):
+        if client is not None:
+            self._remember(sent, client)
+        elif presented is None and self._on_ollama_port(request):
             client = self._ollama_client  # Ollama clients send no token (server.ollama_client)
         if client is None:
             if _is_preflight(request):
@@ -107,7 +118,19 @@ class Guard:
                 "Missing or wrong token: send your client's token (clients[].token) as "
                 "'Authorization: Bearer <token>' or 'x-api-key: <token>'."
             )
-        if admin_only:
+        return self._admitted(client, request, admin_only=admin_only)
+
+    def _remember(self, sent: Sequence[str], client: Client | None) -> None:
+        """Keep an Authorization value that carried a valid token (so a bounded few)."""
+        if len(sent) == 1:
+            if len(self._known) > 256:
+                self._known.clear()
+            self._known[sent[0]] = client
+
+    def _admitted(
+        self, client: Client | None, request: web.Request, *, admin_only: bool
+    ) -> Client | None:
+        if client is not None and admin_only:
             admin = "server.auth_token" if self._token is not None else "server.auth_token (unset)"
             raise AdminOnly(
                 f"{request.path} is for the admin: send {admin}, not client {client.name!r}'s "
@@ -207,7 +230,7 @@ def endpoint(
     handler: Handler,
     guard: Guard,
     record: Callable[[int, float], None],
-    count_client: Callable[[str], None],
+    client_requests: Counter[str],
     *,
     open_route: bool = False,
     admin_only: bool = False,
@@ -227,11 +250,9 @@ def endpoint(
         response: web.StreamResponse
         try:
             # Always set, None included: reading an absent key raises (a KeyError a request).
-            request[CLIENT] = client = guard.check(
-                request, needs_token=needs_token, admin_only=admin_only
-            )
+            request[CLIENT] = client = guard.check(request, needs_token, admin_only)
             if client is not None:
-                count_client(client.name)
+                client_requests[client.name] += 1
             response = await handler(request)
         except LocalRouterError as exc:
             body = error_shape(exc)
@@ -247,7 +268,7 @@ def endpoint(
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
-        if hdrs.ORIGIN in request.headers and not response.prepared:
+        if _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         record(response.status, perf_counter() - started)
         return response
@@ -331,7 +352,7 @@ def add_routes(
             handler,
             guard,
             record,
-            metrics.count_client,
+            metrics.client_requests,
             open_route=path in open_paths,
             admin_only=path in admin_paths,
             error_shape=(error_shapes or {}).get(path, LocalRouterError.to_body),

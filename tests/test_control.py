@@ -378,6 +378,14 @@ async def test_aliases_hide_and_clients_reload_live(
     assert not await reloader.reload()  # a broken edit changes nothing
     assert await listed(client, EDITOR) == ["lab/qwen"]
 
+    # A rotated token: the old one, known a moment ago, is refused at once.
+    rotated = {**config, "clients": [{"name": "editor", "token": AGENT, "allow": ["*/l*"]}]}
+    write_config(path, rotated)
+    assert await reloader.reload()
+    old = await client.get("/v1/models", headers={"Authorization": f"Bearer {EDITOR}"})
+    assert old.status == 401
+    assert await listed(client, AGENT) == ["lab/llama"]
+
 
 async def test_the_detailed_and_unique_views_are_shaped_too(
     chat_upstream: StartUpstream, daemon: DaemonFactory

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import ollama
 import orjson
 import pytest
@@ -238,6 +239,13 @@ async def test_the_ollama_port_acts_as_its_client_without_a_token(
         with pytest.raises(ollama.ResponseError) as unauthorized:
             await api.list()
         assert unauthorized.value.status_code == 401
+    # Credentials that are no token of ours act as none: the Ollama port's client there, and
+    # nobody on the main port, even right after (the guard remembers only real tokens).
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    async with aiohttp.ClientSession(headers=basic) as session:
+        for url, status in ((ollama_url, 200), (main, 401), (ollama_url, 200), (main, 401)):
+            async with session.get(f"{url}/api/tags") as answer:
+                assert answer.status == status, url
     admin = {"Authorization": "Bearer admin-8c1d2e"}
     async with ollama.AsyncClient(host=ollama_url, headers=admin) as api:
         await ollama_work(api, upstream)  # the same work on the Ollama port, as the admin
