@@ -17,7 +17,19 @@ from localrouter.secrets import REDACTED, redact
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "auth_token", "token", "password"})
 
 
-CURRENT_REQUEST: ContextVar[web.BaseRequest | None] = ContextVar("current_request", default=None)
+class RequestSlot:
+    """The request a task is handling, emptied once it is answered. Every timer and task made
+    meanwhile copies the context, and a cancelled timer stays in the loop's queue until it
+    would have fired: holding the request itself there kept each one (its headers, its body)
+    alive for minutes, which every garbage collection walked (bench/instructions.py)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request: web.BaseRequest | None = request
+
+
+CURRENT_REQUEST: ContextVar[RequestSlot | None] = ContextVar("current_request", default=None)
 _REQUEST_ID = web.RequestKey("request_id", str)
 
 
@@ -33,8 +45,9 @@ def request_id(request: web.BaseRequest) -> str:
 def add_request_id(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if (request := CURRENT_REQUEST.get()) is not None:
-        event_dict.setdefault("request_id", request_id(request))
+    slot = CURRENT_REQUEST.get()
+    if slot is not None and slot.request is not None:
+        event_dict.setdefault("request_id", request_id(slot.request))
     return event_dict
 
 

@@ -30,7 +30,7 @@ MAX_ERROR_BODY = 1024 * 1024
 # Answers relayed as they arrive: server-sent events, and Ollama's newline-delimited JSON.
 STREAMED = frozenset({"text/event-stream", "application/x-ndjson"})
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
-_PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
+_PASSED_HEADERS = frozenset({"content-type", "retry-after", "x-request-id"})
 _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
 
 
@@ -329,10 +329,10 @@ class ShapedErrors:
 
 
 def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
-    passed = {
-        name: value
-        for name, value in upstream.headers.items()
-        if name.title() in _PASSED_HEADERS or name.lower().startswith(_PASSED_PREFIXES)
-    }
+    passed = {}
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES):
+            passed[name] = value
     passed.update(shown)
     return passed

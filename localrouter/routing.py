@@ -26,7 +26,7 @@ from localrouter.errors import (
     Unauthorized,
     error_body,
 )
-from localrouter.log import CURRENT_REQUEST, request_id
+from localrouter.log import CURRENT_REQUEST, RequestSlot, request_id
 from localrouter.model_rules import Client, token_digest
 from localrouter.responses import json_response
 from localrouter.state import CLIENT, GUARD, METRICS
@@ -244,9 +244,10 @@ def endpoint(
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
-        # Each request is handled in its own context: nothing to reset afterwards. The id itself
-        # is made only when something logs or fails (see log.request_id).
-        CURRENT_REQUEST.set(request)
+        # Each request is handled in its own context; the slot is emptied once it is answered
+        # (see RequestSlot). The id itself is made only when something logs or fails.
+        slot = RequestSlot(request)
+        CURRENT_REQUEST.set(slot)
         response: web.StreamResponse
         try:
             # Always set, None included: reading an absent key raises (a KeyError a request).
@@ -268,6 +269,8 @@ def endpoint(
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
+        finally:
+            slot.request = None
         if _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         record(response.status, perf_counter() - started)

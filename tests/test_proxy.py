@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,26 @@ async def test_chat_forwards_with_only_the_model_rewritten(fake: FakeOpenAI, dae
     }
     assert received["headers"]["Authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert LOCAL_TOKEN not in str(received["headers"])
+
+
+async def test_an_answered_request_is_freed_at_once(fake: FakeOpenAI, daemon: DaemonFactory):
+    """Timers made during a request (the answer's deadline) stay queued, cancelled, until they
+    would have fired; they must not keep the request and all it read alive meanwhile."""
+    client = await daemon({"providers": [instance(fake)]})
+    async with sdk(client) as api:
+        for _ in range(5):
+            await api.chat.completions.create(
+                model="up/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+    gc.collect()
+    alive = [
+        found
+        for found in gc.get_objects()
+        if isinstance(found, web.Request)
+        and found.path == "/v1/chat/completions"
+        and found.app is client.app
+    ]
+    assert len(alive) <= 1  # the last one: its keep-alive connection holds it until the next
 
 
 async def test_chat_streams_chunk_by_chunk(fake: FakeOpenAI, daemon: DaemonFactory):
