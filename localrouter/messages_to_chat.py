@@ -202,19 +202,36 @@ def _tools(tools: Any) -> list[Json]:
     a `type` other than "custom" and no schema, have no Chat counterpart and are dropped."""
     out: list[Json] = []
     for tool in tools if isinstance(tools, list) else ():
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            continue
-        if tool.get("type") not in (None, "custom"):
-            continue
-        schema = tool.get("input_schema")
-        function: Json = {
-            "name": tool["name"],
-            "parameters": schema if isinstance(schema, dict) else {"type": "object"},
-        }
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
-        out.append({"type": "function", "function": function})
+        # Claude Code sends two dozen tools with every request: the usual shape is checked in
+        # a few steps (bench/bridges.py), anything else the long way.
+        try:
+            name, schema, description = tool["name"], tool["input_schema"], tool["description"]
+        except (KeyError, TypeError):
+            function = _function(tool)
+        else:
+            usual = type(name) is str and type(schema) is dict and type(description) is str
+            if usual and ("type" not in tool or tool["type"] == "custom"):
+                function = {"name": name, "description": description, "parameters": schema}
+            else:
+                function = _function(tool)
+        if function is not None:
+            out.append({"type": "function", "function": function})
     return out
+
+
+def _function(tool: Any) -> Json | None:
+    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        return None
+    if tool.get("type") not in (None, "custom"):
+        return None
+    schema = tool.get("input_schema")
+    function: Json = {
+        "name": tool["name"],
+        "parameters": schema if isinstance(schema, dict) else {"type": "object"},
+    }
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    return function
 
 
 def _tool_choice(choice: Any) -> Json:
