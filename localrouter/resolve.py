@@ -46,7 +46,7 @@ async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
     outside the caller's allowlist."""
     app = request.app
     target = app[SETTINGS].rules.target(model)
-    found = await find(app, target)
+    found = app[REGISTRY].resolve(target) or await find(app, target)  # the first: no await
     if found is None:
         if target != model:
             raise ModelNotFound(

@@ -196,6 +196,35 @@ def test_thinking_becomes_a_reasoning_effort_only_for_models_that_take_one():
     assert effort({"type": "enabled", "budget_tokens": 31999}, reasoning=False) is None
 
 
+def test_tools_of_every_shape_map_or_drop_alike():
+    schema = {"type": "object", "properties": {"x": {"type": "string"}}}
+    tools: list[Any] = [
+        {"name": "usual", "description": "d", "input_schema": schema},
+        {"type": "custom", "name": "custom", "description": "d", "input_schema": schema},
+        {"name": "bare", "input_schema": schema},
+        {"name": "no_schema", "description": "d"},
+        {"name": "bad_schema", "description": "d", "input_schema": "object"},
+        {"name": "bad_description", "description": 7, "input_schema": schema},
+        {"type": "web_search_20250305", "name": "web", "description": "d", "input_schema": schema},
+        {"name": 5, "description": "d", "input_schema": schema},
+        "a string",
+        ["a", "list"],
+        None,
+    ]
+    chat = chat_request({"messages": [], "tools": tools}, "m")
+    functions = {tool["function"]["name"]: tool["function"] for tool in chat["tools"]}
+    assert all(tool["type"] == "function" for tool in chat["tools"])
+    assert functions == {
+        "usual": {"name": "usual", "description": "d", "parameters": schema},
+        "custom": {"name": "custom", "description": "d", "parameters": schema},
+        "bare": {"name": "bare", "parameters": schema},
+        "no_schema": {"name": "no_schema", "description": "d", "parameters": {"type": "object"}},
+        "bad_schema": {"name": "bad_schema", "description": "d", "parameters": {"type": "object"}},
+        "bad_description": {"name": "bad_description", "parameters": schema},
+    }
+    assert [tool["function"]["name"] for tool in chat["tools"]] == list(functions)
+
+
 def test_tool_choice_maps_across():
     base = {"messages": [], "tools": [{"name": "t", "input_schema": {"type": "object"}}]}
     for choice, expected in (
