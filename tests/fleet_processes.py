@@ -97,6 +97,11 @@ class RedisServer:
         await writer.wait_closed()
         return reply
 
+    async def subscribers(self, channel: str) -> int:
+        """How many connections listen on `channel` (PUBSUB NUMSUB)."""
+        reply = await self.command("PUBSUB", "NUMSUB", channel)
+        return int(reply.rstrip().rpartition(b":")[2])
+
 
 class DaemonProcess:
     """`python -m localrouter serve` with its own config file, home and cache directory."""

@@ -345,6 +345,9 @@ async def test_foreign_data_under_the_prefix_is_ignored_with_a_warning(
         if line.startswith("test:")
     ]
     await redis_server.command("HSET", key, "fetched_at", "9999999999", "models", "{not json")
+    await eventually(
+        lambda: redis_server.subscribers("test:events"), "the daemon listening for fleet news"
+    )
     news = orjson.dumps({"by": "someone", "kind": "list", "target": key}).decode()
     await redis_server.command("PUBLISH", "test:events", news)
     await redis_server.command("PUBLISH", "test:events", "garbage")
