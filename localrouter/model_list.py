@@ -100,8 +100,8 @@ class ModelsView:
         return lists, shaped, key
 
     def current(self, lists: InstanceLists) -> MergedModels | None:
-        """The rendered list if nothing changed: tuple equality checks identity first, item by
-        item, so there is no Served.__eq__ and no per-model work on the hot path."""
+        """The rendered list if nothing changed, without an await: found by the identity of
+        the registry's snapshot (DerivedCache.peek), no per-model work."""
         return self._renders.peek(None, lists)
 
     async def merged(self, lists: InstanceLists) -> MergedModels:
@@ -233,10 +233,10 @@ async def visible_list(request: web.Request, client: Client | None) -> Visible:
     registry, view, live = app[REGISTRY], app[MODELS_VIEW], app[SETTINGS]
     lists = registry.fresh_lists() or await registry.lists(live.models_deadline_seconds)
     merged = view.current(lists) or await view.merged(lists)
-    key = shape_key(live.rules, client)
+    rules = live.rules
+    key = shape_key(rules, client)
     if key is None:
         return lists, merged, None
-    rules = live.rules
     shaped = view.shaped
     found = shaped.peek(key, lists)
     if found is None:
