@@ -5,7 +5,7 @@ upstreams, models, reloads) is read when scraped."""
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -51,31 +51,38 @@ FOLD_EVERY = 1024
 class _RouteStats:
     """Counts for one route, kept as plain numbers: the event loop is the only writer, so the
     locks prometheus-client's Counter and Histogram take per update (measured: 7 % of cached
-    /v1/models throughput) buy nothing here. A request appends its (status, seconds); they are
-    counted every FOLD_EVERY requests and when scraped, which keeps `record` to one append.
-    Turned into metric families when scraped."""
+    /v1/models throughput) buy nothing here. A request appends its status and seconds; they are
+    counted every FOLD_EVERY requests and when scraped, in C (Counter, sort, bisect), which
+    keeps a request's share to two appends. Turned into metric families when scraped."""
 
-    __slots__ = ("buckets", "by_status", "pending", "seconds")
+    __slots__ = ("buckets", "by_status", "latencies", "seconds", "statuses")
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, float]] = []
-        self.by_status: dict[int, int] = {}
+        self.statuses: list[int] = []
+        self.latencies: list[float] = []
+        self.by_status: Counter[int] = Counter()
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.seconds = 0.0
 
     def record(self, status: int, seconds: float) -> None:
-        pending = self.pending
-        pending.append((status, seconds))
-        if len(pending) >= FOLD_EVERY:
+        self.latencies.append(seconds)
+        statuses = self.statuses
+        statuses.append(status)
+        if len(statuses) >= FOLD_EVERY:
             self.fold()
 
     def fold(self) -> None:
-        pending, self.pending = self.pending, []
-        by_status, buckets = self.by_status, self.buckets
-        for status, seconds in pending:
-            by_status[status] = by_status.get(status, 0) + 1
-            buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # buckets are "le": inclusive
-            self.seconds += seconds
+        statuses, latencies = self.statuses, self.latencies
+        self.statuses, self.latencies = [], []
+        self.by_status.update(statuses)
+        latencies.sort()
+        below = 0
+        for index, bound in enumerate(LATENCY_BUCKETS):  # buckets are "le": inclusive
+            up_to = bisect_right(latencies, bound)
+            self.buckets[index] += up_to - below
+            below = up_to
+        self.buckets[-1] += len(latencies) - below
+        self.seconds += sum(latencies)
 
 
 class Metrics:

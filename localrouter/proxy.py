@@ -17,7 +17,13 @@ from aiohttp import web
 
 from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error_body
 from localrouter.providers.base import ModelInfo, Wire
-from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where, upstream_message
+from localrouter.providers.http import (
+    Redirected,
+    UpstreamClient,
+    UpstreamResponse,
+    Where,
+    upstream_message,
+)
 from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.responses import JSON, json_response
 from localrouter.routing import add_cors
@@ -131,49 +137,66 @@ async def send(
     http = instance.http
     route = call.route
     url = route.url(call.path)
-    where = http.where(url)
     pool = instance.keys
     headers = route.headers if pool is None else route.keyed[key]
     if call.headers is not None:
         headers = {**headers, **call.headers}
-    errors = GatewayErrors(where, http, instance.settings.chat_timeout_seconds)
-    with errors:
-        async with (
-            asyncio.timeout(None if call.streamed else errors.seconds),
-            http.request(
-                "POST",
-                url,
-                params=call.params,
-                data=call.data,
-                headers=headers,
-                limits=route.stream_limits if call.streamed else route.answer_limits,
-            ) as upstream,
-        ):
+    seconds = instance.settings.chat_timeout_seconds
+    with GatewayErrors(http.where(url), http, seconds, deadline=not call.streamed) as errors:
+        async with http.request(
+            "POST",
+            url,
+            params=call.params,
+            data=call.data,
+            headers=headers,
+            limits=route.stream_limits if call.streamed else route.answer_limits,
+        ) as upstream:
             status = upstream.status
             if pool is not None:
                 pool.answered(key, status, upstream.headers.get("Retry-After"))
             if status >= 400:
-                failed = await call.reply.failed(upstream, http, where)
+                failed = await call.reply.failed(upstream, http, errors.where)
                 failed.headers.update(shown)
                 return failed
             errors.answering = call.streamed  # from here on, bytes may reach the client
-            return await call.reply.answer(request, upstream, http, where, shown)
+            return await call.reply.answer(request, upstream, http, errors.where, shown)
 
 
 class GatewayErrors:
-    """A failed upstream call as the client's 502 or 504 (each route renders it its way).
-    A class, not @contextmanager: it wraps every proxied request."""
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way), and
+    with `deadline`, the whole answer's: the task is cancelled once `seconds` pass, which
+    comes out as the 504. A class with one timer, not asyncio.timeout and @contextmanager:
+    it wraps every proxied request, and they cost twice the steps (and two getpid calls)."""
 
-    __slots__ = ("_http", "_where", "answering", "seconds")
+    __slots__ = ("_expired", "_http", "_task", "_timer", "answering", "seconds", "where")
 
-    def __init__(self, where: Where, http: UpstreamClient, seconds: float) -> None:
-        self._where, self._http, self.seconds = where, http, seconds
+    def __init__(self, where: Where, http: UpstreamClient, seconds: float, *, deadline: bool):
+        self.where, self._http, self.seconds = where, http, seconds
         self.answering = False  # a failure from here on is not retried
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._expired = False
+        if deadline:
+            task = self._task = asyncio.current_task()
+            assert task is not None  # a request's handler runs in a task
+            self._timer = task.get_loop().call_later(seconds, self._expire)
 
-    def __enter__(self) -> None:
-        return None
+    def _expire(self) -> None:
+        self._expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    def __enter__(self) -> GatewayErrors:
+        return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            if self._expired:
+                assert self._task is not None
+                # Ours alone, not also the client's leaving: the answer took too long.
+                if self._task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+                    exc = TimeoutError()
         if exc is None or isinstance(exc, ConnectionResetError):  # the client left: not ours
             return
         error = self._error(exc)
@@ -182,7 +205,9 @@ class GatewayErrors:
             raise error from None
 
     def _error(self, exc: BaseException) -> GatewayError | None:
-        where = self._where
+        where = self.where
+        if isinstance(exc, Redirected):
+            exc = exc.at(where)
         if isinstance(exc, UpstreamError):
             return GatewayError(exc.message, status=502, code=exc.code or "upstream_error")
         if isinstance(exc, orjson.JSONDecodeError):
@@ -226,7 +251,7 @@ class Forwarded:
         where: Where,
         shown: Mapping[str, str],
     ) -> web.StreamResponse:
-        if upstream.content_type in STREAMED:
+        if is_streamed(upstream):
             return await self._stream(request, upstream, http, where, shown)
         answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
@@ -328,11 +353,36 @@ class ShapedErrors:
         return await upstream_error_shaped(upstream, http, where, self.error_shape)
 
 
+def is_streamed(upstream: UpstreamResponse) -> bool:
+    """Whether the answer is a stream to relay as it arrives (read from the header: aiohttp's
+    parsed `content_type` takes three times the steps, on every proxied answer)."""
+    kind = upstream.headers.get("Content-Type")
+    return kind is not None and kind.partition(";")[0].strip().lower() in STREAMED
+
+
 def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
-    passed = {}
-    for name, value in upstream.headers.items():
-        lower = name.lower()
-        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES):
-            passed[name] = value
+    """The upstream's headers a client may want, then the `shown` ones."""
+    headers = upstream.headers
+    names = tuple(headers)
+    kept = _KEPT.get(names)
+    if kept is None:
+        kept = _kept(names)
+    passed = {name: headers[name] for name in kept}
     passed.update(shown)
     return passed
+
+
+# Which of an answer's header names are passed on, by the names it has: an upstream sends
+# the same few names with every answer, so each set is decided once.
+_KEPT: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _kept(names: tuple[str, ...]) -> tuple[str, ...]:
+    lowered = ((name, name.lower()) for name in names)
+    kept = tuple(
+        n for n, lower in lowered if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES)
+    )
+    if len(_KEPT) >= 256:  # bounded: an upstream could vary its names without end
+        _KEPT.clear()
+    _KEPT[names] = kept
+    return kept

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from localrouter.app import create_app
 from localrouter.cli import main
 from localrouter.log import configure_logging
-from localrouter.metrics import FOLD_EVERY, Metrics
+from localrouter.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
 from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 
@@ -233,6 +233,24 @@ def test_request_counts_stay_exact_across_folds_and_scrapes():
     record(200, 0.001)
     assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
     assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
+
+
+def test_latencies_land_in_their_buckets_across_folds():
+    """Each latency counts in every bucket whose bound it does not exceed (a bound itself
+    included), and the sum is exact, however the batches fall."""
+    metrics = Metrics()
+    record = metrics.recorder("/v1/chat/completions")
+    latencies = [*LATENCY_BUCKETS, 0.0001, 0.0007, 0.3, 7.0, 61.0, 500.0] * (FOLD_EVERY // 7)
+    for seconds in latencies:
+        record(200, seconds)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    samples = families["localrouter_http_request_duration_seconds"].samples
+    buckets = {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")}
+    for bound in LATENCY_BUCKETS:
+        assert buckets[str(float(bound))] == sum(1 for s in latencies if s <= bound), bound
+    assert buckets["+Inf"] == len(latencies)
+    (total,) = [s.value for s in samples if s.name.endswith("_sum")]
+    assert total == pytest.approx(sum(latencies))
 
 
 @pytest.fixture

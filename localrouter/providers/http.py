@@ -1,8 +1,9 @@
 """The upstream client every call to a provider goes through: list fetches and proxied calls.
 
 It owns the limits, so no caller can forget one:
-- redirects are never followed: a 3xx is an error naming the instance and the Location (aiohttp
-  would re-send custom auth headers such as x-api-key, and a 307 the whole prompt, to any host);
+- redirects are never followed: a transport raises `Redirected` for a 3xx, an error naming the
+  instance and the Location (aiohttp would re-send custom auth headers such as x-api-key, and a
+  307 the whole prompt, to any host);
 - bodies are read up to `max_bytes` of decoded data (aiohttp inflates gzip in bounded steps, and
   we count what comes out), so a compressed or endless answer cannot exhaust memory;
 - every message is redacted before it is shortened, and never shows a secret;
@@ -93,6 +94,9 @@ class UpstreamResponse(Protocol):
 
 
 class Transport(Protocol):
+    """Sends one request; never follows a redirect: a 3xx raises `Redirected` (its response
+    closed)."""
+
     def send(
         self,
         method: str,
@@ -105,8 +109,38 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[UpstreamResponse]: ...
 
 
+class Redirected(UpstreamError):
+    """An upstream answered with a redirect, which is not followed. `at(where)` is the error
+    as a caller reports it, naming the upstream."""
+
+    def __init__(self, status: int, target: str) -> None:
+        super().__init__(
+            f"answered HTTP {status}, a redirect to {target}; localrouter does not follow "
+            "redirects (they would carry the API key to another address): set the instance's "
+            "base_url to where it points",
+            status=502,
+            code="upstream_redirect",
+        )
+
+    @classmethod
+    def of(cls, response: UpstreamResponse) -> Redirected:
+        location = response.headers.get("Location")
+        target = display_url(response.url.join(URL(location))) if location else "nowhere"
+        return cls(response.status, target)
+
+    def at(self, where: Where) -> UpstreamError:
+        return UpstreamError(f"{where} {self.message}", status=502, code="upstream_redirect")
+
+
+async def _refuse_redirects(response: aiohttp.ClientResponse) -> None:
+    if 300 <= response.status < 400:
+        raise Redirected.of(response)
+
+
 class SessionTransport:
-    """Real requests over an aiohttp session; redirects are never followed."""
+    """Real requests over an aiohttp session; a redirect is refused by the hook aiohttp calls
+    with every response (its raise_for_status), which costs less than a wrapper around the
+    request's context manager."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
@@ -128,6 +162,7 @@ class SessionTransport:
             params=params,
             data=data,
             allow_redirects=False,
+            raise_for_status=_refuse_redirects,
             timeout=limits,
         )
 
@@ -198,7 +233,10 @@ class CannedTransport:
         full = URL(url).update_query(params) if params else URL(url)
         self.sent.append((method, full, dict(headers)))
         canned = self._answer(method, full, data or b"")
-        yield _CannedResponse(canned.status, full, canned.headers, _CannedBody(canned.body))
+        response = _CannedResponse(canned.status, full, canned.headers, _CannedBody(canned.body))
+        if 300 <= canned.status < 400:
+            raise Redirected.of(response)
+        yield response
 
 
 class UpstreamClient:
@@ -254,6 +292,8 @@ class UpstreamClient:
                 self.request(method, url, headers=headers, params=params, data=data) as response,
             ):
                 raw = await self.read_body(response, where)
+        except Redirected as exc:
+            raise exc.at(where) from None
         except TimeoutError:
             raise UpstreamError(f"{where} did not answer within {self._timeout:g} s") from None
         except aiohttp.ClientError as exc:
@@ -273,30 +313,18 @@ class UpstreamClient:
         data: bytes | None = None,
         limits: aiohttp.ClientTimeout | None = None,
     ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        """One request, redirects refused: a 3xx raises UpstreamError naming the Location.
-        Any other status is the caller's to handle."""
+        """One request, redirects refused: a 3xx raises `Redirected` (report it with
+        `.at(where)`). Any other status is the caller's to handle."""
         sent = {"User-Agent": USER_AGENT, **(headers or {})}
         if data is not None:
             sent.setdefault("Content-Type", JSON_TYPE)
-        call = self._transport.send(
+        return self._transport.send(
             method,
             url,
             headers=sent,
             params=params,
             data=data,
             limits=limits or _NO_LIMITS,
-        )
-        return _RedirectsRefused(call, self, url)
-
-    def redirect_error(self, response: UpstreamResponse, where: Where) -> UpstreamError:
-        location = response.headers.get("Location")
-        target = display_url(response.url.join(URL(location))) if location else "nowhere"
-        return UpstreamError(
-            f"{where} answered HTTP {response.status}, a redirect to {target}; localrouter "
-            "does not follow redirects (they would carry the API key to another address): "
-            "set the instance's base_url to where it points",
-            status=502,
-            code="upstream_redirect",
         )
 
     async def read_body(self, response: UpstreamResponse, where: Where) -> bytes | bytearray:
@@ -344,34 +372,6 @@ class UpstreamClient:
 
 
 _NO_LIMITS = aiohttp.ClientTimeout(total=None)
-
-
-class _RedirectsRefused:
-    """The transport's call, with a 3xx turned into an error (a class, not a generator: this
-    is on every proxied request)."""
-
-    __slots__ = ("_call", "_client", "_url")
-
-    def __init__(
-        self,
-        call: AbstractAsyncContextManager[UpstreamResponse],
-        client: UpstreamClient,
-        url: str | URL,
-    ) -> None:
-        self._call, self._client, self._url = call, client, url
-
-    async def __aenter__(self) -> UpstreamResponse:
-        response = await self._call.__aenter__()
-        if 300 <= response.status < 400:
-            error = self._client.redirect_error(response, self._client.where(self._url))
-            await self._call.__aexit__(type(error), error, None)
-            raise error
-        return response
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: Any
-    ) -> bool | None:
-        return await self._call.__aexit__(kind, error, trace)
 
 
 def _compressed(response: UpstreamResponse) -> bool:
