@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 MAX_ERROR_BODY = 1024 * 1024
 # Answers relayed as they arrive: server-sent events, and Ollama's newline-delimited JSON.
-STREAMED = frozenset({"text/event-stream", "application/x-ndjson"})
+STREAMED = ("text/event-stream", "application/x-ndjson")
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
 _PASSED_HEADERS = frozenset({"content-type", "retry-after", "x-request-id"})
 _PASSED_PREFIXES = ("x-ratelimit-", "openai-")
@@ -136,50 +136,47 @@ async def send(
     instance's chat_timeout_seconds."""
     http = instance.http
     route = call.route
-    url = route.url(call.path)
+    target = route.target(call.path)
     pool = instance.keys
-    headers = route.headers if pool is None else route.keyed[key]
-    if call.headers is not None:
-        headers = {**headers, **call.headers}
+    streamed = call.streamed
     seconds = instance.settings.chat_timeout_seconds
-    with GatewayErrors(http.where(url), http, seconds, deadline=not call.streamed) as errors:
+    with GatewayErrors(target, http, seconds, None if streamed else request.task) as errors:
         async with http.request(
             "POST",
-            url,
+            target.url,
+            headers=route.headers if pool is None else route.keyed[key],
+            extra=call.headers,
             params=call.params,
             data=call.data,
-            headers=headers,
-            limits=route.stream_limits if call.streamed else route.answer_limits,
+            limits=route.stream_limits if streamed else route.answer_limits,
         ) as upstream:
             status = upstream.status
             if pool is not None:
                 pool.answered(key, status, upstream.headers.get("Retry-After"))
             if status >= 400:
-                failed = await call.reply.failed(upstream, http, errors.where)
+                failed = await call.reply.failed(upstream, http, target)
                 failed.headers.update(shown)
                 return failed
-            errors.answering = call.streamed  # from here on, bytes may reach the client
-            return await call.reply.answer(request, upstream, http, errors.where, shown)
+            errors.answering = streamed  # from here on, bytes may reach the client
+            return await call.reply.answer(request, upstream, http, target, shown)
 
 
 class GatewayErrors:
     """A failed upstream call as the client's 502 or 504 (each route renders it its way), and
-    with `deadline`, the whole answer's: the task is cancelled once `seconds` pass, which
-    comes out as the 504. A class with one timer, not asyncio.timeout and @contextmanager:
-    it wraps every proxied request, and they cost twice the steps (and two getpid calls)."""
+    given the request's `task`, the whole answer's deadline: the task is cancelled once
+    `seconds` pass, which comes out as the 504. A class with one timer, not asyncio.timeout
+    and @contextmanager: it wraps every proxied request, and they cost twice the steps (and
+    two getpid calls)."""
 
     __slots__ = ("_expired", "_http", "_task", "_timer", "answering", "seconds", "where")
 
-    def __init__(self, where: Where, http: UpstreamClient, seconds: float, *, deadline: bool):
-        self.where, self._http, self.seconds = where, http, seconds
+    def __init__(
+        self, where: Where, http: UpstreamClient, seconds: float, task: asyncio.Task[Any] | None
+    ) -> None:
+        self.where, self._http, self.seconds, self._task = where, http, seconds, task
         self.answering = False  # a failure from here on is not retried
-        self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[Any] | None = None
         self._expired = False
-        if deadline:
-            task = self._task = asyncio.current_task()
-            assert task is not None  # a request's handler runs in a task
-            self._timer = task.get_loop().call_later(seconds, self._expire)
+        self._timer = None if task is None else task.get_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self._expired = True
@@ -253,7 +250,9 @@ class Forwarded:
     ) -> web.StreamResponse:
         if is_streamed(upstream):
             return await self._stream(request, upstream, http, where, shown)
-        answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+        answer = await http.read_body(upstream, where)
+        if http.secrets:
+            answer = redact_bytes(answer, http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
 
     async def _stream(
@@ -357,7 +356,11 @@ def is_streamed(upstream: UpstreamResponse) -> bool:
     """Whether the answer is a stream to relay as it arrives (read from the header: aiohttp's
     parsed `content_type` takes three times the steps, on every proxied answer)."""
     kind = upstream.headers.get("Content-Type")
-    return kind is not None and kind.partition(";")[0].strip().lower() in STREAMED
+    if kind is None:
+        return False
+    return kind.startswith(STREAMED) or (
+        not kind.islower() and kind.lower().startswith(STREAMED)  # media types: any case
+    )
 
 
 def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:

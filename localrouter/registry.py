@@ -40,7 +40,7 @@ from localrouter.providers.base import (
     ProviderKind,
     Wire,
 )
-from localrouter.providers.http import Transport, UpstreamClient
+from localrouter.providers.http import Transport, UpstreamClient, Where
 from localrouter.providers.parsing import sane_models
 
 if TYPE_CHECKING:
@@ -73,9 +73,18 @@ class Route:
     # (asyncio.timeout) instead: aiohttp's own timers cost 10 % of proxy throughput.
     stream_limits: aiohttp.ClientTimeout
     answer_limits: aiohttp.ClientTimeout  # connect only
+    label: str | None = None  # how messages name the instance (UpstreamClient.label)
+    _targets: dict[str, Where] = field(default_factory=dict, compare=False)
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
+
+    def target(self, path: str) -> Where:
+        """The URL of `path` (a route's constant) and how messages name it, made once."""
+        target = self._targets.get(path)
+        if target is None:
+            target = self._targets[path] = Where(self.label, self.url(path))
+        return target
 
 
 @dataclass(slots=True)
@@ -138,6 +147,7 @@ class Instance:
                     keyed,
                     aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=silence),
                     aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
+                    self.http.label,
                 )
         return self._routes[wire]
 

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import aiohttp
@@ -47,13 +48,13 @@ class Where:
     """How messages name an upstream: its instance and URL without secrets, made only when a
     message is written (most requests never need it)."""
 
-    __slots__ = ("_label", "_url")
+    __slots__ = ("_label", "url")
 
     def __init__(self, label: str | None, url: str | URL) -> None:
-        self._label, self._url = label, url
+        self._label, self.url = label, url
 
     def __str__(self) -> str:
-        shown = display_url(self._url)
+        shown = display_url(self.url)
         return f"{self._label} ({shown})" if self._label else shown
 
     def __format__(self, spec: str) -> str:
@@ -255,11 +256,11 @@ class UpstreamClient:
         self._timeout = timeout_seconds
         self.max_bytes = max_bytes
         self.secrets = secrets
-        self._label = f"instance '{instance}'" if instance else None
+        self.label = f"instance '{instance}'" if instance else None
 
     def where(self, url: str | URL) -> Where:
         """How a message names the upstream: the instance and its URL without secrets."""
-        return Where(self._label, url)
+        return Where(self.label, url)
 
     async def get_json(
         self,
@@ -309,15 +310,18 @@ class UpstreamClient:
         url: str | URL,
         *,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
         data: bytes | None = None,
         limits: aiohttp.ClientTimeout | None = None,
     ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        """One request, redirects refused: a 3xx raises `Redirected` (report it with
-        `.at(where)`). Any other status is the caller's to handle."""
-        sent = {"User-Agent": USER_AGENT, **(headers or {})}
-        if data is not None:
-            sent.setdefault("Content-Type", JSON_TYPE)
+        """One request with `headers` and then `extra` (the instance's, then the call's),
+        redirects refused: a 3xx raises `Redirected` (report it with `.at(where)`). Any other
+        status is the caller's to handle."""
+        base = _WITH_BODY if data is not None else _WITHOUT_BODY
+        sent = {**base, **headers} if headers else base
+        if extra:
+            sent = {**sent, **extra}
         return self._transport.send(
             method,
             url,
@@ -372,6 +376,8 @@ class UpstreamClient:
 
 
 _NO_LIMITS = aiohttp.ClientTimeout(total=None)
+_WITHOUT_BODY = MappingProxyType({"User-Agent": USER_AGENT})
+_WITH_BODY = MappingProxyType({"User-Agent": USER_AGENT, "Content-Type": JSON_TYPE})
 
 
 def _compressed(response: UpstreamResponse) -> bool:
