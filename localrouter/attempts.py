@@ -18,6 +18,7 @@ from aiohttp import web
 
 from localrouter.errors import GatewayError, LocalRouterError, ModelNotFound
 from localrouter.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
+from localrouter.model_rules import ModelRules
 from localrouter.proxy import Call, send
 from localrouter.registry import Instance
 from localrouter.resolve import resolve
@@ -37,10 +38,11 @@ Plan = Callable[[Instance, str], Awaitable[Call]]
 async def answer(request: web.Request, model: str, plan: Plan) -> web.StreamResponse:
     """The client's answer for `model` (an id or an alias): one call in the common case,
     more with a key pool or fallbacks."""
-    fallbacks = request.app[SETTINGS].rules.fallbacks
+    rules = request.app[SETTINGS].rules
+    fallbacks = rules.fallbacks
     chain, listed_as = (fallbacks.get(model), model) if fallbacks else (None, model)
     if chain is None:
-        instance, upstream_id = await resolve(request, model)
+        instance, upstream_id = await resolve(request, model, rules)
         full_id = f"{instance.name}/{upstream_id}"
         if fallbacks:
             chain, listed_as = fallbacks.get(full_id), full_id
@@ -48,11 +50,11 @@ async def answer(request: web.Request, model: str, plan: Plan) -> web.StreamResp
             call = await plan(instance, upstream_id)
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1"}
             return await send(request, instance, call, shown)
-    return await _in_turn(request, (model, *(chain or ())), plan, listed_as)
+    return await _in_turn(request, (model, *(chain or ())), plan, listed_as, rules)
 
 
 async def _in_turn(
-    request: web.Request, names: tuple[str, ...], plan: Plan, listed_as: str
+    request: web.Request, names: tuple[str, ...], plan: Plan, listed_as: str, rules: ModelRules
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
@@ -61,7 +63,7 @@ async def _in_turn(
     failed_name = listed_as
     for position, name in enumerate(names):
         try:
-            instance, upstream_id = await resolve(request, name)
+            instance, upstream_id = await resolve(request, name, rules)
             call = await plan(instance, upstream_id)
         except ModelNotFound as error:
             if position == 0 and len(names) > 1:  # gone: its fallbacks may serve

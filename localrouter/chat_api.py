@@ -3,7 +3,10 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from localrouter import attempts
 from localrouter.errors import NotAChatModel
@@ -43,13 +46,7 @@ async def forward(request: web.Request, path: str) -> web.StreamResponse:
     return await attempts.answer(request, model, plan)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "chat/completions")
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "completions")
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await forward(request, "embeddings")
+# The route handlers: partials call `forward` without a frame of their own.
+chat_completions: Handler = partial(forward, path="chat/completions")
+completions: Handler = partial(forward, path="completions")
+embeddings: Handler = partial(forward, path="embeddings")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from localrouter.errors import ModelNotAllowed, ModelNotFound
+from localrouter.model_rules import ModelRules
 from localrouter.offload import dismantle
 from localrouter.registry import Instance, InstanceLists
 from localrouter.state import CLIENT, MODEL_INDEX, REGISTRY, SETTINGS
@@ -40,12 +41,12 @@ def model_index(lists: InstanceLists) -> ModelIndex:
     return ModelIndex(bare, Suggester([*known, *bare]))
 
 
-async def resolve(request: web.Request, model: str) -> tuple[Instance, str]:
-    """The instance and its upstream id for `model` (an id or an alias), if the caller may
-    call it; ModelNotFound (with suggestions) if nothing serves it, ModelNotAllowed (403)
-    outside the caller's allowlist."""
+async def resolve(request: web.Request, model: str, rules: ModelRules) -> tuple[Instance, str]:
+    """The instance and its upstream id for `model` (an id or an alias of the current
+    `rules`), if the caller may call it; ModelNotFound (with suggestions) if nothing serves
+    it, ModelNotAllowed (403) outside the caller's allowlist."""
     app = request.app
-    target = app[SETTINGS].rules.target(model)
+    target = rules.target(model)
     found = app[REGISTRY].resolve(target) or await find(app, target)  # the first: no await
     if found is None:
         if target != model:

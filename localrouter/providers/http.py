@@ -340,7 +340,7 @@ class UpstreamClient:
             error.retry_after = response.headers.get("Retry-After")
             raise error
         length = response.content_length
-        if length is not None and not _compressed(response):
+        if length is not None and not response.headers.get("Content-Encoding"):
             if length > self.max_bytes:
                 raise self._too_big(where)
             if length <= _READ_WHOLE_BYTES:  # the common small answer: one read, no buffer
@@ -378,10 +378,6 @@ class UpstreamClient:
 _NO_LIMITS = aiohttp.ClientTimeout(total=None)
 _WITHOUT_BODY = MappingProxyType({"User-Agent": USER_AGENT})
 _WITH_BODY = MappingProxyType({"User-Agent": USER_AGENT, "Content-Type": JSON_TYPE})
-
-
-def _compressed(response: UpstreamResponse) -> bool:
-    return bool(response.headers.get("Content-Encoding"))
 
 
 def upstream_message(snippet: bytes, secrets: tuple[str, ...]) -> str:
