@@ -11,8 +11,12 @@
    /proc) with the median of the per-round ratios (minimal CPU / localrouter CPU), which is
    what caps throughput and moves far less with the neighbours on a shared machine: the
    verdict, target >= 0.9. Use --rounds 12 or more.
+3. With --control, a third server in the same rounds: a daemon whose config has aliases,
+   hidden models and clients with allowlists, called through an alias (itself an alias) with
+   a client's token. Prints its own ratio, and its CPU per request against the plain
+   daemon's, round by round: within 3 % counts as no measurable cost.
 
-    python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3]
+    python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3] [--control]
 """
 
 from __future__ import annotations
@@ -26,61 +30,113 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, LOAD_CORE, cpu_seconds, free_port, pinned, process, wait_for, wrk_run
+from models import (
+    CLIENT_HEADERS,
+    CLIENT_TOKEN,
+    HERE,
+    LOAD_CORE,
+    cpu_seconds,
+    free_port,
+    pinned,
+    process,
+    wait_for,
+    wrk_run,
+)
 
 TARGET_RATIO = 0.9
-WRK_SCRIPT = """wrk.method = "POST"
+# With --control: the controlled daemon's CPU per request may differ from the plain one's by
+# this much and still count as no measurable cost (the rounds of one run spread wider).
+CONTROL_TOLERANCE = 0.03
+POST_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model": "bench/bench-model", "messages": [{"role": "user", "content": "Say hi"}]}'
+{auth}wrk.body = '{{"model": "{model}", "messages": [{{"role": "user", "content": "Say hi"}}]}}'
+"""
+# The controlled daemon's config: an alias, hidden models and a client with an allowlist,
+# called through the alias with the client's token.
+CONTROL_CONFIG = f"""models:
+  aliases: {{fast: bench/bench-model, coder: fast}}
+  hide: ["*/tts-*", "*/whisper-*", "other/*"]
+clients:
+  - {{name: editor, token: {CLIENT_TOKEN}, allow: ["bench/*", "fast", "coder", "lab/*"]}}
+  - {{name: other, token: other-token-0000, allow: ["lab/*"]}}
 """
 
 
-def against_ceiling(
-    ours: tuple[str, int], ceiling: tuple[str, int], workdir: Path, args: argparse.Namespace
-) -> None:
-    """Each server's req/s and CPU time per request, as (url, pid) pairs, in paired rounds."""
+class Server:
+    """One proxy under load: where wrk sends its POSTs, its process, and what it sends."""
+
+    def __init__(self, name: str, url: str, pid: int, model: str, token: str | None = None):
+        self.name, self.url, self.pid = name, url, pid
+        auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
+        self.script = POST_SCRIPT.format(auth=auth, model=model)
+
+    def run(self, workdir: Path, seconds: float) -> tuple[float, float]:
+        """req/s and CPU seconds per request."""
+        script = workdir / f"{self.name}.lua"
+        script.write_text(self.script)
+        before = cpu_seconds(self.pid)
+        rate, count = wrk_run(self.url, seconds, 16, "-s", str(script))
+        return rate, (cpu_seconds(self.pid) - before) / count
+
+
+def against_ceiling(servers: list[Server], workdir: Path, args: argparse.Namespace) -> None:
+    """Each server's req/s and CPU time per request, in rounds whose order turns (the last
+    server is the ceiling)."""
     if not shutil.which("wrk"):
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT)
-
-    def run(server: tuple[str, int], seconds: float) -> tuple[float, float]:
-        url, pid = server
-        before = cpu_seconds(pid)
-        rate, count = wrk_run(url, seconds, 16, "-s", str(script))
-        return rate, (cpu_seconds(pid) - before) / count
-
-    run(ours, 1)  # warm both
-    run(ceiling, 1)
-    rates: dict[str, list[float]] = {"ours": [], "ceiling": []}
-    cpu: dict[str, list[float]] = {"ours": [], "ceiling": []}
+    for server in servers:
+        server.run(workdir, 1)  # warm
+    rates: dict[str, list[float]] = {server.name: [] for server in servers}
+    cpu: dict[str, list[float]] = {server.name: [] for server in servers}
     for round_number in range(args.rounds):
-        pair = [("ours", ours), ("ceiling", ceiling)]
-        for name, server in pair if round_number % 2 == 0 else reversed(pair):
-            rate, seconds = run(server, args.seconds)
-            rates[name].append(rate)
-            cpu[name].append(seconds)
-    ratios = [m / c for m, c in zip(rates["ours"], rates["ceiling"], strict=True)]
-    cpu_ratios = [c / m for m, c in zip(cpu["ours"], cpu["ceiling"], strict=True)]
-    ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu_ratios)
-    verdict = "ok" if cpu_ratio >= TARGET_RATIO else "UNDER"
-    print(
-        f"throughput, non-streamed, c=16: localrouter {statistics.median(rates['ours']):8.1f} "
-        f"req/s, minimal aiohttp proxy {statistics.median(rates['ceiling']):8.1f} req/s, ratio "
-        f"{ratio:.2f} (rounds: " + ", ".join(f"{r:.2f}" for r in ratios) + ")\n"
-        f"  CPU per request: localrouter {statistics.median(cpu['ours']) * 1e6:6.1f} us, "
-        f"minimal proxy {statistics.median(cpu['ceiling']) * 1e6:6.1f} us, ratio "
-        f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
-        + ", ".join(f"{r:.2f}" for r in cpu_ratios)
-        + ")",
-        flush=True,
-    )
+        turn = round_number % len(servers)
+        for server in servers[turn:] + servers[:turn]:
+            rate, seconds = server.run(workdir, args.seconds)
+            rates[server.name].append(rate)
+            cpu[server.name].append(seconds)
+    ceiling = servers[-1].name
+
+    def ratios(of: dict[str, list[float]], name: str, base: str, cpu_like: bool) -> list[float]:
+        pairs = zip(of[name], of[base], strict=True)
+        return [b / m if cpu_like else m / b for m, b in pairs]
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{v:.2f}" for v in values)
+
+    for server in servers[:-1]:
+        name = server.name
+        rate_ratios = ratios(rates, name, ceiling, cpu_like=False)
+        cpu_ratios = ratios(cpu, name, ceiling, cpu_like=True)
+        cpu_ratio = statistics.median(cpu_ratios)
+        verdict = "ok" if cpu_ratio >= TARGET_RATIO else "UNDER"
+        print(
+            f"throughput, non-streamed, c=16: {name} {statistics.median(rates[name]):8.1f} "
+            f"req/s, minimal aiohttp proxy {statistics.median(rates[ceiling]):8.1f} req/s, "
+            f"ratio {statistics.median(rate_ratios):.2f} (rounds: {listed(rate_ratios)})\n"
+            f"  CPU per request: {name} {statistics.median(cpu[name]) * 1e6:6.1f} us, "
+            f"minimal proxy {statistics.median(cpu[ceiling]) * 1e6:6.1f} us, ratio "
+            f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
+            f"{listed(cpu_ratios)})",
+            flush=True,
+        )
+    if len(servers) == 3:
+        plain, controlled = servers[0].name, servers[1].name
+        same_round = ratios(cpu, controlled, plain, cpu_like=True)
+        change = statistics.median(same_round)
+        verdict = "ok" if change >= 1 - CONTROL_TOLERANCE else "COSTS MORE"
+        print(
+            f"  aliases + allowlist: CPU per request, plain / controlled {change:.3f} ({verdict}"
+            f": within {CONTROL_TOLERANCE:.0%} counts as no measurable cost; rounds: "
+            f"{listed(same_round)})",
+            flush=True,
+        )
 
 
 BODY = {"model": "bench/bench-model", "messages": [{"role": "user", "content": "Say hi"}]}
@@ -137,43 +193,60 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only-throughput", action="store_true")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also a daemon with aliases, hidden models and client allowlists, called through "
+        "an alias with a client's token; prints its CPU per request against the plain one's",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the client on its own core; servers on the other
     upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        config = Path(workdir) / "config.yaml"
-        config.write_text(
+    control_port = free_port()
+    with tempfile.TemporaryDirectory() as workdir, ExitStack() as stack:
+        providers = (
             "providers:\n"
             f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {persist: false}\n"
         )
+        config = Path(workdir) / "config.yaml"
+        config.write_text(providers)
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
         upstream = [sys.executable, str(HERE / "servers.py"), "chat", str(upstream_port)]
-        daemon = (sys.executable, "-m", "localrouter", "serve", "--config", str(config))
-        daemon += ("--port", str(daemon_port), "--log-level", "warning")
-        ceiling = (sys.executable, str(HERE / "servers.py"), "minimal_proxy", str(ceiling_port))
-        ceiling += (direct,)
         upstream_process = subprocess.Popen(pinned(LOAD_CORE, upstream))
-        try:
-            with process(*daemon) as ours, process(*ceiling) as minimal:
-                asyncio.run(wait_for(f"http://127.0.0.1:{daemon_port}/v1/models"))
-                proxied = f"http://127.0.0.1:{daemon_port}/v1/chat/completions"
-                if not args.only_throughput:
-                    print(
-                        f"{args.requests} sequential requests per path and mode, "
-                        f"blocks of {args.block}"
-                    )
-                    asyncio.run(measure(direct, proxied, args))
-                against_ceiling(
-                    (proxied, ours.pid),
-                    (f"http://127.0.0.1:{ceiling_port}/v1/chat/completions", minimal.pid),
-                    Path(workdir),
-                    args,
-                )
-        finally:
-            upstream_process.terminate()
-            upstream_process.wait(timeout=10)
+        stack.callback(upstream_process.wait, timeout=10)
+        stack.callback(upstream_process.terminate)
+        ours = stack.enter_context(process(*daemon_command(config, daemon_port)))
+        ceiling = (sys.executable, str(HERE / "servers.py"), "minimal_proxy", str(ceiling_port))
+        minimal = stack.enter_context(process(*ceiling, direct))
+        asyncio.run(wait_for(f"http://127.0.0.1:{daemon_port}/v1/models"))
+        proxied = f"http://127.0.0.1:{daemon_port}/v1/chat/completions"
+        servers = [Server("localrouter", proxied, ours.pid, "bench/bench-model")]
+        if args.control:
+            controlled_config = Path(workdir) / "controlled.yaml"
+            controlled_config.write_text(providers + CONTROL_CONFIG)
+            controlled = stack.enter_context(
+                process(*daemon_command(controlled_config, control_port))
+            )
+            asyncio.run(
+                wait_for(f"http://127.0.0.1:{control_port}/v1/models", headers=CLIENT_HEADERS)
+            )
+            url = f"http://127.0.0.1:{control_port}/v1/chat/completions"
+            servers.append(Server("controlled", url, controlled.pid, "coder", CLIENT_TOKEN))
+        minimal_url = f"http://127.0.0.1:{ceiling_port}/v1/chat/completions"
+        servers.append(Server("minimal", minimal_url, minimal.pid, "bench/bench-model"))
+        if not args.only_throughput:
+            print(f"{args.requests} sequential requests per path and mode, blocks of {args.block}")
+            asyncio.run(measure(direct, proxied, args))
+        against_ceiling(servers, Path(workdir), args)
+
+
+def daemon_command(config: Path, port: int) -> tuple[str, ...]:
+    return (
+        *(sys.executable, "-m", "localrouter", "serve", "--config", str(config)),
+        *("--port", str(port), "--log-level", "warning"),
+    )
 
 
 if __name__ == "__main__":

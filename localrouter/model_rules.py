@@ -11,7 +11,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -42,11 +42,24 @@ class Client:
 
     name: str
     allow: Globs | None
+    # Each name's verdict, remembered: a client calls the same few models again and again.
+    _verdicts: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def allows(self, *ids: str) -> bool:
         """Whether any of the names a model goes by (alias, id) is admitted."""
         allow = self.allow
-        return allow is None or any(allow(model_id) for model_id in ids)
+        if allow is None:
+            return True
+        verdicts = self._verdicts
+        for model_id in ids:
+            verdict = verdicts.get(model_id)
+            if verdict is None:
+                verdict = allow(model_id)
+                if len(verdicts) < 4096:  # bounded: callers choose the names
+                    verdicts[model_id] = verdict
+            if verdict:
+                return True
+        return False
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,7 +63,11 @@ async def resolve(request: web.Request, model: str, rules: ModelRules) -> tuple[
             param="model",
         )
     client = request[CLIENT]
-    if client is not None and not client.allows(model, f"{found[0].name}/{found[1]}"):
+    if (
+        client is not None
+        and not client.allows(model)
+        and not client.allows(f"{found[0].name}/{found[1]}")
+    ):
         raise ModelNotAllowed(
             f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "
             "allow list (clients[].allow in the config).",

@@ -100,8 +100,10 @@ class Guard:
 
     def _client(self, request: web.Request, *, admin_only: bool) -> Client | None:
         sent = request.headers.getall(hdrs.AUTHORIZATION, ())
-        if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: one hashing
-            return self._admitted(self._known[sent[0]], request, admin_only=admin_only)
+        if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: cheap twice
+            known = self._known[sent[0]]
+            if known is None or not admin_only:  # else the long way, to its refusal
+                return known
         presented = _presented(request)
         if presented is not None and self._token is not None and _is_token(presented, self._token):
             self._remember(sent, None)
