@@ -24,8 +24,10 @@ def instance_status(instance: Instance) -> dict[str, Any]:
 
 async def cache_stats(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
+    # First: reading them adds the hits served from the snapshot. Removed instances count too,
+    # so totals never go back.
+    everyone = registry.counters().values()
     per_instance = {instance.name: instance_status(instance) for instance in registry.instances()}
-    everyone = registry.counters().values()  # removed instances too: totals never go back
     totals = {
         counter: sum(getattr(counters, counter) for counters in everyone)
         for counter in ("hits", "misses", "refreshes", "fallbacks", "upstream_calls")

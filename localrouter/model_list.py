@@ -70,6 +70,10 @@ class ModelsView:
         self.shaped: DerivedCache[ShapeKey, MergedModels] = DerivedCache(capacity=64)
         self._registry: Registry | None = None
         self._live: LiveSettings | None = None
+        # What each caller (a client, or None) was last served, for these lists and rules
+        # only: emptied when either changes, so it holds nothing stale.
+        self._served: dict[Client | None, Visible] = {}
+        self._served_for: tuple[InstanceLists | None, ModelRules | None] = (None, None)
 
     def serve_from(self, registry: Registry, live: LiveSettings) -> None:
         """Where `visible_now` finds the lists and the rules (the app's, once started)."""
@@ -86,18 +90,30 @@ class ModelsView:
         if lists is None:
             return None
         rules = live.rules
+        served_for = self._served_for
+        if served_for[0] is lists and served_for[1] is rules:
+            visible = self._served.get(client)
+            if visible is not None:
+                registry.count_hits()
+                return visible
+        else:
+            self._served = {}
+            self._served_for = (lists, rules)
         if client is None and not rules.shapes_lists:
             merged = self._renders.peek(None, lists)
             if merged is None:
                 return None
-            registry.count_hits()
-            return lists, merged, None
-        key = (rules, client)
-        shaped = self.shaped.peek(key, lists)  # made from the merged list of the same lists
-        if shaped is None:
-            return None
+            visible = lists, merged, None
+        else:
+            key = (rules, client)
+            shaped = self.shaped.peek(key, lists)  # made from the merged list of the same lists
+            if shaped is None:
+                return None
+            visible = lists, shaped, key
+        if len(self._served) < 256:  # bounded: one per client of the config, and None
+            self._served[client] = visible
         registry.count_hits()
-        return lists, shaped, key
+        return visible
 
     def current(self, lists: InstanceLists) -> MergedModels | None:
         """The rendered list if nothing changed, without an await: found by the identity of

@@ -186,10 +186,14 @@ class Registry:
         # (each cache calls `_lists_changed`): the hot path is one clock read.
         self._fresh: InstanceLists | None = None
         self._fresh_until = 0.0
+        self._hit_counters: tuple[CacheCounters, ...] = ()
+        self._unspread_hits = 0
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
 
     def counters(self) -> Mapping[str, CacheCounters]:
-        """Every instance's counters, including instances a reload has removed."""
+        """Every instance's counters, including instances a reload has removed (read them
+        here: hits served from the snapshot are added to them now)."""
+        self._spread_hits()
         return self._counters
 
     def instances(self, names: Sequence[str] | None = None) -> tuple[Instance, ...]:
@@ -206,6 +210,7 @@ class Registry:
         self._by_name = instances
         self._ordered = tuple(instances.values())
         self._labels = _labels(self._ordered)
+        self._spread_hits()  # to the instances that served them
         self._hit_counters = tuple(instance.cache.counters for instance in self._ordered)
         self._fresh = None
 
@@ -257,8 +262,15 @@ class Registry:
         return fresh
 
     def count_hits(self) -> None:
-        for counters in self._hit_counters:
-            counters.hits += 1
+        """A request served from the snapshot: a hit for every instance, added to their
+        counters when they are read (one addition here, not one per instance)."""
+        self._unspread_hits += 1
+
+    def _spread_hits(self) -> None:
+        hits, self._unspread_hits = self._unspread_hits, 0
+        if hits:
+            for counters in self._hit_counters:
+                counters.hits += hits
 
     def _take_fresh(self) -> InstanceLists | None:
         served: list[Served] = []

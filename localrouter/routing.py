@@ -88,7 +88,12 @@ class Guard:
         if not needs_token:
             return None
         if self._clients:
-            return self._client(request, admin_only=admin_only)
+            sent = request.headers.getall(hdrs.AUTHORIZATION, ())
+            if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: cheap twice
+                known = self._known[sent[0]]
+                if known is None or not admin_only:  # else the long way, to its refusal
+                    return known
+            return self._client(request, sent, admin_only)
         if self._token is not None and not _is_token(_presented(request), self._token):
             if _is_preflight(request):
                 return None  # browsers send no credentials on a preflight; no_route answers it
@@ -98,12 +103,8 @@ class Guard:
             )
         return None
 
-    def _client(self, request: web.Request, *, admin_only: bool) -> Client | None:
-        sent = request.headers.getall(hdrs.AUTHORIZATION, ())
-        if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: cheap twice
-            known = self._known[sent[0]]
-            if known is None or not admin_only:  # else the long way, to its refusal
-                return known
+    def _client(self, request: web.Request, sent: Sequence[str], admin_only: bool) -> Client | None:
+        """The client of a request whose Authorization values (`sent`) are not known yet."""
         presented = _presented(request)
         if presented is not None and self._token is not None and _is_token(presented, self._token):
             self._remember(sent, None)
