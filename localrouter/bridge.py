@@ -26,6 +26,12 @@ Event = tuple[str, Json]
 MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
 
 
+def token_count(value: Any) -> int:
+    """A token count an upstream reported, or 0 for anything that is not one (a bool is an
+    int to Python, never a count)."""
+    return value if type(value) is int and value > 0 else 0
+
+
 def an_object(value: Any) -> Json:
     """`value` if it is a JSON object, else an empty one (for reading what a peer sent)."""
     return value if isinstance(value, dict) else {}

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from localrouter.bridge import token_count
 from localrouter.errors import anthropic_error_body
 
 Json = dict[str, Any]
@@ -79,12 +80,12 @@ def usage(chat_usage: Any) -> Json:
     """Chat counts as Messages counts: cached prompt tokens are reported apart, as Anthropic
     does (its input_tokens excludes cache reads)."""
     found = chat_usage if isinstance(chat_usage, dict) else {}
-    prompt = _count(found.get("prompt_tokens"))
+    prompt = token_count(found.get("prompt_tokens"))
     details = found.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     counts: Json = {
         "input_tokens": max(prompt - cached, 0),
-        "output_tokens": _count(found.get("completion_tokens")),
+        "output_tokens": token_count(found.get("completion_tokens")),
     }
     if cached:
         counts["cache_read_input_tokens"] = cached
@@ -104,10 +105,6 @@ def tool_input(arguments: Any) -> Json:
 
 def message_id(chat_id: Any) -> str:
     return f"msg_{chat_id}" if isinstance(chat_id, str) and chat_id else "msg_localrouter"
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class MessagesStream:

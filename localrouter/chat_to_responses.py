@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from localrouter.bridge import Event
+from localrouter.bridge import Event, token_count
 
 Json = dict[str, Any]
 
@@ -78,20 +78,20 @@ def response_object(
 def usage(chat_usage: Any) -> Json | None:
     if not isinstance(chat_usage, dict):
         return None
-    prompt = _count(chat_usage.get("prompt_tokens"))
-    completion = _count(chat_usage.get("completion_tokens"))
+    prompt = token_count(chat_usage.get("prompt_tokens"))
+    completion = token_count(chat_usage.get("completion_tokens"))
     prompt_details = chat_usage.get("prompt_tokens_details")
     completion_details = chat_usage.get("completion_tokens_details")
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _count(_get(prompt_details, "cached_tokens")),
+            "cached_tokens": token_count(_get(prompt_details, "cached_tokens")),
         },
         "output_tokens": completion,
         "output_tokens_details": {
-            "reasoning_tokens": _count(_get(completion_details, "reasoning_tokens")),
+            "reasoning_tokens": token_count(_get(completion_details, "reasoning_tokens")),
         },
-        "total_tokens": _count(chat_usage.get("total_tokens")) or prompt + completion,
+        "total_tokens": token_count(chat_usage.get("total_tokens")) or prompt + completion,
     }
 
 
@@ -156,10 +156,6 @@ def _item_id(prefix: str, echo: Echo, index: int) -> str:
 
 def _get(found: Any, name: str) -> Any:
     return found.get(name) if isinstance(found, dict) else None
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class ResponsesStream:

@@ -250,9 +250,7 @@ class Forwarded:
     ) -> web.StreamResponse:
         if is_streamed(upstream):
             return await self._stream(request, upstream, http, where, shown)
-        answer = await http.read_body(upstream, where)
-        if http.secrets:
-            answer = redact_bytes(answer, http.secrets)
+        answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
 
     async def _stream(

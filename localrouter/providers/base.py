@@ -73,8 +73,11 @@ class ModelInfo:
 
     @property
     def takes_reasoning_effort(self) -> bool:
-        return "reasoning" in self.capabilities or any(
-            name in self.supported_parameters for name in ("reasoning", "reasoning_effort")
+        parameters = self.supported_parameters
+        return (
+            "reasoning" in self.capabilities
+            or "reasoning" in parameters
+            or "reasoning_effort" in parameters
         )
 
     def plain(self) -> dict[str, Any]:
