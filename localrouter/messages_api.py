@@ -177,21 +177,22 @@ async def _native_count(
         key = pool.pick() if pool is not None else 0
     except NoKeyFree:
         return None
-    headers = {**(route.keyed[key] if pool else route.headers), **_client_headers(request)}
+    target = route.target("messages/count_tokens")
     try:
         async with (
             asyncio.timeout(instance.settings.timeout_seconds),
             http.request(
                 "POST",
-                route.url("messages/count_tokens"),
+                target.url,
+                headers=route.keyed[key] if pool else route.headers,
+                extra=_client_headers(request),
                 data=orjson.dumps({**body, "model": upstream_id}),
-                headers=headers,
                 limits=route.answer_limits,
             ) as upstream,
         ):
             if upstream.status != 200:
                 return None
-            raw = await http.read_body(upstream, http.where(route.url("messages/count_tokens")))
+            raw = await http.read_body(upstream, target)
     except (UpstreamError, TimeoutError, aiohttp.ClientError):
         return None
     try:

@@ -70,7 +70,7 @@ class Route:
     keyed: tuple[Mapping[str, str], ...]  # the same with each key of a pool, by position
     # chat_timeout_seconds, the longest silence mid-answer: a stream's read limit restarts
     # with every chunk. A whole answer arrives at its end, so the caller gives it one deadline
-    # (asyncio.timeout) instead: aiohttp's own timers cost 10 % of proxy throughput.
+    # (proxy.GatewayErrors) instead: aiohttp's own timers cost 10 % of proxy throughput.
     stream_limits: aiohttp.ClientTimeout
     answer_limits: aiohttp.ClientTimeout  # connect only
     label: str | None = None  # how messages name the instance (UpstreamClient.label)
