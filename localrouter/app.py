@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -97,18 +98,19 @@ def create_app(
     metrics = Metrics()
     metrics.watch(lambda: app.get(REGISTRY), lambda: _reload_state(app))
     app[METRICS] = metrics
-    app[MODELS_VIEW] = ModelsView()
+    models_view = app[MODELS_VIEW] = ModelsView()
     app[DETAILED_CACHE] = DetailedCache()
     app[UNIQUE_CACHE] = UniqueCache()
     app[MODEL_INDEX] = DerivedCache(capacity=1)
     app[ANTHROPIC_MODELS] = DerivedCache(capacity=64)  # per config and client (ShapeKey)
-    app[VIEW_CACHES] = view_caches()
+    caches = app[VIEW_CACHES] = view_caches()
     app[RESPONSE_STORE] = ResponseStore()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
+    listing: Handler = partial(list_models, models_view)
     routes = [
-        ("GET", "/v1/models", list_models),
+        ("GET", "/v1/models", listing),
         ("GET", "/v1/models/{model_id:.+}", retrieve_model),
         ("GET", "/api/models", detailed_models),
         ("GET", "/api/models/unique", unique_models),
@@ -127,7 +129,11 @@ def create_app(
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
         *OLLAMA_ROUTES,
-        *(("GET", path, handler(view)) for view in VIEWS for path in view.paths),
+        *(
+            ("GET", path, handler(view, models_view, caches))
+            for view in VIEWS
+            for path in view.paths
+        ),
         ("GET", "/api/v0/models/{model_id:.+}", lmstudio_model),
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]

@@ -14,12 +14,12 @@ from aiohttp import web
 from localrouter.derived import DerivedCache
 from localrouter.litellm_models import litellm_groups, litellm_info
 from localrouter.lmstudio_models import lmstudio_models
-from localrouter.model_list import MergedModels, visible_list
+from localrouter.model_list import MergedModels, ModelsView, visible_list
 from localrouter.model_rules import ShapeKey
 from localrouter.ollama_models import ollama_tags
 from localrouter.openrouter_models import openrouter_models
 from localrouter.responses import Body, cached_response
-from localrouter.state import CLIENT, MODELS_VIEW, VIEW_CACHES
+from localrouter.state import CLIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +44,16 @@ def view_caches() -> ViewCaches:
     return {view.name: DerivedCache(capacity=64) for view in VIEWS}  # per config and client
 
 
-def handler(view: ListView) -> Callable[[web.Request], Awaitable[web.Response]]:
+def handler(
+    view: ListView, models: ModelsView, caches: ViewCaches
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The route of one view, bound to the app's models view and its own cache (no lookups
+    on a request)."""
+    cache = caches[view.name]
+
     async def serve(request: web.Request) -> web.Response:
-        app, client = request.app, request[CLIENT]
-        lists, shown, key = app[MODELS_VIEW].visible_now(client) or await visible_list(
-            request, client
-        )
-        cache = app[VIEW_CACHES][view.name]
+        client = request[CLIENT]
+        lists, shown, key = models.visible_now(client) or await visible_list(request, client)
         body = cache.peek(key, lists) or await cache.get_async(
             key, lists, lambda: view.build(shown)
         )

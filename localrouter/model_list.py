@@ -73,7 +73,8 @@ class ModelsView:
         # What each caller (a client, or None) was last served, for these lists and rules
         # only: emptied when either changes, so it holds nothing stale.
         self._served: dict[Client | None, Visible] = {}
-        self._served_for: tuple[InstanceLists | None, ModelRules | None] = (None, None)
+        self._served_lists: InstanceLists | None = None
+        self._served_rules: ModelRules | None = None
 
     def serve_from(self, registry: Registry, live: LiveSettings) -> None:
         """Where `visible_now` finds the lists and the rules (the app's, once started)."""
@@ -90,15 +91,14 @@ class ModelsView:
         if lists is None:
             return None
         rules = live.rules
-        served_for = self._served_for
-        if served_for[0] is lists and served_for[1] is rules:
+        if lists is self._served_lists and rules is self._served_rules:
             visible = self._served.get(client)
             if visible is not None:
                 registry.count_hits()
                 return visible
         else:
             self._served = {}
-            self._served_for = (lists, rules)
+            self._served_lists, self._served_rules = lists, rules
         if client is None and not rules.shapes_lists:
             merged = self._renders.peek(None, lists)
             if merged is None:
@@ -270,11 +270,10 @@ async def _in_anthropic_shape(
     )
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(view: ModelsView, request: web.Request) -> web.Response:
+    """GET /v1/models, for the app whose `view` it is (bound at start: no lookup a request)."""
     client = request[CLIENT]
-    lists, shown, key = request.app[MODELS_VIEW].visible_now(client) or await visible_list(
-        request, client
-    )
+    lists, shown, key = view.visible_now(client) or await visible_list(request, client)
     if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
         return page_response(request, await _in_anthropic_shape(request, lists, shown, key))
     return cached_response(request, shown.body)

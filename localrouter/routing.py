@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
-_ORIGIN = hdrs.ORIGIN
+_ORIGIN, _HOST, _AUTHORIZATION = hdrs.ORIGIN, hdrs.HOST, hdrs.AUTHORIZATION
 
 
 class Guard:
@@ -82,17 +82,19 @@ class Guard:
         """Raise unless the request may go on; the client it comes from, or None for one who
         sees everything (the admin, or anyone when no token is set). The common case is two
         lookups."""
-        host = request.headers.get(hdrs.HOST)
+        headers = request.headers
+        host = headers.get(_HOST)
         if host is not None and host not in self._hosts_ok:
             self._check_host(host, request)
         if not needs_token:
             return None
         if self._clients:
-            sent = request.headers.getall(hdrs.AUTHORIZATION, ())
-            if len(sent) == 1 and sent[0] in self._known:  # str caches its hash: cheap twice
-                known = self._known[sent[0]]
-                if known is None or not admin_only:  # else the long way, to its refusal
-                    return known
+            sent = headers.getall(_AUTHORIZATION, ())
+            known = self._known
+            if len(sent) == 1 and sent[0] in known:  # str caches its hash: cheap twice
+                client = known[sent[0]]
+                if client is None or not admin_only:  # else the long way, to its refusal
+                    return client
             return self._client(request, sent, admin_only)
         if self._token is not None and not _is_token(_presented(request), self._token):
             if _is_preflight(request):
