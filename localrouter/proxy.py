@@ -163,37 +163,35 @@ async def send(
 
 class GatewayErrors:
     """A failed upstream call as the client's 502 or 504 (each route renders it its way), and
-    given the request's `task`, the whole answer's deadline: the task is cancelled once
-    `seconds` pass, which comes out as the 504. A class with one timer, not asyncio.timeout
-    and @contextmanager: it wraps every proxied request, and they cost twice the steps (and
-    two getpid calls)."""
+    given the request's `task`, the whole answer's deadline: the client's `Deadlines` cancel
+    the task once `seconds` pass, which comes out as the 504. A class, not asyncio.timeout
+    and @contextmanager: it wraps every proxied request, and they cost several times the
+    steps (and two getpid calls)."""
 
-    __slots__ = ("_expired", "_http", "_task", "_timer", "answering", "seconds", "where")
+    __slots__ = ("_http", "_task", "answering", "seconds", "where")
 
     def __init__(
         self, where: Where, http: UpstreamClient, seconds: float, task: asyncio.Task[Any] | None
     ) -> None:
         self.where, self._http, self.seconds, self._task = where, http, seconds, task
         self.answering = False  # a failure from here on is not retried
-        self._expired = False
-        self._timer = None if task is None else task.get_loop().call_later(seconds, self._expire)
-
-    def _expire(self) -> None:
-        self._expired = True
-        assert self._task is not None
-        self._task.cancel()
+        if task is not None:
+            http.deadlines.start(task, seconds)
 
     def __enter__(self) -> GatewayErrors:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            if self._expired:
-                assert self._task is not None
-                # Ours alone, not also the client's leaving: the answer took too long.
-                if self._task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
-                    exc = TimeoutError()
+        task = self._task
+        # Cancelled for its deadline (then always uncancelled once), and not also for the
+        # client's leaving: the answer was too slow.
+        if (
+            task is not None
+            and self._http.deadlines.end(task)
+            and task.uncancel() == 0
+            and isinstance(exc, asyncio.CancelledError)
+        ):
+            exc = TimeoutError()
         if exc is None or isinstance(exc, ConnectionResetError):  # the client left: not ours
             return
         error = self._error(exc)

@@ -208,6 +208,7 @@ class Registry:
 
     def _publish(self, instances: dict[str, Instance]) -> None:
         self._by_name = instances
+        self._resolved: dict[str, tuple[Instance, str]] = {}
         self._ordered = tuple(instances.values())
         self._labels = _labels(self._ordered)
         self._spread_hits()  # to the instances that served them
@@ -326,10 +327,18 @@ class Registry:
             instance.cache.prefetch()
 
     def resolve(self, model_id: str) -> tuple[Instance, str] | None:
-        """`instance/upstream-id` -> the instance and the upstream id."""
-        name, slash, upstream_id = model_id.partition("/")
-        instance = self._by_name.get(name) if slash and upstream_id else None
-        return (instance, upstream_id) if instance is not None else None
+        """`instance/upstream-id` -> the instance and the upstream id (remembered until the
+        instances change: clients call the same few ids again and again)."""
+        found = self._resolved.get(model_id)
+        if found is None:
+            name, slash, upstream_id = model_id.partition("/")
+            instance = self._by_name.get(name) if slash and upstream_id else None
+            if instance is None:
+                return None
+            found = instance, upstream_id
+            if len(self._resolved) < 4096:  # bounded: callers choose the ids
+                self._resolved[model_id] = found
+        return found
 
     async def apply(self, settings: Settings) -> None:
         """Switch to a new config: unchanged instances keep their lists (with the new TTL),

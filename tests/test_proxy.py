@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from localrouter.state import REGISTRY
 from tests.conftest import DaemonFactory
 
 UPSTREAM_KEY = "sk-upstream-5be1c0de"
@@ -317,6 +318,46 @@ async def test_unreachable_and_slow_upstreams_are_502_and_504(
     response = await client.post("/v1/chat/completions", json={"model": "slow/m", "messages": []})
     assert response.status == 504
     assert "instance 'slow'" in (await response.json())["error"]["message"]
+
+
+async def test_each_call_keeps_its_own_deadline_and_none_outlives_its_call(
+    aiohttp_server: Any, daemon: DaemonFactory
+):
+    """One slow call is cut at the instance's chat_timeout_seconds while quick calls on the same
+    instance, started after it, are answered; afterwards no deadline is left waiting."""
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["model"] == "slow":
+            await asyncio.sleep(5)
+        return web.json_response(completion(body["model"], "ok"))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_get("/v1/models", models_list)
+    server = await aiohttp_server(app)
+    upstream = {
+        "name": "up",
+        "type": "openai_compatible",
+        "base_url": str(server.make_url("/v1")),
+        "chat_timeout_seconds": 0.3,
+    }
+    client = await daemon({"providers": [upstream]})
+
+    async def call(model: str) -> int:
+        body = {"model": f"up/{model}", "messages": [{"role": "user", "content": "hi"}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        await response.read()
+        return response.status
+
+    slow = asyncio.ensure_future(call("slow"))
+    quick = [await call("quick") for _ in range(5)]
+    assert quick == [200] * 5
+    assert await slow == 504
+    assert [await call("quick") for _ in range(3)] == [200] * 3
+    served_by = client.app[REGISTRY].instance("up")
+    assert served_by is not None
+    assert len(served_by.http.deadlines) == 0
 
 
 async def test_an_upstream_dying_mid_stream_ends_with_an_error_event(

@@ -28,6 +28,7 @@ import orjson
 from yarl import URL
 
 from localrouter import __version__
+from localrouter.deadlines import Deadlines
 from localrouter.errors import UpstreamError
 from localrouter.jsonload import loads_off_loop
 from localrouter.secrets import drop_partial_secret, redact, shorten
@@ -257,6 +258,7 @@ class UpstreamClient:
         self.max_bytes = max_bytes
         self.secrets = secrets
         self.label = f"instance '{instance}'" if instance else None
+        self.deadlines = Deadlines()  # of the whole answers of calls in flight (proxy.send)
 
     def where(self, url: str | URL) -> Where:
         """How a message names the upstream: the instance and its URL without secrets."""
