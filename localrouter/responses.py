@@ -109,7 +109,10 @@ async def model_request(request: web.Request) -> tuple[dict[str, Any], str, byte
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
-    body = _parsed(raw)
+    try:  # _parsed, inline: this is on every proxied request
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     model = body.get("model")

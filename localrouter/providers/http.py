@@ -321,9 +321,7 @@ class UpstreamClient:
         redirects refused: a 3xx raises `Redirected` (report it with `.at(where)`). Any other
         status is the caller's to handle."""
         base = _WITH_BODY if data is not None else _WITHOUT_BODY
-        sent = {**base, **headers} if headers else base
-        if extra:
-            sent = {**sent, **extra}
+        sent = {**base, **(headers or _NONE), **(extra or _NONE)} if headers or extra else base
         return self._transport.send(
             method,
             url,
@@ -341,8 +339,10 @@ class UpstreamClient:
             error = self._status_error(response.status, str(where), snippet)
             error.retry_after = response.headers.get("Retry-After")
             raise error
-        length = response.content_length
-        if length is not None and not response.headers.get("Content-Encoding"):
+        headers = response.headers
+        declared = headers.get("Content-Length")
+        if declared is not None and declared.isdecimal() and not headers.get("Content-Encoding"):
+            length = int(declared)
             if length > self.max_bytes:
                 raise self._too_big(where)
             if length <= _READ_WHOLE_BYTES:  # the common small answer: one read, no buffer
@@ -378,6 +378,7 @@ class UpstreamClient:
 
 
 _NO_LIMITS = aiohttp.ClientTimeout(total=None)
+_NONE: Mapping[str, str] = MappingProxyType({})
 _WITHOUT_BODY = MappingProxyType({"User-Agent": USER_AGENT})
 _WITH_BODY = MappingProxyType({"User-Agent": USER_AGENT, "Content-Type": JSON_TYPE})
 
