@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from localrouter.errors import BadRequest
+from localrouter.instance import Instance
 from localrouter.providers.http import display_url
-from localrouter.registry import Instance
 from localrouter.responses import json_response, request_json
 from localrouter.state import FLEET, REGISTRY, RELOADER, SETTINGS
 

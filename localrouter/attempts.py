@@ -17,10 +17,10 @@ import structlog
 from aiohttp import web
 
 from localrouter.errors import GatewayError, LocalRouterError, ModelNotFound
+from localrouter.instance import Instance
 from localrouter.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
 from localrouter.model_rules import ModelRules
 from localrouter.proxy import Call, send
-from localrouter.registry import Instance
 from localrouter.resolve import resolve
 from localrouter.state import METRICS, SETTINGS
 

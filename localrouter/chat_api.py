@@ -10,9 +10,9 @@ from aiohttp.typedefs import Handler
 
 from localrouter import attempts
 from localrouter.errors import NotAChatModel
+from localrouter.instance import Instance
 from localrouter.providers.base import Wire
 from localrouter.proxy import FORWARDED, Call, RequestBody, rewritten
-from localrouter.registry import Instance
 from localrouter.responses import JSON, model_request
 
 

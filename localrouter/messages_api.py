@@ -21,12 +21,12 @@ from localrouter.errors import (
     UpstreamError,
     anthropic_error_body,
 )
+from localrouter.instance import Instance, Route
 from localrouter.key_pool import NoKeyFree
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.proxy import RequestBody, chat_route, listing, rewritten
-from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, model_request, request_json
 from localrouter.secrets import redact_bytes
 from localrouter.state import CLIENT, REGISTRY, SETTINGS

@@ -18,6 +18,7 @@ from localrouter import attempts
 from localrouter.bridge import an_object, translate_stream, whole_answer
 from localrouter.chat_to_ollama import OllamaAnswer, OllamaStream, ndjson
 from localrouter.errors import BadRequest, LocalRouterError, ollama_error_body
+from localrouter.instance import Instance, Route
 from localrouter.ollama_models import our_id
 from localrouter.ollama_to_chat import chat_request, generate_request, streams
 from localrouter.providers.base import Wire
@@ -31,7 +32,6 @@ from localrouter.proxy import (
     listing,
     rewritten,
 )
-from localrouter.registry import Instance, Route
 from localrouter.responses import JSON, request_json
 from localrouter.secrets import redact_bytes
 

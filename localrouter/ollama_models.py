@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from localrouter.errors import BadRequest
-from localrouter.registry import NOT_YET
+from localrouter.instance import NOT_YET
 from localrouter.resolve import find
 from localrouter.responses import JSON, Body, request_json
 from localrouter.state import SETTINGS

@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error_body
+from localrouter.instance import NOT_YET, Instance, Route
 from localrouter.providers.base import ModelInfo, Wire
 from localrouter.providers.http import (
     Redirected,
@@ -24,7 +25,6 @@ from localrouter.providers.http import (
     Where,
     upstream_message,
 )
-from localrouter.registry import NOT_YET, Instance, Route
 from localrouter.responses import JSON, json_response
 from localrouter.routing import add_cors
 from localrouter.secrets import StreamRedactor, redact_bytes, redact_json, shorten

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from localrouter.errors import ModelNotAllowed, ModelNotFound
+from localrouter.instance import Instance
 from localrouter.model_rules import ModelRules
 from localrouter.offload import dismantle
-from localrouter.registry import Instance, InstanceLists
+from localrouter.registry import InstanceLists
 from localrouter.state import CLIENT, MODEL_INDEX, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 

@@ -15,6 +15,7 @@ from localrouter import attempts
 from localrouter.bridge import translate_stream, whole_answer
 from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
 from localrouter.errors import BadRequest, NotFound
+from localrouter.instance import Instance
 from localrouter.providers.base import Wire
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
 from localrouter.proxy import (
@@ -26,7 +27,6 @@ from localrouter.proxy import (
     rewritten,
     upstream_error,
 )
-from localrouter.registry import Instance
 from localrouter.response_store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.responses import JSON, model_request
 from localrouter.responses_to_chat import chat_request
