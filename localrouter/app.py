@@ -16,12 +16,12 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter import ollama_api, ollama_models
+from localrouter import chat_api, ollama_api, ollama_models
 from localrouter.api import cache_clear, cache_stats, health, providers
 from localrouter.api_models import DetailedCache, detailed_models
+from localrouter.attempts import Upstreams
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
-from localrouter.chat_api import chat_completions, completions, embeddings
 from localrouter.client_views import VIEWS, handler, view_caches
 from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
@@ -105,22 +105,22 @@ def create_app(
     app[ANTHROPIC_MODELS] = DerivedCache(capacity=64)  # per config and client (ShapeKey)
     caches = app[VIEW_CACHES] = view_caches()
     app[RESPONSE_STORE] = ResponseStore()
+    upstreams = Upstreams(live, metrics)  # its registry comes when the app starts
     app.cleanup_ctx.append(_upstream_session)
-    app.cleanup_ctx.append(_registry(settings))
+    app.cleanup_ctx.append(_registry(settings, upstreams))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
     listing: Handler = partial(list_models, models_view)
-    routes = [
+    ollama = ollama_routes(upstreams)
+    routes: list[tuple[str, str, Handler]] = [
         ("GET", "/v1/models", listing),
         ("GET", "/v1/models/{model_id:.+}", retrieve_model),
         ("GET", "/api/models", detailed_models),
         ("GET", "/api/models/unique", unique_models),
         ("GET", "/api/models/unique/{model_id:.+}", unique_model),
         ("GET", "/api/cache/stats", cache_stats),
-        ("POST", "/v1/chat/completions", chat_completions),
-        ("POST", "/v1/completions", completions),
-        ("POST", "/v1/embeddings", embeddings),
-        ("POST", "/v1/messages", messages),
-        ("POST", "/v1/responses", responses),
+        *chat_api.routes(upstreams),
+        ("POST", "/v1/messages", partial(messages, upstreams)),
+        ("POST", "/v1/responses", partial(responses, upstreams)),
         ("GET", "/v1/responses/{response_id}", retrieve_response),
         ("DELETE", "/v1/responses/{response_id}", delete_response),
         ("POST", "/v1/messages/count_tokens", count_tokens),
@@ -128,7 +128,7 @@ def create_app(
         ("GET", "/metrics", metrics_endpoint),
         ("GET", "/api/providers", providers),
         ("POST", "/api/cache/clear", cache_clear),
-        *OLLAMA_ROUTES,
+        *ollama,
         *(
             ("GET", path, handler(view, models_view, caches))
             for view in VIEWS
@@ -138,28 +138,29 @@ def create_app(
         ("*", "/{tail:.*}", no_route),  # last: only what nothing else matched
     ]
     shapes = dict.fromkeys(ANTHROPIC_PATHS, LocalRouterError.to_anthropic_body)
-    shapes.update((path, LocalRouterError.to_ollama_body) for _, path, _ in OLLAMA_ROUTES)
+    shapes.update((path, LocalRouterError.to_ollama_body) for _, path, _ in ollama)
     shapes["/api/tags"] = LocalRouterError.to_ollama_body
     add_routes(app, routes, open_paths={"/health"}, error_shapes=shapes, admin_paths=ADMIN_PATHS)
     return app
 
 
-# Ollama's API, for the tools that speak only it (ollama_models.py, ollama_api.py).
-OLLAMA_ROUTES: tuple[tuple[str, str, Handler], ...] = (
-    ("GET", "/api/version", ollama_models.version),
-    ("POST", "/api/show", ollama_show),
-    ("GET", "/api/ps", ollama_models.running),
-    ("POST", "/api/chat", ollama_api.chat),
-    ("POST", "/api/generate", ollama_api.generate),
-    ("POST", "/api/embed", ollama_api.embed),
-    ("POST", "/api/embeddings", ollama_api.embeddings),
-    ("POST", "/api/pull", ollama_api.manage),
-    ("POST", "/api/push", ollama_api.manage),
-    ("POST", "/api/create", ollama_api.manage),
-    ("POST", "/api/copy", ollama_api.manage),
-    ("DELETE", "/api/delete", ollama_api.manage),
-    ("POST", "/api/blobs/{digest}", ollama_api.manage),
-)
+def ollama_routes(upstreams: Upstreams) -> tuple[tuple[str, str, Handler], ...]:
+    """Ollama's API, for the tools that speak only it (ollama_models.py, ollama_api.py)."""
+    calls = ollama_api.routes(upstreams)
+    return (
+        ("GET", "/api/version", ollama_models.version),
+        ("POST", "/api/show", ollama_show),
+        ("GET", "/api/ps", ollama_models.running),
+        *(("POST", path, handler) for path, handler in calls.items()),
+        ("POST", "/api/pull", ollama_api.manage),
+        ("POST", "/api/push", ollama_api.manage),
+        ("POST", "/api/create", ollama_api.manage),
+        ("POST", "/api/copy", ollama_api.manage),
+        ("DELETE", "/api/delete", ollama_api.manage),
+        ("POST", "/api/blobs/{digest}", ollama_api.manage),
+    )
+
+
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 # Once clients exist, these need the admin token (server.auth_token): they show or change
 # every instance, whatever a client's allowlist.
@@ -179,7 +180,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def _registry(
+    settings: Settings, upstreams: Upstreams
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         catalog = CatalogStore(app[CACHE_DIR])
         await asyncio.to_thread(catalog.current)  # loaded before the first fetch needs it
@@ -198,7 +201,7 @@ def _registry(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
         if fleet is not None:
             fleet.counters = registry.counters
         app[SETTINGS].subscribe(registry.apply)
-        app[REGISTRY] = registry
+        app[REGISTRY] = upstreams.registry = registry
         app[MODELS_VIEW].serve_from(registry, app[SETTINGS])
         registry.warm_up()
         warming = asyncio.create_task(warm_common_queries(app))

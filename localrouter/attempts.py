@@ -12,6 +12,7 @@ which id answered (`x-localrouter-model`) after how many calls (`x-localrouter-a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -19,10 +20,12 @@ from aiohttp import web
 from localrouter.errors import GatewayError, LocalRouterError, ModelNotFound
 from localrouter.instance import Instance
 from localrouter.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
+from localrouter.live_settings import LiveSettings
+from localrouter.metrics import Metrics
 from localrouter.model_rules import ModelRules
 from localrouter.proxy import Call, send
+from localrouter.registry import Registry
 from localrouter.resolve import resolve
-from localrouter.state import METRICS, SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +38,29 @@ TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 Plan = Callable[[Instance, str], Awaitable[Call]]
 
 
-async def answer(request: web.Request, model: str, plan: Plan) -> web.StreamResponse:
+@dataclass(slots=True)
+class Upstreams:
+    """What the routes that call models need, bound to their handlers at start rather than
+    looked up in the app on every request: the live settings, the metrics, and the registry
+    once the app runs."""
+
+    live: LiveSettings
+    metrics: Metrics
+    registry: Registry | None = None
+
+
+async def answer(
+    request: web.Request, model: str, plan: Plan, upstreams: Upstreams
+) -> web.StreamResponse:
     """The client's answer for `model` (an id or an alias): one call in the common case,
     more with a key pool or fallbacks."""
-    rules = request.app[SETTINGS].rules
+    rules = upstreams.live.rules
+    registry = upstreams.registry
+    assert registry is not None  # set before the app serves
     fallbacks = rules.fallbacks
     chain, listed_as = (fallbacks.get(model), model) if fallbacks else (None, model)
     if chain is None:
-        instance, upstream_id = await resolve(request, model, rules)
+        instance, upstream_id = await resolve(request, model, rules, registry)
         full_id = f"{instance.name}/{upstream_id}"
         if fallbacks:
             chain, listed_as = fallbacks.get(full_id), full_id
@@ -50,11 +68,18 @@ async def answer(request: web.Request, model: str, plan: Plan) -> web.StreamResp
             call = await plan(instance, upstream_id)
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1"}
             return await send(request, instance, call, shown)
-    return await _in_turn(request, (model, *(chain or ())), plan, listed_as, rules)
+    names = (model, *(chain or ()))
+    return await _in_turn(request, names, plan, listed_as, rules, registry, upstreams.metrics)
 
 
 async def _in_turn(
-    request: web.Request, names: tuple[str, ...], plan: Plan, listed_as: str, rules: ModelRules
+    request: web.Request,
+    names: tuple[str, ...],
+    plan: Plan,
+    listed_as: str,
+    rules: ModelRules,
+    registry: Registry,
+    metrics: Metrics,
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
@@ -63,7 +88,7 @@ async def _in_turn(
     failed_name = listed_as
     for position, name in enumerate(names):
         try:
-            instance, upstream_id = await resolve(request, name, rules)
+            instance, upstream_id = await resolve(request, name, rules, registry)
             call = await plan(instance, upstream_id)
         except ModelNotFound as error:
             if position == 0 and len(names) > 1:  # gone: its fallbacks may serve
@@ -79,7 +104,7 @@ async def _in_turn(
             log.info("proxy.fallback_skipped", fallback=name, reason=error.message)
             continue
         if position > 0:
-            request.app[METRICS].count_fallback(failed_name, name)
+            metrics.count_fallback(failed_name, name)
             log.info("proxy.fallback", model=failed_name, fallback=name)
         full_id = f"{instance.name}/{upstream_id}"
         pool = instance.keys

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from localrouter import attempts
+from localrouter.attempts import Upstreams
 from localrouter.errors import NotAChatModel
 from localrouter.instance import Instance
 from localrouter.providers.base import Wire
@@ -38,15 +39,18 @@ class Forwarding:
         return Call(route, self.path, data, streamed, FORWARDED, self.headers)
 
 
-async def forward(request: web.Request, path: str) -> web.StreamResponse:
+async def forward(upstreams: Upstreams, request: web.Request, *, path: str) -> web.StreamResponse:
     body, model, raw = await model_request(request)
     accept = request.headers.get("Accept", JSON)
     plan = Forwarding(RequestBody(body, raw), model, path, accept)
     del body  # see RequestBody
-    return await attempts.answer(request, model, plan)
+    return await attempts.answer(request, model, plan, upstreams)
 
 
-# The route handlers: partials call `forward` without a frame of their own.
-chat_completions: Handler = partial(forward, path="chat/completions")
-completions: Handler = partial(forward, path="completions")
-embeddings: Handler = partial(forward, path="embeddings")
+def routes(upstreams: Upstreams) -> list[tuple[str, str, Handler]]:
+    """The routes, bound to `upstreams` (partials call `forward` without a frame of their
+    own)."""
+    return [
+        ("POST", f"/v1/{path}", partial(forward, upstreams, path=path))
+        for path in ("chat/completions", "completions", "embeddings")
+    ]

@@ -32,13 +32,13 @@ from localrouter.secrets import redact_bytes
 from localrouter.state import CLIENT, REGISTRY, SETTINGS
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(upstreams: attempts.Upstreams, request: web.Request) -> web.StreamResponse:
     body, model, raw = await model_request(request)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("'messages' is required: a list of messages.", param="messages")
     plan = MessagesPlan(request, RequestBody(body, raw), model)
     del body  # see RequestBody
-    return await attempts.answer(request, model, plan)
+    return await attempts.answer(request, model, plan, upstreams)
 
 
 class MessagesPlan:

@@ -9,10 +9,12 @@ key pools hold here as everywhere."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from localrouter import attempts
 from localrouter.bridge import an_object, translate_stream, whole_answer
@@ -44,20 +46,12 @@ class NotServedHere(LocalRouterError):
     error_type = "invalid_request_error"
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await _call(request, "api/chat")
-
-
-async def generate(request: web.Request) -> web.StreamResponse:
-    return await _call(request, "api/generate")
-
-
-async def embed(request: web.Request) -> web.StreamResponse:
-    return await _call(request, "api/embed")
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await _call(request, "api/embeddings")
+def routes(upstreams: attempts.Upstreams) -> dict[str, Handler]:
+    """Ollama's model calls by path, bound to `upstreams`."""
+    return {
+        f"/{path}": partial(_call, upstreams, path=path)
+        for path in ("api/chat", "api/generate", "api/embed", "api/embeddings")
+    }
 
 
 async def manage(request: web.Request) -> web.Response:
@@ -69,7 +63,9 @@ async def manage(request: web.Request) -> web.Response:
     )
 
 
-async def _call(request: web.Request, path: str) -> web.StreamResponse:
+async def _call(
+    upstreams: attempts.Upstreams, request: web.Request, *, path: str
+) -> web.StreamResponse:
     body = await request_json(request)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
@@ -78,7 +74,7 @@ async def _call(request: web.Request, path: str) -> web.StreamResponse:
         raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
     plan = OllamaPlan(request, RequestBody(body, await request.read()), name, path)
     del body  # see RequestBody
-    return await attempts.answer(request, await our_id(request.app, name), plan)
+    return await attempts.answer(request, await our_id(request.app, name), plan, upstreams)
 
 
 class OllamaPlan:

@@ -14,7 +14,7 @@ from localrouter.errors import ModelNotAllowed, ModelNotFound
 from localrouter.instance import Instance
 from localrouter.model_rules import ModelRules
 from localrouter.offload import dismantle
-from localrouter.registry import InstanceLists
+from localrouter.registry import InstanceLists, Registry
 from localrouter.state import CLIENT, MODEL_INDEX, REGISTRY, SETTINGS
 from localrouter.suggest import Suggester
 
@@ -42,13 +42,14 @@ def model_index(lists: InstanceLists) -> ModelIndex:
     return ModelIndex(bare, Suggester([*known, *bare]))
 
 
-async def resolve(request: web.Request, model: str, rules: ModelRules) -> tuple[Instance, str]:
+async def resolve(
+    request: web.Request, model: str, rules: ModelRules, registry: Registry
+) -> tuple[Instance, str]:
     """The instance and its upstream id for `model` (an id or an alias of the current
     `rules`), if the caller may call it; ModelNotFound (with suggestions) if nothing serves
     it, ModelNotAllowed (403) outside the caller's allowlist."""
-    app = request.app
     target = rules.target(model)
-    found = app[REGISTRY].resolve(target) or await find(app, target)  # the first: no await
+    found = registry.resolve(target) or await find(request.app, target)  # the first: no await
     if found is None:
         if target != model:
             raise ModelNotFound(
@@ -56,7 +57,7 @@ async def resolve(request: web.Request, model: str, rules: ModelRules) -> tuple[
                 "serves now (models.aliases in the config).",
                 param="model",
             )
-        index = await index_of(app)
+        index = await index_of(request.app)
         close = index.suggester.close(model)
         hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
         raise ModelNotFound(

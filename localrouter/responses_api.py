@@ -36,13 +36,13 @@ from localrouter.state import RESPONSE_STORE
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
+async def responses(upstreams: attempts.Upstreams, request: web.Request) -> web.StreamResponse:
     body, model, raw = await model_request(request)
     if not isinstance(body.get("input"), str | list):
         raise BadRequest("'input' is required: a string or a list of items.", param="input")
     plan = ResponsesPlan(request, RequestBody(body, raw), model)
     del body  # see RequestBody
-    return await attempts.answer(request, model, plan)
+    return await attempts.answer(request, model, plan, upstreams)
 
 
 class ResponsesPlan:
