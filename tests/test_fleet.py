@@ -339,11 +339,9 @@ async def test_foreign_data_under_the_prefix_is_ignored_with_a_warning(
     alpha = await upstreams(["m"])
     (daemon,) = await fleet([config(redis_server, lab("alpha", alpha))])
     assert await model_ids(session, daemon) == ["alpha/m"]
-    [key] = [
-        line.split()[-1]
-        for line in (await redis_server.command("KEYS", "test:list:*")).decode().splitlines()
-        if line.startswith("test:")
-    ]
+    # The fleet's list is written once it is served: under load, after the answer.
+    listed = await eventually(lambda: _shared_lists(redis_server), "the list in Redis")
+    [key] = [line.split()[-1] for line in listed.decode().splitlines() if line.startswith("test:")]
     await redis_server.command("HSET", key, "fetched_at", "9999999999", "models", "{not json")
     await eventually(
         lambda: redis_server.subscribers("test:events"), "the daemon listening for fleet news"
@@ -360,6 +358,12 @@ async def test_foreign_data_under_the_prefix_is_ignored_with_a_warning(
     )
     assert await model_ids(session, daemon) == ["alpha/m"]
     assert alpha.calls == 1
+
+
+async def _shared_lists(redis_server: RedisServer) -> bytes | None:
+    """The KEYS answer naming the fleet's shared lists, once there is one."""
+    reply = await redis_server.command("KEYS", "test:list:*")
+    return reply if b"test:list:" in reply else None
 
 
 async def _logged(daemon: DaemonProcess, event: str) -> bool:
@@ -473,7 +477,8 @@ async def test_a_list_fetched_with_a_callers_key_is_never_shared(
     alpha = await upstreams(["m"])
     first, second = await fleet([config(redis_server, lab("alpha", alpha))] * 2)
     assert await model_ids(session, first) == ["alpha/m"]
-    shared_before = await redis_server.command("KEYS", "test:list:*")
+    # The fleet's list is written once it is served: under load, after the answer.
+    shared_before = await eventually(lambda: _shared_lists(redis_server), "the list in Redis")
     own_key = {"X-Openai-Compatible-Key": "sk-callers-own-key-1234"}
     for daemon in (first, second):
         async with session.get(f"{daemon.url}/api/models", headers=own_key) as reply:
