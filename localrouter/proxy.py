@@ -19,6 +19,7 @@ from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error
 from localrouter.instance import NOT_YET, Instance, Route
 from localrouter.providers.base import ModelInfo, Wire
 from localrouter.providers.http import (
+    ERROR_SNIPPET_BYTES,
     Redirected,
     UpstreamClient,
     UpstreamResponse,
@@ -319,9 +320,6 @@ async def upstream_error(
         error_body(message, "upstream_error", f"upstream_{upstream.status}"),
         status=upstream.status,
     )
-
-
-ERROR_SNIPPET_BYTES = 64 * 1024
 
 
 async def upstream_error_shaped(
