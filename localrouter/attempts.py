@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from multidict import istr
 
 from localrouter.errors import GatewayError, LocalRouterError, ModelNotFound
 from localrouter.instance import Instance
@@ -29,8 +30,9 @@ from localrouter.resolve import resolve
 
 log = structlog.get_logger(__name__)
 
-MODEL_HEADER = "x-localrouter-model"
-ATTEMPTS_HEADER = "x-localrouter-attempts"
+# istr: a plain str header name costs an istr made each time the response's headers are written
+MODEL_HEADER: str = istr("x-localrouter-model")
+ATTEMPTS_HEADER: str = istr("x-localrouter-attempts")
 TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 
 # What a route makes of a request for one instance and upstream id; raises LocalRouterError

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from localrouter.errors import UpstreamError
 from localrouter.providers.http import UpstreamClient, UpstreamResponse, Where
@@ -90,8 +90,8 @@ async def translate_stream(
     """Each upstream chunk, as it arrives, becomes the translator's events (framed by
     `encode`: server-sent events unless told otherwise); only an incomplete line is held. A
     broken upstream ends the stream with the translator's closing events."""
-    response = web.StreamResponse(headers={**headers, "Content-Type": content_type})
-    response.headers["Cache-Control"] = "no-cache"
+    response = web.StreamResponse(headers={**headers, hdrs.CONTENT_TYPE: content_type})
+    response.headers[hdrs.CACHE_CONTROL] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
     held = b""

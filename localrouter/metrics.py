@@ -48,12 +48,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FOLD_EVERY = 1024
 
 
-class _RouteStats:
+class RouteStats:
     """Counts for one route, kept as plain numbers: the event loop is the only writer, so the
     locks prometheus-client's Counter and Histogram take per update (measured: 7 % of cached
-    /v1/models throughput) buy nothing here. A request appends its status and seconds; they are
-    counted every FOLD_EVERY requests and when scraped, in C (zip, Counter, sort, bisect),
-    which keeps a request's share to one append. Turned into metric families when scraped."""
+    /v1/models throughput) buy nothing here. A request appends its status and seconds to
+    `pending` (routing.endpoint does so inline, then folds when FOLD_EVERY are pending); they
+    are counted when folded and when scraped, in C (zip, Counter, sort, bisect), which keeps a
+    request's share to one append. Turned into metric families when scraped."""
 
     __slots__ = ("buckets", "by_status", "pending", "seconds")
 
@@ -70,10 +71,11 @@ class _RouteStats:
             self.fold()
 
     def fold(self) -> None:
-        if not self.pending:
+        pending = self.pending  # emptied in place: endpoints hold on to it
+        if not pending:
             return
-        statuses, latencies = zip(*self.pending, strict=True)
-        self.pending = []
+        statuses, latencies = zip(*pending, strict=True)
+        pending.clear()
         self.by_status.update(statuses)
         ordered = sorted(latencies)
         below = 0
@@ -88,16 +90,16 @@ class _RouteStats:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._routes: dict[str, _RouteStats] = {}
+        self._routes: dict[str, RouteStats] = {}
         self.client_requests: Counter[str] = Counter()  # by client name (clients: in the config)
         self._fallbacks: dict[tuple[str, str], int] = {}  # (from, to) as models.fallbacks names
         self.registry.register(
             _RequestCollector(self._routes, self.client_requests, self._fallbacks)
         )
 
-    def recorder(self, route: str) -> Callable[[int, float], None]:
-        """A cheap per-route callback: (status, seconds) -> recorded."""
-        return self._routes.setdefault(route, _RouteStats()).record
+    def route(self, route: str) -> RouteStats:
+        """Where a route's requests are recorded (one per route, bound at start-up)."""
+        return self._routes.setdefault(route, RouteStats())
 
     def count_fallback(self, failed: str, tried: str) -> None:
         pair = (failed, tried)
@@ -115,7 +117,7 @@ class Metrics:
 class _RequestCollector(Collector):
     def __init__(
         self,
-        routes: dict[str, _RouteStats],
+        routes: dict[str, RouteStats],
         clients: dict[str, int],
         fallbacks: dict[tuple[str, str], int],
     ) -> None:

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 
 from localrouter.errors import GatewayError, NotAChatModel, UpstreamError, error_body
 from localrouter.instance import NOT_YET, Instance, Route
@@ -266,7 +267,7 @@ class Forwarded:
         dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
         bounded: nothing is held but an incomplete event, up to the redactor's cap."""
         response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
-        response.headers["Cache-Control"] = "no-cache"
+        response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
         await response.prepare(request)
         try:
@@ -374,8 +375,10 @@ _KEPT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 def _kept(names: tuple[str, ...]) -> tuple[str, ...]:
     lowered = ((name, name.lower()) for name in names)
-    kept = tuple(
-        n for n, lower in lowered if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES)
+    kept = tuple(  # as istr: a plain str name costs an istr made on every response written
+        istr(n)
+        for n, lower in lowered
+        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES)
     )
     if len(_KEPT) >= 256:  # bounded: an upstream could vary its names without end
         _KEPT.clear()

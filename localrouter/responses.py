@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from localrouter.errors import BadRequest
 
 JSON = "application/json"
+_ETAG = istr("ETag")  # as it is usually spelled (aiohttp's hdrs.ETAG is "Etag")
 _GZIP_LEVEL = 6
 
 
@@ -42,11 +43,15 @@ class Body:
         digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
         # Weak: the gzip and identity forms are the same resource, so one validator fits both.
         etag = f'W/"{digest}"'
+        # Keyed by aiohttp's istr names: a plain str key costs an istr made on every response
+        # when the headers are written (multidict's items()).
         validators = CIMultiDict(
-            {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+            ((_ETAG, etag), (hdrs.CACHE_CONTROL, "no-cache"), (hdrs.VARY, "Accept-Encoding"))
         )
-        raw_headers = CIMultiDict(validators, **{"Content-Type": JSON})
-        gzip_headers = CIMultiDict(raw_headers, **{"Content-Encoding": "gzip"})
+        raw_headers = CIMultiDict(validators)
+        raw_headers[hdrs.CONTENT_TYPE] = JSON
+        gzip_headers = CIMultiDict(raw_headers)
+        gzip_headers[hdrs.CONTENT_ENCODING] = "gzip"
         gzipped = gzip.compress(raw, compresslevel=_GZIP_LEVEL, mtime=0)
         return cls(raw, gzipped, etag, validators, raw_headers, gzip_headers)
 

@@ -27,6 +27,7 @@ from localrouter.errors import (
     error_body,
 )
 from localrouter.log import CURRENT_REQUEST, RequestSlot, request_id
+from localrouter.metrics import FOLD_EVERY, RouteStats
 from localrouter.model_rules import Client, token_digest
 from localrouter.responses import json_response
 from localrouter.state import CLIENT, GUARD, METRICS
@@ -234,7 +235,7 @@ ErrorShape = Callable[[LocalRouterError], dict[str, Any]]
 def endpoint(
     handler: Handler,
     guard: Guard,
-    record: Callable[[int, float], None],
+    stats: RouteStats,
     client_requests: Counter[str],
     *,
     open_route: bool = False,
@@ -245,13 +246,14 @@ def endpoint(
     route's protocol's shape (OpenAI's by default), CORS when allowed, metrics."""
 
     needs_token = not open_route
+    pending = stats.pending
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         # Each request is handled in its own context; the slot is emptied once it is answered
-        # (see RequestSlot). The id itself is made only when something logs or fails.
-        slot = RequestSlot(request)
+        # (see log.RequestSlot). The id itself is made only when something logs or fails.
+        slot: RequestSlot = [request]
         CURRENT_REQUEST.set(slot)
         response: web.StreamResponse
         try:
@@ -275,10 +277,12 @@ def endpoint(
             )
             response = _failed(request, json_response(body, status=500))
         finally:
-            slot.request = None
+            slot[0] = None
         if _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
-        record(response.status, perf_counter() - started)
+        pending.append((response.status, perf_counter() - started))  # RouteStats.record, inline
+        if len(pending) >= FOLD_EVERY:
+            stats.fold()
         return response
 
     return wrapped
@@ -355,11 +359,11 @@ def add_routes(
     `error_shapes` renders errors on a path in its protocol's shape (OpenAI's otherwise)."""
     guard, metrics = app[GUARD], app[METRICS]
     for method, path, handler in routes:
-        record = metrics.recorder("unmatched" if path == "/{tail:.*}" else path)
+        stats = metrics.route("unmatched" if path == "/{tail:.*}" else path)
         wrapped = endpoint(
             handler,
             guard,
-            record,
+            stats,
             metrics.client_requests,
             open_route=path in open_paths,
             admin_only=path in admin_paths,

@@ -188,7 +188,7 @@ async def test_metrics_in_prometheus_text(upstream: UpstreamFactory, daemon: Dae
 
 def test_latency_buckets_are_cumulative_and_inclusive():
     metrics = Metrics()
-    record = metrics.recorder("/v1/models")
+    record = metrics.route("/v1/models").record
     for seconds in (0.0004, 0.001, 0.003, 120.0):  # 0.001 sits exactly on a bound: "le" holds it
         record(200, seconds)
     record(404, 0.002)
@@ -215,7 +215,7 @@ def test_request_counts_stay_exact_across_folds_and_scrapes():
     """Requests are counted in batches (metrics.FOLD_EVERY): none is lost or counted twice,
     whether a batch is folded by the recorder or by a scrape."""
     metrics = Metrics()
-    record = metrics.recorder("/v1/models")
+    record = metrics.route("/v1/models").record
 
     def totals() -> tuple[float, float]:
         families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
@@ -239,7 +239,7 @@ def test_latencies_land_in_their_buckets_across_folds():
     """Each latency counts in every bucket whose bound it does not exceed (a bound itself
     included), and the sum is exact, however the batches fall."""
     metrics = Metrics()
-    record = metrics.recorder("/v1/chat/completions")
+    record = metrics.route("/v1/chat/completions").record
     latencies = [*LATENCY_BUCKETS, 0.0001, 0.0007, 0.3, 7.0, 61.0, 500.0] * (FOLD_EVERY // 7)
     for seconds in latencies:
         record(200, seconds)
