@@ -4,6 +4,7 @@ variant, serialised once per change too (model_rules.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,7 +20,7 @@ from localrouter.anthropic_models import (
     one_response,
     page_response,
 )
-from localrouter.cache import Served, Source
+from localrouter.cache import Clock, Served, Source
 from localrouter.derived import DerivedCache
 from localrouter.errors import ModelNotFound
 from localrouter.live_settings import LiveSettings
@@ -70,20 +71,37 @@ class ModelsView:
         self.shaped: DerivedCache[ShapeKey, MergedModels] = DerivedCache(capacity=64)
         self._registry: Registry | None = None
         self._live: LiveSettings | None = None
-        # What each caller (a client, or None) was last served, for these lists and rules
-        # only: emptied when either changes, so it holds nothing stale.
+        self._clock: Clock = time.time
+        # What each caller (a client, or None) was last served, made from these lists and
+        # rules; emptied when the registry says its lists change and when a reload changes the
+        # rules, so that the hot path checks only the time.
         self._served: dict[Client | None, Visible] = {}
         self._served_lists: InstanceLists | None = None
         self._served_rules: ModelRules | None = None
+        self._served_until = 0.0  # when the lists it was made from expire
 
     def serve_from(self, registry: Registry, live: LiveSettings) -> None:
         """Where `visible_now` finds the lists and the rules (the app's, once started)."""
-        self._registry, self._live = registry, live
+        self._registry, self._live, self._clock = registry, live, registry.clock
+        registry.when_lists_change(self._forget_served)
+        live.subscribe(lambda _: self._forget_served())
+
+    def _forget_served(self) -> None:
+        self._served = {}
+        self._served_lists = self._served_rules = None
 
     def visible_now(self, client: Client | None) -> Visible | None:
         """The list as `client` sees it when it is there already, else None (then
         `visible_list` fetches and builds what is missing). The hot path of every cached
         view: no await, no per-model work, hits counted only when it serves."""
+        visible, registry = self._served.get(client), self._registry
+        if visible is not None and registry is not None and self._clock() < self._served_until:
+            registry.unspread_hits += 1  # count_hits, inline
+            return visible
+        return self._visible_made_now(client)
+
+    def _visible_made_now(self, client: Client | None) -> Visible | None:
+        visible: Visible
         registry, live = self._registry, self._live
         if registry is None or live is None:
             return None
@@ -91,14 +109,10 @@ class ModelsView:
         if lists is None:
             return None
         rules = live.rules
-        if lists is self._served_lists and rules is self._served_rules:
-            visible = self._served.get(client)
-            if visible is not None:
-                registry.count_hits()
-                return visible
-        else:
+        if lists is not self._served_lists or rules is not self._served_rules:
             self._served = {}
             self._served_lists, self._served_rules = lists, rules
+            self._served_until = registry.fresh_until
         if client is None and not rules.shapes_lists:
             merged = self._renders.peek(None, lists)
             if merged is None:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -79,8 +79,12 @@ class Registry:
         # (each cache calls `_lists_changed`): the hot path is one clock read.
         self._fresh: InstanceLists | None = None
         self._fresh_until = 0.0
+        self._when_dropped: list[Callable[[], None]] = []  # told when `_fresh` is dropped
         self._hit_counters: tuple[CacheCounters, ...] = ()
-        self._unspread_hits = 0
+        # Requests served from the snapshot since the counters were last read: a hit for every
+        # instance, added to their counters when they are read (one addition per request, not
+        # one per instance). The hot path (ModelsView.visible_now) adds to it directly.
+        self.unspread_hits = 0
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
 
     def counters(self) -> Mapping[str, CacheCounters]:
@@ -106,10 +110,29 @@ class Registry:
         self._labels = _labels(self._ordered)
         self._spread_hits()  # to the instances that served them
         self._hit_counters = tuple(instance.cache.counters for instance in self._ordered)
-        self._fresh = None
+        self._drop_fresh()
 
     def _lists_changed(self) -> None:
+        self._drop_fresh()
+
+    def _drop_fresh(self) -> None:
         self._fresh = None
+        for listener in self._when_dropped:
+            listener()
+
+    def when_lists_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever the lists `peek_fresh_lists` hands out may change: for
+        what keeps an answer made from them until then, or until `fresh_until`."""
+        self._when_dropped.append(listener)
+
+    @property
+    def fresh_until(self) -> float:
+        """When the lists `peek_fresh_lists` last handed out expire (by the clock)."""
+        return self._fresh_until
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def with_caller_keys(
         self, instances: tuple[Instance, ...], keys: Mapping[str, str]
@@ -156,12 +179,11 @@ class Registry:
         return fresh
 
     def count_hits(self) -> None:
-        """A request served from the snapshot: a hit for every instance, added to their
-        counters when they are read (one addition here, not one per instance)."""
-        self._unspread_hits += 1
+        """A request served from the snapshot (see `unspread_hits`)."""
+        self.unspread_hits += 1
 
     def _spread_hits(self) -> None:
-        hits, self._unspread_hits = self._unspread_hits, 0
+        hits, self.unspread_hits = self.unspread_hits, 0
         if hits:
             for counters in self._hit_counters:
                 counters.hits += hits

@@ -34,11 +34,13 @@ async def eventually(check: Callable[[], Awaitable[T]], what: str = "the conditi
     return answer
 
 
-async def settled(client: Any) -> dict[str, Any]:
-    """The cache stats once no instance has a refresh in flight."""
+async def settled(client: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The cache stats once no instance has a refresh in flight (`headers`: the admin's
+    token, once the config has one)."""
 
     async def stats_when_idle() -> dict[str, Any] | None:
-        stats: dict[str, Any] = await (await client.get("/api/cache/stats")).json()
+        response = await client.get("/api/cache/stats", headers=headers)
+        stats: dict[str, Any] = await response.json()
         busy = any(status["refreshing"] for status in stats["instances"].values())
         return None if busy else stats
 

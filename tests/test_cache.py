@@ -48,6 +48,39 @@ async def test_cache_hit_makes_no_upstream_call(upstream: UpstreamFactory, daemo
     assert up.calls == calls
 
 
+async def test_a_list_refreshed_before_it_expires_is_served_at_once(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    """What each caller was last served is kept until its lists expire, unless they change
+    first: a list marked expired (/api/cache/clear) is served as stale on the next request,
+    and the refresh that starts shows as soon as it is done, to the admin and a client
+    alike."""
+    up = await upstream()
+    up.serve_models(["m1"])
+    config = {
+        **one_instance(up),
+        "server": {"auth_token": "admin-token-0123"},
+        "clients": [{"name": "editor", "token": "editor-token-0123", "allow": ["local/*"]}],
+    }
+    client = await daemon(config)
+    as_admin = {"Authorization": "Bearer admin-token-0123"}
+    as_editor = {"Authorization": "Bearer editor-token-0123"}
+
+    async def listed(headers: dict[str, str]) -> list[tuple[str, str]]:
+        response = await client.get("/v1/models", headers=headers)
+        return [(m["id"], m["source"]) for m in (await response.json())["data"]]
+
+    for _ in range(2):  # the second answer comes from what was kept
+        assert await listed(as_admin) == await listed(as_editor) == [("local/m1", "live")]
+    up.serve_models(["m1", "m2"])
+    cleared = await client.post("/api/cache/clear", json={"instance": "local"}, headers=as_admin)
+    assert cleared.status == 200
+    assert await listed(as_editor) == [("local/m1", "stale")]
+    await settled(client, as_admin)
+    expected = [("local/m1", "live"), ("local/m2", "live")]
+    assert await listed(as_admin) == await listed(as_editor) == expected
+
+
 async def test_expiry_causes_exactly_one_refetch(
     upstream: UpstreamFactory, daemon: DaemonFactory, clock: FakeClock
 ):
