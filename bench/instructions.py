@@ -3,10 +3,10 @@
 The 2-core machines these benches run on swing by tens of percent from one second to the
 next, which buries a few percent of difference in `bench/models.py`'s req/s. Instructions do
 not swing: this runs the daemon and a ceiling (a minimal aiohttp server returning the very
-bytes the daemon returned, bench/servers.py) under valgrind's callgrind, sends each the same
-requests one at a time, and prints instructions per request for both and their ratio (ceiling
-/ localrouter: 1.0 = no overhead). Needs valgrind (apt-get install valgrind); slow (valgrind
-runs Python some 50 times slower), so keep --requests modest.
+response the daemon returned, body and headers: bench/servers.py) under valgrind's callgrind,
+sends each the same requests one at a time, and prints instructions per request for both and
+their ratio (ceiling / localrouter: 1.0 = no overhead). Needs valgrind (apt-get install
+valgrind); slow (valgrind runs Python some 50 times slower), so keep --requests modest.
 
     python bench/instructions.py [--models 2000] [--requests 1000] [--gzip] [--client]
                                  [--fleet REDIS_URL] [--keep DIR] [PATH ...]
@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, fetch_bodies, free_port
+from models import HERE, free_port, save_answer
 
 TOKEN = "bench-client-token-5d1e"
 
@@ -147,10 +147,8 @@ def main() -> None:
                 + (", fleet on" if args.fleet else "")
             )
             for number, path in enumerate(args.paths):
-                raw, zipped = asyncio.run(fetch_bodies(base + path, headers))
                 body = workdir / f"body-{number}.json"
-                body.write_bytes(raw)
-                body.with_suffix(".json.gz").write_bytes(zipped)
+                save_answer(base + path, headers, body)
                 ceiling_out = workdir / f"ceiling-{number}"
                 command = [python, str(HERE / "servers.py"), "ceiling", str(ceiling_port)]
                 ceiling = under_callgrind(ceiling_out, [*command, str(body)])

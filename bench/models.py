@@ -1,9 +1,14 @@
 """Serving a cached GET /v1/models against the same-run ceiling.
 
 For each list size, starts (as separate processes) a fake upstream of N models, the daemon in
-front of it, and a minimal aiohttp server that returns the very bytes the daemon returns. Both
-get the same load (wrk when installed, else an aiohttp client loop), with and without gzip, and
-the script prints req/s for each and their ratio (localrouter / ceiling; 1.0 = no overhead).
+front of it, and a minimal aiohttp server that returns the very response the daemon returns:
+its body and the headers it adds (ETag, Cache-Control, Vary, Content-Type, Content-Encoding;
+aiohttp writes Date, Server and Content-Length for both). Both get the same load (wrk when
+installed, else an aiohttp client loop), with and without gzip, and the script prints req/s
+for each and their ratio (localrouter / ceiling; 1.0 = no overhead), and each server's own CPU
+time per request (from /proc) with the ratio of those (ceiling / localrouter): what caps
+throughput, and far steadier than req/s on a shared machine. The verdict is on the CPU ratio,
+target >= 0.9, as in bench/proxy.py.
 
 Shared machines drift by tens of percent within seconds, so each case runs several short rounds,
 alternating which server goes first, and reports the median of the per-round ratios. With
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -90,27 +96,36 @@ CLIENT_TOKEN = "bench-client-token-5e2c"
 CLIENT_HEADERS = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 
 
-async def fetch_bodies(url: str, headers: dict[str, str]) -> tuple[bytes, bytes]:
+TARGET_RATIO = 0.9
+# What aiohttp writes on every response by itself, for the daemon and the ceiling alike.
+AIOHTTP_OWN = frozenset({"date", "server", "content-length"})
+
+
+Answers = dict[str, tuple[bytes, list[tuple[str, str]]]]  # by Accept-Encoding: body, headers
+
+
+async def fetch_answers(url: str, headers: dict[str, str]) -> Answers:
+    answers: Answers = {}
     async with aiohttp.ClientSession(auto_decompress=False, headers=headers) as session:
-        async with session.get(url, headers={"Accept-Encoding": "identity"}) as response:
-            raw = await response.read()
-        async with session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
-            assert response.headers.get("Content-Encoding") == "gzip"
-            zipped = await response.read()
-    return raw, zipped
+        for coding in ("identity", "gzip"):
+            async with session.get(url, headers={"Accept-Encoding": coding}) as response:
+                assert response.status == 200, response.status
+                own = [(k, v) for k, v in response.headers.items() if k.lower() not in AIOHTTP_OWN]
+                answers[coding] = (await response.read(), own)
+    assert dict(answers["gzip"][1]).get("Content-Encoding") == "gzip"
+    return answers
 
 
-def load_with_wrk(
-    url: str, gzip: bool, seconds: float, connections: int, headers: dict[str, str]
-) -> float:
-    sent = {**headers, **({"Accept-Encoding": "gzip"} if gzip else {})}
-    flags = [flag for name, value in sent.items() for flag in ("-H", f"{name}: {value}")]
-    return wrk_requests_per_second(url, seconds, connections, *flags)
-
-
-def wrk_requests_per_second(url: str, seconds: float, connections: int, *extra: str) -> float:
-    """wrk's Requests/sec, run on the load core; exits if any answer was not 2xx."""
-    return wrk_run(url, seconds, connections, *extra)[0]
+def save_answer(url: str, headers: dict[str, str], body: Path) -> int:
+    """Write what `url` answers, for the ceiling to replay (bench/servers.py ceiling): the body
+    as `body`, its gzip form beside it (.gz), and the headers of each (.headers.json). Returns
+    the gzip form's size."""
+    answers = asyncio.run(fetch_answers(url, headers))
+    body.write_bytes(answers["identity"][0])
+    body.with_suffix(body.suffix + ".gz").write_bytes(answers["gzip"][0])
+    replayed = {coding: sent for coding, (_, sent) in answers.items()}
+    body.with_suffix(body.suffix + ".headers.json").write_text(json.dumps(replayed))
+    return len(answers["gzip"][0])
 
 
 def wrk_run(url: str, seconds: float, connections: int, *extra: str) -> tuple[float, int]:
@@ -135,7 +150,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def load_with_aiohttp(
     url: str, gzip: bool, seconds: float, connections: int, headers: dict[str, str]
-) -> float:
+) -> tuple[float, int]:
     headers = {**headers, "Accept-Encoding": "gzip" if gzip else "identity"}
     done = 0
     stop = time.monotonic() + seconds
@@ -152,40 +167,50 @@ async def load_with_aiohttp(
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         started = time.monotonic()
         await asyncio.gather(*(worker(session) for _ in range(connections)))
-        return done / (time.monotonic() - started)
+        return done / (time.monotonic() - started), done
 
 
-def measure(url: str, gzip: bool, args: argparse.Namespace, headers: dict[str, str]) -> float:
-    if args.tool == "wrk":
-        return load_with_wrk(url, gzip, args.seconds, args.connections, headers)
-    return asyncio.run(load_with_aiohttp(url, gzip, args.seconds, args.connections, headers))
+class Target:
+    """A server under load: where to send, its process (for its CPU time), what to send."""
 
+    def __init__(self, url: str, pid: int, headers: dict[str, str]) -> None:
+        self.url, self.pid, self.headers = url, pid, headers
 
-def paired_rounds(
-    ours_url: str,
-    ceiling_url: str,
-    gzip: bool,
-    args: argparse.Namespace,
-    headers: dict[str, str],
-) -> tuple[float, float, float]:
-    """Median req/s of each server and the median of the per-round ratios."""
-    ours, ceilings, ratios = [], [], []
-    for round_number in range(args.rounds):
-        if round_number % 2:
-            ceiling = measure(ceiling_url, gzip, args, headers)
-            mine = measure(ours_url, gzip, args, headers)
+    def measure(self, gzip: bool, args: argparse.Namespace) -> tuple[float, float]:
+        """req/s, and CPU seconds per request."""
+        before = cpu_seconds(self.pid)
+        if args.tool == "wrk":
+            sent = {**self.headers, **({"Accept-Encoding": "gzip"} if gzip else {})}
+            flags = [flag for name, value in sent.items() for flag in ("-H", f"{name}: {value}")]
+            rate, count = wrk_run(self.url, args.seconds, args.connections, *flags)
         else:
-            mine = measure(ours_url, gzip, args, headers)
-            ceiling = measure(ceiling_url, gzip, args, headers)
-        ours.append(mine)
-        ceilings.append(ceiling)
-        ratios.append(mine / ceiling)
-    return statistics.median(ours), statistics.median(ceilings), statistics.median(ratios)
+            rate, count = asyncio.run(
+                load_with_aiohttp(self.url, gzip, args.seconds, args.connections, self.headers)
+            )
+        return rate, (cpu_seconds(self.pid) - before) / count
 
 
-def bench_size(
-    count: int, args: argparse.Namespace, workdir: Path, *, client: bool
-) -> list[tuple[bool, float, float]]:
+class Paired:
+    """The medians of paired rounds: each server's req/s and CPU per request, and the
+    per-round ratios of both (req/s ours / ceiling; CPU ceiling / ours)."""
+
+    def __init__(self, ours: Target, ceiling: Target, gzip: bool, args: argparse.Namespace):
+        rates: tuple[list[float], list[float]] = ([], [])
+        cpu: tuple[list[float], list[float]] = ([], [])
+        for round_number in range(args.rounds):
+            order = (1, 0) if round_number % 2 else (0, 1)
+            for index in order:
+                rate, seconds = (ours, ceiling)[index].measure(gzip, args)
+                rates[index].append(rate)
+                cpu[index].append(seconds)
+        self.rates = statistics.median(rates[0]), statistics.median(rates[1])
+        self.cpu = statistics.median(cpu[0]), statistics.median(cpu[1])
+        self.rate_ratio = statistics.median(m / b for m, b in zip(*rates, strict=True))
+        self.cpu_ratios = [b / m for m, b in zip(*cpu, strict=True)]
+        self.cpu_ratio = statistics.median(self.cpu_ratios)
+
+
+def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: bool) -> None:
     upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
     config = workdir / f"config-{count}.yaml"
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
@@ -204,33 +229,35 @@ def bench_size(
     python = sys.executable
     base = f"http://127.0.0.1:{daemon_port}"
     ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
-    results = []
     upstream = (python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count))
     daemon = (python, "-m", "localrouter", "serve", "--config", str(config))
     daemon += ("--port", str(daemon_port), "--log-level", "warning")
-    with process(*upstream), process(*daemon):
+    with process(*upstream), process(*daemon) as daemon_process:
         listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
         asyncio.run(wait_for(f"{base}/v1/models", expected_models=listed, headers=headers))
         for path in args.paths.split(","):
             daemon_url = base + path
-            raw, zipped = asyncio.run(fetch_bodies(daemon_url, headers))
             body = workdir / f"models-{count}.json"
-            body.write_bytes(raw)
-            body.with_suffix(".json.gz").write_bytes(zipped)
+            zipped_size = save_answer(daemon_url, headers, body)
             ceiling = (python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body))
-            with process(*ceiling):
+            with process(*ceiling) as ceiling_process:
                 asyncio.run(wait_for(ceiling_url))
+                ours = Target(daemon_url, daemon_process.pid, headers)
+                best = Target(ceiling_url, ceiling_process.pid, headers)
                 for gzip in (False, True):
-                    ours, best, ratio = paired_rounds(daemon_url, ceiling_url, gzip, args, headers)
-                    results.append((gzip, ours, best))
+                    paired = Paired(ours, best, gzip, args)
+                    size = zipped_size if gzip else body.stat().st_size
+                    verdict = "ok" if paired.cpu_ratio >= TARGET_RATIO else "UNDER"
+                    rounds = ", ".join(f"{ratio:.2f}" for ratio in paired.cpu_ratios)
                     print(
                         f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
-                        f"  bytes={len(zipped if gzip else raw):>8}  localrouter {ours:9.1f} "
-                        f"req/s  ceiling {best:9.1f} req/s  ratio {ratio:.2f} (median of "
-                        "per-round ratios)",
+                        f"  bytes={size:>8}  localrouter {paired.rates[0]:9.1f} req/s  ceiling "
+                        f"{paired.rates[1]:9.1f} req/s  ratio {paired.rate_ratio:.2f}\n"
+                        f"{'':>14}CPU per request: localrouter {paired.cpu[0] * 1e6:6.1f} us, "
+                        f"ceiling {paired.cpu[1] * 1e6:6.1f} us, ratio {paired.cpu_ratio:.3f} "
+                        f"({verdict}, target >= {TARGET_RATIO}; rounds: {rounds})",
                         flush=True,
                     )
-    return results
 
 
 def main() -> None:

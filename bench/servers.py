@@ -11,6 +11,7 @@ python bench/servers.py minimal_proxy PORT URL  the least an aiohttp proxy can d
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, istr
 
 
 def fake_models(count: int) -> bytes:
@@ -58,16 +60,27 @@ def upstream_app(count: int) -> web.Application:
     return app
 
 
+JSON = "application/json"
+
+
 def ceiling_app(path: Path) -> web.Application:
+    """The least aiohttp can do to send a saved answer (bench/models.py save_answer): its body,
+    gzipped when asked, with the headers it was sent with, prebuilt (istr names, which aiohttp
+    writes without making one per response)."""
     raw = path.read_bytes()
     zipped = path.with_suffix(path.suffix + ".gz").read_bytes()
+    saved = path.with_suffix(path.suffix + ".headers.json")
+    sent = json.loads(saved.read_text()) if saved.exists() else {}
+    plain = CIMultiDict((istr(k), v) for k, v in sent.get("identity", [("Content-Type", JSON)]))
+    gzipped = CIMultiDict(
+        (istr(k), v)
+        for k, v in sent.get("gzip", [("Content-Type", JSON), ("Content-Encoding", "gzip")])
+    )
 
     async def models(request: web.Request) -> web.Response:
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(
-                body=zipped, content_type="application/json", headers={"Content-Encoding": "gzip"}
-            )
-        return web.Response(body=raw, content_type="application/json")
+            return web.Response(body=zipped, headers=gzipped)
+        return web.Response(body=raw, headers=plain)
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
