@@ -22,7 +22,7 @@ from localrouter.api_models import DetailedCache, detailed_models
 from localrouter.attempts import Upstreams
 from localrouter.cache import Clock
 from localrouter.catalog import CatalogStore
-from localrouter.client_views import VIEWS, handler, view_caches
+from localrouter.client_views import VIEWS, ViewRoute, view_caches
 from localrouter.config import Settings
 from localrouter.config_file import EMBEDDED_DEFAULT
 from localrouter.derived import DerivedCache
@@ -34,8 +34,8 @@ from localrouter.log import SecretRedactor
 from localrouter.messages_api import count_tokens, messages
 from localrouter.metrics import Metrics, metrics_endpoint
 from localrouter.model_list import (
+    ListModels,
     ModelsView,
-    list_models,
     ollama_show,
     retrieve_model,
 )
@@ -109,7 +109,7 @@ def create_app(
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_registry(settings, upstreams))
     app.cleanup_ctx.append(_reloader(config_path, handle_sighup))
-    listing: Handler = partial(list_models, models_view)
+    listing = ListModels(models_view)
     ollama = ollama_routes(upstreams)
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/v1/models", listing),
@@ -130,7 +130,7 @@ def create_app(
         ("POST", "/api/cache/clear", cache_clear),
         *ollama,
         *(
-            ("GET", path, handler(view, models_view, caches))
+            ("GET", path, ViewRoute(view, models_view, caches))
             for view in VIEWS
             for path in view.paths
         ),

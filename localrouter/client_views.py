@@ -6,7 +6,7 @@ then served as cached bytes like /v1/models. Adding a view is one module and one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,7 +15,7 @@ from localrouter.derived import DerivedCache
 from localrouter.litellm_models import litellm_groups, litellm_info
 from localrouter.lmstudio_models import lmstudio_models
 from localrouter.model_list import MergedModels, ModelsView, visible_list
-from localrouter.model_rules import ShapeKey
+from localrouter.model_rules import Client, ShapeKey
 from localrouter.ollama_models import ollama_tags
 from localrouter.openrouter_models import openrouter_models
 from localrouter.responses import Body, cached_response
@@ -44,20 +44,32 @@ def view_caches() -> ViewCaches:
     return {view.name: DerivedCache(capacity=64) for view in VIEWS}  # per config and client
 
 
-def handler(
-    view: ListView, models: ModelsView, caches: ViewCaches
-) -> Callable[[web.Request], Awaitable[web.Response]]:
+class ViewRoute:
     """The route of one view, bound to the app's models view and its own cache (no lookups
     on a request)."""
-    cache = caches[view.name]
 
-    async def serve(request: web.Request) -> web.Response:
-        client = request[CLIENT]
-        lists, shown, key = models.visible_now(client) or await visible_list(request, client)
-        body = cache.peek(key, lists) or await cache.get_async(
-            key, lists, lambda: view.build(shown)
-        )
+    def __init__(self, view: ListView, models: ModelsView, caches: ViewCaches) -> None:
+        self._view, self._models, self._cache = view, models, caches[view.name]
+        self.__name__ = f"{view.name}_models"
+
+    def now(self, request: web.Request, client: Client | None) -> web.Response | None:
+        """The answer when the caller's list and this view of it are there already
+        (routing.AnswerNow)."""
+        models = self._models
+        visible = models.visible_now(client, count=False)  # counted once served, not twice
+        if visible is None:
+            return None
+        lists, _, key = visible
+        body = self._cache.peek(key, lists)
+        if body is None:
+            return None
+        models.count_hit()
         return cached_response(request, body)
 
-    serve.__name__ = f"{view.name}_models"
-    return serve
+    async def __call__(self, request: web.Request) -> web.Response:
+        client = request[CLIENT]
+        lists, shown, key = self._models.visible_now(client) or await visible_list(request, client)
+        body = self._cache.peek(key, lists) or await self._cache.get_async(
+            key, lists, lambda: self._view.build(shown)
+        )
+        return cached_response(request, body)

@@ -90,17 +90,23 @@ class ModelsView:
         self._served = {}
         self._served_lists = self._served_rules = None
 
-    def visible_now(self, client: Client | None) -> Visible | None:
+    def visible_now(self, client: Client | None, *, count: bool = True) -> Visible | None:
         """The list as `client` sees it when it is there already, else None (then
         `visible_list` fetches and builds what is missing). The hot path of every cached
-        view: no await, no per-model work, hits counted only when it serves."""
+        view: no await, no per-model work. Counts a hit when it answers, unless told not to
+        (then `count_hit` once the caller serves it)."""
         visible, registry = self._served.get(client), self._registry
         if visible is not None and registry is not None and self._clock() < self._served_until:
-            registry.unspread_hits += 1  # count_hits, inline
+            if count:
+                registry.unspread_hits += 1  # count_hits, inline
             return visible
-        return self._visible_made_now(client)
+        return self._visible_made_now(client, count)
 
-    def _visible_made_now(self, client: Client | None) -> Visible | None:
+    def count_hit(self) -> None:
+        if self._registry is not None:
+            self._registry.count_hits()
+
+    def _visible_made_now(self, client: Client | None, count: bool) -> Visible | None:
         visible: Visible
         registry, live = self._registry, self._live
         if registry is None or live is None:
@@ -126,7 +132,8 @@ class ModelsView:
             visible = lists, shaped, key
         if len(self._served) < 256:  # bounded: one per client of the config, and None
             self._served[client] = visible
-        registry.count_hits()
+        if count:
+            registry.count_hits()
         return visible
 
     def current(self, lists: InstanceLists) -> MergedModels | None:
@@ -284,13 +291,25 @@ async def _in_anthropic_shape(
     )
 
 
-async def list_models(view: ModelsView, request: web.Request) -> web.Response:
+class ListModels:
     """GET /v1/models, for the app whose `view` it is (bound at start: no lookup a request)."""
-    client = request[CLIENT]
-    lists, shown, key = view.visible_now(client) or await visible_list(request, client)
-    if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
-        return page_response(request, await _in_anthropic_shape(request, lists, shown, key))
-    return cached_response(request, shown.body)
+
+    def __init__(self, view: ModelsView) -> None:
+        self._view = view
+
+    def now(self, request: web.Request, client: Client | None) -> web.Response | None:
+        """The answer when the caller's list is there already (routing.AnswerNow)."""
+        if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
+            return None
+        visible = self._view.visible_now(client)
+        return cached_response(request, visible[1].body) if visible is not None else None
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        client = request[CLIENT]
+        lists, shown, key = self._view.visible_now(client) or await visible_list(request, client)
+        if ANTHROPIC_VERSION in request.headers:  # Claude Code and the anthropic SDK
+            return page_response(request, await _in_anthropic_shape(request, lists, shown, key))
+        return cached_response(request, shown.body)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:

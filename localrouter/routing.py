@@ -228,6 +228,10 @@ def _is_token(presented: str | None, token: bytes) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), token)
 
 
+# A handler's answer from memory, when it has one at once (`now(request, client)`, None
+# otherwise): the cached views answer most requests so, without a coroutine to make and await.
+AnswerNow = Callable[[web.Request, Client | None], web.StreamResponse | None]
+
 # How a route renders an error: OpenAI's shape, Anthropic's or Ollama's.
 ErrorShape = Callable[[LocalRouterError], dict[str, Any]]
 
@@ -243,10 +247,12 @@ def endpoint(
     error_shape: ErrorShape = LocalRouterError.to_body,
 ) -> Handler:
     """Wrap a handler: checks first (the client, if any, is `request[CLIENT]`), errors in the
-    route's protocol's shape (OpenAI's by default), CORS when allowed, metrics."""
+    route's protocol's shape (OpenAI's by default), CORS when allowed, metrics. A handler with
+    a `now` method (AnswerNow) is asked that first, and awaited only when it has no answer."""
 
     needs_token = not open_route
     pending = stats.pending
+    now: AnswerNow | None = getattr(handler, "now", None)
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -257,11 +263,15 @@ def endpoint(
         CURRENT_REQUEST.set(slot)
         response: web.StreamResponse
         try:
-            # Always set, None included: reading an absent key raises (a KeyError a request).
-            request[CLIENT] = client = guard.check(request, needs_token, admin_only)
+            client = guard.check(request, needs_token, admin_only)
             if client is not None:
                 client_requests[client.name] += 1
-            response = await handler(request)
+            if now is None or (answer := now(request, client)) is None:
+                # Always set, None included: reading an absent key raises (a KeyError a request).
+                request[CLIENT] = client
+                response = await handler(request)
+            else:
+                response = answer
         except LocalRouterError as exc:
             body = error_shape(exc)
             response = _failed(request, json_response(body, status=exc.status))

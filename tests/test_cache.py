@@ -48,6 +48,22 @@ async def test_cache_hit_makes_no_upstream_call(upstream: UpstreamFactory, daemo
     assert up.calls == calls
 
 
+async def test_every_view_counts_one_hit_a_request(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    """A client view built on its first request counts that request once, as /v1/models
+    does (its answer from memory, tried first, must not count a hit it did not serve)."""
+    up = await upstream()
+    up.serve_models(["m1"])
+    client = await daemon(one_instance(up))
+    await ids_and_sources(client)
+    before = (await settled(client))["instances"]["local"]["hits"]
+    for path in ("/api/tags", "/api/tags", "/v1/model/info", "/v1/models", "/api/tags"):
+        assert (await client.get(path)).status == 200
+    after = (await settled(client))["instances"]["local"]["hits"]
+    assert after - before == 5
+
+
 async def test_a_list_refreshed_before_it_expires_is_served_at_once(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
