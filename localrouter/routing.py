@@ -257,10 +257,6 @@ def endpoint(
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
-        # Each request is handled in its own context; the slot is emptied once it is answered
-        # (see log.RequestSlot). The id itself is made only when something logs or fails.
-        slot: RequestSlot = [request]
-        CURRENT_REQUEST.set(slot)
         response: web.StreamResponse
         try:
             client = guard.check(request, needs_token, admin_only)
@@ -269,7 +265,15 @@ def endpoint(
             if now is None or (answer := now(request, client)) is None:
                 # Always set, None included: reading an absent key raises (a KeyError a request).
                 request[CLIENT] = client
-                response = await handler(request)
+                # Each request is handled in its own context, where what logs finds the request
+                # (log.RequestSlot, emptied once answered; the checks and `now` log nothing).
+                # The id itself is made only when something logs or fails.
+                slot: RequestSlot = [request]
+                CURRENT_REQUEST.set(slot)
+                try:
+                    response = await handler(request)
+                finally:
+                    slot[0] = None
             else:
                 response = answer
         except LocalRouterError as exc:
@@ -281,13 +285,11 @@ def endpoint(
                 raise
             response = _failed(request, _http_error(request, exc))
         except Exception:
-            log.exception("http.unhandled_error", path=request.path)
+            log.exception("http.unhandled_error", path=request.path, request_id=request_id(request))
             body = error_body(
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
-        finally:
-            slot[0] = None
         if _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         pending.append((response.status, perf_counter() - started))  # RouteStats.record, inline
