@@ -5,6 +5,7 @@ upstreams, models, reloads) is read when scraped."""
 from __future__ import annotations
 
 import itertools
+import operator
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 from localrouter.state import METRICS
 
 if TYPE_CHECKING:
+    from localrouter.model_rules import Client
     from localrouter.registry import Registry
     from localrouter.reload import ReloadState
 
@@ -46,27 +48,30 @@ LATENCY_BUCKETS = (
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FOLD_EVERY = 1024
+_NAME = operator.attrgetter("name")
 
 
 class RouteStats:
     """Counts for one route, kept as plain numbers: the event loop is the only writer, so the
     locks prometheus-client's Counter and Histogram take per update (measured: 7 % of cached
-    /v1/models throughput) buy nothing here. A request appends its status and seconds to
-    `pending` (routing.endpoint does so inline, then folds when FOLD_EVERY are pending); they
-    are counted when folded and when scraped, in C (zip, Counter, sort, bisect), which keeps a
+    /v1/models throughput) buy nothing here. A request appends its status, seconds and client
+    (routing.endpoint does so inline, then folds when FOLD_EVERY are pending); they are
+    counted when folded and when scraped, in C (zip, Counter, sort, bisect), which keeps a
     request's share to one append. Turned into metric families when scraped."""
 
-    __slots__ = ("buckets", "by_status", "pending", "seconds")
+    __slots__ = ("buckets", "by_status", "clients", "pending", "seconds")
 
-    def __init__(self) -> None:
-        self.pending: list[tuple[int, float]] = []
+    def __init__(self, clients: Counter[str] | None = None) -> None:
+        # (status, seconds, the client whose token came, or None)
+        self.pending: list[tuple[int, float, Client | None]] = []
         self.by_status: Counter[int] = Counter()
+        self.clients: Counter[str] = Counter() if clients is None else clients  # by name
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.seconds = 0.0
 
-    def record(self, status: int, seconds: float) -> None:
+    def record(self, status: int, seconds: float, client: Client | None = None) -> None:
         pending = self.pending
-        pending.append((status, seconds))
+        pending.append((status, seconds, client))
         if len(pending) >= FOLD_EVERY:
             self.fold()
 
@@ -74,9 +79,10 @@ class RouteStats:
         pending = self.pending  # emptied in place: endpoints hold on to it
         if not pending:
             return
-        statuses, latencies = zip(*pending, strict=True)
+        statuses, latencies, clients = zip(*pending, strict=True)
         pending.clear()
         self.by_status.update(statuses)
+        self.clients.update(map(_NAME, filter(None, clients)))  # None: anyone's request
         ordered = sorted(latencies)
         below = 0
         for index, bound in enumerate(LATENCY_BUCKETS):  # buckets are "le": inclusive
@@ -91,7 +97,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, RouteStats] = {}
-        self.client_requests: Counter[str] = Counter()  # by client name (clients: in the config)
+        # Requests by client name (clients: in the config), folded in from the routes' stats.
+        self.client_requests: Counter[str] = Counter()
         self._fallbacks: dict[tuple[str, str], int] = {}  # (from, to) as models.fallbacks names
         self.registry.register(
             _RequestCollector(self._routes, self.client_requests, self._fallbacks)
@@ -99,7 +106,10 @@ class Metrics:
 
     def route(self, route: str) -> RouteStats:
         """Where a route's requests are recorded (one per route, bound at start-up)."""
-        return self._routes.setdefault(route, RouteStats())
+        stats = self._routes.get(route)
+        if stats is None:
+            stats = self._routes[route] = RouteStats(self.client_requests)
+        return stats
 
     def count_fallback(self, failed: str, tried: str) -> None:
         pair = (failed, tried)
