@@ -25,20 +25,40 @@ STOP_REASONS = {
 def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
     """The Messages answer for a whole Chat Completions answer; `model` is the id the client
     asked for. `thinking`: the client asked for thinking, so the upstream's reasoning text
-    comes back as a thinking block."""
+    comes back as a thinking block. (Every bridged answer comes through here: checks are
+    inline, bench/bridges.py.)"""
     choices = chat.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    said = choice.get("message") if isinstance(choice, dict) else None
-    said = said if isinstance(said, dict) else {}
+    choice = choices[0] if type(choices) is list and choices else None
+    if type(choice) is not dict:
+        choice = {}
+    said = choice.get("message")
+    if type(said) is not dict:
+        said = {}
     content: list[Json] = []
     if thinking and (reasoning := reasoning_text(said)):
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    if isinstance(text := said.get("content"), str) and text:
+    if type(text := said.get("content")) is str and text:
         content.append({"type": "text", "text": text})
-    for call in said.get("tool_calls") or ():
+    if calls := said.get("tool_calls"):
+        content += _tool_uses(calls)
+    answer: Json = {
+        "id": message_id(chat.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+    }
+    answer.update(stop(choice))
+    answer["usage"] = usage(chat.get("usage"))
+    return answer
+
+
+def _tool_uses(calls: Any) -> list[Json]:
+    uses: list[Json] = []
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            content.append(
+            uses.append(
                 {
                     "type": "tool_use",
                     "id": str(call.get("id") or ""),
@@ -46,24 +66,18 @@ def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
                     "input": tool_input(function.get("arguments")),
                 }
             )
-    return {
-        "id": message_id(chat.get("id")),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        **stop(choice),
-        "usage": usage(chat.get("usage")),
-    }
+    return uses
 
 
 def stop(choice: Json) -> Json:
     """Why the answer ended. Chat's `stop` covers stop sequences too; vLLM (`stop_reason`) and
     SGLang (`matched_stop`) name the sequence that matched, and then it is `stop_sequence`."""
-    reason = STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn")
-    matched = choice.get("stop_reason", choice.get("matched_stop"))
-    if reason == "end_turn" and isinstance(matched, str) and matched:
-        return {"stop_reason": "stop_sequence", "stop_sequence": matched}
+    finish = choice.get("finish_reason")
+    reason = STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
+    if reason == "end_turn":
+        matched = choice.get("stop_reason", choice.get("matched_stop"))
+        if isinstance(matched, str) and matched:
+            return {"stop_reason": "stop_sequence", "stop_sequence": matched}
     return {"stop_reason": reason, "stop_sequence": None}
 
 
@@ -79,17 +93,18 @@ def reasoning_text(said: Json) -> str:
 def usage(chat_usage: Any) -> Json:
     """Chat counts as Messages counts: cached prompt tokens are reported apart, as Anthropic
     does (its input_tokens excludes cache reads)."""
-    found = chat_usage if isinstance(chat_usage, dict) else {}
-    prompt = token_count(found.get("prompt_tokens"))
-    details = found.get("prompt_tokens_details")
-    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    counts: Json = {
+    if not isinstance(chat_usage, dict):
+        return {"input_tokens": 0, "output_tokens": 0}
+    prompt = token_count(chat_usage.get("prompt_tokens"))
+    output = token_count(chat_usage.get("completion_tokens"))
+    details = chat_usage.get("prompt_tokens_details")
+    if not isinstance(details, dict) or not (cached := token_count(details.get("cached_tokens"))):
+        return {"input_tokens": prompt, "output_tokens": output}
+    return {
         "input_tokens": max(prompt - cached, 0),
-        "output_tokens": token_count(found.get("completion_tokens")),
+        "output_tokens": output,
+        "cache_read_input_tokens": cached,
     }
-    if cached:
-        counts["cache_read_input_tokens"] = cached
-    return counts
 
 
 def tool_input(arguments: Any) -> Json:

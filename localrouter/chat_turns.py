@@ -19,6 +19,8 @@ Json = dict[str, Any]
 
 
 def settle(messages: list[Json]) -> list[Json]:
+    if len(messages) == 1 and messages[0]["role"] != "system":
+        return messages  # one turn: already settled (the common short request)
     system: list[str] = []
     out: list[Json] = []
     reminders: list[str] = []

@@ -21,7 +21,7 @@ from localrouter.errors import (
     UpstreamError,
     anthropic_error_body,
 )
-from localrouter.instance import Instance, Route
+from localrouter.instance import NOT_YET, Instance, Route
 from localrouter.key_pool import NoKeyFree
 from localrouter.messages_to_chat import chat_request, wants_thinking
 from localrouter.providers.base import Wire
@@ -64,15 +64,20 @@ class MessagesPlan:
                 params=dict(request.query) or None,
             )
         route = chat_route(instance, self.model)
-        listed = await listing(request, instance, upstream_id)
+        listed = instance.listed_now(upstream_id)
+        if listed is NOT_YET:  # no index yet: `listing` waits for it
+            listed = await listing(request, instance, upstream_id)
         body = self.body.take()
         streamed = body.get("stream") is True
-        reply = Translated(self.model, thinking=wants_thinking(body), streamed=streamed)
+        asks_thinking = "thinking" in body and wants_thinking(body)
+        reply = Translated(self.model, thinking=asks_thinking, streamed=streamed)
         chat = orjson.dumps(
             chat_request(
                 body,
                 upstream_id,
-                reasoning=listed is not None and listed.takes_reasoning_effort,
+                reasoning="thinking" in body
+                and listed is not None
+                and listed.takes_reasoning_effort,
                 max_output_tokens=listed.max_output_tokens if listed else None,
             )
         )

@@ -20,6 +20,7 @@ from localrouter.chat_turns import settle
 Json = dict[str, Any]
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+_NUMBER = (int, float)
 
 
 def chat_request(
@@ -32,24 +33,29 @@ def chat_request(
     """The Chat Completions body for a Messages body (already checked to be an object).
     `reasoning`: the model takes a reasoning effort, so `thinking` maps to `reasoning_effort`.
     `max_output_tokens`: the model's listed output limit. `max_tokens` is a ceiling, and
-    Claude Code asks 32,000 of every model; many upstreams refuse more than their limit."""
+    Claude Code asks 32,000 of every model; many upstreams refuse more than their limit.
+    Each optional field is looked up once and translated only when present: this runs on
+    every bridged request (bench/bridges.py)."""
+    get = messages_request.get
     chat: Json = {"model": upstream_model, "messages": _messages(messages_request)}
     if reasoning and (effort := reasoning_effort(messages_request)):
         chat["reasoning_effort"] = effort
-    if isinstance(max_tokens := messages_request.get("max_tokens"), int):
+    if isinstance(max_tokens := get("max_tokens"), int):
         chat["max_tokens"] = min(max_tokens, max_output_tokens or max_tokens)
-    for name in ("temperature", "top_p"):
-        if isinstance(value := messages_request.get(name), int | float):
-            chat[name] = value
-    if stops := _texts(messages_request.get("stop_sequences")):
+    if isinstance(value := get("temperature"), _NUMBER):
+        chat["temperature"] = value
+    if isinstance(value := get("top_p"), _NUMBER):
+        chat["top_p"] = value
+    if (stops := get("stop_sequences")) is not None and (stops := _texts(stops)):
         chat["stop"] = stops
-    metadata = messages_request.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        chat["user"] = metadata["user_id"]
-    if tools := _tools(messages_request.get("tools")):
+    if isinstance(metadata := get("metadata"), dict) and isinstance(
+        user := metadata.get("user_id"), str
+    ):
+        chat["user"] = user
+    if (tools := get("tools")) is not None and (tools := _tools(tools)):
         chat["tools"] = tools
-        chat.update(_tool_choice(messages_request.get("tool_choice")))
-    if messages_request.get("stream") is True:
+        chat.update(_tool_choice(get("tool_choice")))
+    if get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # real counts for message_delta
     return chat
@@ -86,18 +92,21 @@ def _messages(request: Json) -> list[Json]:
     """The conversation as Chat messages, settled into the shape chat templates accept
     (chat_turns.py: Claude Code's `system` entries inside `messages`, consecutive turns)."""
     out: list[Json] = []
-    if text := _system_text(request.get("system")):
+    if (system := request.get("system")) is not None and (text := _system_text(system)):
         out.append({"role": "system", "content": text})
     for entry in request.get("messages") or ():
         if not isinstance(entry, dict):
             continue
         role, content = entry.get("role"), entry.get("content")
-        if role == "system":
-            out.append({"role": "system", "content": _text_of(content)})
+        if role == "user":
+            if type(content) is str:  # the usual short turn, without a call
+                out.append({"role": "user", "content": content})
+            else:
+                out.extend(_user(content))
         elif role == "assistant":
             out.extend(_assistant(content))
-        elif role == "user":
-            out.extend(_user(content))
+        elif role == "system":
+            out.append({"role": "system", "content": _text_of(content)})
     return settle(out)
 
 

@@ -298,6 +298,22 @@ def test_stop_reasons():
     assert message(eos, "m")["stop_sequence"] is None  # a stop token id, not a sequence
 
 
+def test_an_odd_answer_still_becomes_a_message():
+    """What a sloppy upstream sends (a choice that is not an object, an unhashable finish
+    reason, counts that are not counts) gives an empty, well-formed message, never a 500."""
+    for odd in (
+        {"choices": ["x"]},
+        {"choices": [{"message": "x", "finish_reason": ["stop"]}]},
+        {"choices": [], "usage": {"prompt_tokens": True, "completion_tokens": "3"}},
+        {"choices": None, "usage": {"prompt_tokens": 5, "prompt_tokens_details": {"x": 1}}},
+    ):
+        answer = message(odd, "m")
+        assert answer["content"] == []
+        assert answer["stop_reason"] == "end_turn"
+        assert answer["usage"]["output_tokens"] == 0
+        assert "cache_read_input_tokens" not in answer["usage"]
+
+
 def chunks() -> list[dict[str, Any]]:
     """WHOLE, as an upstream streams it (usage in a last chunk with no choices)."""
 
