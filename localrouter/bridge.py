@@ -49,8 +49,10 @@ class ChunkTranslator(Protocol):
         ...
 
 
-async def whole_answer(http: UpstreamClient, upstream: UpstreamResponse, where: Where) -> Json:
-    answer = orjson.loads(await http.read_body(upstream, where))
+def whole_answer(body: bytes | bytearray, where: Where) -> Json:
+    """A whole answer's JSON object (its body read by the caller: no coroutine of its own,
+    on every bridged answer)."""
+    answer = orjson.loads(body)
     if not isinstance(answer, dict):
         raise UpstreamError(f"{where} answered with something other than an object")
     return answer

@@ -69,15 +69,13 @@ class MessagesPlan:
             listed = await listing(request, instance, upstream_id)
         body = self.body.take()
         streamed = body.get("stream") is True
-        asks_thinking = "thinking" in body and wants_thinking(body)
-        reply = Translated(self.model, thinking=asks_thinking, streamed=streamed)
+        thinking = "thinking" in body and wants_thinking(body)
+        reply = Translated(self.model, thinking=thinking, streamed=streamed)
         chat = orjson.dumps(
             chat_request(
                 body,
                 upstream_id,
-                reasoning="thinking" in body
-                and listed is not None
-                and listed.takes_reasoning_effort,
+                reasoning=thinking and listed is not None and listed.takes_reasoning_effort,
                 max_output_tokens=listed.max_output_tokens if listed else None,
             )
         )
@@ -110,7 +108,7 @@ class Translated(AnthropicErrors):
         if self.streamed:
             translator = MessagesStream(self.model, thinking=self.thinking)
             return await translate_stream(request, upstream, http, translator, where, shown)
-        answer = await whole_answer(http, upstream, where)
+        answer = whole_answer(await http.read_body(upstream, where), where)
         whole = orjson.dumps(message(answer, self.model, thinking=self.thinking))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown

@@ -155,7 +155,8 @@ class Translated(OllamaErrors):
             return await translate_stream(
                 request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
             )
-        whole = orjson.dumps(self.shape.whole(await whole_answer(http, upstream, where)))
+        answer = whole_answer(await http.read_body(upstream, where), where)
+        whole = orjson.dumps(self.shape.whole(answer))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
         )
@@ -177,7 +178,7 @@ class Embedded(OllamaErrors):
         where: Where,
         shown: Mapping[str, str],
     ) -> web.StreamResponse:
-        answer = await whole_answer(http, upstream, where)
+        answer = whole_answer(await http.read_body(upstream, where), where)
         data = answer.get("data")
         rows = sorted(
             (row for row in data if isinstance(row, dict)) if isinstance(data, list) else (),

@@ -138,7 +138,7 @@ class Translated:
                 final = redact_bytes(orjson.dumps(stream.final), http.secrets)
                 _keep(self.kept, stream.final, final)
             return answer
-        chat = await whole_answer(http, upstream, where)
+        chat = whole_answer(await http.read_body(upstream, where), where)
         made = response(chat, Echo.of(self.echo, self.model, chat))
         whole = redact_bytes(orjson.dumps(made), http.secrets)
         if self.kept:
