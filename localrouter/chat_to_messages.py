@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from localrouter.bridge import token_count
 from localrouter.errors import anthropic_error_body
 
 Json = dict[str, Any]
@@ -41,16 +40,18 @@ def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
         content.append({"type": "text", "text": text})
     if calls := said.get("tool_calls"):
         content += _tool_uses(calls)
-    answer: Json = {
-        "id": message_id(chat.get("id")),
+    chat_id = chat.get("id")
+    reason, sequence = stop_reason(choice)
+    return {
+        "id": f"msg_{chat_id}" if type(chat_id) is str and chat_id else _NO_ID,  # message_id
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": usage(chat.get("usage")),
     }
-    answer.update(stop(choice))
-    answer["usage"] = usage(chat.get("usage"))
-    return answer
 
 
 def _tool_uses(calls: Any) -> list[Json]:
@@ -70,15 +71,21 @@ def _tool_uses(calls: Any) -> list[Json]:
 
 
 def stop(choice: Json) -> Json:
-    """Why the answer ended. Chat's `stop` covers stop sequences too; vLLM (`stop_reason`) and
-    SGLang (`matched_stop`) name the sequence that matched, and then it is `stop_sequence`."""
+    reason, sequence = stop_reason(choice)
+    return {"stop_reason": reason, "stop_sequence": sequence}
+
+
+def stop_reason(choice: Json) -> tuple[str, str | None]:
+    """Why the answer ended, and the stop sequence that ended it. Chat's `stop` covers stop
+    sequences too; vLLM (`stop_reason`) and SGLang (`matched_stop`) name the sequence that
+    matched, and then it is `stop_sequence`."""
     finish = choice.get("finish_reason")
-    reason = STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
+    reason = STOP_REASONS.get(finish, "end_turn") if type(finish) is str else "end_turn"
     if reason == "end_turn":
         matched = choice.get("stop_reason", choice.get("matched_stop"))
-        if isinstance(matched, str) and matched:
-            return {"stop_reason": "stop_sequence", "stop_sequence": matched}
-    return {"stop_reason": reason, "stop_sequence": None}
+        if type(matched) is str and matched:
+            return "stop_sequence", matched
+    return reason, None
 
 
 def reasoning_text(said: Json) -> str:
@@ -92,13 +99,16 @@ def reasoning_text(said: Json) -> str:
 
 def usage(chat_usage: Any) -> Json:
     """Chat counts as Messages counts: cached prompt tokens are reported apart, as Anthropic
-    does (its input_tokens excludes cache reads)."""
-    if not isinstance(chat_usage, dict):
+    does (its input_tokens excludes cache reads). Counts that are not counts are 0 (as
+    bridge.token_count, inline here: on every answer)."""
+    if type(chat_usage) is not dict:
         return {"input_tokens": 0, "output_tokens": 0}
-    prompt = token_count(chat_usage.get("prompt_tokens"))
-    output = token_count(chat_usage.get("completion_tokens"))
+    prompt, output = chat_usage.get("prompt_tokens"), chat_usage.get("completion_tokens")
+    prompt = prompt if type(prompt) is int and prompt > 0 else 0
+    output = output if type(output) is int and output > 0 else 0
     details = chat_usage.get("prompt_tokens_details")
-    if not isinstance(details, dict) or not (cached := token_count(details.get("cached_tokens"))):
+    cached = details.get("cached_tokens") if type(details) is dict else None
+    if type(cached) is not int or cached <= 0:
         return {"input_tokens": prompt, "output_tokens": output}
     return {
         "input_tokens": max(prompt - cached, 0),
@@ -118,8 +128,11 @@ def tool_input(arguments: Any) -> Json:
     return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
+_NO_ID = "msg_localrouter"
+
+
 def message_id(chat_id: Any) -> str:
-    return f"msg_{chat_id}" if isinstance(chat_id, str) and chat_id else "msg_localrouter"
+    return f"msg_{chat_id}" if isinstance(chat_id, str) and chat_id else _NO_ID
 
 
 class MessagesStream:

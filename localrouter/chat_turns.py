@@ -20,7 +20,7 @@ Json = dict[str, Any]
 
 def settle(messages: list[Json]) -> list[Json]:
     if len(messages) == 1 and messages[0]["role"] != "system":
-        return messages  # one turn: already settled (the common short request)
+        return messages  # one turn: settled already (the common short request)
     system: list[str] = []
     out: list[Json] = []
     reminders: list[str] = []

@@ -63,7 +63,7 @@ class MessagesPlan:
                 headers=_client_headers(request),
                 params=dict(request.query) or None,
             )
-        route = chat_route(instance, self.model)
+        route = instance.route(Wire.CHAT) or chat_route(instance, self.model)  # which refuses
         listed = instance.listed_now(upstream_id)
         if listed is NOT_YET:  # no index yet: `listing` waits for it
             listed = await listing(request, instance, upstream_id)

@@ -107,6 +107,8 @@ def _messages(request: Json) -> list[Json]:
             out.extend(_assistant(content))
         elif role == "system":
             out.append({"role": "system", "content": _text_of(content)})
+    if len(out) == 1 and out[0]["role"] != "system":
+        return out  # one turn: settled already (settle's own shortcut, without its call)
     return settle(out)
 
 
