@@ -133,6 +133,7 @@ def _user(content: Any) -> list[Json]:
         return [{"role": "user", "content": content}]
     results: list[Json] = []
     parts: list[Json] = []
+    only_text = True
     for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
@@ -144,14 +145,16 @@ def _user(content: Any) -> list[Json]:
             results.append(
                 {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
             )
-            parts.extend(images)  # a tool message carries text only: images follow as user parts
-        elif kind == "text" and isinstance(block.get("text"), str):
-            parts.append({"type": "text", "text": block["text"]})
+            if images:  # a tool message carries text only: images follow as user parts
+                parts += images
+                only_text = False
+        elif kind == "text" and isinstance(written := block.get("text"), str):
+            parts.append({"type": "text", "text": written})
         elif kind == "image" and (image := _image_part(block.get("source"))):
             parts.append(image)
+            only_text = False
     if parts:
-        only_text = all(part["type"] == "text" for part in parts)
-        user_content: Any = "\n\n".join(p["text"] for p in parts) if only_text else parts
+        user_content: Any = "\n\n".join([p["text"] for p in parts]) if only_text else parts
         results.append({"role": "user", "content": user_content})
     return results
 
@@ -265,11 +268,13 @@ def _text_of(content: Any) -> str:
         return content
     blocks = content if isinstance(content, list) else []
     return "\n\n".join(
-        block["text"]
-        for block in blocks
-        if isinstance(block, dict)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
+        [
+            text
+            for block in blocks
+            if isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(text := block.get("text"), str)
+        ]
     )
 
 

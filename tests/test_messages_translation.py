@@ -180,6 +180,35 @@ def test_consecutive_user_turns_are_one_turn_parts_kept():
     ]
 
 
+def test_images_in_a_tool_result_follow_it_as_user_parts():
+    """A tool message carries text only: a result's images come after it, in a user message
+    of parts with the turn's text (never joined into a string that would drop them)."""
+    shot = {"type": "image", "source": {"type": "url", "url": "https://x/shot.png"}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "ok"}, shot],
+    }
+    turn = {"role": "user", "content": [result, {"type": "text", "text": "Look."}]}
+    assert chat_request({"messages": [turn]}, "m")["messages"] == [
+        {"role": "tool", "tool_call_id": "t1", "content": "ok"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/shot.png"}},
+                {"type": "text", "text": "Look."},
+            ],
+        },
+    ]
+    text_only = {
+        "role": "user",
+        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+    }
+    assert chat_request({"messages": [text_only]}, "m")["messages"] == [
+        {"role": "user", "content": "a\n\nb"}
+    ]
+
+
 def test_thinking_becomes_a_reasoning_effort_only_for_models_that_take_one():
     def effort(thinking: Any, reasoning: bool = True, **extra: Any) -> Any:
         request = {"messages": [], "thinking": thinking, **extra}
