@@ -61,11 +61,11 @@ class RouteStats:
 
     __slots__ = ("buckets", "by_status", "clients", "pending", "seconds")
 
-    def __init__(self, clients: Counter[str] | None = None) -> None:
+    def __init__(self, clients: Counter[str]) -> None:
         # (status, seconds, the client whose token came, or None)
         self.pending: list[tuple[int, float, Client | None]] = []
         self.by_status: Counter[int] = Counter()
-        self.clients: Counter[str] = Counter() if clients is None else clients  # by name
+        self.clients = clients  # requests by client name, shared by every route (Metrics)
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.seconds = 0.0
 

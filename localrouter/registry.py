@@ -110,12 +110,9 @@ class Registry:
         self._labels = _labels(self._ordered)
         self._spread_hits()  # to the instances that served them
         self._hit_counters = tuple(instance.cache.counters for instance in self._ordered)
-        self._drop_fresh()
+        self._lists_changed()
 
     def _lists_changed(self) -> None:
-        self._drop_fresh()
-
-    def _drop_fresh(self) -> None:
         self._fresh = None
         for listener in self._when_dropped:
             listener()
