@@ -60,14 +60,14 @@ def cached_response(request: web.Request, body: Body) -> web.Response:
     """The hot path of every cached view: headers are prebuilt, nothing is serialised here."""
     headers = request.headers
     if_none_match = headers.get(hdrs.IF_NONE_MATCH)
-    if if_none_match and _matches(if_none_match, body.etag):
+    if if_none_match and matches(if_none_match, body.etag):
         return web.Response(status=304, headers=body.validator_headers)
-    if _accepts_gzip(headers.get(hdrs.ACCEPT_ENCODING, "")):
+    if accepts_gzip(headers.get(hdrs.ACCEPT_ENCODING, "")):
         return web.Response(body=body.gzipped, headers=body.gzip_headers)
     return web.Response(body=body.raw, headers=body.raw_headers)
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def matches(if_none_match: str, etag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     opaque = etag.removeprefix("W/")
@@ -75,7 +75,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)  # clients repeat the same few header values
-def _accepts_gzip(accept_encoding: str) -> bool:
+def accepts_gzip(accept_encoding: str) -> bool:
     for coding in accept_encoding.lower().split(","):
         name, _, params = coding.strip().partition(";")
         if name.strip() in ("gzip", "*"):

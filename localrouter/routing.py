@@ -294,7 +294,7 @@ def endpoint(
                 "Internal error in localrouter; see its log.", "server_error", "internal"
             )
             response = _failed(request, json_response(body, status=500))
-        if _ORIGIN in request.headers and not response.prepared:
+        if guard.cors_origins and _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         # RouteStats.record, inline (the client is counted by name when folded)
         pending.append((response.status, perf_counter() - started, client))
