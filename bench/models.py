@@ -11,15 +11,19 @@ throughput, and far steadier than req/s on a shared machine. The verdict is on t
 target >= 0.9, as in bench/proxy.py.
 
 Shared machines drift by tens of percent within seconds, so each case runs several short rounds,
-alternating which server goes first, and reports the median of the per-round ratios. With
-`taskset` available, both servers share one core and the load generator gets the other.
+alternating which server goes first, and reports the median of the per-round ratios. A
+process's own layout (ASLR, hash seed) also moves its CPU per request by several percent for
+its whole life, the ceiling's as much as the daemon's, so the rounds come from several fresh
+process pairs (--processes), pooled; each pair's median is printed too. With `taskset`
+available, both servers share one core and the load generator gets the other.
 
 Each size runs twice: as anyone sees the list (no token), and as a client of `clients:` with an
 allowlist (a token on every request, and the client's own variant of the list: half the
 models and an alias).
 
     python bench/models.py [--models 50,2000] [--seconds 2] [--connections 32] [--rounds 7]
-                           [--paths /v1/models,/api/tags,...]
+                           [--processes 3] [--paths /v1/models,/api/tags,...]
+                           [--who anyone,client] [--gzip off,on]
 """
 
 from __future__ import annotations
@@ -191,26 +195,78 @@ class Target:
 
 
 class Paired:
-    """The medians of paired rounds: each server's req/s and CPU per request, and the
-    per-round ratios of both (req/s ours / ceiling; CPU ceiling / ours)."""
+    """Paired rounds, pooled over fresh process pairs: each server's median req/s and CPU per
+    request, and the medians of the per-round ratios (req/s ours / ceiling; CPU ceiling /
+    ours), overall and per process pair."""
 
-    def __init__(self, ours: Target, ceiling: Target, gzip: bool, args: argparse.Namespace):
-        rates: tuple[list[float], list[float]] = ([], [])
-        cpu: tuple[list[float], list[float]] = ([], [])
+    def __init__(self) -> None:
+        self.rates: tuple[list[float], list[float]] = ([], [])
+        self.cpu: tuple[list[float], list[float]] = ([], [])
+        self.per_process: list[float] = []  # each pair's median CPU ratio
+
+    def add_rounds(
+        self, ours: Target, ceiling: Target, gzip: bool, args: argparse.Namespace
+    ) -> None:
+        first = len(self.cpu[0])
         for round_number in range(args.rounds):
             order = (1, 0) if round_number % 2 else (0, 1)
             for index in order:
                 rate, seconds = (ours, ceiling)[index].measure(gzip, args)
-                rates[index].append(rate)
-                cpu[index].append(seconds)
-        self.rates = statistics.median(rates[0]), statistics.median(rates[1])
-        self.cpu = statistics.median(cpu[0]), statistics.median(cpu[1])
-        self.rate_ratio = statistics.median(m / b for m, b in zip(*rates, strict=True))
-        self.cpu_ratios = [b / m for m, b in zip(*cpu, strict=True)]
-        self.cpu_ratio = statistics.median(self.cpu_ratios)
+                self.rates[index].append(rate)
+                self.cpu[index].append(seconds)
+        self.per_process.append(statistics.median(self.cpu_ratios[first:]))
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        return [b / m for m, b in zip(*self.cpu, strict=True)]
+
+    @property
+    def cpu_ratio(self) -> float:
+        return statistics.median(self.cpu_ratios)
+
+    @property
+    def rate_ratio(self) -> float:
+        return statistics.median(m / b for m, b in zip(*self.rates, strict=True))
+
+    def report(self, label: str, size: int) -> str:
+        rates = [statistics.median(each) for each in self.rates]
+        cpu = [statistics.median(each) * 1e6 for each in self.cpu]
+        verdict = "ok" if self.cpu_ratio >= TARGET_RATIO else "UNDER"
+        pairs = ", ".join(f"{ratio:.3f}" for ratio in self.per_process)
+        return (
+            f"{label}  bytes={size:>8}  localrouter {rates[0]:9.1f} req/s  ceiling "
+            f"{rates[1]:9.1f} req/s  ratio {self.rate_ratio:.2f}\n"
+            f"{'':>14}CPU per request: localrouter {cpu[0]:6.1f} us, ceiling {cpu[1]:6.1f} us, "
+            f"ratio {self.cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; "
+            f"{len(self.per_process)} process pairs: {pairs})"
+        )
 
 
 def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: bool) -> None:
+    """Each process pair is fresh: a process's own layout (ASLR, hash seed) moves its CPU per
+    request by several percent for the whole of its life, the ceiling's too, so one pair can
+    land either side of the target; pooling the rounds of several pairs measures the code."""
+    paths = args.paths.split(",")
+    codings = [coding == "on" for coding in args.gzip.split(",")]
+    results = {(path, gzip): Paired() for path in paths for gzip in codings}
+    sizes: dict[tuple[str, bool], int] = {}
+    for _ in range(args.processes):
+        sizes.update(run_pair(count, args, workdir, client, results))
+    case = "client" if client else "anyone"
+    for (path, gzip), paired in results.items():
+        label = f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
+        print(paired.report(label, sizes[path, gzip]), flush=True)
+
+
+def run_pair(
+    count: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    client: bool,
+    results: dict[tuple[str, bool], Paired],
+) -> dict[tuple[str, bool], int]:
+    """Start the upstream, the daemon and, per path, its ceiling; add their rounds to
+    `results`. Returns each case's body size."""
     upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
     config = workdir / f"config-{count}.yaml"
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
@@ -225,17 +281,17 @@ def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: b
         + (shaping if client else "")
     )
     headers = CLIENT_HEADERS if client else {}
-    case = "client" if client else "anyone"
     python = sys.executable
     base = f"http://127.0.0.1:{daemon_port}"
     ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
     upstream = (python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count))
     daemon = (python, "-m", "localrouter", "serve", "--config", str(config))
     daemon += ("--port", str(daemon_port), "--log-level", "warning")
+    sizes = {}
     with process(*upstream), process(*daemon) as daemon_process:
         listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
         asyncio.run(wait_for(f"{base}/v1/models", expected_models=listed, headers=headers))
-        for path in args.paths.split(","):
+        for path in {path for path, _ in results}:
             daemon_url = base + path
             body = workdir / f"models-{count}.json"
             zipped_size = save_answer(daemon_url, headers, body)
@@ -244,20 +300,11 @@ def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: b
                 asyncio.run(wait_for(ceiling_url))
                 ours = Target(daemon_url, daemon_process.pid, headers)
                 best = Target(ceiling_url, ceiling_process.pid, headers)
-                for gzip in (False, True):
-                    paired = Paired(ours, best, gzip, args)
-                    size = zipped_size if gzip else body.stat().st_size
-                    verdict = "ok" if paired.cpu_ratio >= TARGET_RATIO else "UNDER"
-                    rounds = ", ".join(f"{ratio:.2f}" for ratio in paired.cpu_ratios)
-                    print(
-                        f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
-                        f"  bytes={size:>8}  localrouter {paired.rates[0]:9.1f} req/s  ceiling "
-                        f"{paired.rates[1]:9.1f} req/s  ratio {paired.rate_ratio:.2f}\n"
-                        f"{'':>14}CPU per request: localrouter {paired.cpu[0] * 1e6:6.1f} us, "
-                        f"ceiling {paired.cpu[1] * 1e6:6.1f} us, ratio {paired.cpu_ratio:.3f} "
-                        f"({verdict}, target >= {TARGET_RATIO}; rounds: {rounds})",
-                        flush=True,
-                    )
+                for (case_path, gzip), paired in results.items():
+                    if case_path == path:
+                        paired.add_rounds(ours, best, gzip, args)
+                        sizes[path, gzip] = zipped_size if gzip else body.stat().st_size
+    return sizes
 
 
 def main() -> None:
@@ -267,8 +314,15 @@ def main() -> None:
     parser.add_argument("--models", default="50,2000")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="per process pair")
+    parser.add_argument(
+        "--processes", type=int, default=3, help="fresh daemon and ceiling pairs per case"
+    )
     parser.add_argument("--tool", choices=["wrk", "aiohttp"], default=None)
+    parser.add_argument(
+        "--who", default="anyone,client", help="whose list to load: anyone's, a client's or both"
+    )
+    parser.add_argument("--gzip", default="off,on", help="without gzip, with it, or both")
     parser.add_argument(
         "--paths",
         default="/v1/models",
@@ -279,12 +333,13 @@ def main() -> None:
     args.tool = args.tool or ("wrk" if shutil.which("wrk") else "aiohttp")
     print(
         f"load: {args.tool}, {args.connections} connections, "
-        f"{args.rounds} rounds of {args.seconds:g} s per server and case"
+        f"{args.processes} process pairs of {args.rounds} rounds of {args.seconds:g} s per "
+        "server and case"
     )
     with tempfile.TemporaryDirectory() as workdir:
         for count in (int(n) for n in args.models.split(",")):
-            bench_size(count, args, Path(workdir), client=False)
-            bench_size(count, args, Path(workdir), client=True)
+            for who in args.who.split(","):
+                bench_size(count, args, Path(workdir), client=who == "client")
 
 
 if __name__ == "__main__":
