@@ -12,7 +12,7 @@ target >= 0.9, as in bench/proxy.py.
 
 Shared machines drift by tens of percent within seconds, so each case runs several short rounds,
 alternating which server goes first, and reports the median of the per-round ratios. A
-process's own layout (ASLR, hash seed) also moves its CPU per request by several percent for
+process's own memory layout also moves its CPU per request by several percent for
 its whole life, the ceiling's as much as the daemon's, so the rounds come from several fresh
 process pairs (--processes), pooled; each pair's median is printed too. With `taskset`
 available, both servers share one core and the load generator gets the other.
@@ -243,7 +243,7 @@ class Paired:
 
 
 def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: bool) -> None:
-    """Each process pair is fresh: a process's own layout (ASLR, hash seed) moves its CPU per
+    """Each process pair is fresh: a process's own memory layout moves its CPU per
     request by several percent for the whole of its life, the ceiling's too, so one pair can
     land either side of the target; pooling the rounds of several pairs measures the code."""
     paths = args.paths.split(",")
