@@ -57,7 +57,8 @@ class Body:
 
 
 def cached_response(request: web.Request, body: Body) -> web.Response:
-    """The hot path of every cached view: headers are prebuilt, nothing is serialised here."""
+    """The hot path of every cached view: headers are prebuilt, nothing is serialised here.
+    `ModelsView.list_now` has these lines inline (GET /v1/models); change both together."""
     headers = request.headers
     if_none_match = headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match and matches(if_none_match, body.etag):
