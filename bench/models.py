@@ -291,7 +291,7 @@ def run_pair(
     with process(*upstream), process(*daemon) as daemon_process:
         listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
         asyncio.run(wait_for(f"{base}/v1/models", expected_models=listed, headers=headers))
-        for path in {path for path, _ in results}:
+        for path in dict.fromkeys(path for path, _ in results):  # in the order asked
             daemon_url = base + path
             body = workdir / f"models-{count}.json"
             zipped_size = save_answer(daemon_url, headers, body)
