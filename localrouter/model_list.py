@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import hdrs, web
+from multidict import istr
 
 from localrouter.anthropic_models import (
     AnthropicModels,
@@ -42,7 +43,7 @@ from localrouter.suggest import Suggester
 
 log = structlog.get_logger(__name__)
 
-ANTHROPIC_VERSION = "anthropic-version"  # sent by Claude Code and the anthropic SDK
+ANTHROPIC_VERSION = istr("anthropic-version")  # sent by Claude Code and the anthropic SDK
 
 Labels = tuple[tuple[str, str], ...]  # (instance name, provider type) per instance
 

@@ -256,7 +256,7 @@ def endpoint(
     a `now` method (AnswerNow) is asked that first, and awaited only when it has no answer."""
 
     needs_token = not open_route
-    pending = stats.pending
+    statuses, latencies, callers = stats.statuses, stats.latencies, stats.callers
     now: AnswerNow | None = getattr(handler, "now", None)
 
     @functools.wraps(handler)
@@ -297,8 +297,10 @@ def endpoint(
         if guard.cors_origins and _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
         # RouteStats.record, inline (the client is counted by name when folded)
-        pending.append((response.status, perf_counter() - started, client))
-        if len(pending) >= FOLD_EVERY:
+        statuses.append(response.status)
+        latencies.append(perf_counter() - started)
+        callers.append(client)
+        if len(statuses) >= FOLD_EVERY:
             stats.fold()
         return response
 

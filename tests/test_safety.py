@@ -20,6 +20,7 @@ from localrouter.app import create_app
 from localrouter.cli import main
 from localrouter.log import configure_logging
 from localrouter.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
+from localrouter.model_rules import Client
 from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 
@@ -233,6 +234,36 @@ def test_request_counts_stay_exact_across_folds_and_scrapes():
     record(200, 0.001)
     assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
     assert totals() == (FOLD_EVERY * 2 + 6, FOLD_EVERY * 2 + 6)
+
+
+def test_statuses_and_clients_stay_exact_whether_a_batch_is_uniform_or_mixed():
+    """A batch of one status from one caller is counted at a glance, a mixed one item by item;
+    both give the same totals."""
+    metrics = Metrics()
+    record = metrics.route("/v1/models").record
+    editor, agent = Client("editor", None), Client("agent", None)
+
+    def counted() -> tuple[dict[str, float], dict[str, float]]:
+        text = metrics.render().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        requests, clients = (
+            families[name].samples
+            for name in ("localrouter_http_requests", "localrouter_client_requests")
+        )
+        by_status = {s.labels["status"]: s.value for s in requests}
+        return by_status, {s.labels["client"]: s.value for s in clients}
+
+    for _ in range(FOLD_EVERY):  # one client, one status: folded by the recorder
+        record(200, 0.001, editor)
+    assert counted() == ({"200": FOLD_EVERY}, {"editor": FOLD_EVERY})
+    for caller in (None, agent, editor, None):  # mixed: folded by the scrape
+        record(304 if caller is None else 200, 0.001, caller)
+    assert counted() == ({"200": FOLD_EVERY + 2, "304": 2}, {"editor": FOLD_EVERY + 1, "agent": 1})
+    for _ in range(3):  # anyone's, one status
+        record(404, 0.001)
+    statuses, clients = counted()
+    assert statuses == {"200": FOLD_EVERY + 2, "304": 2, "404": 3}
+    assert clients == {"editor": FOLD_EVERY + 1, "agent": 1}
 
 
 def test_latencies_land_in_their_buckets_across_folds():
