@@ -7,8 +7,8 @@ aiohttp writes Date, Server and Content-Length for both). Both get the same load
 installed, else an aiohttp client loop), with and without gzip, and the script prints req/s
 for each and their ratio (localrouter / ceiling; 1.0 = no overhead), and each server's own CPU
 time per request (from /proc) with the ratio of those (ceiling / localrouter): what caps
-throughput, and far steadier than req/s on a shared machine. The verdict is on the CPU ratio,
-target >= 0.9, as in bench/proxy.py.
+throughput, and far steadier than req/s on a shared machine. The verdict is on the CPU ratio:
+target >= 0.9 for /v1/models, as in bench/proxy.py, and >= 0.8 for the other clients' views.
 
 Shared machines drift by tens of percent within seconds, so each case runs several short rounds,
 alternating which server goes first, and reports the median of the per-round ratios. A
@@ -100,7 +100,14 @@ CLIENT_TOKEN = "bench-client-token-5e2c"
 CLIENT_HEADERS = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 
 
-TARGET_RATIO = 0.9
+TARGET_RATIO = 0.9  # /v1/models
+VIEW_TARGET_RATIO = 0.8  # the other clients' views (--paths)
+
+
+def target_for(path: str) -> float:
+    return TARGET_RATIO if path == "/v1/models" else VIEW_TARGET_RATIO
+
+
 # What aiohttp writes on every response by itself, for the daemon and the ceiling alike.
 AIOHTTP_OWN = frozenset({"date", "server", "content-length"})
 
@@ -228,16 +235,16 @@ class Paired:
     def rate_ratio(self) -> float:
         return statistics.median(m / b for m, b in zip(*self.rates, strict=True))
 
-    def report(self, label: str, size: int) -> str:
+    def report(self, label: str, size: int, target: float) -> str:
         rates = [statistics.median(each) for each in self.rates]
         cpu = [statistics.median(each) * 1e6 for each in self.cpu]
-        verdict = "ok" if self.cpu_ratio >= TARGET_RATIO else "UNDER"
+        verdict = "ok" if self.cpu_ratio >= target else "UNDER"
         pairs = ", ".join(f"{ratio:.3f}" for ratio in self.per_process)
         return (
             f"{label}  bytes={size:>8}  localrouter {rates[0]:9.1f} req/s  ceiling "
             f"{rates[1]:9.1f} req/s  ratio {self.rate_ratio:.2f}\n"
             f"{'':>14}CPU per request: localrouter {cpu[0]:6.1f} us, ceiling {cpu[1]:6.1f} us, "
-            f"ratio {self.cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; "
+            f"ratio {self.cpu_ratio:.3f} ({verdict}, target >= {target}; "
             f"{len(self.per_process)} process pairs: {pairs})"
         )
 
@@ -255,7 +262,7 @@ def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: b
     case = "client" if client else "anyone"
     for (path, gzip), paired in results.items():
         label = f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
-        print(paired.report(label, sizes[path, gzip]), flush=True)
+        print(paired.report(label, sizes[path, gzip], target_for(path)), flush=True)
 
 
 def run_pair(
@@ -285,7 +292,7 @@ def run_pair(
     base = f"http://127.0.0.1:{daemon_port}"
     ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
     upstream = (python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count))
-    daemon = (python, "-m", "localrouter", "serve", "--config", str(config))
+    daemon: tuple[str, ...] = (python, "-m", "localrouter", "serve", "--config", str(config))
     daemon += ("--port", str(daemon_port), "--log-level", "warning")
     sizes = {}
     with process(*upstream), process(*daemon) as daemon_process:
