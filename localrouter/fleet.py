@@ -104,7 +104,9 @@ class Fleet:
     async def _stay_connected(self, connected: asyncio.Event) -> None:
         delay = FIRST_RETRY_SECONDS
         while True:
-            pubsub = self.redis.pubsub()
+            # Any: redis-py's typing of PubSub differs across the versions we accept (aclose is
+            # untyped before 8.2), and a type-check must not depend on which one resolved.
+            pubsub: Any = self.redis.pubsub()
             try:
                 async with asyncio.timeout(OP_SECONDS):
                     await pubsub.subscribe(self.channel)
@@ -122,7 +124,7 @@ class Fleet:
                 log.exception("fleet.loop_crashed")
                 self.lost(exc)
             finally:
-                await asyncio.shield(_quietly(pubsub.aclose()))  # type: ignore[no-untyped-call]
+                await asyncio.shield(_quietly(pubsub.aclose()))
             connected.set()  # tried: start() goes on either way
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SECONDS)
