@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from models import HERE, LOAD_CORE, cpu_seconds, free_port, pinned, process, wait_for, wrk_run
 
-from localrouter import messages_to_chat, responses_to_chat
-from localrouter.chat_to_messages import message
-from localrouter.chat_to_responses import Echo, echoed, response
+from localrouter.protocols.anthropic import to_chat as messages_to_chat
+from localrouter.protocols.anthropic.from_chat import message
+from localrouter.protocols.responses import to_chat as responses_to_chat
+from localrouter.protocols.responses.from_chat import Echo, echoed, response
 
 ADDED_MS_TARGET = 1.0
 THROUGHPUT_TARGET = 0.95

@@ -16,37 +16,28 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter import chat_api, ollama_api, ollama_models
-from localrouter.api import cache_clear, cache_stats, health, providers
-from localrouter.api_models import DetailedCache, detailed_models
-from localrouter.attempts import Upstreams
-from localrouter.cache import Clock
+from localrouter.base.errors import LocalRouterError
+from localrouter.base.log import SecretRedactor
 from localrouter.catalog import CatalogStore
-from localrouter.client_views import VIEWS, ViewRoute, view_caches
-from localrouter.config import Settings
-from localrouter.config_file import EMBEDDED_DEFAULT
-from localrouter.derived import DerivedCache
-from localrouter.errors import LocalRouterError
-from localrouter.fleet import Fleet
-from localrouter.live_settings import LiveSettings
-from localrouter.lmstudio_models import lmstudio_model
-from localrouter.log import SecretRedactor
-from localrouter.messages_api import count_tokens, messages
-from localrouter.metrics import Metrics, metrics_endpoint
-from localrouter.model_list import (
-    ListModels,
-    ModelsView,
-    ollama_show,
-    retrieve_model,
-)
-from localrouter.providers.http import SessionTransport
-from localrouter.registry import Registry
-from localrouter.reload import ConfigReloader, ReloadState
-from localrouter.response_store import ResponseStore
-from localrouter.responses_api import delete as delete_response
-from localrouter.responses_api import responses
-from localrouter.responses_api import retrieve as retrieve_response
-from localrouter.routing import MAX_REQUEST_BYTES, Guard, add_routes, no_route
+from localrouter.config.live import LiveSettings
+from localrouter.config.loading import EMBEDDED_DEFAULT
+from localrouter.config.reload import ConfigReloader, ReloadState
+from localrouter.config.settings import Settings
+from localrouter.http.admin import cache_clear, cache_stats, health, providers
+from localrouter.http.endpoint import MAX_REQUEST_BYTES, Guard, add_routes, no_route
+from localrouter.http.metrics import Metrics, metrics_endpoint
+from localrouter.lists.cache import Clock
+from localrouter.lists.derived import DerivedCache
+from localrouter.lists.fleet import Fleet
+from localrouter.lists.registry import Registry
+from localrouter.protocols import openai as chat_api
+from localrouter.protocols.anthropic.front import count_tokens, messages
+from localrouter.protocols.attempts import Upstreams
+from localrouter.protocols.ollama import front as ollama_api
+from localrouter.protocols.responses.front import delete as delete_response
+from localrouter.protocols.responses.front import responses
+from localrouter.protocols.responses.front import retrieve as retrieve_response
+from localrouter.protocols.responses.store import ResponseStore
 from localrouter.state import (
     ANTHROPIC_MODELS,
     CACHE_DIR,
@@ -66,7 +57,18 @@ from localrouter.state import (
     UNIQUE_CACHE,
     VIEW_CACHES,
 )
-from localrouter.unique import UniqueCache, unique_model, unique_models, warm_common_queries
+from localrouter.upstream.client import SessionTransport
+from localrouter.views import ollama as ollama_models
+from localrouter.views.detailed import DetailedCache, detailed_models
+from localrouter.views.lmstudio import lmstudio_model
+from localrouter.views.merged import (
+    ListModels,
+    ModelsView,
+    ollama_show,
+    retrieve_model,
+)
+from localrouter.views.table import VIEWS, ViewRoute, view_caches
+from localrouter.views.unique import UniqueCache, unique_model, unique_models, warm_common_queries
 
 log = structlog.get_logger(__name__)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import platformdirs
 
 from localrouter import __version__
+from localrouter.base.errors import ConfigError, UpstreamError
 from localrouter.catalog import load_catalog
-from localrouter.catalog.tools import (
+from localrouter.catalog_update import (
     LITELLM_URL,
     MODELS_DEV_URL,
     OPENROUTER_URL,
@@ -22,9 +23,7 @@ from localrouter.catalog.tools import (
     match_body,
     update_catalog,
 )
-from localrouter.client import run_client
-from localrouter.config import Settings
-from localrouter.config_file import (
+from localrouter.config.loading import (
     APP_NAME,
     EMBEDDED_DEFAULT,
     LoadedConfig,
@@ -33,10 +32,11 @@ from localrouter.config_file import (
     load_server_config,
     watch_path,
 )
-from localrouter.errors import ConfigError, UpstreamError
+from localrouter.config.settings import Settings
+from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
-from localrouter.providers.http import display_url
 from localrouter.systemd import install_unit
+from localrouter.upstream.client import display_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

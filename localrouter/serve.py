@@ -12,8 +12,8 @@ import structlog
 from aiohttp import web
 
 from localrouter.app import create_app
-from localrouter.config import Settings
-from localrouter.log import configure_logging
+from localrouter.base.log import configure_logging
+from localrouter.config.settings import Settings
 from localrouter.state import REDACTOR
 from localrouter.systemd import Notifier
 

@@ -9,23 +9,23 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from localrouter.anthropic_models import AnthropicCache
-    from localrouter.api_models import DetailedCache
-    from localrouter.cache import Clock
-    from localrouter.client_views import ViewCaches
-    from localrouter.derived import DerivedCache
-    from localrouter.fleet import Fleet
-    from localrouter.live_settings import LiveSettings
-    from localrouter.log import SecretRedactor
-    from localrouter.metrics import Metrics
-    from localrouter.model_list import ModelsView
-    from localrouter.model_rules import Client
-    from localrouter.registry import Registry
-    from localrouter.reload import ConfigReloader
-    from localrouter.resolve import ModelIndex
-    from localrouter.response_store import ResponseStore
-    from localrouter.routing import Guard
-    from localrouter.unique import UniqueCache
+    from localrouter.base.log import SecretRedactor
+    from localrouter.config.control import Client
+    from localrouter.config.live import LiveSettings
+    from localrouter.config.reload import ConfigReloader
+    from localrouter.http.endpoint import Guard
+    from localrouter.http.metrics import Metrics
+    from localrouter.lists.cache import Clock
+    from localrouter.lists.derived import DerivedCache
+    from localrouter.lists.fleet import Fleet
+    from localrouter.lists.registry import Registry
+    from localrouter.lists.resolve import ModelIndex
+    from localrouter.protocols.responses.store import ResponseStore
+    from localrouter.views.anthropic import AnthropicCache
+    from localrouter.views.detailed import DetailedCache
+    from localrouter.views.merged import ModelsView
+    from localrouter.views.table import ViewCaches
+    from localrouter.views.unique import UniqueCache
 
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 GUARD: web.AppKey[Guard] = web.AppKey("guard")

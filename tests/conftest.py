@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from localrouter.app import create_app
-from localrouter.config import Settings
-from localrouter.config_file import parse_settings
+from localrouter.config.loading import parse_settings
+from localrouter.config.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T = TypeVar("T")

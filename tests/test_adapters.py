@@ -7,10 +7,10 @@ import pytest
 from pydantic import SecretStr
 from yarl import URL
 
-from localrouter.config import ProviderSettings
-from localrouter.errors import UpstreamError
+from localrouter.base.errors import UpstreamError
+from localrouter.config.settings import ProviderSettings
 from localrouter.providers import PROVIDERS
-from localrouter.providers.http import Canned, CannedTransport, UpstreamClient
+from localrouter.upstream.client import Canned, CannedTransport, UpstreamClient
 from tests.conftest import FIXTURES
 from tests.test_provider_contract import KEY, SCENARIOS
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from localrouter.cache import backoff_seconds
+from localrouter.lists.cache import backoff_seconds
 from tests.conftest import (
     DaemonFactory,
     FakeClock,

@@ -12,13 +12,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from localrouter.base.errors import UpstreamError
 from localrouter.catalog import UPDATED, Catalog, CatalogStore, load_catalog, parse_catalog
 from localrouter.catalog.build import FORMAT, build_catalog, serialise
 from localrouter.catalog.match import Scope, find, normalise
-from localrouter.catalog.tools import SourceUrls, fetch_catalog, match_body
+from localrouter.catalog_update import SourceUrls, fetch_catalog, match_body
 from localrouter.cli import main
-from localrouter.errors import UpstreamError
-from localrouter.persist import write_atomically
+from localrouter.lists.persist import write_atomically
 from tests.conftest import FIXTURES, DaemonFactory, UpstreamFactory
 
 ROOT = Path(__file__).parent.parent

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from localrouter.base.errors import ConfigError
 from localrouter.cli import main
-from localrouter.config_file import (
+from localrouter.config.loading import (
     EMBEDDED_DEFAULT,
     default_settings,
     find_config_path,
     load_config,
     parse_settings,
 )
-from localrouter.errors import ConfigError
 from localrouter.providers import PROVIDERS
 
 VALID = """

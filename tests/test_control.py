@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from localrouter.base.errors import ConfigError
 from localrouter.cli import main
-from localrouter.config_file import parse_settings
-from localrouter.errors import ConfigError
+from localrouter.config.loading import parse_settings
 from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, openai_compatible, settings_from
 from tests.test_reload import write_config

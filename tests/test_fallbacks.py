@@ -16,9 +16,9 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.base.errors import ConfigError
 from localrouter.cli import main
-from localrouter.config_file import literal_secrets_exposed, parse_settings
-from localrouter.errors import ConfigError
+from localrouter.config.loading import literal_secrets_exposed, parse_settings
 from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, openai_compatible, settings_from
 from tests.test_control import ADMIN, EDITOR, messages_sdk, named_answer, sdk

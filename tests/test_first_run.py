@@ -6,7 +6,7 @@ from typing import Any
 
 from localrouter import __version__
 from localrouter.app import create_app
-from localrouter.config_file import default_settings, parse_settings
+from localrouter.config.loading import default_settings, parse_settings
 from localrouter.providers.base import ProviderKind
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
 

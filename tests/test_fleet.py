@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.base.errors import ConfigError
 from localrouter.cli import main
-from localrouter.errors import ConfigError
 from localrouter.state import RELOADER
 from tests.conftest import eventually, openai_compatible, settings_from
 from tests.fleet_processes import DaemonProcess, RedisServer

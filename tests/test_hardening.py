@@ -16,9 +16,9 @@ import pytest
 import structlog
 from aiohttp import web
 
-from localrouter.config_file import parse_settings
-from localrouter.errors import ConfigError
-from localrouter.log import configure_logging
+from localrouter.base.errors import ConfigError
+from localrouter.base.log import configure_logging
+from localrouter.config.loading import parse_settings
 from localrouter.providers.parsing import number, positive_int, unix_time
 from localrouter.state import REDACTOR, RELOADER
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible

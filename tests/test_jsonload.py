@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from localrouter.jsonload import loads_in_steps
+from localrouter.base.jsonload import loads_in_steps
 
 DOCUMENTS = [
     b'{"object": "list", "data": [{"id": "a", "created": 1700000000}, {"id": "b"}]}',

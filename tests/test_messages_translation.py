@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from localrouter.bridge import sse
-from localrouter.chat_to_messages import MessagesStream, message
-from localrouter.messages_to_chat import chat_request
+from localrouter.protocols.anthropic.from_chat import MessagesStream, message
+from localrouter.protocols.anthropic.to_chat import chat_request
+from localrouter.protocols.bridge import sse
 
 
 def test_a_messages_request_becomes_the_chat_request_that_means_the_same():

@@ -9,10 +9,10 @@ import openai
 import orjson
 import pytest
 
-from localrouter.cache import ModelList, Served, Source
-from localrouter.model_list import ModelsView, price_text
+from localrouter.lists.cache import ModelList, Served, Source
+from localrouter.lists.registry import InstanceLists
 from localrouter.providers.base import ModelInfo
-from localrouter.registry import InstanceLists
+from localrouter.views.merged import ModelsView, price_text
 from tests.conftest import DaemonFactory, UpstreamFactory, fixture_bytes, openai_compatible
 
 OPENAI_FIXTURE = orjson.loads(fixture_bytes("openai/models.json"))

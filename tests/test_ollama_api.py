@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
 from localrouter.app import create_app
-from localrouter.errors import ConfigError
+from localrouter.base.errors import ConfigError
 from localrouter.serve import listen
 from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, settings_from

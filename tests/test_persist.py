@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from localrouter.cache import ModelList, Source
-from localrouter.persist import ListStore
+from localrouter.lists.cache import ModelList, Source
+from localrouter.lists.persist import ListStore
 from localrouter.providers.base import CatalogRef, ModelInfo
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localrouter.response_store import ResponseStore
+from localrouter.protocols.responses.store import ResponseStore
 
 
 def test_a_response_is_only_its_callers():

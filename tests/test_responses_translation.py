@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from localrouter.chat_to_responses import Echo, ResponsesStream, echoed, response
-from localrouter.errors import BadRequest
-from localrouter.responses_to_chat import chat_request
+from localrouter.base.errors import BadRequest
+from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
+from localrouter.protocols.responses.to_chat import chat_request
 
 
 def test_codex_style_input_items_become_the_conversation():

@@ -17,10 +17,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from localrouter.app import create_app
+from localrouter.base.log import configure_logging
 from localrouter.cli import main
-from localrouter.log import configure_logging
-from localrouter.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
-from localrouter.model_rules import Client
+from localrouter.config.control import Client
+from localrouter.http.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
 from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 

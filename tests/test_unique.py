@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from localrouter.state import REGISTRY, UNIQUE_CACHE
-from localrouter.unique import COMMON_QUERIES, UniqueQuery
+from localrouter.views.unique import COMMON_QUERIES, UniqueQuery
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually
 
 

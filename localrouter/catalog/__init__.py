@@ -22,9 +22,9 @@ from typing import Any
 
 import structlog
 
+from localrouter.base.jsonload import loads_in_steps
 from localrouter.catalog.build import FORMAT
 from localrouter.catalog.match import OPENROUTER_VENDORS, Entry, Match, Scope, find
-from localrouter.jsonload import loads_in_steps
 
 log = structlog.get_logger(__name__)
 

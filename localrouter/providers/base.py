@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from yarl import URL
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 
 class ProviderKind(StrEnum):

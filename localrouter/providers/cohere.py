@@ -11,8 +11,8 @@ from localrouter.providers.paging import paged_models
 from localrouter.providers.parsing import field, positive_int, strings, text
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 _ENDPOINTS = {
     "chat": "chat",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localrouter.errors import UpstreamError
+from localrouter.base.errors import UpstreamError
 from localrouter.providers.base import DefaultInclusion, ModelInfo, ProviderKind, ProviderSpec
 from localrouter.providers.openai_compat import OpenAICompatProvider
 from localrouter.providers.parsing import model_items, parse_items, positive_int, text
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 _TYPES = {
     "llm": (("chat",), ("text",)),

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from localrouter.errors import UpstreamError
+from localrouter.base.errors import UpstreamError
 from localrouter.providers.base import (
     DefaultInclusion,
     Endpoint,
@@ -26,8 +26,8 @@ from localrouter.providers.parsing import (
 )
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 SHOW_CONCURRENCY = 4
 _CAPABILITIES = {

@@ -21,8 +21,8 @@ from localrouter.providers.parsing import (
 )
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 
 # ModelInfo fields a provider's own extra keys fill in; empty values leave the plain ones.

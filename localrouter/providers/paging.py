@@ -9,7 +9,7 @@ from localrouter.providers.base import ModelInfo
 from localrouter.providers.parsing import model_items, parse_items, too_many_pages
 
 if TYPE_CHECKING:
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.upstream.client import UpstreamClient
 
 NextToken = Callable[[Any], str | None]  # page body -> the next page's token, None at the end
 Parse = Callable[[dict[str, Any]], ModelInfo | None]

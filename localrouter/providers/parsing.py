@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 
-from localrouter.errors import UpstreamError
-from localrouter.offload import INLINE_ITEMS, dismantle, heavy
+from localrouter.base.errors import UpstreamError
+from localrouter.base.offload import INLINE_ITEMS, dismantle, heavy
 from localrouter.providers.base import ModelInfo
 
 log = structlog.get_logger(__name__)

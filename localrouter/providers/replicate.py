@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from localrouter.errors import UpstreamError
+from localrouter.base.errors import UpstreamError
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
 from localrouter.providers.parsing import field, model_items, parse_items, text, too_many_pages
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 # Keywords in a model's name or description, first match wins: Replicate says nothing else.
 _KEYWORDS: tuple[tuple[tuple[str, ...], str], ...] = (

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from localrouter.providers.base import ModelInfo, ProviderKind, ProviderSpec
 
 if TYPE_CHECKING:
-    from localrouter.config import ProviderSettings
-    from localrouter.providers.http import UpstreamClient
+    from localrouter.config.settings import ProviderSettings
+    from localrouter.upstream.client import UpstreamClient
 
 
 class StaticProvider:

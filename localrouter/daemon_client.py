@@ -1,0 +1,128 @@
+"""`localrouter models` and `localrouter cache ...`: ask the running daemon over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from localrouter.config.settings import ServerSettings
+
+PER_MILLION = 1_000_000
+
+
+def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
+    host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
+    base = f"http://{host}:{server.port}"
+    token = server.auth_token.get_secret_value() if server.auth_token else None
+    try:
+        if args.command == "models":
+            return _models(base, token, args.provider, as_json=args.json)
+        if args.cache_command == "stats":
+            print(_table_of_stats(_call(base, token, "GET", "/api/cache/stats")))
+            return 0
+        body = {"instance": args.instance} if args.instance else {}
+        answer = _call(base, token, "POST", "/api/cache/clear", body)
+        print(f"marked expired (kept until refreshed): {', '.join(answer['cleared']) or 'nothing'}")
+        return 0
+    except DaemonError as exc:
+        print(f"localrouter: {exc}", file=sys.stderr)
+        return 1
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=orjson.dumps(body) if body is not None else None,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = orjson.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise DaemonError(f"{method} {path}: HTTP {exc.code}: {message}") from None
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DaemonError(
+            f"cannot reach the daemon at {base} ({reason}); is `localrouter serve` running?"
+        ) from None
+
+
+def _models(base: str, token: str | None, provider: str | None, *, as_json: bool) -> int:
+    listing = _call(base, token, "GET", "/v1/models")
+    models = [m for m in listing["data"] if provider is None or m["owned_by"] == provider]
+    if as_json:
+        print(orjson.dumps({"object": "list", "data": models}, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    rows = [("id", "context", "prompt $/1M", "completion $/1M", "source")]
+    for model in models:
+        pricing = model.get("pricing", {})
+        rows.append(
+            (
+                model["id"],
+                str(model.get("context_length", "")),
+                _per_million(pricing.get("prompt")),
+                _per_million(pricing.get("completion")),
+                model.get("source", ""),
+            )
+        )
+    print(_table(rows))
+    print(f"{len(models)} models")
+    return 0
+
+
+def _per_million(price: str | None) -> str:
+    if price is None:
+        return ""
+    return f"{float(price) * PER_MILLION:.4g}"
+
+
+def _table_of_stats(stats: dict[str, Any]) -> str:
+    head = (
+        f"hits {stats['hits']}  misses {stats['misses']}  hit rate {stats['hit_rate_percent']} %  "
+        f"refreshes {stats['refreshes']}  fallbacks {stats['fallbacks']}"
+    )
+    rows = [
+        ("instance", "source", "models", "age s", "expires in s", "upstream calls", "last error")
+    ]
+    for name, item in stats["instances"].items():
+        rows.append(
+            (
+                name,
+                str(item["source"] or "-"),
+                str(item["count"]),
+                _number(item["age_seconds"]),
+                _number(item["expires_in_seconds"]),
+                str(item["upstream_calls"]),
+                item["last_error"] or "",
+            )
+        )
+    return head + "\n" + _table(rows)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -1,0 +1,156 @@
+"""Which upstream calls a request gets: its model's, with another key of the instance's pool
+when one is rate limited or refused, then each of the model's fallbacks (models.fallbacks) in
+turn, until one answers or none is left.
+
+A call is tried again elsewhere only when it failed before any byte reached the client: the
+upstream could not be reached or timed out, or answered 401, 403, 404, 408, 429 or 5xx. A
+caller's mistake (400, 413, 422, ...) is answered as it is. A fallback is skipped when nothing
+serves it now, when the caller's allowlist does not admit it, or when it cannot take the
+request (an image model for a chat). The client sees the last failure, and every answer says
+which id answered (`x-localrouter-model`) after how many calls (`x-localrouter-attempts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from multidict import istr
+
+from localrouter.base.errors import GatewayError, LocalRouterError, ModelNotFound
+from localrouter.config.control import ModelRules
+from localrouter.config.live import LiveSettings
+from localrouter.http.metrics import Metrics
+from localrouter.lists.instance import Instance
+from localrouter.lists.registry import Registry
+from localrouter.lists.resolve import resolve
+from localrouter.protocols.forward import Call, send
+from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
+
+log = structlog.get_logger(__name__)
+
+# istr: a plain str header name costs an istr made each time the response's headers are written
+MODEL_HEADER: str = istr("x-localrouter-model")
+ATTEMPTS_HEADER: str = istr("x-localrouter-attempts")
+TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
+
+# What a route makes of a request for one instance and upstream id; raises LocalRouterError
+# when that instance cannot take it.
+Plan = Callable[[Instance, str], Awaitable[Call]]
+
+
+@dataclass(slots=True)
+class Upstreams:
+    """What the routes that call models need, bound to their handlers at start rather than
+    looked up in the app on every request: the live settings, the metrics, and the registry
+    once the app runs."""
+
+    live: LiveSettings
+    metrics: Metrics
+    registry: Registry | None = None
+
+
+async def answer(
+    request: web.Request, model: str, plan: Plan, upstreams: Upstreams
+) -> web.StreamResponse:
+    """The client's answer for `model` (an id or an alias): one call in the common case,
+    more with a key pool or fallbacks."""
+    rules = upstreams.live.rules
+    registry = upstreams.registry
+    assert registry is not None  # set before the app serves
+    fallbacks = rules.fallbacks
+    chain, listed_as = (fallbacks.get(model), model) if fallbacks else (None, model)
+    if chain is None:
+        instance, upstream_id = await resolve(request, model, rules, registry)
+        full_id = f"{instance.name}/{upstream_id}"
+        if fallbacks:
+            chain, listed_as = fallbacks.get(full_id), full_id
+        if chain is None and instance.keys is None:
+            call = await plan(instance, upstream_id)
+            shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1"}
+            return await send(request, instance, call, shown)
+    names = (model, *(chain or ()))
+    return await _in_turn(request, names, plan, listed_as, rules, registry, upstreams.metrics)
+
+
+async def _in_turn(
+    request: web.Request,
+    names: tuple[str, ...],
+    plan: Plan,
+    listed_as: str,
+    rules: ModelRules,
+    registry: Registry,
+    metrics: Metrics,
+) -> web.StreamResponse:
+    """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
+    is the model's name in models.fallbacks (metrics count by config names only)."""
+    attempts = 0
+    failure: web.StreamResponse | LocalRouterError | None = None
+    failed_name = listed_as
+    for position, name in enumerate(names):
+        try:
+            instance, upstream_id = await resolve(request, name, rules, registry)
+            call = await plan(instance, upstream_id)
+        except ModelNotFound as error:
+            if position == 0 and len(names) > 1:  # gone: its fallbacks may serve
+                failure = error
+                continue
+            if position == 0:
+                raise
+            log.warning("proxy.fallback_skipped", fallback=name, reason=error.message)
+            continue
+        except LocalRouterError as error:
+            if position == 0:
+                raise  # the caller asked for it: not allowed, not a chat model, ...
+            log.info("proxy.fallback_skipped", fallback=name, reason=error.message)
+            continue
+        if position > 0:
+            metrics.count_fallback(failed_name, name)
+            log.info("proxy.fallback", model=failed_name, fallback=name)
+        full_id = f"{instance.name}/{upstream_id}"
+        pool = instance.keys
+        shown: dict[str, str] = {}
+        while True:
+            key = 0
+            if pool is not None:
+                try:
+                    key = pool.pick()
+                except NoKeyFree as none:
+                    failure = _no_key(none, pool)
+                    failure.headers.update(shown)  # this model's last call, if it made one
+                    break
+            attempts += 1
+            shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)}
+            try:
+                response = await send(request, instance, call, shown, key)
+            except GatewayError as error:
+                if not error.retryable:
+                    raise
+                error.headers.update(shown)
+                failure = error
+                break
+            status = response.status
+            if status < 400 or (status < 500 and status not in TRIED_ELSEWHERE):
+                return response
+            failure = response
+            if pool is None or not _about_the_key(status):
+                break
+        failed_name = name
+    if isinstance(failure, LocalRouterError):
+        raise failure
+    assert failure is not None  # the first name is always resolved or raised, then tried
+    return failure
+
+
+def _about_the_key(status: int) -> bool:
+    return status == RATE_LIMITED or status in REFUSED
+
+
+def _no_key(none: NoKeyFree, pool: KeyPool) -> GatewayError:
+    """Every key rests (429, with the shortest wait) or was refused (502)."""
+    if none.wait is None:
+        return GatewayError(none.describe(pool), status=502, code="upstream_keys_refused")
+    error = GatewayError(none.describe(pool), status=429, code="upstream_rate_limited")
+    error.headers["Retry-After"] = str(max(1, round(none.wait)))
+    return error

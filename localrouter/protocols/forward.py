@@ -1,0 +1,386 @@
+"""One call to an upstream model: `send` POSTs a route's request to an instance with one of
+its keys and answers the client through a `Reply` (the upstream's answer as it is, or
+translated by a protocol bridge). attempts.py decides which calls are made: the model's, its
+other keys', its fallbacks'."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import hdrs, web
+from multidict import istr
+
+from localrouter.base.errors import GatewayError, NotAChatModel, UpstreamError, error_body
+from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, shorten
+from localrouter.http.bodies import JSON, json_response
+from localrouter.http.endpoint import add_cors
+from localrouter.lists.instance import NOT_YET, Instance, Route
+from localrouter.providers.base import ModelInfo, Wire
+from localrouter.state import SETTINGS
+from localrouter.upstream.client import (
+    ERROR_SNIPPET_BYTES,
+    Redirected,
+    UpstreamClient,
+    UpstreamResponse,
+    Where,
+    upstream_message,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_BODY = 1024 * 1024
+# Answers relayed as they arrive: server-sent events, and Ollama's newline-delimited JSON.
+STREAMED = ("text/event-stream", "application/x-ndjson")
+# Upstream response headers a client may want; everything else (cookies, servers) stays behind.
+_PASSED_HEADERS = frozenset({"content-type", "retry-after", "x-request-id"})
+_PASSED_PREFIXES = ("x-ratelimit-", "openai-")
+
+
+class RequestBody:
+    """A request's parsed body, for the first upstream call made for it. Each later call (a
+    fallback) parses the raw bytes again: the first call rewrites the body, and a parsed
+    request can be thousands of objects that every garbage collection meanwhile walks
+    (bench/bridges.py: a 78 KB request held while the upstream answered cost a fifth more
+    CPU), where raw bytes cost it nothing."""
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, parsed: dict[str, Any], raw: bytes) -> None:
+        self._parsed: dict[str, Any] | None = parsed
+        self._raw = raw
+
+    def take(self) -> dict[str, Any]:
+        parsed, self._parsed = self._parsed, None
+        if parsed is None:
+            again: dict[str, Any] = orjson.loads(self._raw)  # parsed as a dict once already
+            return again
+        return parsed
+
+
+def chat_route(instance: Instance, model: str) -> Route:
+    """Where a translated call to the instance goes: its Chat Completions endpoint, or a 400
+    for a model that does not chat."""
+    route = instance.route(Wire.CHAT)
+    if route is None:
+        kind = instance.settings.type
+        raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
+    return route
+
+
+async def listing(request: web.Request, instance: Instance, upstream_id: str) -> ModelInfo | None:
+    """The model as its instance lists it (its limits, whether it reasons), without an await
+    when the instance's index is built."""
+    listed = instance.listed_now(upstream_id)
+    if listed is NOT_YET:
+        deadline = request.app[SETTINGS].models_deadline_seconds
+        listed = await instance.listed(upstream_id, deadline)
+    return listed
+
+
+def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
+    """The body with only `model` rewritten, serialised, and whether it asks for a stream."""
+    body["model"] = upstream_id
+    return orjson.dumps(body), bool(body.get("stream"))
+
+
+class Reply(Protocol):
+    """How a route answers its client with what the upstream said."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        """The upstream refused: its status >= 400."""
+        ...
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        """Anything else: the whole answer or its stream, in the client's protocol, with the
+        `shown` headers (which call answered)."""
+        ...
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes 2 µs to make, here per request
+class Call:
+    """One upstream request as a route makes it for one instance and model."""
+
+    route: Route
+    path: str
+    data: bytes
+    streamed: bool
+    reply: Reply
+    headers: Mapping[str, str] | None = None  # sent with the route's own (auth, instance)
+    params: Mapping[str, str] | None = None
+
+
+async def send(
+    request: web.Request,
+    instance: Instance,
+    call: Call,
+    shown: Mapping[str, str],
+    key: int = 0,
+) -> web.StreamResponse:
+    """POST the call to the instance with key `key` of its pool (its one key, without one),
+    and answer through the call's reply, with the `shown` headers. An upstream status >= 400
+    is the reply's error response; a failed call raises GatewayError (502, 504), marked
+    `retryable` unless a stream had started. A whole answer is waited for at most the
+    instance's chat_timeout_seconds."""
+    http = instance.http
+    route = call.route
+    target = route.target(call.path)
+    pool = instance.keys
+    streamed = call.streamed
+    seconds = instance.settings.chat_timeout_seconds
+    with GatewayErrors(target, http, seconds, None if streamed else request.task) as errors:
+        async with http.request(
+            "POST",
+            target.url,
+            headers=route.headers if pool is None else route.keyed[key],
+            extra=call.headers,
+            params=call.params,
+            data=call.data,
+            limits=route.stream_limits if streamed else route.answer_limits,
+        ) as upstream:
+            status = upstream.status
+            if pool is not None:
+                pool.answered(key, status, upstream.headers.get("Retry-After"))
+            if status >= 400:
+                failed = await call.reply.failed(upstream, http, target)
+                failed.headers.update(shown)
+                return failed
+            errors.answering = streamed  # from here on, bytes may reach the client
+            return await call.reply.answer(request, upstream, http, target, shown)
+
+
+class GatewayErrors:
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way), and
+    given the request's `task`, the whole answer's deadline: the client's `Deadlines` cancel
+    the task once `seconds` pass, which comes out as the 504. A class, not asyncio.timeout
+    and @contextmanager: it wraps every proxied request, and they cost several times the
+    steps (and two getpid calls)."""
+
+    __slots__ = ("_http", "_task", "answering", "seconds", "where")
+
+    def __init__(
+        self, where: Where, http: UpstreamClient, seconds: float, task: asyncio.Task[Any] | None
+    ) -> None:
+        self.where, self._http, self.seconds, self._task = where, http, seconds, task
+        self.answering = False  # a failure from here on is not retried
+        if task is not None:
+            http.deadlines.start(task, seconds)
+
+    def __enter__(self) -> GatewayErrors:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        task = self._task
+        # Cancelled for its deadline (then always uncancelled once), and not also for the
+        # client's leaving: the answer was too slow.
+        if (
+            task is not None
+            and self._http.deadlines.end(task)
+            and task.uncancel() == 0
+            and isinstance(exc, asyncio.CancelledError)
+        ):
+            exc = TimeoutError()
+        if exc is None or isinstance(exc, ConnectionResetError):  # the client left: not ours
+            return
+        error = self._error(exc)
+        if error is not None:
+            error.retryable = not self.answering
+            raise error from None
+
+    def _error(self, exc: BaseException) -> GatewayError | None:
+        where = self.where
+        if isinstance(exc, Redirected):
+            exc = exc.at(where)
+        if isinstance(exc, UpstreamError):
+            return GatewayError(exc.message, status=502, code=exc.code or "upstream_error")
+        if isinstance(exc, orjson.JSONDecodeError):
+            return GatewayError(
+                f"{where} answered with a body that is not JSON", status=502, code="upstream_error"
+            )
+        if isinstance(exc, TimeoutError):
+            return GatewayError(
+                f"{where} did not answer within {self.seconds:g} s",
+                status=504,
+                code="upstream_timeout",
+            )
+        if isinstance(exc, aiohttp.ClientError):
+            return GatewayError(
+                f"cannot reach {where}: {self._http.reason(exc)}",
+                status=502,
+                code="upstream_unreachable",
+            )
+        return None
+
+
+class Forwarded:
+    """The upstream's answer as it is, redacted; server-sent events passed through as they
+    arrive. Errors in OpenAI's shape (subclasses render them their protocol's way)."""
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error(upstream, http, where)
+
+    def broken(self, message: str) -> bytes:
+        """The event that ends a stream the upstream broke off."""
+        event = orjson.dumps(error_body(message, "upstream_error", "upstream_stream_broken"))
+        return b"data: " + event + b"\n\n"
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        # The raw header, not aiohttp's parsed content_type (three times the steps).
+        kind = upstream.headers.get("Content-Type")
+        if kind is not None and _streams(kind):
+            return await self._stream(request, upstream, http, where, shown)
+        answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+        return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        """Whole events, redacted when the instance has secrets; an error event if the upstream
+        dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
+        bounded: nothing is held but an incomplete event, up to the redactor's cap."""
+        response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
+        response.headers[hdrs.CACHE_CONTROL] = "no-cache"
+        add_cors(request, response)
+        await response.prepare(request)
+        try:
+            await relay(upstream, response, http.secrets)
+        except ConnectionResetError:
+            # The client went away: leaving this block closes the upstream connection too.
+            log.info("proxy.client_left", upstream=str(where))
+            return response
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            log.warning("proxy.stream_broken", upstream=str(where), error=type(exc).__name__)
+            message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+            await response.write(self.broken(message))
+        await response.write_eof()
+        return response
+
+
+FORWARDED = Forwarded()
+
+
+async def relay(
+    upstream: UpstreamResponse, response: web.StreamResponse, secrets: tuple[str, ...]
+) -> None:
+    """Copy server-sent events as they arrive, whole events redacted when there are secrets.
+    Raises what the upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
+    ConnectionResetError)."""
+    redactor = StreamRedactor(secrets)
+    async for received in upstream.content.iter_any():
+        chunk = redactor.feed(received) if redactor.active else received
+        if chunk:
+            await response.write(chunk)
+    if tail := redactor.finish():
+        await response.write(tail)
+
+
+async def upstream_error(
+    upstream: UpstreamResponse, http: UpstreamClient, where: Where
+) -> web.Response:
+    """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped
+    into one."""
+    raw = await upstream.content.read(MAX_ERROR_BODY)
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        body = orjson.dumps(redact_json(data, http.secrets))
+        return web.Response(body=body, status=upstream.status, content_type=JSON)
+    text = shorten(raw.decode("utf-8", "replace").strip(), 300, http.secrets)
+    message = f"{where} answered HTTP {upstream.status}: {text or upstream.reason or ''}"
+    return json_response(
+        error_body(message, "upstream_error", f"upstream_{upstream.status}"),
+        status=upstream.status,
+    )
+
+
+async def upstream_error_shaped(
+    upstream: UpstreamResponse,
+    http: UpstreamClient,
+    where: Where,
+    shape: Callable[[str, int], dict[str, Any]],
+) -> web.Response:
+    """The upstream's status, with its own message (redacted) in another protocol's error
+    shape (`shape(message, status)`: Anthropic's, Ollama's)."""
+    detail = upstream_message(await upstream.content.read(ERROR_SNIPPET_BYTES), http.secrets)
+    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
+    body = orjson.dumps(shape(text, upstream.status))
+    return web.Response(body=body, status=upstream.status, content_type=JSON)
+
+
+class ShapedErrors:
+    """A reply whose upstream refusals are rendered in its protocol's error shape."""
+
+    __slots__ = ()
+    error_shape: Callable[[str, int], dict[str, Any]]
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error_shaped(upstream, http, where, self.error_shape)
+
+
+def _streams(content_type: str) -> bool:
+    """Whether an answer of this Content-Type is a stream to relay as it arrives."""
+    return content_type.startswith(STREAMED) or (
+        not content_type.islower() and content_type.lower().startswith(STREAMED)  # any case
+    )
+
+
+def _passed(upstream: UpstreamResponse, shown: Mapping[str, str]) -> dict[str, str]:
+    """The upstream's headers a client may want, then the `shown` ones."""
+    headers = upstream.headers
+    names = tuple(headers)
+    kept = _KEPT.get(names)
+    if kept is None:
+        kept = _kept(names)
+    passed = {name: headers[name] for name in kept}
+    passed.update(shown)
+    return passed
+
+
+# Which of an answer's header names are passed on, by the names it has: an upstream sends
+# the same few names with every answer, so each set is decided once.
+_KEPT: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _kept(names: tuple[str, ...]) -> tuple[str, ...]:
+    lowered = ((name, name.lower()) for name in names)
+    kept = tuple(  # as istr: a plain str name costs an istr made on every response written
+        istr(n)
+        for n, lower in lowered
+        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES)
+    )
+    if len(_KEPT) >= 256:  # bounded: an upstream could vary its names without end
+        _KEPT.clear()
+    _KEPT[names] = kept
+    return kept

@@ -1,0 +1,199 @@
+"""Ollama's call endpoints for every chat-capable instance: `POST /api/chat` and
+`/api/generate` translated to Chat Completions and back (ollama_to_chat.py,
+chat_to_ollama.py), `/api/embed` and `/api/embeddings` to `/v1/embeddings`; an `ollama`
+instance gets the request as it is. Errors in Ollama's shape (`{"error": "..."}`). Model
+management (pull, push, create, copy, delete) is refused with a clear answer: models come from
+the configured providers. Calls go through attempts.py: aliases, allowlists, fallbacks and
+key pools hold here as everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from localrouter.base.errors import BadRequest, LocalRouterError, ollama_error_body
+from localrouter.base.secrets import redact_bytes
+from localrouter.http.bodies import JSON, request_json
+from localrouter.lists.instance import Instance, Route
+from localrouter.protocols import attempts
+from localrouter.protocols.bridge import an_object, translate_stream, whole_answer
+from localrouter.protocols.forward import (
+    Call,
+    Forwarded,
+    RequestBody,
+    ShapedErrors,
+    chat_route,
+    listing,
+    rewritten,
+)
+from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
+from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
+from localrouter.providers.base import Wire
+from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.views.ollama import our_id
+
+NDJSON = "application/x-ndjson"
+
+
+class NotServedHere(LocalRouterError):
+    status = 501
+    code = "not_supported"
+    error_type = "invalid_request_error"
+
+
+def routes(upstreams: attempts.Upstreams) -> dict[str, Handler]:
+    """Ollama's model calls by path, bound to `upstreams`."""
+    return {
+        f"/{path}": partial(_call, upstreams, path=path)
+        for path in ("api/chat", "api/generate", "api/embed", "api/embeddings")
+    }
+
+
+async def manage(request: web.Request) -> web.Response:
+    """Pull, push, create, copy, delete, blobs: not what a gateway does."""
+    raise NotServedHere(
+        f"localrouter cannot {request.path.removeprefix('/api/')} models: it serves the models "
+        "of the providers in its config. Pull or create the model on the Ollama server (or "
+        "other provider) localrouter forwards to, and it is listed here."
+    )
+
+
+async def _call(
+    upstreams: attempts.Upstreams, request: web.Request, *, path: str
+) -> web.StreamResponse:
+    body = await request_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
+    plan = OllamaPlan(request, RequestBody(body, await request.read()), name, path)
+    del body  # see RequestBody
+    return await attempts.answer(request, await our_id(request.app, name), plan, upstreams)
+
+
+class OllamaPlan:
+    """An Ollama request as it is for an `ollama` instance, else translated."""
+
+    __slots__ = ("body", "name", "path", "request")
+
+    def __init__(self, request: web.Request, body: RequestBody, name: str, path: str) -> None:
+        self.request, self.body, self.name, self.path = request, body, name, path
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+        if (native := instance.route(Wire.OLLAMA)) is not None:
+            body = self.body.take()
+            streamed = streams(body) and self.path in ("api/chat", "api/generate")
+            data, _ = rewritten(body, upstream_id)
+            return Call(native, self.path, data, streamed, NATIVE)
+        route = chat_route(instance, self.name)
+        if self.path in ("api/embed", "api/embeddings"):
+            return self._embedding(route, upstream_id)
+        listed = await listing(self.request, instance, upstream_id)
+        reasoning = listed is not None and listed.takes_reasoning_effort
+        body = self.body.take()
+        generating = self.path == "api/generate"
+        translate = generate_request if generating else chat_request
+        data = orjson.dumps(translate(body, upstream_id, reasoning=reasoning))
+        answer = OllamaAnswer(self.name, generate=generating)
+        streamed = streams(body)
+        return Call(route, "chat/completions", data, streamed, Translated(answer, streamed))
+
+    def _embedding(self, route: Route, upstream_id: str) -> Call:
+        body = self.body.take()
+        given = body.get("input") if self.path == "api/embed" else body.get("prompt")
+        if not isinstance(given, str | list) or not given:
+            field = "input" if self.path == "api/embed" else "prompt"
+            raise BadRequest(f"'{field}' is required: the text to embed.", param=field)
+        wanted: dict[str, Any] = {"model": upstream_id, "input": given}
+        if isinstance(body.get("dimensions"), int):
+            wanted["dimensions"] = body["dimensions"]
+        reply = Embedded(self.name, legacy=self.path == "api/embeddings")
+        return Call(route, "embeddings", orjson.dumps(wanted), False, reply)
+
+
+class OllamaErrors(ShapedErrors):
+    """Upstream refusals in Ollama's shape."""
+
+    __slots__ = ()
+    error_shape = staticmethod(ollama_error_body)
+
+
+class Native(OllamaErrors, Forwarded):
+    """An `ollama` instance's answer, as it is; errors in Ollama's shape."""
+
+    def broken(self, message: str) -> bytes:
+        return orjson.dumps(ollama_error_body(message, 502)) + b"\n"
+
+
+NATIVE = Native()
+
+
+class Translated(OllamaErrors):
+    """A Chat Completions answer, whole or streamed, as Ollama's."""
+
+    __slots__ = ("shape", "streamed")
+
+    def __init__(self, shape: OllamaAnswer, streamed: bool) -> None:
+        self.shape, self.streamed = shape, streamed
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        if self.streamed:
+            stream = OllamaStream(self.shape)
+            return await translate_stream(
+                request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
+            )
+        answer = whole_answer(await http.read_body(upstream, where), where)
+        whole = orjson.dumps(self.shape.whole(answer))
+        return web.Response(
+            body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
+        )
+
+
+class Embedded(OllamaErrors):
+    """An embeddings answer as `/api/embed` (`embeddings`) or `/api/embeddings` (`embedding`)."""
+
+    __slots__ = ("legacy", "name")
+
+    def __init__(self, name: str, *, legacy: bool) -> None:
+        self.name, self.legacy = name, legacy
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        answer = whole_answer(await http.read_body(upstream, where), where)
+        data = answer.get("data")
+        rows = sorted(
+            (row for row in data if isinstance(row, dict)) if isinstance(data, list) else (),
+            key=lambda row: row.get("index", 0) if isinstance(row.get("index"), int) else 0,
+        )
+        vectors = [row.get("embedding") for row in rows]
+        if self.legacy:
+            made: dict[str, Any] = {"embedding": vectors[0] if vectors else []}
+        else:
+            usage = an_object(answer.get("usage"))
+            made = {
+                "model": self.name,
+                "embeddings": vectors,
+                "total_duration": 0,
+                "load_duration": 0,
+                "prompt_eval_count": usage.get("prompt_tokens", 0),
+            }
+        return web.Response(body=orjson.dumps(made), content_type=JSON, headers=shown)

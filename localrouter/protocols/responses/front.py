@@ -1,0 +1,202 @@
+"""POST /v1/responses (OpenAI's Responses API): passed through to instances that speak it
+(`openai`, or `responses: native`), else translated to Chat Completions and back
+(responses_to_chat.py, chat_to_responses.py). The client's credentials are the daemon's token
+and are never forwarded: the instance's own key goes upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from localrouter.base.errors import BadRequest, NotFound
+from localrouter.base.secrets import redact_bytes
+from localrouter.http.bodies import JSON, model_request
+from localrouter.lists.instance import Instance
+from localrouter.protocols import attempts
+from localrouter.protocols.bridge import translate_stream, whole_answer
+from localrouter.protocols.forward import (
+    FORWARDED,
+    Call,
+    RequestBody,
+    chat_route,
+    listing,
+    rewritten,
+    upstream_error,
+)
+from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
+from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
+from localrouter.protocols.responses.to_chat import chat_request
+from localrouter.providers.base import Wire
+from localrouter.state import RESPONSE_STORE
+from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+
+DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
+
+
+async def responses(upstreams: attempts.Upstreams, request: web.Request) -> web.StreamResponse:
+    body, model, raw = await model_request(request)
+    if not isinstance(body.get("input"), str | list):
+        raise BadRequest("'input' is required: a string or a list of items.", param="input")
+    plan = ResponsesPlan(request, RequestBody(body, raw), model)
+    del body  # see RequestBody
+    return await attempts.answer(request, model, plan, upstreams)
+
+
+class ResponsesPlan:
+    """A Responses request as it is for an instance that speaks Responses, else translated
+    to Chat Completions (with the conversation a `previous_response_id` continues)."""
+
+    __slots__ = ("body", "model", "request")
+
+    def __init__(self, request: web.Request, body: RequestBody, model: str) -> None:
+        self.request, self.body, self.model = request, body, model
+
+    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+        request = self.request
+        if (native := instance.route(Wire.RESPONSES)) is not None:
+            data, streamed = rewritten(self.body.take(), upstream_id)
+            return Call(native, "responses", data, streamed, FORWARDED)
+        route = chat_route(instance, self.model)
+        listed = await listing(request, instance, upstream_id)
+        body = self.body.take()
+        store, caller = request.app[RESPONSE_STORE], caller_of(request)
+        conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
+            body["input"]
+        )
+        body["input"] = conversation
+        translated = chat_request(
+            body,
+            upstream_id,
+            reasoning=listed is not None and listed.takes_reasoning_effort,
+            max_output_tokens=listed.max_output_tokens if listed else None,
+        )
+        streamed = body.get("stream") is True
+        reply = Translated(
+            echoed(body),
+            self.model,
+            streamed=streamed,
+            headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
+            if translated.dropped_tools
+            else None,
+            kept=(store, caller, conversation, request.content_length or 0)
+            if body.get("store") is not False
+            else None,
+        )
+        chat = orjson.dumps(translated.body)
+        return Call(route, "chat/completions", chat, streamed, reply)
+
+
+# Where a translated response is kept: the store, its caller, the conversation up to it and
+# what the request weighed.
+Keeping = tuple[ResponseStore, str, list[dict[str, Any]], int]
+
+
+class Translated:
+    """A Chat Completions answer, whole or streamed, as a Response (chat_to_responses.py);
+    kept for `previous_response_id` unless the request said `store: false`."""
+
+    __slots__ = ("echo", "headers", "kept", "model", "streamed")
+
+    def __init__(
+        self,
+        echo: dict[str, Any],  # chat_to_responses.echoed
+        model: str,
+        *,
+        streamed: bool,
+        headers: dict[str, str] | None,
+        kept: Keeping | None,
+    ) -> None:
+        self.echo, self.model, self.streamed, self.headers, self.kept = (
+            echo,
+            model,
+            streamed,
+            headers,
+            kept,
+        )
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error(upstream, http, where)
+
+    async def answer(
+        self,
+        request: web.Request,
+        upstream: UpstreamResponse,
+        http: UpstreamClient,
+        where: Where,
+        shown: Mapping[str, str],
+    ) -> web.StreamResponse:
+        headers = {**self.headers, **shown} if self.headers else shown
+        if self.streamed:
+            stream = ResponsesStream(Echo.of(self.echo, self.model))
+            answer = await translate_stream(request, upstream, http, stream, where, headers)
+            if self.kept and stream.final is not None:
+                final = redact_bytes(orjson.dumps(stream.final), http.secrets)
+                _keep(self.kept, stream.final, final)
+            return answer
+        chat = whole_answer(await http.read_body(upstream, where), where)
+        made = response(chat, Echo.of(self.echo, self.model, chat))
+        whole = redact_bytes(orjson.dumps(made), http.secrets)
+        if self.kept:
+            _keep(self.kept, made, whole)
+        return web.Response(body=whole, content_type=JSON, headers=headers)
+
+
+def input_items(given: str | list[Any]) -> list[dict[str, Any]]:
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return [item for item in given if isinstance(item, dict)]
+
+
+def _prior(store: ResponseStore, caller: str, previous: Any) -> list[dict[str, Any]]:
+    """The conversation a `previous_response_id` continues (its input and output items)."""
+    if previous is None:
+        return []
+    stored = store.get(previous, caller) if isinstance(previous, str) else None
+    if stored is None:
+        raise NotFound(
+            f"No response with id {str(previous)[:100]!r} for this caller: localrouter keeps "
+            f"the last {MAX_RESPONSES} stored responses in memory, until it restarts; "
+            "send the whole conversation as `input` instead.",
+            param="previous_response_id",
+        )
+    return stored.items
+
+
+def _keep(kept: Keeping, made: dict[str, Any], body: bytes | bytearray) -> None:
+    store, caller, conversation, request_bytes = kept
+    if made.get("status") not in ("completed", "incomplete"):
+        return
+    items = conversation + [item for item in made["output"] if isinstance(item, dict)]
+    # What the items weigh, near enough: the request they came in and the answer, twice
+    # (earlier turns are shared with the response they came from, not copied).
+    size = request_bytes + 2 * len(body)
+    store.put(made["id"], caller, items, bytes(body), size)
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    """GET /v1/responses/{id}: a response this daemon translated and kept."""
+    response_id = request.match_info["response_id"]
+    stored = request.app[RESPONSE_STORE].get(response_id, caller_of(request))
+    if stored is None:
+        raise NotFound(_unknown(response_id), param="response_id")
+    return web.Response(body=stored.body, content_type=JSON)
+
+
+async def delete(request: web.Request) -> web.Response:
+    response_id = request.match_info["response_id"]
+    if not request.app[RESPONSE_STORE].delete(response_id, caller_of(request)):
+        raise NotFound(_unknown(response_id), param="response_id")
+    gone = {"id": response_id, "object": "response", "deleted": True}
+    return web.Response(body=orjson.dumps(gone), content_type=JSON)
+
+
+def _unknown(response_id: str) -> str:
+    return (
+        f"No response with id {response_id[:100]!r}: it was not stored (store: false), was "
+        "evicted, was made by another caller, or this daemon restarted since."
+    )

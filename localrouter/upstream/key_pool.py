@@ -1,0 +1,172 @@
+"""Several API keys for one instance (`providers[].api_keys`), taken in turn.
+
+A key that is rate limited (429) rests for the upstream's Retry-After, or a backoff that doubles
+with each 429 in a row; a key the upstream refuses (401, 403) is out until the config changes
+(a changed instance is rebuilt, with a new pool). Keys are only ever named by position."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from localrouter.base.errors import UpstreamError
+
+T = TypeVar("T")
+
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60.0
+MAX_REST_SECONDS = 3600.0  # a Retry-After beyond an hour is taken as an hour
+REFUSED = (401, 403)
+RATE_LIMITED = 429
+
+
+class NoKeyFree(Exception):
+    """Every key rests or was refused; `wait` is the shortest rest left (None: all refused)."""
+
+    def __init__(self, wait: float | None) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+    def describe(self, pool: KeyPool) -> str:
+        if self.wait is None:
+            return (
+                f"every key of instance '{pool.instance}' was refused (HTTP 401/403); fix them "
+                "in the config"
+            )
+        return (
+            f"every key of instance '{pool.instance}' is rate limited; the first is free "
+            f"again in {self.wait:.0f} s"
+        )
+
+
+@dataclass(slots=True)
+class KeyState:
+    """One key's standing; shared with the other daemons of a fleet (fleet.py)."""
+
+    resting_until: float = 0.0
+    limited_in_a_row: int = 0
+    refused_with: int | None = None  # the status that put it out
+
+
+class KeyPool:
+    """Round-robin over an instance's keys, skipping resting and refused ones."""
+
+    def __init__(self, instance: str, size: int, clock: Callable[[], float]) -> None:
+        self.instance = instance
+        self._clock = clock
+        self._keys = [KeyState() for _ in range(size)]
+        self._next = 0
+        # Told of every rest and refusal decided here (a fleet shares them); not of those told.
+        self.on_change: Callable[[int, KeyState], None] | None = None
+
+    def name(self, index: int) -> str:
+        return f"{self.instance} key #{index + 1}"
+
+    def pick(self) -> int:
+        """The next usable key's index; NoKeyFree if there is none."""
+        keys, now, size = self._keys, self._clock(), len(self._keys)
+        for step in range(size):
+            index = (self._next + step) % size
+            key = keys[index]
+            if key.refused_with is None and key.resting_until <= now:
+                self._next = index + 1
+                return index
+        waits = [key.resting_until - now for key in keys if key.refused_with is None]
+        raise NoKeyFree(max(min(waits), 0.0) if waits else None)
+
+    def any_usable(self) -> bool:
+        now = self._clock()
+        return any(k.refused_with is None and k.resting_until <= now for k in self._keys)
+
+    def answered(self, index: int, status: int, retry_after: str | None) -> bool:
+        """What the upstream said to a request made with key `index`; whether it was about
+        the key (rate limited, refused), so that another key may fare better."""
+        key = self._keys[index]
+        if status == RATE_LIMITED:
+            rest = seconds_to_wait(retry_after, self._clock())
+            if rest is None:
+                rest = min(FIRST_BACKOFF_SECONDS * 2**key.limited_in_a_row, MAX_BACKOFF_SECONDS)
+            key.limited_in_a_row += 1
+            key.resting_until = self._clock() + rest
+            self._changed(index)
+            return True
+        if status in REFUSED:
+            key.refused_with = status
+            self._changed(index)
+            return True
+        if status < 400:
+            key.limited_in_a_row = 0
+        return False
+
+    def told(self, index: int, resting_until: float, refused_with: int | None) -> None:
+        """Another daemon's word on key `index`: it rests until then, or was refused."""
+        key = self._keys[index]
+        key.resting_until = max(key.resting_until, resting_until)
+        if refused_with is not None and key.refused_with is None:
+            key.refused_with = refused_with
+
+    def _changed(self, index: int) -> None:
+        if self.on_change is not None:
+            self.on_change(index, self._keys[index])
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each key by position: ok, resting (and for how long) or refused (and how)."""
+        now, shown = self._clock(), []
+        for index, key in enumerate(self._keys):
+            entry: dict[str, Any] = {"key": self.name(index), "state": "ok"}
+            if key.refused_with is not None:
+                entry.update(state="refused", status=key.refused_with)
+            elif key.resting_until > now:
+                entry.update(state="resting", seconds_left=round(key.resting_until - now, 1))
+            shown.append(entry)
+        return shown
+
+    def refused(self) -> list[str]:
+        """Why keys are out, one line each (for /health)."""
+        return [
+            f"{self.name(index)} was refused (HTTP {key.refused_with}); fix it in the config"
+            for index, key in enumerate(self._keys)
+            if key.refused_with is not None
+        ]
+
+
+def seconds_to_wait(retry_after: str | None, now: float) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from `now`, capped; None
+    when absent or unreadable."""
+    if retry_after is None:
+        return None
+    text = retry_after.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_REST_SECONDS)
+
+
+async def first_that_works(pool: KeyPool, attempt: Callable[[int], Awaitable[T]]) -> T:
+    """`attempt(key index)` with each usable key in turn until one is neither rate limited nor
+    refused (a model-list fetch; proxied calls do the same in attempts.py). The upstream's
+    error when every key failed, or UpstreamError if none was usable."""
+    while True:
+        try:
+            index = pool.pick()
+        except NoKeyFree as none:
+            raise UpstreamError(none.describe(pool)) from None
+        try:
+            found = await attempt(index)
+        except UpstreamError as error:
+            if error.status is None or not pool.answered(index, error.status, error.retry_after):
+                raise
+            if not pool.any_usable():
+                raise
+            continue
+        pool.answered(index, 200, None)
+        return found

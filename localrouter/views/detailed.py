@@ -1,0 +1,154 @@
+"""GET /api/models: the detailed view, with filters, per-provider status and caller keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiMapping
+
+from localrouter.base.errors import BadRequest
+from localrouter.config.control import ShapeKey, shape_of
+from localrouter.http.bodies import JSON
+from localrouter.lists.cache import ModelList
+from localrouter.lists.derived import DerivedCache, build_off_loop
+from localrouter.lists.registry import InstanceLists, Registry
+from localrouter.lists.resolve import full_ids
+from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
+from localrouter.views.merged import merge_entries
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsQuery:
+    provider: str | None = None
+    search: str | None = None
+    capability: str | None = None
+    refresh: bool = False
+
+    @classmethod
+    def parse(cls, query: MultiMapping[str], registry: Registry) -> ModelsQuery:
+        provider = query.get("provider") or None
+        if provider is not None and registry.instance(provider) is None:
+            known = ", ".join(i.name for i in registry.instances()) or "none configured"
+            raise BadRequest(
+                f"provider: no instance named {provider!r}; known instances: {known}",
+                param="provider",
+            )
+        return cls(
+            provider=provider,
+            search=(query.get("search") or "").strip().lower() or None,
+            capability=(query.get("capability") or "").strip().lower() or None,
+            refresh=flag(query, "refresh"),
+        )
+
+    def keeps(self, entry: dict[str, Any]) -> bool:
+        if self.search is not None and not (
+            self.search in entry["id"].lower() or self.search in entry["name"].lower()
+        ):
+            return False
+        return self.capability is None or self.capability in entry.get("capabilities", ())
+
+
+def flag(query: MultiMapping[str], name: str) -> bool:
+    value = query.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise BadRequest(f"{name}: expected true or false, got {value!r}", param=name)
+
+
+def caller_keys(headers: CIMultiDictProxy[str], provider_types: set[str]) -> dict[str, str]:
+    """X-<Type>-Key headers (X-Openai-Key, X-Fal-Key, X-Openai-Compatible-Key, ...) by type."""
+    keys: dict[str, str] = {}
+    for provider_type in provider_types:
+        header = f"X-{provider_type.replace('_', '-')}-Key"
+        if value := headers.get(header, "").strip():
+            keys[provider_type] = value
+    return keys
+
+
+class DetailedCache(DerivedCache[tuple[ModelsQuery, ShapeKey | None], bytes]):
+    """The filtered models of recent queries, as JSON bytes, kept until their lists change;
+    per config and client when the list is shaped (model_rules.py)."""
+
+    async def models_json(self, query: ModelsQuery, lists: InstanceLists, shape: Shaping) -> bytes:
+        return await self.get_async(
+            (query, shape[0] if shape else None),
+            lists,
+            lambda: filtered_json(query, lists, shape),
+        )
+
+
+# A shaped list's key, and how a bare alias target resolves (resolve.full_ids); None: as merged.
+Shaping = tuple[ShapeKey, Callable[[str], str | None]] | None
+
+
+def filtered_json(query: ModelsQuery, lists: InstanceLists, shape: Shaping) -> bytes:
+    entries = merge_entries(lists.labels, lists.served)
+    if shape is not None:
+        (rules, client), full_id = shape
+        entries = rules.shaped({entry["id"]: entry for entry in entries}, client, full_id)
+    return orjson.dumps([entry for entry in entries if query.keeps(entry)])
+
+
+def provider_status(
+    lists: InstanceLists, before: tuple[ModelList | None, ...], now: float
+) -> dict[str, dict[str, Any]]:
+    """Each instance's part in this answer; `cached` means no list was fetched for it."""
+    status: dict[str, dict[str, Any]] = {}
+    for instance, served, earlier in zip(lists.instances, lists.served, before, strict=True):
+        models = served.models if served else None
+        status[instance.name] = {
+            "success": served is not None and instance.cache.last_error is None,
+            "count": len(models.models) if models else 0,
+            "cached": models is not None and models is earlier,
+            "source": served.source.value if served else None,
+            "age_seconds": round(now - models.fetched_at, 3) if models else None,
+            "error": instance.cache.last_error,
+        }
+    return status
+
+
+async def detailed_models(request: web.Request) -> web.Response:
+    app = request.app
+    registry = app[REGISTRY]
+    query = ModelsQuery.parse(request.query, registry)
+    instances = registry.instances([query.provider] if query.provider else None)
+    keys = caller_keys(request.headers, {i.settings.type for i in instances})
+    keyed = bool(keys)
+    if keyed:
+        instances = registry.with_caller_keys(instances, keys)
+    before = tuple(instance.cache.current for instance in instances)
+    lists = await registry.lists(
+        app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
+    )
+    key = shape_of(request, app)
+    shape = (key, await full_ids(app)) if key is not None else None
+    if keyed:  # a caller's lists stay out of the shared cache of rendered queries
+        models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))
+    else:
+        models_json = await app[DETAILED_CACHE].models_json(query, lists, shape)
+    status = provider_status(lists, before, app[CLOCK]())
+    errors = [
+        {"provider": name, "error": item["error"]}
+        for name, item in status.items()
+        if item["error"] is not None
+    ]
+    head = orjson.dumps(
+        {
+            "success": not errors,
+            "cached": all(item["cached"] for item in status.values()),
+            "providers": status,
+            "errors": errors,
+        }
+    )
+    # Splice the (cached) models array into the small per-request envelope.
+    body = head[:-1] + b',"models":' + models_json + b"}"
+    return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
