@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from localrouter.app import create_app
+from localrouter.base.errors import ConfigError
 from localrouter.base.log import configure_logging
 from localrouter.config.settings import Settings
 from localrouter.state import REDACTOR
@@ -32,6 +35,11 @@ def run(
     log_level: str = "info",
     cache_dir: Path | None = None,
 ) -> int:
+    try:
+        loop_name, loop_factory = event_loop(os.environ.get(EVENT_LOOP_VARIABLE, ""))
+    except ConfigError as exc:
+        print(f"localrouter: {exc}", file=sys.stderr)
+        return 2
     app = create_app(
         settings,
         config_origin=config_origin,
@@ -45,7 +53,34 @@ def run(
     # read in 460 chunks stalled the loop 300 ms (bench/loop_stall.py). A shorter interval
     # bounds each wait; with no worker busy it costs nothing.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    return asyncio.run(serve(app, settings, Notifier(), config_origin=config_origin))
+    log.info("server.event_loop", loop=loop_name)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(app, settings, Notifier(), config_origin=config_origin))
+
+
+# Which event loop to serve on: "uvloop", "asyncio", or unset for uvloop where it is installed.
+EVENT_LOOP_VARIABLE = "LOCALROUTER_EVENT_LOOP"
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def event_loop(asked: str) -> tuple[str, LoopFactory | None]:
+    """The loop's name and factory (None: asyncio's default). uvloop is a dependency wherever
+    it builds; where it is absent the standard loop serves, and says so in its name."""
+    if asked not in ("", "uvloop", "asyncio"):
+        raise ConfigError(
+            f"{EVENT_LOOP_VARIABLE}={asked!r}: use 'uvloop' or 'asyncio' (or unset it)."
+        )
+    if asked == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if asked == "uvloop":
+            raise ConfigError(
+                f"{EVENT_LOOP_VARIABLE}=uvloop, but uvloop is not installed: pip install uvloop"
+            ) from None
+        return "asyncio (uvloop is not installed)", None
+    return "uvloop", uvloop.new_event_loop
 
 
 async def listen(runner: web.AppRunner, settings: Settings) -> None:
