@@ -14,6 +14,7 @@ import platformdirs
 
 from localrouter import __version__
 from localrouter.base.errors import ConfigError, UpstreamError
+from localrouter.base.secrets import display_url
 from localrouter.catalog import load_catalog
 from localrouter.catalog_update import (
     LITELLM_URL,
@@ -36,7 +37,6 @@ from localrouter.config.settings import Settings
 from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
 from localrouter.systemd import install_unit
-from localrouter.upstream.client import display_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,11 +13,10 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from localrouter.app import create_app
+from localrouter.app import COMPONENTS, create_app
 from localrouter.base.errors import ConfigError
 from localrouter.base.log import configure_logging
 from localrouter.config.settings import Settings
-from localrouter.state import REDACTOR
 from localrouter.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -47,7 +46,7 @@ def run(
         cache_dir=cache_dir,
         handle_sighup=True,
     )
-    configure_logging(log_level, redactor=app[REDACTOR])
+    configure_logging(log_level, redactor=app[COMPONENTS].redactor)
     # While a worker thread parses or renders a long list, the loop thread waits for the GIL
     # after every system call, up to the switch interval each time (5 ms by default): a body
     # read in 460 chunks stalled the loop 300 ms (bench/loop_stall.py). A shorter interval

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.cli import main
 from localrouter.config.loading import parse_settings
-from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, openai_compatible, settings_from
 from tests.test_reload import write_config
 
@@ -357,7 +357,7 @@ async def test_aliases_hide_and_clients_reload_live(
     config: dict[str, Any] = {"providers": [openai_compatible("lab", up.url)]}
     write_config(path, config)
     client = await daemon(config, config_path=path)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     assert await listed(client) == ["lab/llama", "lab/qwen"]
 
     write_config(path, {**config, "models": {"aliases": {"fast": "lab/llama"}}})

@@ -16,10 +16,10 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.cli import main
 from localrouter.config.loading import literal_secrets_exposed, parse_settings
-from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, openai_compatible, settings_from
 from tests.test_control import ADMIN, EDITOR, messages_sdk, named_answer, sdk
 from tests.test_reload import write_config
@@ -326,7 +326,7 @@ async def test_a_refused_key_is_out_until_the_config_changes_and_never_shown(
 
     lab.refused.clear()
     write_config(path, {**config, "providers": [{**config["providers"][0], "timeout_seconds": 9}]})
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     async with sdk(client) as api:
         for _ in range(3):
             await api.chat.completions.create(model="lab/m", messages=HI)
@@ -368,7 +368,7 @@ async def test_fallbacks_and_pools_reload_live(
     }
     write_config(path, config)
     client = await daemon(config, config_path=path)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     main.script = [503]
     answer = await client.post("/v1/chat/completions", json={"model": "main/m", "messages": HI})
     assert answer.status == 503

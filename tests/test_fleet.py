@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
+from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.cli import main
-from localrouter.state import RELOADER
 from tests.conftest import eventually, openai_compatible, settings_from
 from tests.fleet_processes import DaemonProcess, RedisServer
 from tests.test_reload import one_instance_watched, write_config
@@ -464,7 +464,7 @@ def test_the_redis_password_is_a_secret_in_every_form():
 async def test_a_changed_fleet_needs_a_restart(tmp_path, upstream, daemon):
     client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
     write_config(path, {**config, "fleet": {"key_prefix": "other:"}})
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     health = await (await client.get("/health")).json()
     assert health["config"]["restart_needed"] == ["fleet changed: restart to apply"]
 

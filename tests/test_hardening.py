@@ -16,11 +16,11 @@ import pytest
 import structlog
 from aiohttp import web
 
+from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.base.log import configure_logging
 from localrouter.config.loading import parse_settings
 from localrouter.providers.parsing import number, positive_int, unix_time
-from localrouter.state import REDACTOR, RELOADER
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 KEY = "sk-hostile-key-7e3f9a0b"
@@ -348,7 +348,7 @@ async def test_a_reload_error_shows_no_secret_in_health(tmp_path: Path, daemon: 
     config = tmp_path / "config.yaml"
     config.write_text("providers: []\n")
     client = await daemon({"providers": []}, config_path=config)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     os.environ["LR_TEST_LEAK"] = KEY
     try:
         config.write_text(
@@ -414,7 +414,7 @@ async def test_keys_never_leak_through_cuts_escapes_or_streams(
         "model_cache": {"use_catalog_fallback": False},
     }
     client = await daemon(config)
-    configure_logging("debug", redactor=client.app[REDACTOR])
+    configure_logging("debug", redactor=client.app[COMPONENTS].redactor)
     texts = []
     for method, path, body in [
         ("GET", "/api/models?refresh=true", None),

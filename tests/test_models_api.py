@@ -9,10 +9,15 @@ import openai
 import orjson
 import pytest
 
+from localrouter.config.live import LiveSettings
+from localrouter.config.settings import Settings
 from localrouter.lists.cache import ModelList, Served, Source
-from localrouter.lists.registry import InstanceLists
+from localrouter.lists.entries import price_text
+from localrouter.lists.registry import InstanceLists, Registry
+from localrouter.lists.resolve import Resolver
 from localrouter.providers.base import ModelInfo
-from localrouter.views.merged import ModelsView, price_text
+from localrouter.upstream.client import SessionTransport
+from localrouter.views.merged import ModelsView
 from tests.conftest import DaemonFactory, UpstreamFactory, fixture_bytes, openai_compatible
 
 OPENAI_FIXTURE = orjson.loads(fixture_bytes("openai/models.json"))
@@ -109,7 +114,10 @@ async def test_etag_304_gzip_and_cache_control(upstream: UpstreamFactory, daemon
 
 
 async def test_view_serialises_once_per_change():
-    view = ModelsView()
+    settings = Settings()
+    registry = Registry(settings, SessionTransport())
+    live = LiveSettings(settings, origin="test")
+    view = ModelsView(registry, live, Resolver(registry, live))
 
     async def merged_view(labels: Any, served: Any) -> Any:
         return await view.merged(InstanceLists((), labels, served))

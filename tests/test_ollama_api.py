@@ -16,10 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
-from localrouter.app import create_app
+from localrouter.app import COMPONENTS, create_app
 from localrouter.base.errors import ConfigError
 from localrouter.serve import listen
-from localrouter.state import RELOADER
 from tests.conftest import DaemonFactory, FakeClock, settings_from
 from tests.test_reload import write_config
 
@@ -337,7 +336,7 @@ async def test_the_ollama_client_reloads_live(
         async with ollama.AsyncClient(host=f"http://127.0.0.1:{ollama_port}") as api:
             assert [m.model for m in (await api.list()).models] == ["oa/gpt-4o:latest"]
             write_config(path, {**first, "server": {**server, "ollama_client": "zed"}})
-            assert await app[RELOADER].reload()
+            assert await app[COMPONENTS].reloader.reload()
             names = [m.model for m in (await api.list()).models]
             assert names == ["oa/text-embedding-3-small:latest"]
     finally:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from localrouter.state import REGISTRY
+from localrouter.app import COMPONENTS
 from tests.conftest import DaemonFactory
 
 UPSTREAM_KEY = "sk-upstream-5be1c0de"
@@ -355,7 +355,7 @@ async def test_each_call_keeps_its_own_deadline_and_none_outlives_its_call(
     assert quick == [200] * 5
     assert await slow == 504
     assert [await call("quick") for _ in range(3)] == [200] * 3
-    served_by = client.app[REGISTRY].instance("up")
+    served_by = client.app[COMPONENTS].registry.instance("up")
     assert served_by is not None
     assert len(served_by.http.deadlines) == 0
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from localrouter.state import RELOADER
+from localrouter.app import COMPONENTS
 from tests.conftest import (
     DaemonFactory,
     FakeClock,
@@ -130,7 +130,7 @@ async def test_missing_variable_on_reload_keeps_the_old_config(
     path = tmp_path / "config.yaml"
     config = {"providers": [openai_compatible("local", up.url)]}
     client = await watching(path, config, daemon)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     path.write_text(
         yaml.safe_dump(
             {"providers": [{**config["providers"][0], "headers": {"X-Org": "${NOT_SET_ANYWHERE}"}}]}
@@ -178,7 +178,7 @@ async def test_fifty_reloads_under_load_fail_no_request(
         {"providers": [openai_compatible("one", first.url), openai_compatible("two", second.url)]},
     ]
     client = await watching(path, configs[0], daemon)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     stop = asyncio.Event()
     statuses: list[int] = []
 
@@ -207,7 +207,7 @@ async def test_sighup_reloads(tmp_path: Path, upstream: UpstreamFactory, daemon:
     config = {"providers": [openai_compatible("one", up.url)]}
     write_config(path, config)
     client = await daemon(config, config_path=tmp_path / "elsewhere.yaml", handle_sighup=True)
-    reloader = client.app[RELOADER]
+    reloader = client.app[COMPONENTS].reloader
     reloader.path = path  # not watched: only the signal can bring the change in
     renamed = {"providers": [openai_compatible("renamed", up.url)]}
     path.write_text(yaml.safe_dump(renamed))
@@ -224,9 +224,9 @@ async def test_a_changed_port_needs_a_restart(
     tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
 ):
     client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     write_config(path, {**config, "server": {"port": 9999}})
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     health = await (await client.get("/health")).json()
     assert health["status"] == "degraded"
     assert health["config"]["restart_needed"] == ["server.port changed to 9999: restart to apply"]
@@ -274,7 +274,7 @@ async def test_token_and_cors_origins_apply_without_a_restart(
 
     server = {"auth_token": "rotated-token-77", "cors_origins": ["http://app.test"]}
     write_config(path, {**config, "server": server})
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     assert (await client.get("/v1/models")).status == 401
     allowed = await client.get(
         "/v1/models", headers={**origin, "Authorization": "Bearer rotated-token-77"}
@@ -283,7 +283,7 @@ async def test_token_and_cors_origins_apply_without_a_restart(
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://app.test"
 
     write_config(path, config)  # and back: the token is gone again
-    assert await client.app[RELOADER].reload()
+    assert await client.app[COMPONENTS].reloader.reload()
     assert (await client.get("/v1/models")).status == 200
 
 

@@ -16,12 +16,11 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from localrouter.app import create_app
+from localrouter.app import COMPONENTS, create_app
 from localrouter.base.log import configure_logging
 from localrouter.cli import main
 from localrouter.config.control import Client
 from localrouter.http.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
-from localrouter.state import REDACTOR
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
 
 TOKEN = "local-secret-token-31337"
@@ -323,7 +322,7 @@ async def test_secrets_never_reach_logs_responses_or_metrics(
     }
     config = {"server": {"auth_token": TOKEN}, "providers": [echoing, down]}
     client = await daemon(config)
-    configure_logging("debug", redactor=client.app[REDACTOR])
+    configure_logging("debug", redactor=client.app[COMPONENTS].redactor)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     texts = []
     for method, path, body in [

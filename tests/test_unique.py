@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from localrouter.state import REGISTRY, UNIQUE_CACHE
+from localrouter.app import COMPONENTS
 from localrouter.views.unique import COMMON_QUERIES, UniqueQuery
 from tests.conftest import DaemonFactory, UpstreamFactory, eventually
 
@@ -152,8 +152,8 @@ async def test_invalid_parameters_are_400_naming_the_parameter(client: Any, quer
 
 
 async def test_queries_are_answered_from_cached_bytes_until_the_data_changes(client: Any):
-    registry = client.app[REGISTRY]
-    cache = client.app[UNIQUE_CACHE]
+    registry = client.app[COMPONENTS].registry
+    cache = client.app[COMPONENTS].unique
     lists = await registry.lists(1.0)
     query = UniqueQuery(min_providers=2)
     first = await cache.page(query, lists)
@@ -164,7 +164,7 @@ async def test_queries_are_answered_from_cached_bytes_until_the_data_changes(cli
 
 
 async def test_common_variants_are_warmed_at_startup(client: Any):
-    cache = client.app[UNIQUE_CACHE]
+    cache = client.app[COMPONENTS].unique
 
     async def warmed() -> bool:
         return set(COMMON_QUERIES) <= cache.rendered_queries()

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from yarl import URL
 
 REDACTED = "***"
 # Shorter values (e.g. "x" in a test config) would redact ordinary words.
@@ -168,3 +169,12 @@ class StreamRedactor:
         held = b"".join(self._held)
         self._held, self._held_size = [], 0
         return redact_bytes(held, self._secrets)
+
+
+def display_url(url: str | URL) -> str:
+    """The URL without credentials or query string, safe for logs and messages."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return "<an invalid URL>"
+    return str(parsed.with_user(None).with_password(None).with_query(None).with_fragment(None))

@@ -14,10 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from localrouter.config.settings import Settings
-from localrouter.state import CLIENT, SETTINGS
 
 Entry = dict[str, Any]  # one model as a view lists it, by its "id"
 
@@ -135,10 +132,13 @@ def token_digest(token: str) -> bytes:
 ShapeKey = tuple[ModelRules, Client | None]
 
 
-def shape_of(request: web.Request, app: web.Application) -> ShapeKey | None:
-    """How the request's caller sees the lists; None when as merged (no rules, no client)."""
-    return shape_key(app[SETTINGS].rules, request[CLIENT])
-
-
 def shape_key(rules: ModelRules, client: Client | None) -> ShapeKey | None:
+    """How `client` sees the lists under `rules`; None when as merged (no rules, no client)."""
     return (rules, client) if client is not None or rules.shapes_lists else None
+
+
+def may_call(client: Client, asked: str, resolved: str) -> bool:
+    """The allowlist rule for calls and single-model lookups: a client may use a model by the
+    name it asked for (an alias, a bare id) or by the `instance/model` id that name resolved
+    to."""
+    return client.allows(asked, resolved)

@@ -21,8 +21,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from localrouter.state import METRICS
-
 if TYPE_CHECKING:
     from localrouter.config.control import Client
     from localrouter.config.reload import ReloadState
@@ -55,8 +53,8 @@ class RouteStats:
     """Counts for one route, kept as plain numbers: the event loop is the only writer, so the
     locks prometheus-client's Counter and Histogram take per update (measured: 7 % of cached
     /v1/models throughput) buy nothing here. A request appends its status, seconds and client
-    to three lists (routing.endpoint does so inline, then folds when FOLD_EVERY are pending):
-    no tuple a request, so nothing for the cyclic collector. They are counted when folded and
+    to three lists (`record`, which folds when FOLD_EVERY are pending): no tuple a request,
+    so nothing for the cyclic collector. They are counted when folded and
     when scraped, in C (count, sort, bisect, sum). Turned into metric families when scraped."""
 
     __slots__ = ("buckets", "by_status", "callers", "clients", "latencies", "seconds", "statuses")
@@ -132,6 +130,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def endpoint(self, request: web.Request) -> web.Response:
+        """GET /metrics."""
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 class _RequestCollector(Collector):
@@ -240,7 +242,3 @@ class _StateCollector(Collector):
                 "1 while the config file on disk is refused",
                 value=1 if state.error else 0,
             )
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

@@ -29,11 +29,10 @@ import orjson
 import structlog
 
 from localrouter.base.jsonload import loads_or_none
-from localrouter.base.secrets import redact
+from localrouter.base.secrets import display_url, redact
 from localrouter.config.settings import FleetSettings, ProviderSettings
 from localrouter.lists.cache import CacheCounters, Clock
 from localrouter.lists.shared import SharedList
-from localrouter.upstream.client import display_url
 from localrouter.upstream.key_pool import KeyPool, KeyState
 
 log = structlog.get_logger(__name__)

@@ -18,11 +18,11 @@ import structlog
 
 from localrouter.base.jsonload import INLINE_BYTES, loads_in_steps
 from localrouter.base.offload import heavy
+from localrouter.base.secrets import display_url
 from localrouter.lists.cache import ModelList, Source
 from localrouter.lists.codec import models_document, read_model
 from localrouter.providers.base import ModelInfo
 from localrouter.providers.parsing import sane_models
-from localrouter.upstream.client import display_url
 
 log = structlog.get_logger(__name__)
 

@@ -93,7 +93,16 @@ class Registry:
         # instance, added to their counters when they are read (one addition per request, not
         # one per instance). The hot path (ModelsView.visible_now) adds to it directly.
         self.unspread_hits = 0
+        self._publish({})  # the configured instances come with `start`
+
+    def start(self) -> None:
+        """Build the configured instances and start fetching their lists: once the app runs,
+        after the fleet link is up (a pool or list shared with the fleet talks to it at once,
+        and the first fetch can then be the fleet's one)."""
+        settings = self._settings
         self._publish({p.name: self._build(p, settings) for p in settings.enabled_providers})
+        for instance in self._ordered:
+            instance.cache.prefetch()
 
     def counters(self) -> Mapping[str, CacheCounters]:
         """Every instance's counters, including instances a reload has removed (read them
@@ -241,10 +250,6 @@ class Registry:
             if names is None or name in names:
                 twin.cache.expire()
         return [instance.name for instance in chosen]
-
-    def warm_up(self) -> None:
-        for instance in self._ordered:
-            instance.cache.prefetch()
 
     def resolve(self, model_id: str) -> tuple[Instance, str] | None:
         """`instance/upstream-id` -> the instance and the upstream id (remembered until the

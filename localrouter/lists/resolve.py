@@ -1,22 +1,26 @@
 """Which instance serves a model id, the same way for every endpoint: an alias is followed to
-its target (model_rules.py); then `instance/upstream-id` (even if not listed yet), else a bare
-upstream id, served by the first instance in config order that lists it. A client calls only
-what its allowlist admits, by the name it used or the id that name resolved to."""
+its target (config/control.py); then `instance/upstream-id` (even if not listed yet), else a
+bare upstream id, served by the first instance in config order that lists it. A client calls
+only what its allowlist admits (control.may_call)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from localrouter.base.errors import ModelNotAllowed, ModelNotFound
 from localrouter.base.offload import dismantle
 from localrouter.base.suggest import Suggester
-from localrouter.config.control import ModelRules
-from localrouter.lists.instance import Instance
+from localrouter.config.control import Client, may_call
+from localrouter.config.live import LiveSettings
+from localrouter.lists.derived import DerivedCache
+from localrouter.lists.instance import NOT_YET, Instance
 from localrouter.lists.registry import InstanceLists, Registry
-from localrouter.state import CLIENT, MODEL_INDEX, REGISTRY, SETTINGS
+from localrouter.providers.base import ModelInfo
+
+# Ollama names are `[namespace/]model:tag`; an id whose last part has no tag is listed with
+# this, and a name sent back with it finds the id without it.
+LATEST = ":latest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,62 +46,90 @@ def model_index(lists: InstanceLists) -> ModelIndex:
     return ModelIndex(bare, Suggester([*known, *bare]))
 
 
-async def resolve(
-    request: web.Request, model: str, rules: ModelRules, registry: Registry
-) -> tuple[Instance, str]:
-    """The instance and its upstream id for `model` (an id or an alias of the current
-    `rules`), if the caller may call it; ModelNotFound (with suggestions) if nothing serves
-    it, ModelNotAllowed (403) outside the caller's allowlist."""
-    target = rules.target(model)
-    found = registry.resolve(target) or await find(request.app, target)  # the first: no await
-    if found is None:
-        if target != model:
+def ollama_name(model_id: str) -> str:
+    """The name Ollama's clients see for an id: with `:latest` when its last part has no tag."""
+    return model_id if ":" in model_id.rpartition("/")[2] else model_id + LATEST
+
+
+class Resolver:
+    """Model names to the instance that serves them, for the app's registry under the live
+    config (aliases, the models deadline)."""
+
+    def __init__(self, registry: Registry, live: LiveSettings) -> None:
+        self.registry, self.live = registry, live
+        self._index: DerivedCache[None, ModelIndex] = DerivedCache(capacity=1)
+
+    async def lists(self) -> InstanceLists:
+        """Every instance's served list: at once when all are fresh, else within the models
+        deadline."""
+        registry = self.registry
+        return registry.fresh_lists() or await registry.lists(self.live.models_deadline_seconds)
+
+    async def index(self) -> ModelIndex:
+        lists = await self.registry.lists(self.live.models_deadline_seconds)
+        return await self._index.get_async(None, lists, lambda: model_index(lists))
+
+    async def resolve(self, model: str, client: Client | None) -> tuple[Instance, str]:
+        """The instance and its upstream id for `model` (an id or an alias of the current
+        rules), if `client` may call it; ModelNotFound (with suggestions) if nothing serves
+        it, ModelNotAllowed (403) outside the client's allowlist."""
+        target = self.live.rules.target(model)
+        found = self.registry.resolve(target) or await self.find(target)  # the first: no await
+        if found is None:
+            if target != model:
+                raise ModelNotFound(
+                    f"The alias '{model}' names '{target[:200]}', which no configured provider "
+                    "serves now (models.aliases in the config).",
+                    param="model",
+                )
+            close = (await self.index()).suggester.close(model)
+            hint = (
+                f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
+            )
             raise ModelNotFound(
-                f"The alias '{model}' names '{target[:200]}', which no configured provider "
-                "serves now (models.aliases in the config).",
+                f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
                 param="model",
             )
-        index = await index_of(request.app)
-        close = index.suggester.close(model)
-        hint = f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
-        raise ModelNotFound(
-            f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
-            param="model",
-        )
-    client = request[CLIENT]
-    if (
-        client is not None
-        and not client.allows(model)
-        and not client.allows(f"{found[0].name}/{found[1]}")
-    ):
-        raise ModelNotAllowed(
-            f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "
-            "allow list (clients[].allow in the config).",
-            param="model",
-        )
-    return found
-
-
-async def find(app: web.Application, model: str) -> tuple[Instance, str] | None:
-    """The instance and its upstream id for `model` (an id, not an alias), or None."""
-    if (found := app[REGISTRY].resolve(model)) is not None:
+        if client is not None and not may_call(client, model, f"{found[0].name}/{found[1]}"):
+            raise ModelNotAllowed(
+                f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "
+                "allow list (clients[].allow in the config).",
+                param="model",
+            )
         return found
-    if (instance := (await index_of(app)).bare.get(model)) is not None:
-        return instance, model
-    return None
 
+    async def find(self, model: str) -> tuple[Instance, str] | None:
+        """The instance and its upstream id for `model` (an id, not an alias), or None."""
+        if (found := self.registry.resolve(model)) is not None:
+            return found
+        if (instance := (await self.index()).bare.get(model)) is not None:
+            return instance, model
+        return None
 
-async def full_ids(app: web.Application) -> Callable[[str], str | None]:
-    """A bare upstream id -> the `instance/id` a request for it resolves to, or None."""
-    bare = (await index_of(app)).bare
+    async def full_ids(self) -> Callable[[str], str | None]:
+        """A bare upstream id -> the `instance/id` a request for it resolves to, or None."""
+        bare = (await self.index()).bare
 
-    def full_id(model_id: str) -> str | None:
-        instance = bare.get(model_id)
-        return f"{instance.name}/{model_id}" if instance is not None else None
+        def full_id(model_id: str) -> str | None:
+            instance = bare.get(model_id)
+            return f"{instance.name}/{model_id}" if instance is not None else None
 
-    return full_id
+        return full_id
 
+    async def listing(self, instance: Instance, upstream_id: str) -> ModelInfo | None:
+        """The model as its instance lists it (its limits, whether it reasons), without an
+        await when the instance's index is built."""
+        listed = instance.listed_now(upstream_id)
+        if listed is NOT_YET:
+            listed = await instance.listed(upstream_id, self.live.models_deadline_seconds)
+        return listed
 
-async def index_of(app: web.Application) -> ModelIndex:
-    lists = await app[REGISTRY].lists(app[SETTINGS].models_deadline_seconds)
-    return await app[MODEL_INDEX].get_async(None, lists, lambda: model_index(lists))
+    async def our_id(self, name: str) -> str:
+        """The id (or alias) an Ollama name stands for: itself if something lists it so, else
+        without the `:latest` that `ollama_name` added."""
+        if not name.endswith(LATEST) or name in self.live.rules.aliases:
+            return name
+        found = await self.find(name)
+        if found is not None and await self.listing(*found) is not None:
+            return name
+        return name.removesuffix(LATEST)

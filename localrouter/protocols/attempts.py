@@ -19,12 +19,11 @@ from aiohttp import web
 from multidict import istr
 
 from localrouter.base.errors import GatewayError, LocalRouterError, ModelNotFound
-from localrouter.config.control import ModelRules
 from localrouter.config.live import LiveSettings
+from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
 from localrouter.lists.instance import Instance
-from localrouter.lists.registry import Registry
-from localrouter.lists.resolve import resolve
+from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
 from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
 
@@ -40,15 +39,14 @@ TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 Plan = Callable[[Instance, str], Awaitable[Call]]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Upstreams:
-    """What the routes that call models need, bound to their handlers at start rather than
-    looked up in the app on every request: the live settings, the metrics, and the registry
-    once the app runs."""
+    """What the routes that call models need, handed to their handlers when app.py builds
+    them: the live settings, the metrics, and the resolver (with the registry it reads)."""
 
     live: LiveSettings
     metrics: Metrics
-    registry: Registry | None = None
+    resolver: Resolver
 
 
 async def answer(
@@ -57,12 +55,11 @@ async def answer(
     """The client's answer for `model` (an id or an alias): one call in the common case,
     more with a key pool or fallbacks."""
     rules = upstreams.live.rules
-    registry = upstreams.registry
-    assert registry is not None  # set before the app serves
+    resolver = upstreams.resolver
     fallbacks = rules.fallbacks
     chain, listed_as = (fallbacks.get(model), model) if fallbacks else (None, model)
     if chain is None:
-        instance, upstream_id = await resolve(request, model, rules, registry)
+        instance, upstream_id = await resolver.resolve(model, request[CLIENT])
         full_id = f"{instance.name}/{upstream_id}"
         if fallbacks:
             chain, listed_as = fallbacks.get(full_id), full_id
@@ -71,7 +68,7 @@ async def answer(
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1"}
             return await send(request, instance, call, shown)
     names = (model, *(chain or ()))
-    return await _in_turn(request, names, plan, listed_as, rules, registry, upstreams.metrics)
+    return await _in_turn(request, names, plan, listed_as, resolver, upstreams.metrics)
 
 
 async def _in_turn(
@@ -79,8 +76,7 @@ async def _in_turn(
     names: tuple[str, ...],
     plan: Plan,
     listed_as: str,
-    rules: ModelRules,
-    registry: Registry,
+    resolver: Resolver,
     metrics: Metrics,
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
@@ -88,9 +84,10 @@ async def _in_turn(
     attempts = 0
     failure: web.StreamResponse | LocalRouterError | None = None
     failed_name = listed_as
+    client = request[CLIENT]
     for position, name in enumerate(names):
         try:
-            instance, upstream_id = await resolve(request, name, rules, registry)
+            instance, upstream_id = await resolver.resolve(name, client)
             call = await plan(instance, upstream_id)
         except ModelNotFound as error:
             if position == 0 and len(names) > 1:  # gone: its fallbacks may serve

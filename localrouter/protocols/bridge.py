@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 
 from localrouter.base.errors import UpstreamError
 from localrouter.base.secrets import redact_bytes
-from localrouter.http.endpoint import add_cors
+from localrouter.http.guard import add_cors
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 
 log = structlog.get_logger(__name__)

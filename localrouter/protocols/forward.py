@@ -19,10 +19,9 @@ from multidict import istr
 from localrouter.base.errors import GatewayError, NotAChatModel, UpstreamError, error_body
 from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 from localrouter.http.bodies import JSON, json_response
-from localrouter.http.endpoint import add_cors
-from localrouter.lists.instance import NOT_YET, Instance, Route
-from localrouter.providers.base import ModelInfo, Wire
-from localrouter.state import SETTINGS
+from localrouter.http.guard import add_cors
+from localrouter.lists.instance import Instance, Route
+from localrouter.providers.base import Wire
 from localrouter.upstream.client import (
     ERROR_SNIPPET_BYTES,
     Redirected,
@@ -71,16 +70,6 @@ def chat_route(instance: Instance, model: str) -> Route:
         kind = instance.settings.type
         raise NotAChatModel(f"'{model}' is a {kind} model (images, video or audio): no chat.")
     return route
-
-
-async def listing(request: web.Request, instance: Instance, upstream_id: str) -> ModelInfo | None:
-    """The model as its instance lists it (its limits, whether it reasons), without an await
-    when the instance's index is built."""
-    listed = instance.listed_now(upstream_id)
-    if listed is NOT_YET:
-        deadline = request.app[SETTINGS].models_deadline_seconds
-        listed = await instance.listed(upstream_id, deadline)
-    return listed
 
 
 def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:

@@ -3,8 +3,6 @@ body with only `model` rewritten, and stream the answer back as it arrives."""
 
 from __future__ import annotations
 
-from functools import partial
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -39,18 +37,24 @@ class Forwarding:
         return Call(route, self.path, data, streamed, FORWARDED, self.headers)
 
 
-async def forward(upstreams: Upstreams, request: web.Request, *, path: str) -> web.StreamResponse:
-    body, model, raw = await model_request(request)
-    accept = request.headers.get("Accept", JSON)
-    plan = Forwarding(RequestBody(body, raw), model, path, accept)
-    del body  # see RequestBody
-    return await attempts.answer(request, model, plan, upstreams)
+class Forward:
+    """POST /v1/{path}: the body forwarded with only `model` rewritten."""
+
+    __slots__ = ("_path", "_upstreams")
+
+    def __init__(self, upstreams: Upstreams, path: str) -> None:
+        self._upstreams, self._path = upstreams, path
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        body, model, raw = await model_request(request)
+        accept = request.headers.get("Accept", JSON)
+        plan = Forwarding(RequestBody(body, raw), model, self._path, accept)
+        del body  # see RequestBody
+        return await attempts.answer(request, model, plan, self._upstreams)
 
 
 def routes(upstreams: Upstreams) -> list[tuple[str, str, Handler]]:
-    """The routes, bound to `upstreams` (partials call `forward` without a frame of their
-    own)."""
     return [
-        ("POST", f"/v1/{path}", partial(forward, upstreams, path=path))
+        ("POST", f"/v1/{path}", Forward(upstreams, path))
         for path in ("chat/completions", "completions", "embeddings")
     ]

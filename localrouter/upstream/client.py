@@ -30,7 +30,7 @@ from yarl import URL
 from localrouter import __version__
 from localrouter.base.errors import UpstreamError
 from localrouter.base.jsonload import loads_off_loop
-from localrouter.base.secrets import drop_partial_secret, redact, shorten
+from localrouter.base.secrets import display_url, drop_partial_secret, redact, shorten
 from localrouter.upstream.deadlines import Deadlines
 
 USER_AGENT = f"localrouter/{__version__}"
@@ -60,15 +60,6 @@ class Where:
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
-
-
-def display_url(url: str | URL) -> str:
-    """The URL without credentials or query string, safe for logs and messages."""
-    try:
-        parsed = URL(url)
-    except (ValueError, TypeError):
-        return "<an invalid URL>"
-    return str(parsed.with_user(None).with_password(None).with_query(None).with_fragment(None))
 
 
 class BodyReader(Protocol):
@@ -142,10 +133,20 @@ async def _refuse_redirects(response: aiohttp.ClientResponse) -> None:
 class SessionTransport:
     """Real requests over an aiohttp session; a redirect is refused by the hook aiohttp calls
     with every response (its raise_for_status), which costs less than a wrapper around the
-    request's context manager."""
+    request's context manager. Given a session, or opening its own (`opened`) while the app
+    runs: the daemon builds its components before the loop runs, and a session needs it."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    _session: aiohttp.ClientSession
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        if session is not None:
+            self._session = session
+
+    @asynccontextmanager
+    async def opened(self, *, trust_env: bool) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(trust_env=trust_env, raise_for_status=False) as session:
+            self._session = session
+            yield
 
     def send(
         self,

@@ -11,14 +11,14 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
 from localrouter.base.errors import BadRequest
-from localrouter.config.control import ShapeKey, shape_of
+from localrouter.config.control import ShapeKey, shape_key
 from localrouter.http.bodies import JSON
-from localrouter.lists.cache import ModelList
+from localrouter.http.guard import CLIENT
+from localrouter.lists.cache import Clock, ModelList
 from localrouter.lists.derived import DerivedCache, build_off_loop
+from localrouter.lists.entries import merge_entries
 from localrouter.lists.registry import InstanceLists, Registry
-from localrouter.lists.resolve import full_ids
-from localrouter.state import CLOCK, DETAILED_CACHE, REGISTRY, SETTINGS
-from localrouter.views.merged import merge_entries
+from localrouter.lists.resolve import Resolver
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")
@@ -116,9 +116,21 @@ def provider_status(
     return status
 
 
-async def detailed_models(request: web.Request) -> web.Response:
-    app = request.app
-    registry = app[REGISTRY]
+class DetailedModels:
+    """GET /api/models, for the app's registry and live config."""
+
+    def __init__(self, resolver: Resolver, clock: Clock) -> None:
+        self._resolver, self._clock = resolver, clock
+        self._cache = DetailedCache()
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        return await detailed_models(request, self._resolver, self._cache, self._clock)
+
+
+async def detailed_models(
+    request: web.Request, resolver: Resolver, cache: DetailedCache, clock: Clock
+) -> web.Response:
+    registry = resolver.registry
     query = ModelsQuery.parse(request.query, registry)
     instances = registry.instances([query.provider] if query.provider else None)
     keys = caller_keys(request.headers, {i.settings.type for i in instances})
@@ -127,15 +139,15 @@ async def detailed_models(request: web.Request) -> web.Response:
         instances = registry.with_caller_keys(instances, keys)
     before = tuple(instance.cache.current for instance in instances)
     lists = await registry.lists(
-        app[SETTINGS].models_deadline_seconds, instances=instances, refresh=query.refresh
+        resolver.live.models_deadline_seconds, instances=instances, refresh=query.refresh
     )
-    key = shape_of(request, app)
-    shape = (key, await full_ids(app)) if key is not None else None
+    key = shape_key(resolver.live.rules, request[CLIENT])
+    shape = (key, await resolver.full_ids()) if key is not None else None
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
         models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))
     else:
-        models_json = await app[DETAILED_CACHE].models_json(query, lists, shape)
-    status = provider_status(lists, before, app[CLOCK]())
+        models_json = await cache.models_json(query, lists, shape)
+    status = provider_status(lists, before, clock())
     errors = [
         {"provider": name, "error": item["error"]}
         for name, item in status.items()

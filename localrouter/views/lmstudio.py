@@ -11,7 +11,8 @@ import orjson
 from aiohttp import web
 
 from localrouter.http.bodies import JSON, Body
-from localrouter.views.merged import MergedModels, visible_entry
+from localrouter.http.guard import CLIENT
+from localrouter.views.merged import MergedModels, ModelsView
 from localrouter.views.ollama import family_of
 
 
@@ -45,7 +46,12 @@ def lmstudio_type(entry: dict[str, Any]) -> str:
     return "vlm" if "vision" in capabilities else "llm"
 
 
-async def lmstudio_model(request: web.Request) -> web.Response:
+class LMStudioModel:
     """GET /api/v0/models/{id}: one model, found as /v1/models/{id} finds it."""
-    entry = await visible_entry(request, request.match_info["model_id"])
-    return web.Response(body=orjson.dumps(lmstudio_entry(entry)), content_type=JSON)
+
+    def __init__(self, models: ModelsView) -> None:
+        self._models = models
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        entry = await self._models.entry(request.match_info["model_id"], request[CLIENT])
+        return web.Response(body=orjson.dumps(lmstudio_entry(entry)), content_type=JSON)

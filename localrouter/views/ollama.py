@@ -19,17 +19,15 @@ from aiohttp import web
 
 from localrouter.base.errors import BadRequest
 from localrouter.http.bodies import JSON, Body, request_json
-from localrouter.lists.instance import NOT_YET
-from localrouter.lists.resolve import find
-from localrouter.state import SETTINGS
+from localrouter.http.guard import CLIENT
+from localrouter.lists.resolve import Resolver, ollama_name
 
 if TYPE_CHECKING:
-    from localrouter.views.merged import MergedModels
+    from localrouter.views.merged import MergedModels, ModelsView
 
 # What /api/version reports: recent enough for the clients that check (Copilot asks for a
 # version that knows tools and /api/show capabilities).
 OLLAMA_VERSION = "0.12.0"
-LATEST = ":latest"
 # Our capabilities in Ollama's words (Copilot offers only models with "tools").
 _CAPABILITIES = {
     "chat": "completion",
@@ -39,26 +37,6 @@ _CAPABILITIES = {
     "reasoning": "thinking",
 }
 _FAMILY = re.compile(r"[a-z]+")
-
-
-def ollama_name(model_id: str) -> str:
-    return model_id if ":" in model_id.rpartition("/")[2] else model_id + LATEST
-
-
-async def our_id(app: web.Application, name: str) -> str:
-    """The id (or alias) an Ollama name stands for: itself if something lists it so, else
-    without the `:latest` that `ollama_name` added."""
-    if not name.endswith(LATEST) or name in app[SETTINGS].rules.aliases:
-        return name
-    found = await find(app, name)
-    if found is not None:
-        instance, upstream_id = found
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:
-            listed = await instance.listed(upstream_id, app[SETTINGS].models_deadline_seconds)
-        if listed is not None:
-            return name
-    return name.removesuffix(LATEST)
 
 
 def ollama_tags(merged: MergedModels) -> Body:
@@ -136,6 +114,20 @@ async def version(_: web.Request) -> web.Response:
 async def running(_: web.Request) -> web.Response:
     """GET /api/ps: nothing is loaded here; the models run where they are served."""
     return web.Response(body=b'{"models":[]}', content_type=JSON)
+
+
+class OllamaShow:
+    """POST /api/show: one model, as Ollama describes it (found by the name rule of
+    lists/resolve.py, as the caller may see it)."""
+
+    def __init__(self, models: ModelsView, resolver: Resolver) -> None:
+        self._models, self._resolver = models, resolver
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        name = await shown_name(request)
+        our_id = await self._resolver.our_id(name)
+        entry = await self._models.entry(our_id, request[CLIENT])
+        return web.Response(body=orjson.dumps(show(entry, name)), content_type=JSON)
 
 
 async def shown_name(request: web.Request) -> str:

@@ -1,25 +1,32 @@
-"""The model list in the shapes other servers give it, for the clients that read only those:
-Ollama's `/api/tags`, LM Studio's `/api/v0/models`, LiteLLM's `/v1/model/info` and
-`/model_group/info`, OpenRouter's `/api/v1/models`. Each is built from the list as the caller
-sees it (aliases, hidden ids, a client's allowlist) once per data change and per caller,
-then served as cached bytes like /v1/models. Adding a view is one module and one row here."""
+"""Every model-list view, registered in one table: OpenAI's `/v1/models` (Anthropic's shape
+when asked), the list in the shapes other servers give it (Ollama's `/api/tags`, LM Studio's
+`/api/v0/models`, LiteLLM's `/v1/model/info` and `/model_group/info`, OpenRouter's
+`/api/v1/models`), single-model lookups, the detailed `/api/models` and the distinct models.
+Each list is built from the list as the caller sees it (aliases, hidden ids, a client's
+allowlist) once per data change and per caller, then served as cached bytes. Adding a list
+shape is one module and one row here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from localrouter.config.control import Client, ShapeKey
-from localrouter.http.bodies import Body, cached_response
-from localrouter.lists.derived import DerivedCache
-from localrouter.state import CLIENT
+from localrouter.http.bodies import Body
+from localrouter.lists.cache import Clock
+from localrouter.lists.resolve import Resolver
+from localrouter.views import ollama
+from localrouter.views.detailed import DetailedModels
 from localrouter.views.litellm import litellm_groups, litellm_info
-from localrouter.views.lmstudio import lmstudio_models
-from localrouter.views.merged import MergedModels, ModelsView, visible_list
-from localrouter.views.ollama import ollama_tags
+from localrouter.views.lmstudio import LMStudioModel, lmstudio_models
+from localrouter.views.merged import MergedModels, ModelsView
+from localrouter.views.openai import ListModels, RetrieveModel
 from localrouter.views.openrouter import openrouter_models
+from localrouter.views.route import CachedListRoute
+from localrouter.views.unique import UniqueModels
+
+Route = tuple[str, str, Handler]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,46 +37,38 @@ class ListView:
 
 
 VIEWS = (
-    ListView("ollama", ("/api/tags",), ollama_tags),
+    ListView("ollama", ("/api/tags",), ollama.ollama_tags),
     ListView("lmstudio", ("/api/v0/models",), lmstudio_models),
     ListView("litellm", ("/v1/model/info", "/model/info"), litellm_info),
     ListView("litellm_groups", ("/model_group/info",), litellm_groups),
     ListView("openrouter", ("/api/v1/models",), openrouter_models),
 )
 
-ViewCaches = dict[str, DerivedCache[ShapeKey | None, Body]]
+
+@dataclass(frozen=True, slots=True)
+class ModelViews:
+    """The list views' routes, and what app.py starts in the background (the unique views warm-up)."""
+
+    routes: list[Route]
+    unique: UniqueModels
 
 
-def view_caches() -> ViewCaches:
-    return {view.name: DerivedCache(capacity=64) for view in VIEWS}  # per config and client
-
-
-class ViewRoute:
-    """The route of one view, bound to the app's models view and its own cache (no lookups
-    on a request)."""
-
-    def __init__(self, view: ListView, models: ModelsView, caches: ViewCaches) -> None:
-        self._view, self._models, self._cache = view, models, caches[view.name]
-        self.__name__ = f"{view.name}_models"
-
-    def now(self, request: web.Request, client: Client | None) -> web.Response | None:
-        """The answer when the caller's list and this view of it are there already
-        (routing.AnswerNow)."""
-        models = self._models
-        visible = models.visible_now(client, count=False)  # counted once served, not twice
-        if visible is None:
-            return None
-        lists, _, key = visible
-        body = self._cache.peek(key, lists)
-        if body is None:
-            return None
-        models.count_hit()
-        return cached_response(request, body)
-
-    async def __call__(self, request: web.Request) -> web.Response:
-        client = request[CLIENT]
-        lists, shown, key = self._models.visible_now(client) or await visible_list(request, client)
-        body = self._cache.peek(key, lists) or await self._cache.get_async(
-            key, lists, lambda: self._view.build(shown)
-        )
-        return cached_response(request, body)
+def model_views(models: ModelsView, resolver: Resolver, clock: Clock) -> ModelViews:
+    unique = UniqueModels(resolver)
+    routes: list[Route] = [
+        ("GET", "/v1/models", ListModels(models)),
+        ("GET", "/v1/models/{model_id:.+}", RetrieveModel(models)),
+        ("GET", "/api/models", DetailedModels(resolver, clock)),
+        ("GET", "/api/models/unique", unique.page),
+        ("GET", "/api/models/unique/{model_id:.+}", unique.one),
+        ("POST", "/api/show", ollama.OllamaShow(models, resolver)),
+        ("GET", "/api/version", ollama.version),
+        ("GET", "/api/ps", ollama.running),
+        *(
+            ("GET", path, CachedListRoute(models, view.build))
+            for view in VIEWS
+            for path in view.paths
+        ),
+        ("GET", "/api/v0/models/{model_id:.+}", LMStudioModel(models)),
+    ]
+    return ModelViews(routes, unique)

@@ -17,15 +17,14 @@ from multidict import MultiMapping
 
 from localrouter.base.errors import BadRequest, NotFound
 from localrouter.base.offload import sorted_in_steps
-from localrouter.catalog.match import normalise
-from localrouter.config.control import ShapeKey, shape_of
+from localrouter.config.control import ShapeKey, shape_key
 from localrouter.http.bodies import JSON
+from localrouter.http.guard import CLIENT
 from localrouter.lists.derived import DerivedCache
+from localrouter.lists.distinct import Group, Offer, group_models
 from localrouter.lists.registry import InstanceLists, Registry
-from localrouter.providers.base import ModelInfo
-from localrouter.state import REGISTRY, SETTINGS, UNIQUE_CACHE
+from localrouter.lists.resolve import Resolver
 from localrouter.views.detailed import flag
-from localrouter.views.merged import price_text
 
 log = structlog.get_logger(__name__)
 
@@ -98,37 +97,6 @@ def _whole(query: MultiMapping[str], name: str, *, minimum: int) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Offer:
-    """One instance serving a distinct model."""
-
-    instance: str
-    id: str
-    upstream_id: str
-    prompt: str | None  # USD per token, as OpenRouter writes it
-    completion: str | None
-    active: bool
-    cost: float | None  # prompt + completion, for sorting by price; not shown
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "instance": self.instance,
-            "id": self.id,
-            "upstream_id": self.upstream_id,
-            "pricing": {"prompt": self.prompt, "completion": self.completion},
-            "active": self.active,
-        }
-
-
-@dataclass(slots=True)
-class Group:
-    """A distinct model (by catalog id, else normalised id) and every instance serving it."""
-
-    id: str
-    name: str | None
-    offers: list[Offer]
-
-
-@dataclass(frozen=True, slots=True)
 class UniqueRow:
     """A group as one query shows it: only the offers the query keeps."""
 
@@ -162,33 +130,6 @@ class UniqueRow:
                 "completion": cheapest.completion,
             },
         }
-
-
-def group_models(lists: InstanceLists) -> list[Group]:
-    """Every distinct model with all its providers, inactive ones marked, sorted by id."""
-    groups: dict[str, Group] = {}
-    for (instance, _), served in zip(lists.labels, lists.served, strict=True):
-        if served is None:
-            continue
-        for model in served.models.models:
-            key = model.catalog.id if model.catalog else normalise(model.id)
-            group = groups.setdefault(key, Group(key, None, []))
-            group.name = group.name or model.name
-            group.offers.append(_offer(instance, model))
-    return [groups[key] for key in sorted_in_steps(list(groups))]
-
-
-def _offer(instance: str, model: ModelInfo) -> Offer:
-    prompt, completion = model.pricing.get("prompt"), model.pricing.get("completion")
-    return Offer(
-        instance=instance,
-        id=f"{instance}/{model.id}",
-        upstream_id=model.id,
-        prompt=price_text(prompt) if prompt is not None else None,
-        completion=price_text(completion) if completion is not None else None,
-        active=model.active and not model.deprecated,
-        cost=None if prompt is None and completion is None else (prompt or 0) + (completion or 0),
-    )
 
 
 def select(
@@ -267,35 +208,37 @@ class UniqueCache:
         return await self._pages.get_async((query, shape), lists, render)
 
 
-async def unique_models(request: web.Request) -> web.Response:
-    app = request.app
-    registry = app[REGISTRY]
-    query = UniqueQuery.parse(request.query, registry)
-    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
-    body = await app[UNIQUE_CACHE].page(query, lists, shape_of(request, app))
-    return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
+class UniqueModels:
+    """GET /api/models/unique and /api/models/unique/{id}, for the app's registry."""
 
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self.cache = UniqueCache()
 
-async def unique_model(request: web.Request) -> web.Response:
-    app = request.app
-    registry = app[REGISTRY]
-    wanted = request.match_info["model_id"]
-    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
-    query = UniqueQuery(include_inactive=True)
-    for group in await app[UNIQUE_CACHE].groups(lists):
-        if group.id == wanted:
-            _, rows = select([group], query, shape_of(request, app))
-            if rows:
-                return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
-    raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
+    def _shape(self, request: web.Request) -> ShapeKey | None:
+        return shape_key(self._resolver.live.rules, request[CLIENT])
 
+    async def page(self, request: web.Request) -> web.Response:
+        query = UniqueQuery.parse(request.query, self._resolver.registry)
+        lists = await self._resolver.lists()
+        body = await self.cache.page(query, lists, self._shape(request))
+        return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
-async def warm_common_queries(app: web.Application) -> None:
-    """Render the common variants once the first lists are in (run in the background)."""
-    registry = app[REGISTRY]
-    lists = await registry.lists(app[SETTINGS].models_deadline_seconds)
-    cache = app[UNIQUE_CACHE]
-    for query in COMMON_QUERIES:
-        await cache.page(query, lists)
-        await asyncio.sleep(0)  # let requests in between
-    log.debug("unique.warmed", queries=len(COMMON_QUERIES))
+    async def one(self, request: web.Request) -> web.Response:
+        wanted = request.match_info["model_id"]
+        lists = await self._resolver.lists()
+        query = UniqueQuery(include_inactive=True)
+        for group in await self.cache.groups(lists):
+            if group.id == wanted:
+                _, rows = select([group], query, self._shape(request))
+                if rows:
+                    return web.Response(body=orjson.dumps(rows[0]), content_type=JSON)
+        raise NotFound(f"No distinct model {wanted!r}; GET /api/models/unique lists them.")
+
+    async def warm_common_queries(self) -> None:
+        """Render the common variants once the first lists are in (run in the background)."""
+        lists = await self._resolver.lists()
+        for query in COMMON_QUERIES:
+            await self.cache.page(query, lists)
+            await asyncio.sleep(0)  # let requests in between
+        log.debug("unique.warmed", queries=len(COMMON_QUERIES))

@@ -19,37 +19,50 @@ from localrouter.base.errors import (
     anthropic_error_body,
 )
 from localrouter.base.secrets import redact_bytes
+from localrouter.config.control import may_call
 from localrouter.http.bodies import JSON, model_request, request_json
-from localrouter.lists.instance import NOT_YET, Instance, Route
+from localrouter.http.guard import CLIENT
+from localrouter.lists.instance import Instance, Route
+from localrouter.lists.resolve import Resolver
 from localrouter.protocols import attempts
 from localrouter.protocols import forward as proxy
 from localrouter.protocols.anthropic.from_chat import MessagesStream, message
 from localrouter.protocols.anthropic.to_chat import chat_request, wants_thinking
 from localrouter.protocols.bridge import sse, translate_stream, whole_answer
-from localrouter.protocols.forward import RequestBody, chat_route, listing, rewritten
+from localrouter.protocols.forward import RequestBody, chat_route, rewritten
 from localrouter.providers.base import Wire
-from localrouter.state import CLIENT, REGISTRY, SETTINGS
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.upstream.key_pool import NoKeyFree
 
 
-async def messages(upstreams: attempts.Upstreams, request: web.Request) -> web.StreamResponse:
-    body, model, raw = await model_request(request)
-    if not isinstance(body.get("messages"), list):
-        raise BadRequest("'messages' is required: a list of messages.", param="messages")
-    plan = MessagesPlan(request, RequestBody(body, raw), model)
-    del body  # see RequestBody
-    return await attempts.answer(request, model, plan, upstreams)
+class Messages:
+    """POST /v1/messages and /v1/messages/count_tokens, for the app's upstreams."""
+
+    def __init__(self, upstreams: attempts.Upstreams) -> None:
+        self._upstreams = upstreams
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        body, model, raw = await model_request(request)
+        if not isinstance(body.get("messages"), list):
+            raise BadRequest("'messages' is required: a list of messages.", param="messages")
+        plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
+        del body  # see RequestBody
+        return await attempts.answer(request, model, plan, self._upstreams)
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        return await count_tokens(request, self._upstreams.resolver)
 
 
 class MessagesPlan:
     """A Messages request as it is for an instance that speaks Messages, else translated to
     Chat Completions."""
 
-    __slots__ = ("body", "model", "request")
+    __slots__ = ("body", "model", "request", "resolver")
 
-    def __init__(self, request: web.Request, body: RequestBody, model: str) -> None:
-        self.request, self.body, self.model = request, body, model
+    def __init__(
+        self, request: web.Request, body: RequestBody, model: str, resolver: Resolver
+    ) -> None:
+        self.request, self.body, self.model, self.resolver = request, body, model, resolver
 
     async def __call__(self, instance: Instance, upstream_id: str) -> proxy.Call:
         request = self.request
@@ -65,9 +78,7 @@ class MessagesPlan:
                 params=dict(request.query) or None,
             )
         route = instance.route(Wire.CHAT) or chat_route(instance, self.model)  # which refuses
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:  # no index yet: `listing` waits for it
-            listed = await listing(request, instance, upstream_id)
+        listed = await self.resolver.listing(instance, upstream_id)
         body = self.body.take()
         streamed = body.get("stream") is True
         thinking = "thinking" in body and wants_thinking(body)
@@ -143,7 +154,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_IMAGE = 1600
 
 
-async def count_tokens(request: web.Request) -> web.Response:
+async def count_tokens(request: web.Request, resolver: Resolver) -> web.Response:
     """POST /v1/messages/count_tokens: the instance's own count when it speaks Messages, else
     a local estimate (marked `x-localrouter-estimate: true`). Never fails for a well-formed
     request, and an estimate never touches the network."""
@@ -153,12 +164,12 @@ async def count_tokens(request: web.Request) -> web.Response:
     model = body.get("model")
     found = None
     if isinstance(model, str):  # an id or an alias; the caller's allowlist holds here too
-        found = request.app[REGISTRY].resolve(request.app[SETTINGS].rules.target(model))
+        found = resolver.registry.resolve(resolver.live.rules.target(model))
         client = request[CLIENT]
         if (
             found
             and client is not None
-            and not client.allows(model, "/".join((found[0].name, found[1])))
+            and not may_call(client, model, f"{found[0].name}/{found[1]}")
         ):
             found = None
     if found is not None and (route := found[0].route(Wire.MESSAGES)) is not None:

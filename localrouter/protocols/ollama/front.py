@@ -9,7 +9,6 @@ key pools hold here as everywhere."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from localrouter.base.errors import BadRequest, LocalRouterError, ollama_error_b
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, request_json
 from localrouter.lists.instance import Instance, Route
+from localrouter.lists.resolve import Resolver
 from localrouter.protocols import attempts
 from localrouter.protocols.bridge import an_object, translate_stream, whole_answer
 from localrouter.protocols.forward import (
@@ -28,14 +28,12 @@ from localrouter.protocols.forward import (
     RequestBody,
     ShapedErrors,
     chat_route,
-    listing,
     rewritten,
 )
 from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
-from localrouter.views.ollama import our_id
 
 NDJSON = "application/x-ndjson"
 
@@ -49,7 +47,7 @@ class NotServedHere(LocalRouterError):
 def routes(upstreams: attempts.Upstreams) -> dict[str, Handler]:
     """Ollama's model calls by path, bound to `upstreams`."""
     return {
-        f"/{path}": partial(_call, upstreams, path=path)
+        f"/{path}": OllamaCall(upstreams, path)
         for path in ("api/chat", "api/generate", "api/embed", "api/embeddings")
     }
 
@@ -63,27 +61,34 @@ async def manage(request: web.Request) -> web.Response:
     )
 
 
-async def _call(
-    upstreams: attempts.Upstreams, request: web.Request, *, path: str
-) -> web.StreamResponse:
-    body = await request_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
-    plan = OllamaPlan(request, RequestBody(body, await request.read()), name, path)
-    del body  # see RequestBody
-    return await attempts.answer(request, await our_id(request.app, name), plan, upstreams)
+class OllamaCall:
+    """POST /api/{chat,generate,embed,embeddings} for the app's upstreams."""
+
+    __slots__ = ("_path", "_upstreams")
+
+    def __init__(self, upstreams: attempts.Upstreams, path: str) -> None:
+        self._upstreams, self._path = upstreams, path
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        body = await request_json(request)
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
+        resolver = self._upstreams.resolver
+        plan = OllamaPlan(RequestBody(body, await request.read()), name, self._path, resolver)
+        del body  # see RequestBody
+        return await attempts.answer(request, await resolver.our_id(name), plan, self._upstreams)
 
 
 class OllamaPlan:
     """An Ollama request as it is for an `ollama` instance, else translated."""
 
-    __slots__ = ("body", "name", "path", "request")
+    __slots__ = ("body", "name", "path", "resolver")
 
-    def __init__(self, request: web.Request, body: RequestBody, name: str, path: str) -> None:
-        self.request, self.body, self.name, self.path = request, body, name, path
+    def __init__(self, body: RequestBody, name: str, path: str, resolver: Resolver) -> None:
+        self.body, self.name, self.path, self.resolver = body, name, path, resolver
 
     async def __call__(self, instance: Instance, upstream_id: str) -> Call:
         if (native := instance.route(Wire.OLLAMA)) is not None:
@@ -94,7 +99,7 @@ class OllamaPlan:
         route = chat_route(instance, self.name)
         if self.path in ("api/embed", "api/embeddings"):
             return self._embedding(route, upstream_id)
-        listed = await listing(self.request, instance, upstream_id)
+        listed = await self.resolver.listing(instance, upstream_id)
         reasoning = listed is not None and listed.takes_reasoning_effort
         body = self.body.take()
         generating = self.path == "api/generate"

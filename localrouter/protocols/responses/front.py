@@ -22,7 +22,6 @@ from localrouter.protocols.forward import (
     Call,
     RequestBody,
     chat_route,
-    listing,
     rewritten,
     upstream_error,
 )
@@ -30,29 +29,57 @@ from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, ech
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.protocols.responses.to_chat import chat_request
 from localrouter.providers.base import Wire
-from localrouter.state import RESPONSE_STORE
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
 
-async def responses(upstreams: attempts.Upstreams, request: web.Request) -> web.StreamResponse:
-    body, model, raw = await model_request(request)
-    if not isinstance(body.get("input"), str | list):
-        raise BadRequest("'input' is required: a string or a list of items.", param="input")
-    plan = ResponsesPlan(request, RequestBody(body, raw), model)
-    del body  # see RequestBody
-    return await attempts.answer(request, model, plan, upstreams)
+class Responses:
+    """POST /v1/responses, and GET and DELETE /v1/responses/{id} of what this daemon keeps."""
+
+    def __init__(self, upstreams: attempts.Upstreams, store: ResponseStore) -> None:
+        self._upstreams, self._store = upstreams, store
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        body, model, raw = await model_request(request)
+        if not isinstance(body.get("input"), str | list):
+            raise BadRequest("'input' is required: a string or a list of items.", param="input")
+        plan = ResponsesPlan(request, RequestBody(body, raw), model, self._upstreams, self._store)
+        del body  # see RequestBody
+        return await attempts.answer(request, model, plan, self._upstreams)
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        """GET /v1/responses/{id}: a response this daemon translated and kept."""
+        response_id = request.match_info["response_id"]
+        stored = self._store.get(response_id, caller_of(request))
+        if stored is None:
+            raise NotFound(_unknown(response_id), param="response_id")
+        return web.Response(body=stored.body, content_type=JSON)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        if not self._store.delete(response_id, caller_of(request)):
+            raise NotFound(_unknown(response_id), param="response_id")
+        gone = {"id": response_id, "object": "response", "deleted": True}
+        return web.Response(body=orjson.dumps(gone), content_type=JSON)
 
 
 class ResponsesPlan:
     """A Responses request as it is for an instance that speaks Responses, else translated
     to Chat Completions (with the conversation a `previous_response_id` continues)."""
 
-    __slots__ = ("body", "model", "request")
+    __slots__ = ("body", "model", "request", "store", "upstreams")
 
-    def __init__(self, request: web.Request, body: RequestBody, model: str) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        body: RequestBody,
+        model: str,
+        upstreams: attempts.Upstreams,
+        store: ResponseStore,
+    ) -> None:
         self.request, self.body, self.model = request, body, model
+        self.upstreams, self.store = upstreams, store
 
     async def __call__(self, instance: Instance, upstream_id: str) -> Call:
         request = self.request
@@ -60,9 +87,9 @@ class ResponsesPlan:
             data, streamed = rewritten(self.body.take(), upstream_id)
             return Call(native, "responses", data, streamed, FORWARDED)
         route = chat_route(instance, self.model)
-        listed = await listing(request, instance, upstream_id)
+        listed = await self.upstreams.resolver.listing(instance, upstream_id)
         body = self.body.take()
-        store, caller = request.app[RESPONSE_STORE], caller_of(request)
+        store, caller = self.store, caller_of(request)
         conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
             body["input"]
         )
@@ -176,23 +203,6 @@ def _keep(kept: Keeping, made: dict[str, Any], body: bytes | bytearray) -> None:
     # (earlier turns are shared with the response they came from, not copied).
     size = request_bytes + 2 * len(body)
     store.put(made["id"], caller, items, bytes(body), size)
-
-
-async def retrieve(request: web.Request) -> web.Response:
-    """GET /v1/responses/{id}: a response this daemon translated and kept."""
-    response_id = request.match_info["response_id"]
-    stored = request.app[RESPONSE_STORE].get(response_id, caller_of(request))
-    if stored is None:
-        raise NotFound(_unknown(response_id), param="response_id")
-    return web.Response(body=stored.body, content_type=JSON)
-
-
-async def delete(request: web.Request) -> web.Response:
-    response_id = request.match_info["response_id"]
-    if not request.app[RESPONSE_STORE].delete(response_id, caller_of(request)):
-        raise NotFound(_unknown(response_id), param="response_id")
-    gone = {"id": response_id, "object": "response", "deleted": True}
-    return web.Response(body=orjson.dumps(gone), content_type=JSON)
 
 
 def _unknown(response_id: str) -> str:
