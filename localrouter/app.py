@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter.base.errors import LocalRouterError
+from localrouter.base.errors import ANTHROPIC, OLLAMA
 from localrouter.base.log import SecretRedactor
 from localrouter.catalog import CatalogStore
 from localrouter.config.live import LiveSettings
@@ -139,10 +139,10 @@ def create_app(
         ("POST", "/api/cache/clear", admin.cache_clear),
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
-    shapes = dict.fromkeys(ANTHROPIC_PATHS, LocalRouterError.to_anthropic_body)
+    shapes = dict.fromkeys(ANTHROPIC_PATHS, ANTHROPIC)
     ollama_paths = ("/api/tags", "/api/show", "/api/version", "/api/ps")
-    shapes.update((path, LocalRouterError.to_ollama_body) for _, path, _ in ollama_calls)
-    shapes.update(dict.fromkeys(ollama_paths, LocalRouterError.to_ollama_body))
+    shapes.update((path, OLLAMA) for _, path, _ in ollama_calls)
+    shapes.update(dict.fromkeys(ollama_paths, OLLAMA))
     add_routes(
         app,
         routes,

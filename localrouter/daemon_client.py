@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from localrouter.base.errors import DaemonError
 from localrouter.config.settings import ServerSettings
 
 PER_MILLION = 1_000_000
@@ -33,10 +34,6 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
     except DaemonError as exc:
         print(f"localrouter: {exc}", file=sys.stderr)
         return 1
-
-
-class DaemonError(Exception):
-    pass
 
 
 def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:

@@ -1,12 +1,99 @@
-"""A shallow error hierarchy; the route wrapper (routing.py) renders each as OpenAI-shaped
-JSON with its status."""
+"""Every exception localrouter defines, in one tree under one root:
+
+    LocalRouterError                  anything of ours
+    ├── ConfigError                   the config cannot be used (says why and where)
+    ├── UpstreamError                 an upstream call failed (a list fetch records it; a call
+    │   └── Redirected                  answers it as a GatewayError); a refused redirect
+    ├── NoKeyFree                     every key of an instance's pool rests or was refused
+    ├── DaemonError                   the CLI cannot get an answer from the running daemon
+    └── ApiError                      an answer a client sees: HTTP status, type, code
+        ├── BadRequest (400)
+        │   ├── NotAChatModel
+        │   └── TwoCredentials
+        ├── Unauthorized (401)
+        ├── AdminOnly (403)
+        ├── ModelNotAllowed (403)
+        ├── NotFound (404)
+        │   └── ModelNotFound
+        ├── MisdirectedRequest (421)
+        ├── NotServedHere (501)
+        └── GatewayError (502, 504, 429)
+
+The route wrapper (http/endpoint.py) renders an ApiError in the route's protocol's error
+shape (ErrorShape, below: OpenAI's, Anthropic's or Ollama's), the one place each is decided.
+No message carries a secret."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from localrouter.base.jsonload import Json
 
 
 class LocalRouterError(Exception):
+    """The root of every exception localrouter raises on purpose."""
+
+
+class ConfigError(LocalRouterError):
+    """The config file (or the embedded default) cannot be used; the message says why and where."""
+
+
+class UpstreamError(LocalRouterError):
+    """An upstream call failed (raised by the upstream client; a list fetch records it, the
+    proxy answers it as a GatewayError). The message never contains a secret."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code  # for a client-facing error: upstream_redirect, upstream_too_large
+        self.retry_after: str | None = None  # the upstream's Retry-After, with a 429
+
+
+class Redirected(UpstreamError):
+    """An upstream answered with a redirect, which is not followed (it would carry the key to
+    another address). `at(where)` is the error as a caller reports it, naming the upstream."""
+
+    def __init__(self, status: int, target: str) -> None:
+        super().__init__(
+            f"answered HTTP {status}, a redirect to {target}; localrouter does not follow "
+            "redirects (they would carry the API key to another address): set the instance's "
+            "base_url to where it points",
+            status=502,
+            code="upstream_redirect",
+        )
+
+    def at(self, where: object) -> UpstreamError:
+        return UpstreamError(f"{where} {self.message}", status=502, code="upstream_redirect")
+
+
+class NoKeyFree(LocalRouterError):
+    """Every key of a pool rests or was refused; `wait` is the shortest rest left (None: all
+    refused)."""
+
+    def __init__(self, wait: float | None) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+    def describe(self, instance: str) -> str:
+        if self.wait is None:
+            return (
+                f"every key of instance '{instance}' was refused (HTTP 401/403); fix them "
+                "in the config"
+            )
+        return (
+            f"every key of instance '{instance}' is rate limited; the first is free "
+            f"again in {self.wait:.0f} s"
+        )
+
+
+class DaemonError(LocalRouterError):
+    """The CLI could not get an answer from the running daemon; the message says why."""
+
+
+class ApiError(LocalRouterError):
     """An error a client may see: an HTTP status plus an OpenAI error type and code."""
 
     status = 500
@@ -19,25 +106,14 @@ class LocalRouterError(Exception):
         self.param = param
         self.headers: dict[str, str] = {}  # put on the error response (Retry-After, ...)
 
-    def to_body(self) -> dict[str, Any]:
-        return error_body(self.message, self.error_type, self.code, self.param)
 
-    def to_anthropic_body(self) -> dict[str, Any]:
-        """The same error as Anthropic's API shapes it (for /v1/messages)."""
-        return anthropic_error_body(self.message, self.status)
-
-    def to_ollama_body(self) -> dict[str, Any]:
-        """The same error as Ollama's API shapes it (for /api/chat and the rest)."""
-        return ollama_error_body(self.message, self.status)
-
-
-class BadRequest(LocalRouterError):
+class BadRequest(ApiError):
     status = 400
     error_type = "invalid_request_error"
     code = "bad_request"
 
 
-class NotFound(LocalRouterError):
+class NotFound(ApiError):
     status = 404
     error_type = "invalid_request_error"
     code = "not_found"
@@ -51,37 +127,43 @@ class NotAChatModel(BadRequest):
     code = "model_not_supported"
 
 
-class MisdirectedRequest(LocalRouterError):
+class MisdirectedRequest(ApiError):
     status = 421
     code = "host_not_allowed"
     error_type = "invalid_request_error"
 
 
-class Unauthorized(LocalRouterError):
+class Unauthorized(ApiError):
     status = 401
     code = "invalid_api_key"
     error_type = "invalid_request_error"
 
 
-class AdminOnly(LocalRouterError):
+class AdminOnly(ApiError):
     status = 403
     code = "admin_only"
     error_type = "permission_error"
 
 
-class ModelNotAllowed(LocalRouterError):
+class ModelNotAllowed(ApiError):
     status = 403
     code = "model_not_allowed"
     error_type = "permission_error"
 
 
-class TwoCredentials(LocalRouterError):
-    status = 400
+class TwoCredentials(BadRequest):
     code = "ambiguous_credentials"
+
+
+class NotServedHere(ApiError):
+    """Something a gateway does not do (Ollama's model management, ...)."""
+
+    status = 501
+    code = "not_supported"
     error_type = "invalid_request_error"
 
 
-class GatewayError(LocalRouterError):
+class GatewayError(ApiError):
     """What a client is answered when the upstream call made for it failed (502, 504): the
     client-facing side of an UpstreamError."""
 
@@ -92,22 +174,6 @@ class GatewayError(LocalRouterError):
         self.status = status
         self.code = code
         self.retryable = True  # False once any byte of the answer reached the client
-
-
-class ConfigError(Exception):
-    """The config file (or the embedded default) cannot be used; the message says why and where."""
-
-
-class UpstreamError(Exception):
-    """An upstream call failed (raised by the upstream client; a list fetch records it, the
-    proxy answers it as a GatewayError). The message never contains a secret."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code  # for a client-facing error: upstream_redirect, upstream_too_large
-        self.retry_after: str | None = None  # the upstream's Retry-After, with a 429
 
 
 _ANTHROPIC_TYPES = {
@@ -132,6 +198,28 @@ def error_body(
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
-def ollama_error_body(message: str, _status: int) -> dict[str, Any]:
-    """Ollama's error shape: the message alone (the status is the response's)."""
-    return {"error": message}
+@dataclass(frozen=True, slots=True)
+class ErrorShape:
+    """How one protocol's clients expect an error's body: `body(message, status, type, code,
+    param)`. Every error a route answers (ours, and an upstream's refusal re-shaped) goes
+    through its route's shape."""
+
+    name: str
+    body: Callable[[str, int, str, str | None, str | None], Json]
+
+    def of(self, error: ApiError) -> Json:
+        return self.body(error.message, error.status, error.error_type, error.code, error.param)
+
+    def message(self, message: str, status: int, code: str = "upstream_error") -> Json:
+        """A plain message at `status` (an upstream's refusal, a broken stream)."""
+        kind = "invalid_request_error" if status < 500 else "upstream_error"
+        return self.body(message, status, kind, code, None)
+
+
+OPENAI = ErrorShape(
+    "openai", lambda message, _status, kind, code, param: error_body(message, kind, code, param)
+)
+ANTHROPIC = ErrorShape(
+    "anthropic", lambda message, status, _kind, _code, _param: anthropic_error_body(message, status)
+)
+OLLAMA = ErrorShape("ollama", lambda message, _status, _kind, _code, _param: {"error": message})

@@ -19,6 +19,8 @@ import orjson
 
 from localrouter.base.offload import INLINE_ITEMS, heavy
 
+Json = dict[str, Any]  # a JSON object, as every protocol's bodies and events are
+
 INLINE_BYTES = 256 * 1024  # below this, orjson's single call costs well under 10 ms
 _SPACE = re.compile(r"[ \t\n\r]*")
 _NUMBER_CHARACTERS = re.compile(r"[0-9.eE+\-]*")  # what may continue a number past a window's end

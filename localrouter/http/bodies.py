@@ -57,8 +57,7 @@ class Body:
 
 
 def cached_response(request: web.Request, body: Body) -> web.Response:
-    """The hot path of every cached view: headers are prebuilt, nothing is serialised here.
-    `ModelsView.list_now` has these lines inline (GET /v1/models); change both together."""
+    """The hot path of every cached view: headers are prebuilt, nothing is serialised here."""
     headers = request.headers
     if_none_match = headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match and matches(if_none_match, body.etag):
@@ -115,10 +114,7 @@ async def model_request(request: web.Request) -> tuple[dict[str, Any], str, byte
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
-    try:  # _parsed, inline: this is on every proxied request
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    body = _parsed(raw)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     model = body.get("model")

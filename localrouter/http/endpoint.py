@@ -6,15 +6,15 @@ bench/models.py."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from time import perf_counter
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from localrouter.base.errors import LocalRouterError, error_body
+from localrouter.base.errors import OPENAI, ApiError, ErrorShape
 from localrouter.base.log import CURRENT_REQUEST, RequestSlot, request_id
 from localrouter.config.control import Client
 from localrouter.http.bodies import json_response
@@ -39,10 +39,6 @@ class AnswersFromMemory(Protocol):
     async def __call__(self, request: web.Request) -> web.StreamResponse: ...
 
 
-# How a route renders an error: OpenAI's shape, Anthropic's or Ollama's.
-ErrorShape = Callable[[LocalRouterError], dict[str, Any]]
-
-
 def endpoint(
     handler: Handler,
     guard: Guard,
@@ -50,7 +46,7 @@ def endpoint(
     *,
     open_route: bool = False,
     admin_only: bool = False,
-    error_shape: ErrorShape = LocalRouterError.to_body,
+    error_shape: ErrorShape = OPENAI,
 ) -> Handler:
     """Wrap a handler: checks first (the client, if any, is `request[CLIENT]`), errors in the
     route's protocol's shape (OpenAI's by default), CORS when allowed, metrics. A handler that
@@ -81,19 +77,18 @@ def endpoint(
                     slot[0] = None
             else:
                 response = answer
-        except LocalRouterError as exc:
-            body = error_shape(exc)
+        except ApiError as exc:
+            body = error_shape.of(exc)
             response = _failed(request, json_response(body, status=exc.status))
             response.headers.update(exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = _failed(request, _http_error(request, exc))
+            response = _failed(request, _http_error(request, exc, error_shape))
         except Exception:
             log.exception("http.unhandled_error", path=request.path, request_id=request_id(request))
-            body = error_body(
-                "Internal error in localrouter; see its log.", "server_error", "internal"
-            )
+            message = "Internal error in localrouter; see its log."
+            body = error_shape.body(message, 500, "server_error", "internal", None)
             response = _failed(request, json_response(body, status=500))
         if guard.cors_origins and _ORIGIN in request.headers and not response.prepared:
             add_cors(request, response)  # a stream did this itself before it started
@@ -142,7 +137,7 @@ async def _no_route(request: web.Request, guard: Guard) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
-def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+def _http_error(request: web.Request, exc: web.HTTPException, shape: ErrorShape) -> web.Response:
     messages = {
         404: f"No route for {request.method} {request.path}. localrouter serves /v1/models, "
         "/v1/chat/completions, /v1/completions, /v1/embeddings, /api/*, /health and /metrics.",
@@ -154,7 +149,8 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         exc.status, "http_error"
     )
     error_type = "invalid_request_error" if exc.status < 500 else "server_error"
-    response = json_response(error_body(message, error_type, code), status=exc.status)
+    body = shape.body(message, exc.status, error_type, code, None)
+    response = json_response(body, status=exc.status)
     if allow := exc.headers.get("Allow"):
         response.headers["Allow"] = allow
     return response
@@ -180,7 +176,7 @@ def add_routes(
             stats,
             open_route=path in open_paths,
             admin_only=path in admin_paths,
-            error_shape=(error_shapes or {}).get(path, LocalRouterError.to_body),
+            error_shape=(error_shapes or {}).get(path, OPENAI),
         )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, answered with GET's headers

@@ -18,14 +18,14 @@ import structlog
 from aiohttp import web
 from multidict import istr
 
-from localrouter.base.errors import GatewayError, LocalRouterError, ModelNotFound
+from localrouter.base.errors import ApiError, GatewayError, ModelNotFound, NoKeyFree
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
-from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool, NoKeyFree
+from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +34,7 @@ MODEL_HEADER: str = istr("x-localrouter-model")
 ATTEMPTS_HEADER: str = istr("x-localrouter-attempts")
 TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 
-# What a route makes of a request for one instance and upstream id; raises LocalRouterError
+# What a route makes of a request for one instance and upstream id; raises ApiError
 # when that instance cannot take it.
 Plan = Callable[[Instance, str], Awaitable[Call]]
 
@@ -82,7 +82,7 @@ async def _in_turn(
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
     attempts = 0
-    failure: web.StreamResponse | LocalRouterError | None = None
+    failure: web.StreamResponse | ApiError | None = None
     failed_name = listed_as
     client = request[CLIENT]
     for position, name in enumerate(names):
@@ -97,7 +97,7 @@ async def _in_turn(
                 raise
             log.warning("proxy.fallback_skipped", fallback=name, reason=error.message)
             continue
-        except LocalRouterError as error:
+        except ApiError as error:
             if position == 0:
                 raise  # the caller asked for it: not allowed, not a chat model, ...
             log.info("proxy.fallback_skipped", fallback=name, reason=error.message)
@@ -134,7 +134,7 @@ async def _in_turn(
             if pool is None or not _about_the_key(status):
                 break
         failed_name = name
-    if isinstance(failure, LocalRouterError):
+    if isinstance(failure, ApiError):
         raise failure
     assert failure is not None  # the first name is always resolved or raised, then tried
     return failure
@@ -147,7 +147,7 @@ def _about_the_key(status: int) -> bool:
 def _no_key(none: NoKeyFree, pool: KeyPool) -> GatewayError:
     """Every key rests (429, with the shortest wait) or was refused (502)."""
     if none.wait is None:
-        return GatewayError(none.describe(pool), status=502, code="upstream_keys_refused")
-    error = GatewayError(none.describe(pool), status=429, code="upstream_rate_limited")
+        return GatewayError(none.describe(pool.instance), status=502, code="upstream_keys_refused")
+    error = GatewayError(none.describe(pool.instance), status=429, code="upstream_rate_limited")
     error.headers["Retry-After"] = str(max(1, round(none.wait)))
     return error

@@ -14,13 +14,13 @@ import structlog
 from aiohttp import hdrs, web
 
 from localrouter.base.errors import UpstreamError
+from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.guard import add_cors
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 
 log = structlog.get_logger(__name__)
 
-Json = dict[str, Any]
 Event = tuple[str, Json]
 
 MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken

@@ -16,7 +16,16 @@ import structlog
 from aiohttp import hdrs, web
 from multidict import istr
 
-from localrouter.base.errors import GatewayError, NotAChatModel, UpstreamError, error_body
+from localrouter.base.errors import (
+    OPENAI,
+    ErrorShape,
+    GatewayError,
+    NotAChatModel,
+    Redirected,
+    UpstreamError,
+    error_body,
+)
+from localrouter.base.jsonload import Json
 from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 from localrouter.http.bodies import JSON, json_response
 from localrouter.http.guard import add_cors
@@ -24,7 +33,6 @@ from localrouter.lists.instance import Instance, Route
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import (
     ERROR_SNIPPET_BYTES,
-    Redirected,
     UpstreamClient,
     UpstreamResponse,
     Where,
@@ -131,16 +139,20 @@ async def send(
     pool = instance.keys
     streamed = call.streamed
     seconds = instance.settings.chat_timeout_seconds
-    with GatewayErrors(target, http, seconds, None if streamed else request.task) as errors:
-        async with http.request(
-            "POST",
-            target.url,
-            headers=route.headers if pool is None else route.keyed[key],
-            extra=call.headers,
-            params=call.params,
-            data=call.data,
-            limits=route.stream_limits if streamed else route.answer_limits,
-        ) as upstream:
+    with GatewayErrors(target, http, seconds) as errors:
+        # A whole answer has a deadline (the 504); a stream's pace is bounded by its limits.
+        async with (
+            asyncio.timeout(None if streamed else seconds),
+            http.request(
+                "POST",
+                target.url,
+                headers=route.headers if pool is None else route.keyed[key],
+                extra=call.headers,
+                params=call.params,
+                data=call.data,
+                limits=route.stream_limits if streamed else route.answer_limits,
+            ) as upstream,
+        ):
             status = upstream.status
             if pool is not None:
                 pool.answered(key, status, upstream.headers.get("Retry-After"))
@@ -153,36 +165,19 @@ async def send(
 
 
 class GatewayErrors:
-    """A failed upstream call as the client's 502 or 504 (each route renders it its way), and
-    given the request's `task`, the whole answer's deadline: the client's `Deadlines` cancel
-    the task once `seconds` pass, which comes out as the 504. A class, not asyncio.timeout
-    and @contextmanager: it wraps every proxied request, and they cost several times the
-    steps (and two getpid calls)."""
+    """A failed upstream call as the client's 502 or 504 (each route renders it its way); a
+    client that left (its request cancelled, or its connection reset) is not an error."""
 
-    __slots__ = ("_http", "_task", "answering", "seconds", "where")
+    __slots__ = ("_http", "answering", "seconds", "where")
 
-    def __init__(
-        self, where: Where, http: UpstreamClient, seconds: float, task: asyncio.Task[Any] | None
-    ) -> None:
-        self.where, self._http, self.seconds, self._task = where, http, seconds, task
+    def __init__(self, where: Where, http: UpstreamClient, seconds: float) -> None:
+        self.where, self._http, self.seconds = where, http, seconds
         self.answering = False  # a failure from here on is not retried
-        if task is not None:
-            http.deadlines.start(task, seconds)
 
     def __enter__(self) -> GatewayErrors:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        task = self._task
-        # Cancelled for its deadline (then always uncancelled once), and not also for the
-        # client's leaving: the answer was too slow.
-        if (
-            task is not None
-            and self._http.deadlines.end(task)
-            and task.uncancel() == 0
-            and isinstance(exc, asyncio.CancelledError)
-        ):
-            exc = TimeoutError()
         if exc is None or isinstance(exc, ConnectionResetError):  # the client left: not ours
             return
         error = self._error(exc)
@@ -215,19 +210,44 @@ class GatewayErrors:
         return None
 
 
-class Forwarded:
-    """The upstream's answer as it is, redacted; server-sent events passed through as they
-    arrive. Errors in OpenAI's shape (subclasses render them their protocol's way)."""
+def openai_event(body: Json) -> bytes:
+    """A server-sent event as Chat Completions streams frame them: `data:` alone."""
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class TranslatedReply:
+    """The part every translated reply shares: the upstream's refusals in the client's
+    protocol's error shape. Each protocol's subclass answers the rest."""
+
+    __slots__ = ()
+    shape: ErrorShape = OPENAI
 
     async def failed(
         self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
     ) -> web.Response:
-        return await upstream_error(upstream, http, where)
+        return await upstream_error(upstream, http, where, self.shape)
+
+
+class Forwarded:
+    """The upstream's answer as it is (the native path of every protocol), redacted;
+    streams passed through as they arrive. Errors in the client's protocol's shape; a stream
+    the upstream broke off ends with that error `framed` as the protocol frames events."""
+
+    __slots__ = ("frame", "shape")
+
+    def __init__(
+        self, shape: ErrorShape = OPENAI, frame: Callable[[Json], bytes] = openai_event
+    ) -> None:
+        self.shape, self.frame = shape, frame
+
+    async def failed(
+        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    ) -> web.Response:
+        return await upstream_error(upstream, http, where, self.shape)
 
     def broken(self, message: str) -> bytes:
         """The event that ends a stream the upstream broke off."""
-        event = orjson.dumps(error_body(message, "upstream_error", "upstream_stream_broken"))
-        return b"data: " + event + b"\n\n"
+        return self.frame(self.shape.message(message, 502, "upstream_stream_broken"))
 
     async def answer(
         self,
@@ -292,10 +312,17 @@ async def relay(
 
 
 async def upstream_error(
-    upstream: UpstreamResponse, http: UpstreamClient, where: Where
+    upstream: UpstreamResponse, http: UpstreamClient, where: Where, shape: ErrorShape = OPENAI
 ) -> web.Response:
-    """The upstream's own status and OpenAI-shaped body, redacted; anything else is wrapped
-    into one."""
+    """The upstream's refusal at its own status, in the client's protocol's `shape`: an
+    OpenAI-shaped body passes as it is (redacted) to an OpenAI client; else the upstream's
+    message (redacted) is wrapped into the shape."""
+    if shape is not OPENAI:
+        snippet = await upstream.content.read(ERROR_SNIPPET_BYTES)
+        detail = upstream_message(snippet, http.secrets)
+        text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
+        body = orjson.dumps(shape.message(text, upstream.status, f"upstream_{upstream.status}"))
+        return web.Response(body=body, status=upstream.status, content_type=JSON)
     raw = await upstream.content.read(MAX_ERROR_BODY)
     try:
         data: Any = orjson.loads(raw)
@@ -310,32 +337,6 @@ async def upstream_error(
         error_body(message, "upstream_error", f"upstream_{upstream.status}"),
         status=upstream.status,
     )
-
-
-async def upstream_error_shaped(
-    upstream: UpstreamResponse,
-    http: UpstreamClient,
-    where: Where,
-    shape: Callable[[str, int], dict[str, Any]],
-) -> web.Response:
-    """The upstream's status, with its own message (redacted) in another protocol's error
-    shape (`shape(message, status)`: Anthropic's, Ollama's)."""
-    detail = upstream_message(await upstream.content.read(ERROR_SNIPPET_BYTES), http.secrets)
-    text = f"{where} answered HTTP {upstream.status}" + (f": {detail}" if detail else "")
-    body = orjson.dumps(shape(text, upstream.status))
-    return web.Response(body=body, status=upstream.status, content_type=JSON)
-
-
-class ShapedErrors:
-    """A reply whose upstream refusals are rendered in its protocol's error shape."""
-
-    __slots__ = ()
-    error_shape: Callable[[str, int], dict[str, Any]]
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await upstream_error_shaped(upstream, http, where, self.error_shape)
 
 
 def _streams(content_type: str) -> bool:

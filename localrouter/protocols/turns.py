@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-Json = dict[str, Any]
+from localrouter.base.jsonload import Json
 
 
 def settle(messages: list[Json]) -> list[Json]:

@@ -28,10 +28,9 @@ import orjson
 from yarl import URL
 
 from localrouter import __version__
-from localrouter.base.errors import UpstreamError
+from localrouter.base.errors import Redirected, UpstreamError
 from localrouter.base.jsonload import loads_off_loop
 from localrouter.base.secrets import display_url, drop_partial_secret, redact, shorten
-from localrouter.upstream.deadlines import Deadlines
 
 USER_AGENT = f"localrouter/{__version__}"
 ERROR_SNIPPET_BYTES = 64 * 1024
@@ -102,32 +101,16 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[UpstreamResponse]: ...
 
 
-class Redirected(UpstreamError):
-    """An upstream answered with a redirect, which is not followed. `at(where)` is the error
-    as a caller reports it, naming the upstream."""
-
-    def __init__(self, status: int, target: str) -> None:
-        super().__init__(
-            f"answered HTTP {status}, a redirect to {target}; localrouter does not follow "
-            "redirects (they would carry the API key to another address): set the instance's "
-            "base_url to where it points",
-            status=502,
-            code="upstream_redirect",
-        )
-
-    @classmethod
-    def of(cls, response: UpstreamResponse) -> Redirected:
-        location = response.headers.get("Location")
-        target = display_url(response.url.join(URL(location))) if location else "nowhere"
-        return cls(response.status, target)
-
-    def at(self, where: Where) -> UpstreamError:
-        return UpstreamError(f"{where} {self.message}", status=502, code="upstream_redirect")
+def redirected(response: UpstreamResponse) -> Redirected:
+    """The error for an upstream's redirect, naming where it points (without credentials)."""
+    location = response.headers.get("Location")
+    target = display_url(response.url.join(URL(location))) if location else "nowhere"
+    return Redirected(response.status, target)
 
 
 async def _refuse_redirects(response: aiohttp.ClientResponse) -> None:
     if 300 <= response.status < 400:
-        raise Redirected.of(response)
+        raise redirected(response)
 
 
 class SessionTransport:
@@ -238,7 +221,7 @@ class CannedTransport:
         canned = self._answer(method, full, data or b"")
         response = _CannedResponse(canned.status, full, canned.headers, _CannedBody(canned.body))
         if 300 <= canned.status < 400:
-            raise Redirected.of(response)
+            raise redirected(response)
         yield response
 
 
@@ -259,7 +242,6 @@ class UpstreamClient:
         self.max_bytes = max_bytes
         self.secrets = secrets
         self.label = f"instance '{instance}'" if instance else None
-        self.deadlines = Deadlines()  # of the whole answers of calls in flight (proxy.send)
 
     def where(self, url: str | URL) -> Where:
         """How a message names the upstream: the instance and its URL without secrets."""

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from localrouter.base.errors import UpstreamError
+from localrouter.base.errors import NoKeyFree, UpstreamError
 
 T = TypeVar("T")
 
@@ -20,25 +20,6 @@ MAX_BACKOFF_SECONDS = 60.0
 MAX_REST_SECONDS = 3600.0  # a Retry-After beyond an hour is taken as an hour
 REFUSED = (401, 403)
 RATE_LIMITED = 429
-
-
-class NoKeyFree(Exception):
-    """Every key rests or was refused; `wait` is the shortest rest left (None: all refused)."""
-
-    def __init__(self, wait: float | None) -> None:
-        super().__init__(wait)
-        self.wait = wait
-
-    def describe(self, pool: KeyPool) -> str:
-        if self.wait is None:
-            return (
-                f"every key of instance '{pool.instance}' was refused (HTTP 401/403); fix them "
-                "in the config"
-            )
-        return (
-            f"every key of instance '{pool.instance}' is rate limited; the first is free "
-            f"again in {self.wait:.0f} s"
-        )
 
 
 @dataclass(slots=True)
@@ -159,7 +140,7 @@ async def first_that_works(pool: KeyPool, attempt: Callable[[int], Awaitable[T]]
         try:
             index = pool.pick()
         except NoKeyFree as none:
-            raise UpstreamError(none.describe(pool)) from None
+            raise UpstreamError(none.describe(pool.instance)) from None
         try:
             found = await attempt(index)
         except UpstreamError as error:

@@ -47,7 +47,7 @@ VIEWS = (
 
 @dataclass(frozen=True, slots=True)
 class ModelViews:
-    """The list views' routes, and what app.py starts in the background (the unique views warm-up)."""
+    """The list views' routes, and the distinct models (app.py warms them up at start)."""
 
     routes: list[Route]
     unique: UniqueModels

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from localrouter.base.errors import anthropic_error_body
-
-Json = dict[str, Any]
+from localrouter.base.errors import ANTHROPIC
+from localrouter.base.jsonload import Json
+from localrouter.protocols.bridge import an_object, token_count
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -24,15 +24,10 @@ STOP_REASONS = {
 def message(chat: Json, model: str, *, thinking: bool = False) -> Json:
     """The Messages answer for a whole Chat Completions answer; `model` is the id the client
     asked for. `thinking`: the client asked for thinking, so the upstream's reasoning text
-    comes back as a thinking block. (Every bridged answer comes through here: checks are
-    inline, bench/bridges.py.)"""
+    comes back as a thinking block."""
     choices = chat.get("choices")
-    choice = choices[0] if type(choices) is list and choices else None
-    if type(choice) is not dict:
-        choice = {}
-    said = choice.get("message")
-    if type(said) is not dict:
-        said = {}
+    choice = an_object(choices[0] if type(choices) is list and choices else None)
+    said = an_object(choice.get("message"))
     content: list[Json] = []
     if thinking and (reasoning := reasoning_text(said)):
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
@@ -99,16 +94,13 @@ def reasoning_text(said: Json) -> str:
 
 def usage(chat_usage: Any) -> Json:
     """Chat counts as Messages counts: cached prompt tokens are reported apart, as Anthropic
-    does (its input_tokens excludes cache reads). Counts that are not counts are 0 (as
-    bridge.token_count, inline here: on every answer)."""
+    does (its input_tokens excludes cache reads). Counts that are not counts are 0."""
     if type(chat_usage) is not dict:
         return {"input_tokens": 0, "output_tokens": 0}
-    prompt, output = chat_usage.get("prompt_tokens"), chat_usage.get("completion_tokens")
-    prompt = prompt if type(prompt) is int and prompt > 0 else 0
-    output = output if type(output) is int and output > 0 else 0
-    details = chat_usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if type(details) is dict else None
-    if type(cached) is not int or cached <= 0:
+    prompt = token_count(chat_usage.get("prompt_tokens"))
+    output = token_count(chat_usage.get("completion_tokens"))
+    cached = token_count(an_object(chat_usage.get("prompt_tokens_details")).get("cached_tokens"))
+    if not cached:
         return {"input_tokens": prompt, "output_tokens": output}
     return {
         "input_tokens": max(prompt - cached, 0),
@@ -252,7 +244,7 @@ class MessagesStream:
         return "content_block_delta", body
 
     def broken(self, message: str) -> list[tuple[str, Json]]:
-        return [("error", anthropic_error_body(message, 502))]
+        return [("error", ANTHROPIC.message(message, 502, "upstream_stream_broken"))]
 
     def _close(self) -> list[tuple[str, Json]]:
         if self._open is None:

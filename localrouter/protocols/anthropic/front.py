@@ -14,10 +14,12 @@ import orjson
 from aiohttp import web
 
 from localrouter.base.errors import (
+    ANTHROPIC,
     BadRequest,
+    NoKeyFree,
     UpstreamError,
-    anthropic_error_body,
 )
+from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.config.control import may_call
 from localrouter.http.bodies import JSON, model_request, request_json
@@ -32,7 +34,6 @@ from localrouter.protocols.bridge import sse, translate_stream, whole_answer
 from localrouter.protocols.forward import RequestBody, chat_route, rewritten
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
-from localrouter.upstream.key_pool import NoKeyFree
 
 
 class Messages:
@@ -82,7 +83,7 @@ class MessagesPlan:
         body = self.body.take()
         streamed = body.get("stream") is True
         thinking = "thinking" in body and wants_thinking(body)
-        reply = Translated(self.model, thinking=thinking, streamed=streamed)
+        reply = MessagesReply(self.model, thinking=thinking, streamed=streamed)
         chat = orjson.dumps(
             chat_request(
                 body,
@@ -94,17 +95,11 @@ class MessagesPlan:
         return proxy.Call(route, "chat/completions", chat, streamed, reply)
 
 
-class AnthropicErrors(proxy.ShapedErrors):
-    """Upstream refusals in Anthropic's shape."""
-
-    __slots__ = ()
-    error_shape = staticmethod(anthropic_error_body)
-
-
-class Translated(AnthropicErrors):
-    """A Chat Completions answer, whole or streamed, as Messages (chat_to_messages.py)."""
+class MessagesReply(proxy.TranslatedReply):
+    """A Chat Completions answer, whole or streamed, as Messages (from_chat.py)."""
 
     __slots__ = ("model", "streamed", "thinking")
+    shape = ANTHROPIC
 
     def __init__(self, model: str, *, thinking: bool, streamed: bool) -> None:
         self.model, self.thinking, self.streamed = model, thinking, streamed
@@ -127,14 +122,12 @@ class Translated(AnthropicErrors):
         )
 
 
-class Native(AnthropicErrors, proxy.Forwarded):
-    """The answer of an instance that speaks Messages, as it is; errors in Anthropic's shape."""
-
-    def broken(self, message: str) -> bytes:
-        return sse([("error", anthropic_error_body(message, 502))])
+def _error_event(body: Json) -> bytes:
+    return sse([("error", body)])
 
 
-NATIVE = Native()
+# The answer of an instance that speaks Messages, as it is; errors in Anthropic's shape.
+NATIVE = proxy.Forwarded(ANTHROPIC, _error_event)
 
 # What a client says of the protocol, kept on the native path (never its credentials).
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")

@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
+from localrouter.base.jsonload import Json
 from localrouter.protocols.turns import settle
-
-Json = dict[str, Any]
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 _NUMBER = (int, float)

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from localrouter.base.jsonload import Json
 from localrouter.protocols.bridge import Event, an_object
 
-Json = dict[str, Any]
 _DONE_REASONS = {"length": "length", "content_filter": "stop", "tool_calls": "stop"}
 
 

@@ -15,7 +15,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter.base.errors import BadRequest, LocalRouterError, ollama_error_body
+from localrouter.base.errors import OLLAMA, BadRequest, NotServedHere
+from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, request_json
 from localrouter.lists.instance import Instance, Route
@@ -26,7 +27,7 @@ from localrouter.protocols.forward import (
     Call,
     Forwarded,
     RequestBody,
-    ShapedErrors,
+    TranslatedReply,
     chat_route,
     rewritten,
 )
@@ -36,12 +37,6 @@ from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 
 NDJSON = "application/x-ndjson"
-
-
-class NotServedHere(LocalRouterError):
-    status = 501
-    code = "not_supported"
-    error_type = "invalid_request_error"
 
 
 def routes(upstreams: attempts.Upstreams) -> dict[str, Handler]:
@@ -107,7 +102,7 @@ class OllamaPlan:
         data = orjson.dumps(translate(body, upstream_id, reasoning=reasoning))
         answer = OllamaAnswer(self.name, generate=generating)
         streamed = streams(body)
-        return Call(route, "chat/completions", data, streamed, Translated(answer, streamed))
+        return Call(route, "chat/completions", data, streamed, OllamaReply(answer, streamed))
 
     def _embedding(self, route: Route, upstream_id: str) -> Call:
         body = self.body.take()
@@ -122,30 +117,28 @@ class OllamaPlan:
         return Call(route, "embeddings", orjson.dumps(wanted), False, reply)
 
 
-class OllamaErrors(ShapedErrors):
+def _error_line(body: Json) -> bytes:
+    return orjson.dumps(body) + b"\n"
+
+
+# An `ollama` instance's answer, as it is; errors in Ollama's shape.
+NATIVE = Forwarded(OLLAMA, _error_line)
+
+
+class OllamaErrors(TranslatedReply):
     """Upstream refusals in Ollama's shape."""
 
     __slots__ = ()
-    error_shape = staticmethod(ollama_error_body)
+    shape = OLLAMA
 
 
-class Native(OllamaErrors, Forwarded):
-    """An `ollama` instance's answer, as it is; errors in Ollama's shape."""
-
-    def broken(self, message: str) -> bytes:
-        return orjson.dumps(ollama_error_body(message, 502)) + b"\n"
-
-
-NATIVE = Native()
-
-
-class Translated(OllamaErrors):
+class OllamaReply(OllamaErrors):
     """A Chat Completions answer, whole or streamed, as Ollama's."""
 
-    __slots__ = ("shape", "streamed")
+    __slots__ = ("form", "streamed")
 
-    def __init__(self, shape: OllamaAnswer, streamed: bool) -> None:
-        self.shape, self.streamed = shape, streamed
+    def __init__(self, form: OllamaAnswer, streamed: bool) -> None:
+        self.form, self.streamed = form, streamed
 
     async def answer(
         self,
@@ -156,12 +149,12 @@ class Translated(OllamaErrors):
         shown: Mapping[str, str],
     ) -> web.StreamResponse:
         if self.streamed:
-            stream = OllamaStream(self.shape)
+            stream = OllamaStream(self.form)
             return await translate_stream(
                 request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
             )
         answer = whole_answer(await http.read_body(upstream, where), where)
-        whole = orjson.dumps(self.shape.whole(answer))
+        whole = orjson.dumps(self.form.whole(answer))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
         )

@@ -12,9 +12,8 @@ from typing import Any
 import orjson
 
 from localrouter.base.errors import BadRequest
+from localrouter.base.jsonload import Json
 from localrouter.protocols.bridge import an_object
-
-Json = dict[str, Any]
 
 # options -> Chat Completions parameters of the same meaning
 _OPTIONS = {

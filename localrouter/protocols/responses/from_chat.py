@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from localrouter.base.jsonload import Json
 from localrouter.protocols.bridge import Event, token_count
-
-Json = dict[str, Any]
 
 # Response ids: random per process, counted within it (cheaper than a uuid4 per response).
 _PROCESS = secrets.token_hex(8)

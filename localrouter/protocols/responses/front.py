@@ -21,9 +21,9 @@ from localrouter.protocols.forward import (
     FORWARDED,
     Call,
     RequestBody,
+    TranslatedReply,
     chat_route,
     rewritten,
-    upstream_error,
 )
 from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
@@ -101,7 +101,7 @@ class ResponsesPlan:
             max_output_tokens=listed.max_output_tokens if listed else None,
         )
         streamed = body.get("stream") is True
-        reply = Translated(
+        reply = ResponsesReply(
             echoed(body),
             self.model,
             streamed=streamed,
@@ -121,9 +121,9 @@ class ResponsesPlan:
 Keeping = tuple[ResponseStore, str, list[dict[str, Any]], int]
 
 
-class Translated:
-    """A Chat Completions answer, whole or streamed, as a Response (chat_to_responses.py);
-    kept for `previous_response_id` unless the request said `store: false`."""
+class ResponsesReply(TranslatedReply):
+    """A Chat Completions answer, whole or streamed, as a Response (from_chat.py); kept for
+    `previous_response_id` unless the request said `store: false`."""
 
     __slots__ = ("echo", "headers", "kept", "model", "streamed")
 
@@ -143,11 +143,6 @@ class Translated:
             headers,
             kept,
         )
-
-    async def failed(
-        self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
-    ) -> web.Response:
-        return await upstream_error(upstream, http, where)
 
     async def answer(
         self,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from aiohttp import hdrs, web
 
-Json = dict[str, Any]
+from localrouter.base.jsonload import Json
 
 MAX_RESPONSES = 1000
 MAX_BYTES = 64 * 1024 * 1024

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localrouter.base.errors import BadRequest
+from localrouter.base.jsonload import Json
 from localrouter.protocols.turns import settle
-
-Json = dict[str, Any]
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _EFFORTS = ("minimal", "low", "medium", "high")
