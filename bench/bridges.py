@@ -19,7 +19,11 @@ difference is the translation there and back.
    (parse, translate and serialise both ways, less what forwarding does with the same
    request), timed in this process; in the daemon it costs about twice that (colder caches).
 
+The upstream and the daemon run on the same event loop (bench/harness.py); --loops
+uvloop,asyncio runs the whole bench once on each.
+
     python bench/bridges.py [--requests 1000] [--block 100] [--seconds 3] [--rounds 5]
+                            [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +47,19 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from models import HERE, LOAD_CORE, cpu_seconds, free_port, pinned, process, wait_for, wrk_run
+from harness import (
+    LOAD_CORE,
+    Rounds,
+    Target,
+    add_loops_argument,
+    daemon_command,
+    free_port,
+    helper_command,
+    listed,
+    loops_of,
+    start,
+    wrk_run,
+)
 
 from localrouter.protocols.anthropic import to_chat as messages_to_chat
 from localrouter.protocols.anthropic.from_chat import message
@@ -267,8 +282,11 @@ def throughput(
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
     for number, case in enumerate(cases):
-        scripts = {}
-        for name, body in (("chat", case.chat_body), ("bridge", case.body)):
+        targets = []
+        for name, body, path in (
+            ("chat", case.chat_body, "/v1/chat/completions"),
+            ("bridge", case.body, case.path),
+        ):
             script = workdir / f"{name}-{number}.lua"
             body_file = workdir / f"{name}-{number}.json"
             body_file.write_bytes(body)
@@ -278,51 +296,31 @@ def throughput(
                 'wrk.headers["anthropic-version"] = "2023-06-01"\n'
                 f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
             )
-            scripts[name] = script
 
-        cpu: dict[str, list[float]] = {"chat": [], "bridge": []}
+            def load(
+                seconds: float, url: str = base + path, script: Path = script
+            ) -> tuple[float, int]:
+                return wrk_run(url, seconds, 16, "-s", str(script))
 
-        def run(
-            name: str,
-            seconds: float,
-            scripts: dict[str, Path] = scripts,
-            cpu: Any = cpu,
-            path: str = case.path,
-        ) -> float:
-            url = f"{base}/v1/chat/completions" if name == "chat" else f"{base}{path}"
-            before = cpu_seconds(daemon_pid)
-            rate, count = wrk_run(url, seconds, 16, "-s", str(scripts[name]))
-            cpu[name].append((cpu_seconds(daemon_pid) - before) / count)
-            return rate
-
-        run("chat", 1)
-        run("bridge", 1)
-        cpu["chat"].clear()
-        cpu["bridge"].clear()
-        ratios, chat_rates, bridge_rates = [], [], []
-        for round_number in range(args.rounds):
-            order = ["chat", "bridge"] if round_number % 2 == 0 else ["bridge", "chat"]
-            rates = {name: run(name, args.seconds) for name in order}
-            chat_rates.append(rates["chat"])
-            bridge_rates.append(rates["bridge"])
-            ratios.append(rates["bridge"] / rates["chat"])
-        chat_cpu = statistics.median(cpu["chat"]) * 1e6
-        bridge_cpu = statistics.median(cpu["bridge"]) * 1e6
-        cpu_ratios = [c / m for c, m in zip(cpu["chat"], cpu["bridge"], strict=True)]
+            targets.append(Target(name, daemon_pid, load))
+        for target in targets:
+            target.measure(1)  # warm
+        rounds = Rounds()
+        rounds.run(targets, args.rounds, args.seconds)
+        ratios = rounds.rate_ratios("bridge", "chat")
+        cpu_ratios = rounds.cpu_ratios("chat", "bridge")
+        chat_cpu = rounds.cpu_us("chat")
         added = translation_seconds(case) * 1e6
         floor = chat_cpu / (chat_cpu + added)
         ratio = statistics.median(cpu_ratios)
         verdict = "ok" if ratio >= THROUGHPUT_TARGET else "UNDER"
         print(
-            f"throughput, non-streamed, {case.name:<28} chat {statistics.median(chat_rates):7.1f} "
-            f"req/s | bridge {statistics.median(bridge_rates):7.1f} req/s | req/s ratio "
-            f"{statistics.median(ratios):.3f} (rounds: "
-            + ", ".join(f"{r:.2f}" for r in ratios)
-            + ")\n"
-            f"  daemon CPU per request: chat {chat_cpu:6.1f} us | bridge {bridge_cpu:6.1f} us"
-            f" | ratio {ratio:.3f} ({verdict}, target >= {THROUGHPUT_TARGET}; rounds: "
-            + ", ".join(f"{r:.2f}" for r in cpu_ratios)
-            + ")\n"
+            f"throughput, non-streamed, {case.name:<28} chat {rounds.rate('chat'):7.1f} "
+            f"req/s | bridge {rounds.rate('bridge'):7.1f} req/s | req/s ratio "
+            f"{statistics.median(ratios):.3f} (rounds: {listed(ratios)})\n"
+            f"  daemon CPU per request: chat {chat_cpu:6.1f} us | bridge "
+            f"{rounds.cpu_us('bridge'):6.1f} us | ratio {ratio:.3f} ({verdict}, target >= "
+            f"{THROUGHPUT_TARGET}; rounds: {listed(cpu_ratios)})\n"
             f"  floor: the translation alone, {added:5.1f} us a request over forwarding (timed "
             f"here), on {chat_cpu:6.1f} us of forwarding would be a ratio of {floor:.3f}",
             flush=True,
@@ -337,6 +335,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
+    add_loops_argument(parser)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {LOAD_CORE})  # the client beside the upstream; the daemon alone
@@ -346,6 +345,13 @@ def main() -> None:
         responses_case("short", short_responses_request()),
         responses_case("codex-sized", codex_sized_request()),
     ]
+    for loop in loops_of(args):
+        print(f"event loop: {loop}", flush=True)
+        run_on(loop, cases, args)
+
+
+def run_on(loop: str, cases: list[Case], args: argparse.Namespace) -> None:
+    """The upstream and the daemon on `loop`, and every measure through them."""
     upstream_port, daemon_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as workdir:
         config = Path(workdir) / "config.yaml"
@@ -354,22 +360,15 @@ def main() -> None:
             f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {persist: false}\n"
         )
-        upstream = [sys.executable, str(HERE / "servers.py"), "chat", str(upstream_port)]
-        daemon = (sys.executable, "-m", "localrouter", "serve", "--config", str(config))
-        daemon += ("--port", str(daemon_port), "--log-level", "warning")
-        upstream_process = subprocess.Popen(pinned(LOAD_CORE, upstream))
-        try:
-            with process(*daemon) as daemon_process:
-                base = f"http://127.0.0.1:{daemon_port}"
-                asyncio.run(wait_for(f"{base}/v1/models"))
-                print(
-                    f"{args.requests} sequential requests per path and size, blocks of {args.block}"
-                )
-                asyncio.run(latency(base, cases, args))
-                throughput(base, cases, Path(workdir), daemon_process.pid, args)
-        finally:
-            upstream_process.terminate()
-            upstream_process.wait(timeout=10)
+        upstream = helper_command("chat", upstream_port)
+        with (
+            start(upstream, port=upstream_port, loop=loop, core=LOAD_CORE),
+            start(daemon_command(config, daemon_port), port=daemon_port, loop=loop) as daemon,
+        ):
+            daemon.wait_until_answering("/v1/models")
+            print(f"{args.requests} sequential requests per path and size, blocks of {args.block}")
+            asyncio.run(latency(daemon.base, cases, args))
+            throughput(daemon.base, cases, Path(workdir), daemon.pid, args)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ their ratio (ceiling / localrouter: 1.0 = no overhead). Needs valgrind (apt-get 
 valgrind); slow (valgrind runs Python some 50 times slower), so keep --requests modest.
 
     python bench/instructions.py [--models 2000] [--requests 1000] [--gzip] [--client]
-                                 [--fleet REDIS_URL] [--keep DIR] [PATH ...]
+                                 [--fleet REDIS_URL] [--keep DIR] [--loops uvloop,asyncio]
+                                 [PATH ...]
                                  # default: /v1/models
 
 --fleet runs the daemon as one of a fleet sharing that Redis: what it does in the background
-(events, counter reports) while the requests run is counted too.
+(events, counter reports) while the requests run is counted too. The daemon and the ceiling run
+on the same event loop (bench/harness.py); --loops uvloop,asyncio counts on each in turn.
 """
 
 from __future__ import annotations
@@ -24,37 +26,39 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, free_port, save_answer
+from harness import (
+    Server,
+    add_loops_argument,
+    daemon_command,
+    free_port,
+    helper_command,
+    loops_of,
+    start,
+)
+from models import save_answer
 
 TOKEN = "bench-client-token-5d1e"
 
 
-def under_callgrind(out: Path, command: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def under_callgrind(out: Path, command: list[str]) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *command]
 
 
-async def wait_for(url: str, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 180  # Python under valgrind starts slowly
-    async with aiohttp.ClientSession(headers=headers) as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise SystemExit(f"{url} did not answer")
+# Python under valgrind starts slowly: wait longer, and ask less often.
+STARTING_SECONDS, ASKING_EVERY = 180.0, 0.5
+
+
+def started(stack: ExitStack, command: list[str], port: int, loop: str) -> Server:
+    """`command` under callgrind, on no fixed core (as counted, not timed), stopped on exit."""
+    server = stack.enter_context(start(command, port=port, ready=None, loop=loop, core=None))
+    server.wait_until_answering(within=STARTING_SECONDS, interval=ASKING_EVERY)
+    return server
 
 
 async def load(url: str, pid: int, name: str, count: int, headers: dict[str, str]) -> None:
@@ -107,18 +111,25 @@ def main() -> None:
         "--keep",
         metavar="DIR",
         type=Path,
-        help="copy the callgrind files here (callgrind_annotate)",
+        help="copy the callgrind files here, a folder for each loop (callgrind_annotate)",
     )
+    add_loops_argument(parser)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    for loop in loops_of(args):
+        count_on(loop, args)
+
+
+def count_on(loop: str, args: argparse.Namespace) -> None:
     headers = {"Accept-Encoding": "gzip" if args.gzip else "identity"}
     if args.client:
         headers["Authorization"] = f"Bearer {TOKEN}"
     upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
-    python = sys.executable
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         workdir = Path(folder)
+        if args.keep is not None:  # copied when all have stopped (callbacks run last first)
+            stack.callback(keep, workdir, args.keep / loop)
         config = workdir / "config.yaml"
         shaping = (
             f"clients: [{{name: editor, token: {TOKEN}, allow: ['bench/*[13579]-instruct']}}]\n"
@@ -130,52 +141,46 @@ def main() -> None:
             + (shaping if args.client else "")
             + (f"fleet: {{redis_url: '{args.fleet}'}}\n" if args.fleet else "")
         )
-        upstream = subprocess.Popen(
-            [python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(args.models)]
-        )
+        upstream = helper_command("upstream", upstream_port, args.models)
+        stack.enter_context(start(upstream, port=upstream_port, loop=loop, core=None))
         daemon_out = workdir / "daemon"
-        serve = ["serve", "--config", str(config), "--port", str(daemon_port)]
-        daemon = under_callgrind(
-            daemon_out, [python, "-m", "localrouter", *serve, "--log-level", "warning"]
+        command = under_callgrind(daemon_out, daemon_command(config, daemon_port))
+        daemon = started(stack, command, daemon_port, loop)
+        daemon.wait_until_answering(
+            "/v1/models", headers=headers, within=STARTING_SECONDS, interval=ASKING_EVERY
         )
-        try:
-            base = f"http://127.0.0.1:{daemon_port}"
-            asyncio.run(wait_for(f"{base}/v1/models", headers))
-            print(
-                f"{args.models} models, {args.requests} requests each, gzip "
-                f"{'on' if args.gzip else 'off'}, {'a client' if args.client else 'anyone'}"
-                + (", fleet on" if args.fleet else "")
-            )
-            for number, path in enumerate(args.paths):
-                body = workdir / f"body-{number}.json"
-                save_answer(base + path, headers, body)
-                ceiling_out = workdir / f"ceiling-{number}"
-                command = [python, str(HERE / "servers.py"), "ceiling", str(ceiling_port)]
-                ceiling = under_callgrind(ceiling_out, [*command, str(body)])
-                ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
-                asyncio.run(wait_for(ceiling_url, headers))
-                name = f"path{number}"
-                asyncio.run(load(base + path, daemon.pid, name, args.requests, headers))
+        print(
+            f"{args.models} models, {args.requests} requests each, gzip "
+            f"{'on' if args.gzip else 'off'}, {'a client' if args.client else 'anyone'}"
+            + (", fleet on" if args.fleet else "")
+            + f", {loop}",
+            flush=True,
+        )
+        for number, path in enumerate(args.paths):
+            body = workdir / f"body-{number}.json"
+            save_answer(daemon.url(path), headers, body)
+            ceiling_out = workdir / f"ceiling-{number}"
+            command = under_callgrind(ceiling_out, helper_command("ceiling", ceiling_port, body))
+            name = f"path{number}"
+            with ExitStack() as one:
+                ceiling = started(one, command, ceiling_port, loop)
+                ceiling_url = ceiling.url("/v1/models")
+                asyncio.run(load(daemon.url(path), daemon.pid, name, args.requests, headers))
                 asyncio.run(load(ceiling_url, ceiling.pid, name, args.requests, headers))
-                ceiling.terminate()
-                ceiling.wait()
-                ours = per_request(daemon_out, daemon.pid, name, args.requests)
-                best = per_request(ceiling_out, ceiling.pid, name, args.requests)
-                print(
-                    f"{path:<18} localrouter {ours / 1000:7.1f}k instructions/request, "
-                    f"ceiling {best / 1000:7.1f}k, ratio {best / ours:.3f}",
-                    flush=True,
-                )
-        finally:
-            daemon.terminate()
-            daemon.wait()
-            upstream.terminate()
-            upstream.wait()
-            if args.keep is not None:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                for part in workdir.iterdir():
-                    if part.name.startswith(("daemon.", "ceiling-")):
-                        shutil.copy(part, args.keep / part.name)
+            ours = per_request(daemon_out, daemon.pid, name, args.requests)
+            best = per_request(ceiling_out, ceiling.pid, name, args.requests)
+            print(
+                f"{path:<18} localrouter {ours / 1000:7.1f}k instructions/request, "
+                f"ceiling {best / 1000:7.1f}k, ratio {best / ours:.3f}",
+                flush=True,
+            )
+
+
+def keep(workdir: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    for part in workdir.iterdir():
+        if part.name.startswith(("daemon.", "ceiling-")):
+            shutil.copy(part, into / part.name)
 
 
 if __name__ == "__main__":

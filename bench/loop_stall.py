@@ -8,9 +8,11 @@ answer takes:
 2. unknown models: `POST /v1/chat/completions` with ids no instance lists, against a 20,000-model
    list (each answer carries "did you mean" suggestions).
 `/health` needs nothing of that work, so its latency is the loop's stall. Prints p50, p99 and the
-worst per phase against the target (50 ms).
+worst per phase against the target (50 ms). --loops uvloop,asyncio runs both phases on each
+event loop (the daemon's and the upstream's; bench/harness.py).
 
     python bench/loop_stall.py [--models 100000] [--unknown-against 20000]
+                               [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +29,15 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import HERE, free_port, process, wait_for
+from harness import (
+    LOAD_CORE,
+    add_loops_argument,
+    daemon_command,
+    free_port,
+    helper_command,
+    loops_of,
+    start,
+)
 
 TARGET_MS = 50.0
 
@@ -54,7 +62,7 @@ async def drain(response: aiohttp.ClientResponse) -> int:
 
 
 async def refresh_phase(base: str) -> tuple[list[float], float]:
-    stop, seen = asyncio.Event(), []
+    stop, seen = asyncio.Event(), list[float]()
     prober = asyncio.create_task(probe_health(base + "/health", stop, seen))
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
@@ -80,7 +88,7 @@ async def refresh_phase(base: str) -> tuple[list[float], float]:
 
 
 async def unknown_phase(base: str, requests: int) -> tuple[list[float], list[float]]:
-    stop, seen = asyncio.Event(), []
+    stop, seen = asyncio.Event(), list[float]()
     prober = asyncio.create_task(probe_health(base + "/health", stop, seen))
     answers = []
     async with aiohttp.ClientSession() as session:
@@ -112,42 +120,35 @@ def report(what: str, values: list[float], *, judged: bool = True) -> float:
     return worst
 
 
-def run_daemon_with(models: int, workdir: Path, phase: str, args: argparse.Namespace) -> float:
+def run_daemon_with(
+    models: int, workdir: Path, phase: str, loop: str, args: argparse.Namespace
+) -> float:
     upstream_port, daemon_port = free_port(), free_port()
-    config = workdir / f"{phase}.yaml"
+    config = workdir / f"{phase}-{loop}.yaml"
     config.write_text(
         "providers:\n"
         f"  - {{name: big, type: openai_compatible, "
         f"base_url: 'http://127.0.0.1:{upstream_port}/v1', max_response_bytes: 268435456}}\n"
     )
-    os.environ["XDG_CACHE_HOME"] = str(workdir / f"cache-{phase}")
+    cache = {"XDG_CACHE_HOME": str(workdir / f"cache-{phase}-{loop}")}
     # The upstream stands in for a remote server: at the lowest priority, its sending of a 40 MB
     # list takes only the idle time of the cores the daemon and the probe run on.
-    lowest_priority = ["nice", "-n", "19"] if shutil.which("nice") else []
-    serve = [sys.executable, str(HERE / "servers.py"), "upstream", str(upstream_port), str(models)]
-    upstream = subprocess.Popen(
-        [*lowest_priority, *serve],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    daemon = (sys.executable, "-m", "localrouter", "serve", "--config", str(config))
-    daemon += ("--port", str(daemon_port), "--log-level", "warning")
-    asyncio.run(wait_for(f"http://127.0.0.1:{upstream_port}/v1/models", models))
-    try:
-        with process(*daemon):
-            base = f"http://127.0.0.1:{daemon_port}"
-            asyncio.run(wait_for(base + "/health"))
-            if phase == "refresh":
-                print(f"refresh of a {models}-model list:", flush=True)
-                seen, _ = asyncio.run(refresh_phase(base))
-                return report("/health while refreshing", seen)
-            print(f"unknown models against a {models}-model list:", flush=True)
-            seen, answers = asyncio.run(unknown_phase(base, args.unknown_requests))
-            report("POST /v1/chat/completions (404)", answers, judged=False)
-            return report("/health meanwhile", seen)
-    finally:
-        upstream.terminate()
-        upstream.wait(timeout=10)
+    upstream = helper_command("upstream", upstream_port, models)
+    with (
+        start(upstream, port=upstream_port, loop=loop, core=None, nice=19),
+        start(
+            daemon_command(config, daemon_port), port=daemon_port, loop=loop, env=cache
+        ) as daemon,
+    ):
+        base = daemon.base
+        if phase == "refresh":
+            print(f"refresh of a {models}-model list, {loop}:", flush=True)
+            seen, _ = asyncio.run(refresh_phase(base))
+            return report("/health while refreshing", seen)
+        print(f"unknown models against a {models}-model list, {loop}:", flush=True)
+        seen, answers = asyncio.run(unknown_phase(base, args.unknown_requests))
+        report("POST /v1/chat/completions (404)", answers, judged=False)
+        return report("/health meanwhile", seen)
 
 
 def main() -> None:
@@ -157,15 +158,17 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=100_000)
     parser.add_argument("--unknown-against", type=int, default=20_000)
     parser.add_argument("--unknown-requests", type=int, default=50)
+    add_loops_argument(parser)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {1})  # the probe on its own core; the daemon on the other
+        os.sched_setaffinity(0, {LOAD_CORE})  # the probe on its own core; the daemon on the other
     with tempfile.TemporaryDirectory() as workdir:
-        worst = max(
-            run_daemon_with(args.models, Path(workdir), "refresh", args),
-            run_daemon_with(args.unknown_against, Path(workdir), "unknown", args),
-        )
-    print(f"worst stall: {worst:.1f} ms (target < {TARGET_MS:g} ms)")
+        for loop in loops_of(args):
+            worst = max(
+                run_daemon_with(args.models, Path(workdir), "refresh", loop, args),
+                run_daemon_with(args.unknown_against, Path(workdir), "unknown", loop, args),
+            )
+            print(f"worst stall, {loop}: {worst:.1f} ms (target < {TARGET_MS:g} ms)", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,15 @@ Each size runs twice: as anyone sees the list (no token), and as a client of `cl
 allowlist (a token on every request, and the client's own variant of the list: half the
 models and an alias).
 
+The daemon and its ceiling run on the same event loop (bench/harness.py). With --loops
+uvloop,asyncio each process pair becomes a daemon and a ceiling on each loop, all in the same
+rounds: each loop's daemon is judged against its own ceiling, and the uvloop gain is printed,
+the daemon's CPU per request on asyncio / on uvloop (the ceiling's beside it, for what aiohttp
+alone gains).
+
     python bench/models.py [--models 50,2000] [--seconds 2] [--connections 32] [--rounds 7]
                            [--processes 3] [--paths /v1/models,/api/tags,...]
-                           [--who anyone,client] [--gzip off,on]
+                           [--who anyone,client] [--gzip off,on] [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -31,70 +37,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
 
-HERE = Path(__file__).parent
-SERVER_CORE, LOAD_CORE = 0, 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: int, command: list[str]) -> list[str]:
-    """Run on one core when taskset exists and the machine has a second core for the load."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(core), *command]
-    return command
-
-
-@contextmanager
-def process(*command: str) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(
-        pinned(SERVER_CORE, list(command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield child
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-async def wait_for(
-    url: str, expected_models: int | None = None, headers: dict[str, str] | None = None
-) -> None:
-    deadline = time.monotonic() + 30.0
-    async with aiohttp.ClientSession(headers=headers) as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        body = await response.json()
-                        if expected_models is None or len(body["data"]) == expected_models:
-                            return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"{url} did not become ready")
-
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import (
+    Rounds,
+    Server,
+    Target,
+    add_loops_argument,
+    daemon_command,
+    free_port,
+    helper_command,
+    listed,
+    loops_of,
+    start,
+    wrk_run,
+)
 
 CLIENT_TOKEN = "bench-client-token-5e2c"
 CLIENT_HEADERS = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
@@ -139,26 +106,6 @@ def save_answer(url: str, headers: dict[str, str], body: Path) -> int:
     return len(answers["gzip"][0])
 
 
-def wrk_run(url: str, seconds: float, connections: int, *extra: str) -> tuple[float, int]:
-    """wrk's Requests/sec and request count, run on the load core; exits if any answer was
-    not 2xx."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *extra, url]
-    output = subprocess.run(
-        pinned(LOAD_CORE, command), capture_output=True, text=True, check=True
-    ).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    count = re.search(r"(\d+) requests in", output)
-    if not rate or not count or "Non-2xx" in output:
-        raise SystemExit(f"wrk failed:\n{output}")
-    return float(rate.group(1)), int(count.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 async def load_with_aiohttp(
     url: str, gzip: bool, seconds: float, connections: int, headers: dict[str, str]
 ) -> tuple[float, int]:
@@ -181,72 +128,35 @@ async def load_with_aiohttp(
         return done / (time.monotonic() - started), done
 
 
-class Target:
-    """A server under load: where to send, its process (for its CPU time), what to send."""
+def get_load(
+    url: str, gzip: bool, headers: dict[str, str], args: argparse.Namespace
+) -> Callable[[float], tuple[float, int]]:
+    """GETs of `url` for some seconds (wrk, else an aiohttp loop): req/s and requests done."""
 
-    def __init__(self, url: str, pid: int, headers: dict[str, str]) -> None:
-        self.url, self.pid, self.headers = url, pid, headers
-
-    def measure(self, gzip: bool, args: argparse.Namespace) -> tuple[float, float]:
-        """req/s, and CPU seconds per request."""
-        before = cpu_seconds(self.pid)
+    def load(seconds: float) -> tuple[float, int]:
         if args.tool == "wrk":
-            sent = {**self.headers, **({"Accept-Encoding": "gzip"} if gzip else {})}
+            sent = {**headers, **({"Accept-Encoding": "gzip"} if gzip else {})}
             flags = [flag for name, value in sent.items() for flag in ("-H", f"{name}: {value}")]
-            rate, count = wrk_run(self.url, args.seconds, args.connections, *flags)
-        else:
-            rate, count = asyncio.run(
-                load_with_aiohttp(self.url, gzip, args.seconds, args.connections, self.headers)
-            )
-        return rate, (cpu_seconds(self.pid) - before) / count
+            return wrk_run(url, seconds, args.connections, *flags)
+        return asyncio.run(load_with_aiohttp(url, gzip, seconds, args.connections, headers))
+
+    return load
 
 
-class Paired:
-    """Paired rounds, pooled over fresh process pairs: each server's median req/s and CPU per
-    request, and the medians of the per-round ratios (req/s ours / ceiling; CPU ceiling /
-    ours), overall and per process pair."""
-
-    def __init__(self) -> None:
-        self.rates: tuple[list[float], list[float]] = ([], [])
-        self.cpu: tuple[list[float], list[float]] = ([], [])
-        self.per_process: list[float] = []  # each pair's median CPU ratio
-
-    def add_rounds(
-        self, ours: Target, ceiling: Target, gzip: bool, args: argparse.Namespace
-    ) -> None:
-        first = len(self.cpu[0])
-        for round_number in range(args.rounds):
-            order = (1, 0) if round_number % 2 else (0, 1)
-            for index in order:
-                rate, seconds = (ours, ceiling)[index].measure(gzip, args)
-                self.rates[index].append(rate)
-                self.cpu[index].append(seconds)
-        self.per_process.append(statistics.median(self.cpu_ratios[first:]))
-
-    @property
-    def cpu_ratios(self) -> list[float]:
-        return [b / m for m, b in zip(*self.cpu, strict=True)]
-
-    @property
-    def cpu_ratio(self) -> float:
-        return statistics.median(self.cpu_ratios)
-
-    @property
-    def rate_ratio(self) -> float:
-        return statistics.median(m / b for m, b in zip(*self.rates, strict=True))
-
-    def report(self, label: str, size: int, target: float) -> str:
-        rates = [statistics.median(each) for each in self.rates]
-        cpu = [statistics.median(each) * 1e6 for each in self.cpu]
-        verdict = "ok" if self.cpu_ratio >= target else "UNDER"
-        pairs = ", ".join(f"{ratio:.3f}" for ratio in self.per_process)
-        return (
-            f"{label}  bytes={size:>8}  localrouter {rates[0]:9.1f} req/s  ceiling "
-            f"{rates[1]:9.1f} req/s  ratio {self.rate_ratio:.2f}\n"
-            f"{'':>14}CPU per request: localrouter {cpu[0]:6.1f} us, ceiling {cpu[1]:6.1f} us, "
-            f"ratio {self.cpu_ratio:.3f} ({verdict}, target >= {target}; "
-            f"{len(self.per_process)} process pairs: {pairs})"
-        )
+def report(rounds: Rounds, label: str, loop: str, size: int, target: float) -> str:
+    """One loop's daemon against its ceiling."""
+    ours, best = f"localrouter {loop}", f"ceiling {loop}"
+    rate_ratio = statistics.median(rounds.rate_ratios(ours, best))
+    cpu_ratio = rounds.cpu_ratio(best, ours)
+    verdict = "ok" if cpu_ratio >= target else "UNDER"
+    pairs = rounds.per_batch(best, ours)
+    return (
+        f"{label}  {loop:<7}  bytes={size:>8}  localrouter {rounds.rate(ours):9.1f} req/s  "
+        f"ceiling {rounds.rate(best):9.1f} req/s  ratio {rate_ratio:.2f}\n"
+        f"{'':>14}CPU per request: localrouter {rounds.cpu_us(ours):6.1f} us, ceiling "
+        f"{rounds.cpu_us(best):6.1f} us, ratio {cpu_ratio:.3f} ({verdict}, target >= {target}; "
+        f"{len(pairs)} process pairs: {listed(pairs)})"
+    )
 
 
 def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: bool) -> None:
@@ -255,14 +165,19 @@ def bench_size(count: int, args: argparse.Namespace, workdir: Path, *, client: b
     land either side of the target; pooling the rounds of several pairs measures the code."""
     paths = args.paths.split(",")
     codings = [coding == "on" for coding in args.gzip.split(",")]
-    results = {(path, gzip): Paired() for path in paths for gzip in codings}
+    results = {(path, gzip): Rounds() for path in paths for gzip in codings}
     sizes: dict[tuple[str, bool], int] = {}
     for _ in range(args.processes):
         sizes.update(run_pair(count, args, workdir, client, results))
     case = "client" if client else "anyone"
-    for (path, gzip), paired in results.items():
+    for (path, gzip), rounds in results.items():
         label = f"{count:>5} models  {path:<17} {case:<6}  gzip={'on ' if gzip else 'off'}"
-        print(paired.report(label, sizes[path, gzip], target_for(path)), flush=True)
+        for loop in args.loop_list:
+            print(report(rounds, label, loop, sizes[path, gzip], target_for(path)), flush=True)
+        if len(args.loop_list) > 1:
+            for who in ("localrouter", "ceiling"):
+                names = {loop: f"{who} {loop}" for loop in args.loop_list}
+                print(f"{'':>14}{rounds.loop_gain(names, who)}", flush=True)
 
 
 def run_pair(
@@ -270,11 +185,11 @@ def run_pair(
     args: argparse.Namespace,
     workdir: Path,
     client: bool,
-    results: dict[tuple[str, bool], Paired],
+    results: dict[tuple[str, bool], Rounds],
 ) -> dict[tuple[str, bool], int]:
-    """Start the upstream, the daemon and, per path, its ceiling; add their rounds to
-    `results`. Returns each case's body size."""
-    upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
+    """Start the upstream, a daemon on each loop and, per path, a ceiling on each loop; add
+    their rounds to `results`. Returns each case's body size."""
+    upstream_port = free_port()
     config = workdir / f"config-{count}.yaml"
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     shaping = (
@@ -288,28 +203,40 @@ def run_pair(
         + (shaping if client else "")
     )
     headers = CLIENT_HEADERS if client else {}
-    python = sys.executable
-    base = f"http://127.0.0.1:{daemon_port}"
-    ceiling_url = f"http://127.0.0.1:{ceiling_port}/v1/models"
-    upstream = (python, str(HERE / "servers.py"), "upstream", str(upstream_port), str(count))
-    daemon: tuple[str, ...] = (python, "-m", "localrouter", "serve", "--config", str(config))
-    daemon += ("--port", str(daemon_port), "--log-level", "warning")
+    loops: list[str] = args.loop_list
+    listed_models = count // 2 + 1 if client else count  # odd-numbered models, and the alias
     sizes = {}
-    with process(*upstream), process(*daemon) as daemon_process:
-        listed = count // 2 + 1 if client else count  # odd-numbered models, and the alias
-        asyncio.run(wait_for(f"{base}/v1/models", expected_models=listed, headers=headers))
+    with ExitStack() as stack:
+        upstream = helper_command("upstream", upstream_port, count)
+        stack.enter_context(start(upstream, port=upstream_port, loop=loops[0]))
+        daemons: dict[str, Server] = {}
+        for loop in loops:
+            port = free_port()
+            daemons[loop] = stack.enter_context(
+                start(daemon_command(config, port), port=port, loop=loop)
+            )
+            daemons[loop].wait_until_answering(
+                "/v1/models", expected_models=listed_models, headers=headers
+            )
         for path in dict.fromkeys(path for path, _ in results):  # in the order asked
-            daemon_url = base + path
             body = workdir / f"models-{count}.json"
-            zipped_size = save_answer(daemon_url, headers, body)
-            ceiling = (python, str(HERE / "servers.py"), "ceiling", str(ceiling_port), str(body))
-            with process(*ceiling) as ceiling_process:
-                asyncio.run(wait_for(ceiling_url))
-                ours = Target(daemon_url, daemon_process.pid, headers)
-                best = Target(ceiling_url, ceiling_process.pid, headers)
-                for (case_path, gzip), paired in results.items():
+            zipped_size = save_answer(daemons[loops[0]].url(path), headers, body)
+            with ExitStack() as ceilings:
+                servers: list[tuple[str, str, Server]] = []
+                for loop in loops:
+                    port = free_port()
+                    ceiling = ceilings.enter_context(
+                        start(helper_command("ceiling", port, body), port=port, loop=loop)
+                    )
+                    servers.append((f"localrouter {loop}", path, daemons[loop]))
+                    servers.append((f"ceiling {loop}", "/v1/models", ceiling))
+                for (case_path, gzip), rounds in results.items():
                     if case_path == path:
-                        paired.add_rounds(ours, best, gzip, args)
+                        targets = [
+                            Target(name, server.pid, get_load(server.url(at), gzip, headers, args))
+                            for name, at, server in servers
+                        ]
+                        rounds.run(targets, args.rounds, args.seconds)
                         sizes[path, gzip] = zipped_size if gzip else body.stat().st_size
     return sizes
 
@@ -336,12 +263,14 @@ def main() -> None:
         help="comma-separated list paths to load, e.g. /v1/models,/api/tags,/api/v0/models,"
         "/v1/model/info,/model_group/info,/api/v1/models (each against its own ceiling)",
     )
+    add_loops_argument(parser)
     args = parser.parse_args()
     args.tool = args.tool or ("wrk" if shutil.which("wrk") else "aiohttp")
+    args.loop_list = loops_of(args)
     print(
         f"load: {args.tool}, {args.connections} connections, "
         f"{args.processes} process pairs of {args.rounds} rounds of {args.seconds:g} s per "
-        "server and case"
+        f"server and case; event loops: {', '.join(args.loop_list)}"
     )
     with tempfile.TemporaryDirectory() as workdir:
         for count in (int(n) for n in args.models.split(",")):

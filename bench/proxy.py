@@ -15,8 +15,15 @@
    hidden models and clients with allowlists, called through an alias (itself an alias) with
    a client's token. Prints its own ratio, and its CPU per request against the plain
    daemon's, round by round: within 3 % counts as no measurable cost.
+4. Each daemon runs on the same event loop as the minimal proxy it is judged against
+   (bench/harness.py). With --loops uvloop,asyncio there is a daemon and a minimal proxy (and a
+   controlled daemon, with --control) on each loop, all in the same rounds: each loop's daemon
+   is judged against its own loop's minimal proxy, and the uvloop gain is printed: the
+   daemon's CPU per request on asyncio / on uvloop, round by round (the minimal proxy's beside
+   it, for what aiohttp alone gains). The upstream, shared by all, runs on the first loop.
 
     python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3] [--control]
+                          [--only-throughput] [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -26,28 +33,30 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import (
-    CLIENT_HEADERS,
-    CLIENT_TOKEN,
-    HERE,
+from harness import (
     LOAD_CORE,
-    cpu_seconds,
+    Rounds,
+    Target,
+    add_loops_argument,
+    daemon_command,
     free_port,
-    pinned,
-    process,
-    wait_for,
+    helper_command,
+    listed,
+    loops_of,
+    start,
     wrk_run,
 )
+from models import CLIENT_HEADERS, CLIENT_TOKEN
 
 TARGET_RATIO = 0.9
 # With --control: the controlled daemon's CPU per request may differ from the plain one's by
@@ -68,75 +77,59 @@ clients:
 """
 
 
-class Server:
-    """One proxy under load: where wrk sends its POSTs, its process, and what it sends."""
-
-    def __init__(self, name: str, url: str, pid: int, model: str, token: str | None = None):
-        self.name, self.url, self.pid = name, url, pid
-        auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
-        self.script = POST_SCRIPT.format(auth=auth, model=model)
-
-    def run(self, workdir: Path, seconds: float) -> tuple[float, float]:
-        """req/s and CPU seconds per request."""
-        script = workdir / f"{self.name}.lua"
-        script.write_text(self.script)
-        before = cpu_seconds(self.pid)
-        rate, count = wrk_run(self.url, seconds, 16, "-s", str(script))
-        return rate, (cpu_seconds(self.pid) - before) / count
+def post_load(
+    workdir: Path, name: str, url: str, model: str, token: str | None = None
+) -> Callable[[float], tuple[float, int]]:
+    """wrk's POSTs of a short chat request to `url` for some seconds: req/s and requests."""
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
+    script = workdir / f"{name.replace(' ', '-')}.lua"
+    script.write_text(POST_SCRIPT.format(auth=auth, model=model))
+    return lambda seconds: wrk_run(url, seconds, 16, "-s", str(script))
 
 
-def against_ceiling(servers: list[Server], workdir: Path, args: argparse.Namespace) -> None:
-    """Each server's req/s and CPU time per request, in rounds whose order turns (the last
-    server is the ceiling)."""
+def against_ceiling(targets: list[Target], loops: list[str], args: argparse.Namespace) -> None:
+    """Each target's req/s and CPU time per request, in the same rounds (their order turns);
+    on each loop, the daemons against that loop's minimal proxy."""
     if not shutil.which("wrk"):
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
-    for server in servers:
-        server.run(workdir, 1)  # warm
-    rates: dict[str, list[float]] = {server.name: [] for server in servers}
-    cpu: dict[str, list[float]] = {server.name: [] for server in servers}
-    for round_number in range(args.rounds):
-        turn = round_number % len(servers)
-        for server in servers[turn:] + servers[:turn]:
-            rate, seconds = server.run(workdir, args.seconds)
-            rates[server.name].append(rate)
-            cpu[server.name].append(seconds)
-    ceiling = servers[-1].name
-
-    def ratios(of: dict[str, list[float]], name: str, base: str, cpu_like: bool) -> list[float]:
-        pairs = zip(of[name], of[base], strict=True)
-        return [b / m if cpu_like else m / b for m, b in pairs]
-
-    def listed(values: list[float]) -> str:
-        return ", ".join(f"{v:.2f}" for v in values)
-
-    for server in servers[:-1]:
-        name = server.name
-        rate_ratios = ratios(rates, name, ceiling, cpu_like=False)
-        cpu_ratios = ratios(cpu, name, ceiling, cpu_like=True)
-        cpu_ratio = statistics.median(cpu_ratios)
-        verdict = "ok" if cpu_ratio >= TARGET_RATIO else "UNDER"
-        print(
-            f"throughput, non-streamed, c=16: {name} {statistics.median(rates[name]):8.1f} "
-            f"req/s, minimal aiohttp proxy {statistics.median(rates[ceiling]):8.1f} req/s, "
-            f"ratio {statistics.median(rate_ratios):.2f} (rounds: {listed(rate_ratios)})\n"
-            f"  CPU per request: {name} {statistics.median(cpu[name]) * 1e6:6.1f} us, "
-            f"minimal proxy {statistics.median(cpu[ceiling]) * 1e6:6.1f} us, ratio "
-            f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
-            f"{listed(cpu_ratios)})",
-            flush=True,
-        )
-    if len(servers) == 3:
-        plain, controlled = servers[0].name, servers[1].name
-        same_round = ratios(cpu, controlled, plain, cpu_like=True)
-        change = statistics.median(same_round)
-        verdict = "ok" if change >= 1 - CONTROL_TOLERANCE else "COSTS MORE"
-        print(
-            f"  aliases + allowlist: CPU per request, plain / controlled {change:.3f} ({verdict}"
-            f": within {CONTROL_TOLERANCE:.0%} counts as no measurable cost; rounds: "
-            f"{listed(same_round)})",
-            flush=True,
-        )
+    for target in targets:
+        target.measure(1)  # warm
+    rounds = Rounds()
+    rounds.run(targets, args.rounds, args.seconds)
+    kinds = ["localrouter", "controlled"] if args.control else ["localrouter"]
+    for loop in loops:
+        ceiling = f"minimal {loop}"
+        for kind in kinds:
+            name = f"{kind} {loop}"
+            rate_ratios = rounds.rate_ratios(name, ceiling)
+            cpu_ratios = rounds.cpu_ratios(ceiling, name)
+            cpu_ratio = statistics.median(cpu_ratios)
+            verdict = "ok" if cpu_ratio >= TARGET_RATIO else "UNDER"
+            print(
+                f"throughput, non-streamed, c=16, {loop}: {kind} {rounds.rate(name):8.1f} "
+                f"req/s, minimal aiohttp proxy {rounds.rate(ceiling):8.1f} req/s, "
+                f"ratio {statistics.median(rate_ratios):.2f} (rounds: {listed(rate_ratios)})\n"
+                f"  CPU per request: {kind} {rounds.cpu_us(name):6.1f} us, "
+                f"minimal proxy {rounds.cpu_us(ceiling):6.1f} us, ratio "
+                f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
+                f"{listed(cpu_ratios)})",
+                flush=True,
+            )
+        if args.control:
+            same_round = rounds.cpu_ratios(f"localrouter {loop}", f"controlled {loop}")
+            change = statistics.median(same_round)
+            verdict = "ok" if change >= 1 - CONTROL_TOLERANCE else "COSTS MORE"
+            print(
+                f"  aliases + allowlist, {loop}: CPU per request, plain / controlled "
+                f"{change:.3f} ({verdict}: within {CONTROL_TOLERANCE:.0%} counts as no "
+                f"measurable cost; rounds: {listed(same_round)})",
+                flush=True,
+            )
+    if len(loops) > 1:
+        for kind in [*kinds, "minimal"]:
+            what = "minimal proxy" if kind == "minimal" else kind
+            print(rounds.loop_gain({loop: f"{kind} {loop}" for loop in loops}, what), flush=True)
 
 
 BODY = {"model": "bench/bench-model", "messages": [{"role": "user", "content": "Say hi"}]}
@@ -199,54 +192,58 @@ def main() -> None:
         help="also a daemon with aliases, hidden models and client allowlists, called through "
         "an alias with a client's token; prints its CPU per request against the plain one's",
     )
+    add_loops_argument(parser)
     args = parser.parse_args()
+    loops = loops_of(args)
+    print(f"event loops: {', '.join(loops)}", flush=True)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {1})  # the client on its own core; servers on the other
-    upstream_port, daemon_port, ceiling_port = free_port(), free_port(), free_port()
-    control_port = free_port()
-    with tempfile.TemporaryDirectory() as workdir, ExitStack() as stack:
+        os.sched_setaffinity(0, {LOAD_CORE})  # the client on its own core; servers on the other
+    upstream_port = free_port()
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        workdir = Path(folder)
         providers = (
             "providers:\n"
             f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {persist: false}\n"
         )
-        config = Path(workdir) / "config.yaml"
+        config = workdir / "config.yaml"
         config.write_text(providers)
+        controlled_config = workdir / "controlled.yaml"
+        controlled_config.write_text(providers + CONTROL_CONFIG)
+        chat = helper_command("chat", upstream_port)
+        stack.enter_context(start(chat, port=upstream_port, loop=loops[0], core=LOAD_CORE))
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
-        upstream = [sys.executable, str(HERE / "servers.py"), "chat", str(upstream_port)]
-        upstream_process = subprocess.Popen(pinned(LOAD_CORE, upstream))
-        stack.callback(upstream_process.wait, timeout=10)
-        stack.callback(upstream_process.terminate)
-        ours = stack.enter_context(process(*daemon_command(config, daemon_port)))
-        ceiling = (sys.executable, str(HERE / "servers.py"), "minimal_proxy", str(ceiling_port))
-        minimal = stack.enter_context(process(*ceiling, direct))
-        asyncio.run(wait_for(f"http://127.0.0.1:{daemon_port}/v1/models"))
-        proxied = f"http://127.0.0.1:{daemon_port}/v1/chat/completions"
-        servers = [Server("localrouter", proxied, ours.pid, "bench/bench-model")]
-        if args.control:
-            controlled_config = Path(workdir) / "controlled.yaml"
-            controlled_config.write_text(providers + CONTROL_CONFIG)
-            controlled = stack.enter_context(
-                process(*daemon_command(controlled_config, control_port))
-            )
-            asyncio.run(
-                wait_for(f"http://127.0.0.1:{control_port}/v1/models", headers=CLIENT_HEADERS)
-            )
-            url = f"http://127.0.0.1:{control_port}/v1/chat/completions"
-            servers.append(Server("controlled", url, controlled.pid, "coder", CLIENT_TOKEN))
-        minimal_url = f"http://127.0.0.1:{ceiling_port}/v1/chat/completions"
-        servers.append(Server("minimal", minimal_url, minimal.pid, "bench/bench-model"))
+        path = "/v1/chat/completions"
+        targets: list[Target] = []
+        proxied: dict[str, str] = {}
+        for loop in loops:
+            port = free_port()
+            ours = stack.enter_context(start(daemon_command(config, port), port=port, loop=loop))
+            ours.wait_until_answering("/v1/models")
+            proxied[loop] = ours.url(path)
+            name = f"localrouter {loop}"
+            load = post_load(workdir, name, proxied[loop], "bench/bench-model")
+            targets.append(Target(name, ours.pid, load))
+            if args.control:
+                port = free_port()
+                command = daemon_command(controlled_config, port)
+                controlled = stack.enter_context(start(command, port=port, loop=loop))
+                controlled.wait_until_answering("/v1/models", headers=CLIENT_HEADERS)
+                name = f"controlled {loop}"
+                load = post_load(workdir, name, controlled.url(path), "coder", CLIENT_TOKEN)
+                targets.append(Target(name, controlled.pid, load))
+            port = free_port()
+            command = helper_command("minimal_proxy", port, direct)
+            minimal = stack.enter_context(start(command, port=port, loop=loop))
+            name = f"minimal {loop}"
+            load = post_load(workdir, name, minimal.url(path), "bench/bench-model")
+            targets.append(Target(name, minimal.pid, load))
         if not args.only_throughput:
             print(f"{args.requests} sequential requests per path and mode, blocks of {args.block}")
-            asyncio.run(measure(direct, proxied, args))
-        against_ceiling(servers, Path(workdir), args)
-
-
-def daemon_command(config: Path, port: int) -> tuple[str, ...]:
-    return (
-        *(sys.executable, "-m", "localrouter", "serve", "--config", str(config)),
-        *("--port", str(port), "--log-level", "warning"),
-    )
+            for loop in loops:
+                print(f"localrouter on {loop}:", flush=True)
+                asyncio.run(measure(direct, proxied[loop], args))
+        against_ceiling(targets, loops, args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ python bench/servers.py chat PORT            an OpenAI chat upstream that answer
                                              whole or as 5 server-sent events
 python bench/servers.py minimal_proxy PORT URL  the least an aiohttp proxy can do in front of
                                              the chat upstream at URL (the proxy's ceiling)
+
+Each serves on the event loop LOCALROUTER_EVENT_LOOP names ("uvloop" or "asyncio"), unset:
+uvloop where it is installed, as the daemon does; bench/harness.py sets it for both sides of a
+comparison. Each also answers GET /health, for the harness to see it is up.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from aiohttp import web
+from harness import default_loop, loop_factory
 from multidict import CIMultiDict, istr
 
 
@@ -170,7 +175,13 @@ def main() -> None:
         app = upstream_app(int(sys.argv[3]))
     else:
         app = ceiling_app(Path(sys.argv[3]))
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    app.router.add_get("/health", health)
+    loop = loop_factory(default_loop())()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
 
 
 if __name__ == "__main__":
