@@ -4,10 +4,8 @@ The registry (registry.py) holds the current set of them."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import aiohttp
 
@@ -22,13 +20,6 @@ from localrouter.upstream.key_pool import KeyPool
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-class Pending(enum.Enum):
-    NOT_YET = "not yet"  # Instance.listed_now: ask Instance.listed, which may wait
-
-
-NOT_YET = Pending.NOT_YET
-
-
 @dataclass(frozen=True, slots=True)
 class Route:
     """How a request in one wire protocol reaches an instance: made once per instance."""
@@ -38,7 +29,7 @@ class Route:
     keyed: tuple[Mapping[str, str], ...]  # the same with each key of a pool, by position
     # chat_timeout_seconds, the longest silence mid-answer: a stream's read limit restarts
     # with every chunk. A whole answer arrives at its end, so the caller gives it one deadline
-    # (proxy.GatewayErrors) instead: aiohttp's own timers cost 10 % of proxy throughput.
+    # (forward.send) instead: aiohttp's own timers cost 10 % of proxy throughput.
     stream_limits: aiohttp.ClientTimeout
     answer_limits: aiohttp.ClientTimeout  # connect only
     label: str | None = None  # how messages name the instance (UpstreamClient.label)
@@ -66,13 +57,6 @@ class Instance:
     keys: KeyPool | None = None  # with api_keys: the pool every call takes its key from
     _routes: dict[Wire, Route | None] = field(default_factory=dict)
     _by_id: tuple[ModelList, dict[str, ModelInfo]] | None = None
-
-    def listed_now(self, upstream_id: str) -> ModelInfo | Literal[Pending.NOT_YET] | None:
-        """`listed` when it needs no wait (the common case: a list and its index are there)."""
-        current, by_id = self.cache.current, self._by_id
-        if current is None or by_id is None or by_id[0] is not current:
-            return NOT_YET
-        return by_id[1].get(upstream_id)
 
     async def listed(self, upstream_id: str, wait_seconds: float) -> ModelInfo | None:
         """The model as this instance's list describes it (fresh or stale), or None. Waits for

@@ -176,16 +176,9 @@ class Registry:
         self._twins.move_to_end(slot)
         return twin
 
-    def fresh_lists(self) -> InstanceLists | None:
-        """Every instance's list if all are fresh (counted as hits), else None: the hot path
-        without a coroutine; callers fall back to `await lists(...)`."""
-        fresh = self.peek_fresh_lists()
-        if fresh is not None:
-            self.count_hits()
-        return fresh
-
     def peek_fresh_lists(self) -> InstanceLists | None:
-        """`fresh_lists` without counting: the same object until a list changes or expires,
+        """Every instance's list if all are fresh, without counting a hit or awaiting (the
+        memory path of cached list routes): the same object until a list changes or expires,
         so that what is derived from it can be found by identity."""
         fresh = self._fresh
         if fresh is None or self._clock() >= self._fresh_until:

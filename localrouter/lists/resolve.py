@@ -14,7 +14,7 @@ from localrouter.base.suggest import Suggester
 from localrouter.config.control import Client, may_call
 from localrouter.config.live import LiveSettings
 from localrouter.lists.derived import DerivedCache
-from localrouter.lists.instance import NOT_YET, Instance
+from localrouter.lists.instance import Instance
 from localrouter.lists.registry import InstanceLists, Registry
 from localrouter.providers.base import ModelInfo
 
@@ -62,8 +62,7 @@ class Resolver:
     async def lists(self) -> InstanceLists:
         """Every instance's served list: at once when all are fresh, else within the models
         deadline."""
-        registry = self.registry
-        return registry.fresh_lists() or await registry.lists(self.live.models_deadline_seconds)
+        return await self.registry.lists(self.live.models_deadline_seconds)
 
     async def index(self) -> ModelIndex:
         lists = await self.registry.lists(self.live.models_deadline_seconds)
@@ -117,12 +116,8 @@ class Resolver:
         return full_id
 
     async def listing(self, instance: Instance, upstream_id: str) -> ModelInfo | None:
-        """The model as its instance lists it (its limits, whether it reasons), without an
-        await when the instance's index is built."""
-        listed = instance.listed_now(upstream_id)
-        if listed is NOT_YET:
-            listed = await instance.listed(upstream_id, self.live.models_deadline_seconds)
-        return listed
+        """The model as its instance lists it (its limits, whether it reasons)."""
+        return await instance.listed(upstream_id, self.live.models_deadline_seconds)
 
     async def our_id(self, name: str) -> str:
         """The id (or alias) an Ollama name stands for: itself if something lists it so, else
