@@ -15,6 +15,9 @@ from multidict import CIMultiDict, istr
 from localrouter.base.errors import BadRequest
 
 JSON = "application/json"
+# How deep a request body may nest: what orjson serialises (a body must survive being
+# forwarded), far past any real request (Claude Code's nest under 10).
+MAX_JSON_DEPTH = 254
 _ETAG = istr("ETag")  # as it is usually spelled (aiohttp's hdrs.ETAG is "Etag")
 _GZIP_LEVEL = 6
 
@@ -103,9 +106,26 @@ async def request_json(request: web.Request, *, empty: Any = None) -> Any:
 
 def _parsed(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)  # refuses past 1024 levels itself
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if len(raw) > 2 * MAX_JSON_DEPTH and _too_deep(parsed):
+        raise BadRequest(
+            f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels; no API this "
+            "gateway speaks needs that. Flatten it."
+        )
+    return parsed
+
+
+def _too_deep(parsed: Any) -> bool:
+    """Whether `parsed` nests deeper than orjson serialises (it refuses at MAX_JSON_DEPTH):
+    such a body would fail later, once forwarded or translated, or recurse in a walker.
+    Serialising is the check: C speed, and only for bodies long enough to be that deep."""
+    try:
+        orjson.dumps(parsed)
+    except TypeError:  # orjson.JSONEncodeError: "Recursion limit reached"
+        return True
+    return False
 
 
 async def model_request(request: web.Request) -> tuple[dict[str, Any], str, bytes]:
