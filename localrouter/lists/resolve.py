@@ -18,6 +18,8 @@ from localrouter.lists.instance import Instance
 from localrouter.lists.registry import InstanceLists, Registry
 from localrouter.providers.base import ModelInfo
 
+# How many close ids are weighed before those the caller may not see are left out.
+SUGGESTION_CANDIDATES = 12
 # Ollama names are `[namespace/]model:tag`; an id whose last part has no tag is listed with
 # this, and a name sent back with it finds the id without it.
 LATEST = ":latest"
@@ -70,10 +72,22 @@ class Resolver:
 
     async def resolve(self, model: str, client: Client | None) -> tuple[Instance, str]:
         """The instance and its upstream id for `model` (an id or an alias of the current
-        rules), if `client` may call it; ModelNotFound (with suggestions) if nothing serves
-        it, ModelNotAllowed (403) outside the client's allowlist."""
-        target = self.live.rules.target(model)
+        rules), if `client` may call it. ModelNotAllowed (403) for a name outside the client's
+        allowlist that does not resolve into it, whether or not it exists (so a client learns
+        nothing of what it cannot see); else ModelNotFound (404, with suggestions from what
+        the caller may see) if nothing serves it, an alias's target included."""
+        rules = self.live.rules
+        target = rules.target(model)
         found = self.registry.resolve(target) or await self.find(target)  # the first: no await
+        if client is not None and not client.allows(model):
+            if found is None or not may_call(client, model, f"{found[0].name}/{found[1]}"):
+                raise ModelNotAllowed(
+                    f"Client '{client.name}' may not use '{model[:200]}': it is outside the "
+                    "client's allow list (clients[].allow in the config).",
+                    param="model",
+                )
+        if found is not None and target != model and await self.listing(*found) is None:
+            found = None  # an alias promises a listed model: its target's 404, not the upstream's
         if found is None:
             if target != model:
                 raise ModelNotFound(
@@ -81,7 +95,7 @@ class Resolver:
                     "serves now (models.aliases in the config).",
                     param="model",
                 )
-            close = (await self.index()).suggester.close(model)
+            close = await self.suggestions(model, client)
             hint = (
                 f" Did you mean: {', '.join(close)}?" if close else " GET /v1/models lists the ids."
             )
@@ -89,13 +103,20 @@ class Resolver:
                 f"The model '{model[:200]}' does not exist in any configured provider.{hint}",
                 param="model",
             )
-        if client is not None and not may_call(client, model, f"{found[0].name}/{found[1]}"):
-            raise ModelNotAllowed(
-                f"Client '{client.name}' may not use '{model[:200]}': it is outside the client's "
-                "allow list (clients[].allow in the config).",
-                param="model",
-            )
         return found
+
+    async def suggestions(self, model: str, client: Client | None) -> list[str]:
+        """Up to three listed ids close to `model` that `client` may see (never a hidden one),
+        as the full `instance/model` ids a request names them by."""
+        index = await self.index()
+        rules = self.live.rules
+        shown: list[str] = []
+        for close in index.suggester.close(model, n=SUGGESTION_CANDIDATES):
+            instance = index.bare.get(close)
+            full = f"{instance.name}/{close}" if instance is not None else close
+            if full not in shown and rules.admits(client, full):
+                shown.append(full)
+        return shown[:3]
 
     async def find(self, model: str) -> tuple[Instance, str] | None:
         """The instance and its upstream id for `model` (an id, not an alias), or None."""
