@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,12 +72,13 @@ def create_app(
     clock: Clock = time.time,
     config_origin: str = EMBEDDED_DEFAULT,
     config_path: Path | None = None,
+    server_overrides: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
     handle_sighup: bool = False,
 ) -> web.Application:
-    """The daemon. `config_path` is watched and reloaded (and on SIGHUP when `handle_sighup`);
-    `cache_dir` holds what it keeps on disk (an updated catalog, persisted lists); None for
-    either turns that off."""
+    """The daemon. `config_path` is watched and reloaded (and on SIGHUP when `handle_sighup`),
+    `server_overrides` (the command line's) applied over every reload; `cache_dir` holds what
+    it keeps on disk (an updated catalog, persisted lists); None for either turns that off."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     redactor = SecretRedactor(settings.secret_values)
     live = LiveSettings(settings, origin=config_origin)
@@ -97,7 +98,7 @@ def create_app(
     if fleet is not None:
         fleet.counters = registry.counters
     live.subscribe(registry.apply)
-    reloader = ConfigReloader(live, config_path, redactor=redactor)
+    reloader = ConfigReloader(live, config_path, redactor=redactor, overrides=server_overrides)
     metrics = Metrics()
     metrics.watch(lambda: registry, lambda: reloader.state)
     resolver = Resolver(registry, live)

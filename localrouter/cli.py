@@ -153,12 +153,9 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from localrouter.serve import run
 
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
-    settings = loaded.settings
-    if overrides:
-        server = settings.server.model_copy(update=overrides)
-        settings = settings.model_copy(update={"server": server})
     return run(
-        settings,
+        loaded.settings.with_server(overrides),
+        server_overrides=overrides,
         config_origin=loaded.origin,
         config_path=watch_path(args.config, os.environ),
         log_level=args.log_level,

@@ -6,9 +6,11 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,6 +24,7 @@ from localrouter.systemd import Notifier
 log = structlog.get_logger(__name__)
 
 GIL_SWITCH_SECONDS = 0.0005
+LISTEN_BACKLOG = 128  # aiohttp's own default
 # How long requests in flight may take to finish once a stop is asked for.
 SHUTDOWN_GRACE_SECONDS = 15.0
 
@@ -31,6 +34,7 @@ def run(
     *,
     config_origin: str,
     config_path: Path | None = None,
+    server_overrides: Mapping[str, Any] | None = None,
     log_level: str = "info",
     cache_dir: Path | None = None,
 ) -> int:
@@ -43,6 +47,7 @@ def run(
         settings,
         config_origin=config_origin,
         config_path=config_path,
+        server_overrides=server_overrides,
         cache_dir=cache_dir,
         handle_sighup=True,
     )
@@ -82,13 +87,39 @@ def event_loop(asked: str) -> tuple[str, LoopFactory | None]:
     return "uvloop", uvloop.new_event_loop
 
 
-async def listen(runner: web.AppRunner, settings: Settings) -> None:
-    """The main listener, and the Ollama one when server.ollama_port is set (same app, same
-    guard: /api/* for Ollama's clients and /v1/* for Copilot, which calls both there)."""
+def bind(settings: Settings) -> list[socket.socket]:
+    """Listening sockets for the main port, and the Ollama one when server.ollama_port is set
+    (same app, same guard: /api/* for Ollama's clients and /v1/* for Copilot, which calls
+    both there): every address the host names, as asyncio's own server binds them. Bound
+    before the app starts, so that a busy port stops the daemon before it fetches anything."""
     server = settings.server
-    await web.TCPSite(runner, server.host, server.port).start()
-    if server.ollama_port is not None:
-        await web.TCPSite(runner, server.host, server.ollama_port).start()
+    ports = [server.port] if server.ollama_port is None else [server.port, server.ollama_port]
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            found = socket.getaddrinfo(
+                server.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, address in dict.fromkeys(found):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # each family its own socket, as asyncio does
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(LISTEN_BACKLOG)
+                sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+async def listen(runner: web.AppRunner, sockets: list[socket.socket]) -> None:
+    """Serve the (started) app on sockets `bind` made."""
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
 
 
 async def serve(
@@ -103,13 +134,8 @@ async def serve(
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         handle_signals=False,
     )
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await listen(runner, settings)
+        sockets = bind(settings)
     except OSError as exc:
         log.error(
             "server.bind_failed",
@@ -119,8 +145,13 @@ async def serve(
             hint="is another localrouter (or Ollama, on server.ollama_port) running? choose "
             "another with --port, server.port or server.ollama_port",
         )
-        await runner.cleanup()
         return 1
+    await runner.setup()
+    await listen(runner, sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     # What start-up made (modules, config, routes: some 80,000 objects) lives as long as the
     # daemon. Unfrozen, every full collection walks it, holding the GIL: 70-90 ms, every few
     # hundred requests under load, a fifth of the CPU time of proxied requests (measured with

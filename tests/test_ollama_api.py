@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer, unused_port
 
 from localrouter.app import COMPONENTS, create_app
 from localrouter.base.errors import ConfigError
-from localrouter.serve import listen
+from localrouter.serve import bind, listen
 from tests.conftest import DaemonFactory, FakeClock, settings_from
 from tests.test_reload import write_config
 
@@ -216,7 +216,7 @@ async def served_twice(
     )
     runner = web.AppRunner(create_app(settings, clock=clock))
     await runner.setup()
-    await listen(runner, settings)
+    await listen(runner, bind(settings))
     yield f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{ollama_port}", upstream
     await runner.cleanup()
 
@@ -331,7 +331,7 @@ async def test_the_ollama_client_reloads_live(
     app = create_app(settings_from(first), clock=clock, config_path=path)
     runner = web.AppRunner(app)
     await runner.setup()
-    await listen(runner, settings_from(first))
+    await listen(runner, bind(settings_from(first)))
     try:
         async with ollama.AsyncClient(host=f"http://127.0.0.1:{ollama_port}") as api:
             assert [m.model for m in (await api.list()).models] == ["oa/gpt-4o:latest"]

@@ -137,8 +137,8 @@ def shape_key(rules: ModelRules, client: Client | None) -> ShapeKey | None:
     return (rules, client) if client is not None or rules.shapes_lists else None
 
 
-def may_call(client: Client, asked: str, resolved: str) -> bool:
+def may_call(client: Client, asked: str, resolved: str | None) -> bool:
     """The allowlist rule for calls and single-model lookups: a client may use a model by the
     name it asked for (an alias, a bare id) or by the `instance/model` id that name resolved
-    to."""
-    return client.allows(asked, resolved)
+    to (None: it resolves to nothing, and then only the name itself counts)."""
+    return client.allows(asked) if resolved is None else client.allows(asked, resolved)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 import watchfiles
@@ -41,8 +42,10 @@ class ConfigReloader:
         *,
         env: Mapping[str, str] | None = None,
         redactor: SecretRedactor | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self._redactor = redactor
+        self._overrides = overrides or {}  # server fields the command line set
         self._live = live
         self.path = path
         self._env = env
@@ -69,6 +72,7 @@ class ConfigReloader:
             return True
 
     async def _apply(self, settings: Settings) -> None:
+        settings = settings.with_server(self._overrides)  # compared with what was bound
         previous, origin = self._live.current, str(self.path)
         self.state.error = None
         self.state.restart_needed = [

@@ -4,7 +4,8 @@ finds, reads and expands the file these validate)."""
 from __future__ import annotations
 
 import re
-from typing import Literal, Self
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -295,6 +296,13 @@ class Settings(_Strict):
 
     def is_probe(self, instance_name: str) -> bool:
         return instance_name in self._probes
+
+    def with_server(self, overrides: Mapping[str, Any]) -> Settings:
+        """These settings with `server` fields set from the command line (`serve --host`,
+        `--port`), which win over the file at start and at every reload."""
+        if not overrides:
+            return self
+        return self.model_copy(update={"server": self.server.model_copy(update=dict(overrides))})
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -79,13 +79,13 @@ class Resolver:
         rules = self.live.rules
         target = rules.target(model)
         found = self.registry.resolve(target) or await self.find(target)  # the first: no await
-        if client is not None and not client.allows(model):
-            if found is None or not may_call(client, model, f"{found[0].name}/{found[1]}"):
-                raise ModelNotAllowed(
-                    f"Client '{client.name}' may not use '{model[:200]}': it is outside the "
-                    "client's allow list (clients[].allow in the config).",
-                    param="model",
-                )
+        resolved = f"{found[0].name}/{found[1]}" if found is not None else None
+        if client is not None and not may_call(client, model, resolved):
+            raise ModelNotAllowed(
+                f"Client '{client.name}' may not use '{model[:200]}': it is outside the "
+                "client's allow list (clients[].allow in the config).",
+                param="model",
+            )
         if found is not None and target != model and await self.listing(*found) is None:
             found = None  # an alias promises a listed model: its target's 404, not the upstream's
         if found is None:
