@@ -177,6 +177,8 @@ def describe(loaded: LoadedConfig) -> str:
         count = len(provider.keys)
         key = f"{count} keys (a pool)" if provider.pooled else ("key set" if count else "no key")
         state = "" if provider.enabled else "  (disabled)"
+        if provider.enabled and settings.calls_itself(provider):
+            state = "  (skipped: this daemon's own listener, see the note)"
         headers = f"  headers: {', '.join(sorted(provider.headers))}" if provider.headers else ""
         lines.append(
             f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "

@@ -162,6 +162,8 @@ async def serve(
     log.info("server.listening", url=url, config=config_origin, instances=instances)
     if warning := settings.server.exposure_warning():
         log.warning("server.exposed", warning=warning)
+    for note in settings.notes:
+        log.warning("config.note", note=note)
     notifier.ready(f"Serving {len(instances)} provider instances on {url}")
     watchdog = asyncio.create_task(notifier.keep_watchdog_fed())
     await stop.wait()

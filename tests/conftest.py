@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +71,9 @@ class Upstream:
     body: bytes
     status: int = 200
     delay_seconds: float = 0.0
+    # When given, every call waits until the test opens the gate (the test's own upstream
+    # fixture opens any gate left shut, so that no answer is left hanging at teardown).
+    gate: asyncio.Event | None = None
     expected_auth: dict[str, str] = field(default_factory=dict)
     calls: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -93,6 +96,8 @@ class Upstream:
                 return web.json_response({"error": {"message": "bad auth"}}, status=401)
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
+        if self.gate is not None:
+            await self.gate.wait()
         return web.Response(body=self.body, status=self.status, content_type="application/json")
 
 
@@ -105,15 +110,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> UpstreamFactory:
+def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Iterator[UpstreamFactory]:
+    started: list[Upstream] = []
+
     async def start(body: bytes = b'{"object":"list","data":[]}', **options: Any) -> Upstream:
         fake = Upstream(body=body, **options)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", fake.handle)
         fake.server = await aiohttp_server(app)
+        started.append(fake)
         return fake
 
-    return start
+    yield start
+    for fake in started:
+        if fake.gate is not None:
+            fake.gate.set()
 
 
 def settings_from(config: dict[str, Any], env: dict[str, str] | None = None) -> Settings:

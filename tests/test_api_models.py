@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 
 async def two_providers(upstream: UpstreamFactory, daemon: DaemonFactory) -> Any:
@@ -81,12 +81,26 @@ async def test_invalid_parameters_are_400_naming_the_parameter(
 async def test_refresh_bypasses_the_cache_once_for_concurrent_callers(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
-    up = await upstream(delay_seconds=0.1)
+    up = await upstream()
     up.serve_models(["m"])
     client = await daemon({"providers": [openai_compatible("one", up.url)]})
     await client.get("/api/models")
     assert up.calls == 1
-    await asyncio.gather(*(client.get("/api/models?refresh=true") for _ in range(10)))
+
+    async def misses() -> int:
+        stats = await (await client.get("/api/cache/stats")).json()
+        return int(stats["misses"])
+
+    before = await misses()
+    up.gate = asyncio.Event()  # the refreshed list is held until all ten callers wait for it
+    refreshes = [asyncio.create_task(client.get("/api/models?refresh=true")) for _ in range(10)]
+
+    async def all_waiting() -> bool:
+        return await misses() - before >= len(refreshes)
+
+    await eventually(all_waiting, "ten refreshes waiting on the upstream")
+    up.gate.set()
+    await asyncio.gather(*refreshes)
     assert up.calls == 2
     body = await (await client.get("/api/models?refresh=true")).json()
     assert body["cached"] is False

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from localrouter.lists.cache import backoff_seconds
 from tests.conftest import (
+    PATIENCE_SECONDS,
     DaemonFactory,
     FakeClock,
     Upstream,
@@ -32,6 +33,23 @@ def one_instance(up: Upstream, **cache: Any) -> dict[str, Any]:
         "providers": [openai_compatible("local", up.url)],
         "model_cache": {"provider_ttl_overrides": {"local": 100}, **cache},
     }
+
+
+async def stats(client: Any) -> dict[str, Any]:
+    response = await client.get("/api/cache/stats")
+    assert response.status == 200
+    answer: dict[str, Any] = await response.json()
+    return answer
+
+
+async def asked(up: Upstream) -> bool:
+    return up.calls > 0
+
+
+async def listed_once(client: Any, name: str) -> bool:
+    """Whether instance `name` holds a list and no refresh of it is in flight."""
+    status = (await stats(client))["instances"][name]
+    return bool(status["count"]) and not status["refreshing"]
 
 
 async def test_cache_hit_makes_no_upstream_call(upstream: UpstreamFactory, daemon: DaemonFactory):
@@ -154,10 +172,26 @@ async def test_each_request_counts_one_lookup_per_instance(
 async def test_concurrent_cold_requests_share_one_upstream_call(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
-    up = await upstream(delay_seconds=0.3)
+    up = await upstream(gate=asyncio.Event())  # the list is held until every caller waits
     up.serve_models(["m1"])
-    client = await daemon(one_instance(up))
-    results = await asyncio.gather(*(ids_and_sources(client) for _ in range(200)))
+    config = {
+        "server": {"models_deadline_seconds": PATIENCE_SECONDS},
+        "providers": [openai_compatible("local", up.url, timeout_seconds=10 * PATIENCE_SECONDS)],
+    }
+    client = await daemon(config)
+    # The callers' own session, unlimited: all 200 requests are open at once (the test
+    # client's pool of 100 would queue half of them, and the stats requests behind them).
+    unlimited = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(str(client.make_url("/")), connector=unlimited) as callers:
+        requests = [asyncio.create_task(ids_and_sources(callers)) for _ in range(200)]
+
+        async def all_waiting() -> bool:
+            return bool((await stats(client))["misses"] >= len(requests))
+
+        await eventually(all_waiting, "200 requests waiting on the cold cache")
+        assert up.gate is not None
+        up.gate.set()
+        results = await asyncio.gather(*requests)
     assert all(ids == ["local/m1"] for ids, _ in results)
     assert up.calls == 1
 
@@ -165,22 +199,31 @@ async def test_concurrent_cold_requests_share_one_upstream_call(
 async def test_down_and_hanging_upstreams_do_not_block_the_others(
     upstream: UpstreamFactory, daemon: DaemonFactory, unused_tcp_port: int
 ):
+    """The list is answered with the healthy instance's models while another instance's
+    upstream holds its answer back (and its own timeout is far off) and a third is down."""
     healthy = await upstream()
     healthy.serve_models(["ok"])
-    hanging = await upstream(delay_seconds=30)
+    hanging = await upstream(gate=asyncio.Event())  # answers only once the test lets it
+    hanging.serve_models(["late"])
     config = {
         "server": {"models_deadline_seconds": 0.5},
         "providers": [
             openai_compatible("down", f"http://127.0.0.1:{unused_tcp_port}/v1"),
-            openai_compatible("hanging", hanging.url),
+            openai_compatible("hanging", hanging.url, timeout_seconds=10 * PATIENCE_SECONDS),
             openai_compatible("healthy", healthy.url),
         ],
     }
     client = await daemon(config)
-    started = time.monotonic()
-    ids, _ = await ids_and_sources(client)
-    assert time.monotonic() - started < 2.0
+    await eventually(lambda: asked(hanging), "the hanging upstream being asked")
+    await eventually(lambda: listed_once(client, "healthy"), "the healthy list arriving")
+    async with asyncio.timeout(PATIENCE_SECONDS):  # only how long a broken test takes to fail
+        ids, _ = await ids_and_sources(client)
     assert ids == ["healthy/ok"]
+    # Answered while the hanging fetch was still in flight: nothing waited for it to end.
+    assert (await stats(client))["instances"]["hanging"]["refreshing"] is True
+    assert hanging.calls == 1
+    assert hanging.gate is not None
+    hanging.gate.set()
 
 
 async def test_slow_instance_appears_once_its_fetch_completes(
@@ -188,15 +231,20 @@ async def test_slow_instance_appears_once_its_fetch_completes(
 ):
     fast = await upstream()
     fast.serve_models(["a"])
-    slow = await upstream(delay_seconds=0.6)
+    slow = await upstream(gate=asyncio.Event())  # answers only once the test lets it
     slow.serve_models(["b"])
     config = {
         "server": {"models_deadline_seconds": 0.1},
         "providers": [openai_compatible("fast", fast.url), openai_compatible("slow", slow.url)],
     }
     client = await daemon(config)
-    ids, _ = await ids_and_sources(client)
+    await eventually(lambda: asked(slow), "the slow upstream being asked")
+    await eventually(lambda: listed_once(client, "fast"), "the fast list arriving")
+    async with asyncio.timeout(PATIENCE_SECONDS):  # only how long a broken test takes to fail
+        ids, _ = await ids_and_sources(client)
     assert ids == ["fast/a"]
+    assert slow.gate is not None
+    slow.gate.set()
 
     async def slow_listed() -> list[str] | None:
         ids, _ = await ids_and_sources(client)

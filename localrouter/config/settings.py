@@ -3,6 +3,7 @@ finds, reads and expands the file these validate)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any, Literal, Self
@@ -18,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from localrouter.base.secrets import display_url
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind, ProviderSpec
 
@@ -292,7 +294,32 @@ class Settings(_Strict):
 
     @property
     def notes(self) -> tuple[str, ...]:
-        return self._notes
+        """What loading decided on the user's behalf, and the instances skipped because they
+        point at this daemon itself."""
+        return self._notes + tuple(
+            f"instance {p.name!r} is skipped: its base_url {display_url(p.resolved_base_url)} "
+            "is this daemon's own listener (server.port or server.ollama_port), so it would "
+            "list and call itself. Point it at the real server, or move that listener."
+            for p in self.providers
+            if p.enabled and self.calls_itself(p)
+        )
+
+    def calls_itself(self, provider: ProviderSettings) -> bool:
+        """Whether the instance's base URL reaches one of this daemon's own listeners: its
+        port is ours and its host is the address we bind (on loopback or every address, any
+        loopback name reaches us)."""
+        server = self.server
+        try:
+            url = urlsplit(provider.resolved_base_url)
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            return False
+        if port not in (server.port, server.ollama_port):
+            return False
+        host = (url.hostname or "").lower()
+        bound = server.host.strip("[]").lower()
+        ours = bound in WILDCARD_HOSTS or _is_loopback(bound)
+        return host == bound or (ours and _is_loopback(host))
 
     def is_probe(self, instance_name: str) -> bool:
         return instance_name in self._probes
@@ -377,7 +404,8 @@ class Settings(_Strict):
 
     @property
     def enabled_providers(self) -> list[ProviderSettings]:
-        return [provider for provider in self.providers if provider.enabled]
+        """The instances to serve: enabled, and not this daemon itself (see `notes`)."""
+        return [p for p in self.providers if p.enabled and not self.calls_itself(p)]
 
     def ttl_for(self, provider: ProviderSettings) -> float:
         """Instance-name override, then provider-type override, then the kind's default."""
@@ -409,3 +437,15 @@ def _duplicate(names: list[str]) -> tuple[int, int, str] | None:
 def shareable(value: str) -> bool:
     """Whether a rejected value may be quoted in a message: short, and not shaped like a key."""
     return len(value) <= 32 and not _SECRET_SHAPE.search(value)
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

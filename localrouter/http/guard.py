@@ -13,10 +13,9 @@ from aiohttp import hdrs, web
 
 from localrouter.base.errors import AdminOnly, MisdirectedRequest, TwoCredentials, Unauthorized
 from localrouter.config.control import Client, token_digest
-from localrouter.config.settings import ServerSettings
+from localrouter.config.settings import WILDCARD_HOSTS, ServerSettings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-WILDCARDS = ("", "0.0.0.0", "::")
 _HOST, _AUTHORIZATION = hdrs.HOST, hdrs.AUTHORIZATION
 
 # The client a request came from (clients: in the config); None for one who sees everything.
@@ -44,7 +43,7 @@ class Guard:
         self._bound_to = server.host  # the address bound at start; a reload cannot move it
         self._ollama_port = server.ollama_port  # bound at start too
         self._ollama_client: Client | None = None
-        self._any_host = server.host in WILDCARDS
+        self._any_host = server.host in WILDCARD_HOSTS
         self._allowed: frozenset[str] = frozenset()
         self._hosts_ok: set[str] = set()  # raw Host values already found allowed
         self._token: bytes | None = None
