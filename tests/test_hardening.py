@@ -21,7 +21,13 @@ from localrouter.base.errors import ConfigError
 from localrouter.base.log import configure_logging
 from localrouter.config.loading import parse_settings
 from localrouter.providers.parsing import number, positive_int, unix_time
-from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
+from tests.conftest import (
+    DaemonFactory,
+    UpstreamFactory,
+    eventually,
+    openai_compatible,
+    settled,
+)
 
 KEY = "sk-hostile-key-7e3f9a0b"
 HEADER_SECRET = "hdr-secret-c0ffee42"
@@ -432,9 +438,10 @@ async def test_keys_never_leak_through_cuts_escapes_or_streams(
         texts.append(text)
         if text.startswith("{"):
             texts.append(str(orjson.loads(text)))  # what a client's JSON decoder restores
-    await asyncio.sleep(0.05)
+    await settled(client)  # every refresh ended, and logged
     captured = capsys.readouterr()
     everything = "\n".join(texts) + captured.out + captured.err
+    assert "provider.refresh_failed" in captured.out + captured.err  # the lines waited for
     assert "Incorrect API key" in everything
     assert "[DONE]" in everything
     for size in range(6, len(KEY) + 1):

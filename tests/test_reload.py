@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -188,11 +189,16 @@ async def test_fifty_reloads_under_load_fail_no_request(
             await response.read()
             statuses.append(response.status)
 
+    async def answered_beyond(count: int) -> bool:
+        return len(statuses) > count
+
     clients = [asyncio.create_task(keep_asking()) for _ in range(8)]
     for number in range(50):
         write_config(path, configs[(number + 1) % 2])  # each one differs from the last
         assert await reloader.reload()
-        await asyncio.sleep(0.005)
+        # At least one more request is answered after each reload before the next comes.
+        beyond = functools.partial(answered_beyond, len(statuses))
+        await eventually(beyond, f"a request answered after reload {number + 1}")
     stop.set()
     await asyncio.gather(*clients)
     assert len(statuses) > 50

@@ -21,7 +21,13 @@ from localrouter.base.log import configure_logging
 from localrouter.cli import main
 from localrouter.config.control import Client
 from localrouter.http.metrics import FOLD_EVERY, LATENCY_BUCKETS, Metrics
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible, settings_from
+from tests.conftest import (
+    DaemonFactory,
+    UpstreamFactory,
+    openai_compatible,
+    settings_from,
+    settled,
+)
 
 TOKEN = "local-secret-token-31337"
 KEY = "sk-provider-key-8c1d2e"
@@ -340,9 +346,10 @@ async def test_secrets_never_reach_logs_responses_or_metrics(
     ]:
         response = await client.request(method, path, json=body, headers=auth)
         texts.append(f"{response.status} {dict(response.headers)} {await response.text()}")
-    await asyncio.sleep(0.05)
+    await settled(client, auth)  # every refresh ended, and logged
     captured = capsys.readouterr()
     everything = "\n".join(texts) + captured.out + captured.err
+    assert "provider.refresh_failed" in captured.out + captured.err  # the lines waited for
     assert "Incorrect API key provided" in everything  # the echo did come back, redacted
     for secret in (KEY, TOKEN, HEADER_SECRET):
         assert secret not in everything
