@@ -106,8 +106,10 @@ class Guard:
         client = self._clients.get(token_digest(presented)) if presented is not None else None
         if client is not None:
             self._remember(sent, client)
-        elif presented is None and self._on_ollama_port(request):
-            client = self._ollama_client  # Ollama clients send no token (server.ollama_client)
+        elif not sent and presented is None and self._on_ollama_port(request):
+            # Ollama clients send no credential at all (server.ollama_client); one that sends
+            # a credential we do not recognise (Basic, an unknown scheme) is refused.
+            client = self._ollama_client
         if client is None:
             if _is_preflight(request):
                 return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +10,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
-from localrouter.base.errors import BadRequest
-from localrouter.config.control import ShapeKey, shape_key
+from localrouter.base.errors import AdminOnly, BadRequest
+from localrouter.config.control import Client, ShapeKey, shape_key
+from localrouter.config.settings import Settings
 from localrouter.http.bodies import JSON
 from localrouter.http.guard import CLIENT
-from localrouter.lists.cache import Clock, ModelList
+from localrouter.lists.cache import Clock, ModelList, Served
 from localrouter.lists.derived import DerivedCache, build_off_loop
 from localrouter.lists.entries import merge_entries
 from localrouter.lists.registry import InstanceLists, Registry
@@ -99,21 +100,51 @@ def filtered_json(query: ModelsQuery, lists: InstanceLists, shape: Shaping) -> b
 
 
 def provider_status(
-    lists: InstanceLists, before: tuple[ModelList | None, ...], now: float
+    lists: InstanceLists,
+    before: tuple[ModelList | None, ...],
+    now: float,
+    settings: Settings,
+    shown: Collection[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each instance's part in this answer; `cached` means no list was fetched for it."""
+    """Each instance's part in this answer (only those named in `shown`, when given); `cached`
+    means no list was fetched for it. A local server the embedded default only probes for is
+    a `note` when it does not answer, not an error: the rule /health follows."""
     status: dict[str, dict[str, Any]] = {}
     for instance, served, earlier in zip(lists.instances, lists.served, before, strict=True):
+        if shown is not None and instance.name not in shown:
+            continue
         models = served.models if served else None
-        status[instance.name] = {
-            "success": served is not None and instance.cache.last_error is None,
+        error = instance.cache.last_error
+        item = status[instance.name] = {
+            "success": served is not None and error is None,
             "count": len(models.models) if models else 0,
             "cached": models is not None and models is earlier,
             "source": served.source.value if served else None,
             "age_seconds": round(now - models.fetched_at, 3) if models else None,
-            "error": instance.cache.last_error,
+            "error": error,
         }
+        if error is not None and settings.is_probe(instance.name):
+            item["error"] = None
+            item["note"] = f"not running here ({error}); optional"
     return status
+
+
+def usable_instances(lists: InstanceLists, client: Client) -> frozenset[str]:
+    """The instances `client` can use: those with a model its allowlist admits, or named by
+    one of its patterns (so that it sees its own instance's error while that lists nothing)."""
+    if client.allow is None:
+        return frozenset(instance.name for instance in lists.instances)
+    patterns = client.allow.patterns
+    return frozenset(
+        instance.name
+        for instance, served in zip(lists.instances, lists.served, strict=True)
+        if any(pattern.startswith(f"{instance.name}/") for pattern in patterns)
+        or (served is not None and _admits_one(client, instance.name, served))
+    )
+
+
+def _admits_one(client: Client, name: str, served: Served) -> bool:
+    return any(client.allows(f"{name}/{model.id}") for model in served.models.models)
 
 
 class DetailedModels:
@@ -122,16 +153,30 @@ class DetailedModels:
     def __init__(self, resolver: Resolver, clock: Clock) -> None:
         self._resolver, self._clock = resolver, clock
         self._cache = DetailedCache()
+        self._usable: DerivedCache[Client, frozenset[str]] = DerivedCache(capacity=64)
 
     async def __call__(self, request: web.Request) -> web.Response:
-        return await detailed_models(request, self._resolver, self._cache, self._clock)
+        return await detailed_models(
+            request, self._resolver, self._cache, self._usable, self._clock
+        )
 
 
 async def detailed_models(
-    request: web.Request, resolver: Resolver, cache: DetailedCache, clock: Clock
+    request: web.Request,
+    resolver: Resolver,
+    cache: DetailedCache,
+    usable: DerivedCache[Client, frozenset[str]],
+    clock: Clock,
 ) -> web.Response:
     registry = resolver.registry
     query = ModelsQuery.parse(request.query, registry)
+    client = request[CLIENT]
+    if query.refresh and client is not None:
+        raise AdminOnly(
+            f"refresh=true fetches every instance's list again: it is for the admin "
+            f"(server.auth_token), not client {client.name!r}. Lists refresh by themselves "
+            "(model_cache TTLs)."
+        )
     instances = registry.instances([query.provider] if query.provider else None)
     keys = caller_keys(request.headers, {i.settings.type for i in instances})
     keyed = bool(keys)
@@ -141,13 +186,16 @@ async def detailed_models(
     lists = await registry.lists(
         resolver.live.models_deadline_seconds, instances=instances, refresh=query.refresh
     )
-    key = shape_key(resolver.live.rules, request[CLIENT])
+    key = shape_key(resolver.live.rules, client)
     shape = (key, await resolver.full_ids()) if key is not None else None
     if keyed:  # a caller's lists stay out of the shared cache of rendered queries
         models_json = await build_off_loop(lists.served, lambda: filtered_json(query, lists, shape))
     else:
         models_json = await cache.models_json(query, lists, shape)
-    status = provider_status(lists, before, clock())
+    shown = None
+    if client is not None:
+        shown = await usable.get_async(client, lists, lambda: usable_instances(lists, client))
+    status = provider_status(lists, before, clock(), resolver.live.current, shown)
     errors = [
         {"provider": name, "error": item["error"]}
         for name, item in status.items()

@@ -1,0 +1,72 @@
+"""Hardening, round 2: what the detailed list tells a client, and who may make it fetch
+(issue 33: the `providers` block per client, `refresh=true`, one rule for absent local
+servers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localrouter.app import create_app
+from localrouter.config.loading import default_settings
+from localrouter.providers.base import ProviderKind
+from tests.conftest import DaemonFactory
+from tests.test_control import ADMIN, AGENT, EDITOR, StartUpstream, chat_upstream, clients_config
+
+__all__ = ["chat_upstream"]  # the upstream fixture, shared with test_control.py
+
+
+async def detailed(client: Any, token: str, query: str = "") -> tuple[int, Any]:
+    response = await client.get(f"/api/models{query}", headers={"Authorization": f"Bearer {token}"})
+    return response.status, await response.json()
+
+
+async def test_a_client_sees_only_the_instances_it_can_use_in_the_providers_block(
+    chat_upstream: StartUpstream, daemon: DaemonFactory
+) -> None:
+    """The editor (allowed groq/* and an alias to it) sees groq's status and models only;
+    the admin and an unrestricted client see every instance."""
+    up = await chat_upstream(["llama", "qwen"])
+    client = await daemon(clients_config(up.url))
+    status, editor = await detailed(client, EDITOR)
+    assert status == 200
+    assert list(editor["providers"]) == ["groq"]
+    assert {model["owned_by"] for model in editor["models"]} == {"groq"}
+    for token in (ADMIN, AGENT):
+        _, everything = await detailed(client, token)
+        assert list(everything["providers"]) == ["lab", "groq"]
+
+
+async def test_only_the_admin_may_make_every_list_be_fetched_again(
+    chat_upstream: StartUpstream, daemon: DaemonFactory
+) -> None:
+    """refresh=true from a client is a 403 naming the admin token, and fetches nothing; the
+    admin's still refreshes."""
+    up = await chat_upstream(["llama"])
+    client = await daemon(clients_config(up.url))
+    await detailed(client, ADMIN)
+    for token in (EDITOR, AGENT):
+        status, refused = await detailed(client, token, "?refresh=true")
+        assert status == 403
+        assert "server.auth_token" in refused["error"]["message"]
+    status, refreshed = await detailed(client, ADMIN, "?refresh=true")
+    assert status == 200
+    assert refreshed["cached"] is False
+
+
+async def test_absent_local_servers_are_notes_in_the_detailed_list_as_in_health(
+    aiohttp_client: Any, unused_tcp_port: int
+) -> None:
+    """With no config, the local servers the default probes for are not running: /api/models
+    calls that a note, as /health does, not an error."""
+    settings = default_settings({})
+    local = [p for p in settings.providers if p.kind is ProviderKind.LOCAL]
+    nobody = f"http://127.0.0.1:{unused_tcp_port}"
+    moved = [p.model_copy(update={"base_url": f"{nobody}/v1"}) for p in local]
+    client = await aiohttp_client(create_app(settings.model_copy(update={"providers": moved})))
+    shown = await (await client.get("/api/models")).json()
+    assert shown["errors"] == []
+    assert shown["success"] is True
+    for provider in moved:
+        item = shown["providers"][provider.name]
+        assert item["error"] is None
+        assert item["note"].startswith("not running here")
