@@ -9,7 +9,7 @@ from typing import Any
 from localrouter.app import create_app
 from localrouter.config.loading import default_settings
 from localrouter.providers.base import ProviderKind
-from tests.conftest import DaemonFactory
+from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
 from tests.test_control import ADMIN, AGENT, EDITOR, StartUpstream, chat_upstream, clients_config
 
 __all__ = ["chat_upstream"]  # the upstream fixture, shared with test_control.py
@@ -70,3 +70,21 @@ async def test_absent_local_servers_are_notes_in_the_detailed_list_as_in_health(
         item = shown["providers"][provider.name]
         assert item["error"] is None
         assert item["note"].startswith("not running here")
+
+
+async def test_every_view_follows_one_rule_for_what_an_unknown_model_can_do(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+) -> None:
+    """A chat model the catalog does not know calls tools in Ollama's /api/show and in
+    LiteLLM's model info and groups alike, and LiteLLM is told to reach it as an OpenAI
+    model through localrouter (`openai/<id>`), a prefix LiteLLM knows."""
+    fake = await upstream()
+    fake.serve_models(["house-model-7b"])
+    client = await daemon({"providers": [openai_compatible("lab", fake.url)]})
+    shown = await (await client.post("/api/show", json={"model": "lab/house-model-7b"})).json()
+    assert "tools" in shown["capabilities"]
+    info = (await (await client.get("/v1/model/info")).json())["data"][0]
+    assert info["model_info"]["supports_function_calling"] is True
+    assert info["litellm_params"]["model"] == "openai/lab/house-model-7b"
+    group = (await (await client.get("/model_group/info")).json())["data"][0]
+    assert group["supports_function_calling"] is True

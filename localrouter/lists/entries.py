@@ -90,3 +90,15 @@ def model_entry(
 def price_text(usd_per_token: float) -> str:
     """USD per token as OpenRouter writes it: a plain decimal string, never exponent notation."""
     return format(Decimal(repr(usd_per_token)).normalize(), "f")
+
+
+def capabilities_of(entry: dict[str, Any]) -> tuple[str, ...]:
+    """What a model can do, the one rule every view follows: what the entry lists, and for a
+    model nothing lists anything of, chat. A chat model the catalog does not know (no
+    `catalog` reference) is taken to call tools: most do, clients offer only models that do
+    (GitHub Copilot's Ollama mode requires it), and a call that cannot use them fails
+    upstream, visibly. One the catalog knows calls tools only when the catalog says so."""
+    listed = tuple(entry.get("capabilities") or ("chat",))
+    if "chat" in listed and "tools" not in listed and "catalog" not in entry:
+        return (*listed, "tools")
+    return listed

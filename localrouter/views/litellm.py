@@ -9,6 +9,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from localrouter.http.bodies import Body
+from localrouter.lists.entries import capabilities_of
 
 if TYPE_CHECKING:
     from localrouter.views.merged import MergedModels
@@ -41,7 +42,8 @@ def deployment(entry: dict[str, Any]) -> dict[str, Any]:
     facts = _facts(entry)
     return {
         "model_name": entry["id"],
-        "litellm_params": {"model": f"{entry.get('provider', 'openai')}/{upstream}"},
+        # As LiteLLM would reach it: through localrouter's OpenAI-compatible API.
+        "litellm_params": {"model": f"openai/{entry['id']}"},
         "model_info": {
             "id": hashlib.sha256(entry["id"].encode()).hexdigest(),
             "key": upstream,
@@ -85,7 +87,7 @@ def group(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _facts(entry: dict[str, Any]) -> dict[str, Any]:
     """What both shapes say of a model: limits, prices, mode and the supports_* flags."""
-    capabilities = entry.get("capabilities") or ()
+    capabilities = capabilities_of(entry)
     parameters = entry.get("supported_parameters") or ()
     return {
         "max_input_tokens": entry.get("context_length"),

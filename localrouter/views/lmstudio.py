@@ -12,6 +12,7 @@ from aiohttp import web
 
 from localrouter.http.bodies import JSON, Body
 from localrouter.http.guard import CLIENT
+from localrouter.lists.entries import capabilities_of
 from localrouter.views.merged import MergedModels, ModelsView
 from localrouter.views.ollama import family_of
 
@@ -40,7 +41,7 @@ def lmstudio_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def lmstudio_type(entry: dict[str, Any]) -> str:
-    capabilities = entry.get("capabilities") or ()
+    capabilities = capabilities_of(entry)
     if "embedding" in capabilities:
         return "embeddings"
     return "vlm" if "vision" in capabilities else "llm"

@@ -20,6 +20,7 @@ from aiohttp import web
 from localrouter.base.errors import BadRequest
 from localrouter.http.bodies import JSON, Body, request_json
 from localrouter.http.guard import CLIENT
+from localrouter.lists.entries import capabilities_of
 from localrouter.lists.resolve import Resolver, ollama_name
 
 if TYPE_CHECKING:
@@ -75,14 +76,8 @@ def family_of(entry: dict[str, Any]) -> str:
 
 
 def capabilities(entry: dict[str, Any]) -> list[str]:
-    """What Ollama clients look for. A chat model the catalog does not know is offered with
-    tools (most are; a call that cannot use them fails upstream, visibly), one it knows only
-    when the catalog says so."""
-    ours = entry.get("capabilities") or ["chat"]
-    found = [_CAPABILITIES[name] for name in ours if name in _CAPABILITIES]
-    if "completion" in found and "tools" not in found and "catalog" not in entry:
-        found.append("tools")
-    return found
+    """What Ollama clients look for, in Ollama's words (lists/entries.capabilities_of)."""
+    return [_CAPABILITIES[name] for name in capabilities_of(entry) if name in _CAPABILITIES]
 
 
 def show(entry: dict[str, Any], name: str) -> dict[str, Any]:
