@@ -30,6 +30,8 @@ async def two_providers(upstream: UpstreamFactory, daemon: DaemonFactory) -> Any
 
 
 async def test_shape_and_provider_status(upstream: UpstreamFactory, daemon: DaemonFactory):
+    """/api/models lists every instance's models with each provider's status (count, source, age, no
+    error), and a second call is answered from the cache."""
     client = await two_providers(upstream, daemon)
     body = await (await client.get("/api/models")).json()
     assert body["success"] is True
@@ -51,6 +53,8 @@ async def test_shape_and_provider_status(upstream: UpstreamFactory, daemon: Daem
 
 
 async def test_filters(upstream: UpstreamFactory, daemon: DaemonFactory):
+    """/api/models narrows the list by provider, by a case-insensitive search of id or name, and by
+    capability, alone or combined."""
     client = await two_providers(upstream, daemon)
 
     async def ids(query: str) -> list[str]:

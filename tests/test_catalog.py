@@ -80,6 +80,9 @@ async def test_real_captures_match_exactly_the_reviewed_pairs(provider: str, cat
     ],
 )
 def test_normalise(raw: str, normal: str):
+    """An id is normalised to its catalog key: lower case, dots as dashes, no "models/" prefix,
+    date, "-latest" or ":variant" suffix, the vendor as the catalog names it; a size tag and a
+    four-digit number are kept."""
     assert normalise(raw) == normal
 
 
@@ -234,6 +237,8 @@ async def test_catalog_fallback_can_be_switched_off(daemon: DaemonFactory, unuse
 def test_catalog_match_command(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    """`localrouter catalog match FILE --provider anthropic` prints the matched ids and ends with
+    how many of the list's models matched."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert (
         main(

@@ -40,6 +40,8 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
 
 
 def test_locations_in_order(tmp_path: Path):
+    """The config file is looked for in order: the explicit path, $LOCALROUTER_CONFIG, the XDG
+    location, ~/.localrouter/config.yml, and else there is none."""
     xdg = write(tmp_path, "{}", "xdg/localrouter/config.yaml")
     legacy = write(tmp_path, "{}", "home/.localrouter/config.yml")
     explicit = tmp_path / "explicit.yaml"
@@ -97,6 +99,8 @@ def test_no_file_uses_the_embedded_default(tmp_path: Path):
 
 
 def test_ttl_defaults_by_kind():
+    """Without an override a local server (openai_compatible on localhost, LM Studio) gets a 300 s
+    TTL, while a cloud type, even at a loopback URL, and a remote server get default_ttl_seconds."""
     text = """
 providers:
   - {name: cloud, type: openai, api_key: k, base_url: "http://127.0.0.1:1/v1"}

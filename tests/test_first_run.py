@@ -85,6 +85,8 @@ async def test_a_bare_id_is_retrieved_as_a_chat_request_resolves_it(
 async def test_head_of_the_model_list_and_the_user_agent(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
+    """HEAD of the model list and of one model answers 200 with no body, and upstreams are called as
+    localrouter/<version>."""
     up = await upstream()
     up.serve_models(["m"])
     client = await daemon({"providers": [openai_compatible("a", up.url)]})

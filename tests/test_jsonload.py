@@ -47,6 +47,8 @@ def test_invalid_json_is_a_value_error(document: bytes, step: int, objects_to: i
 
 
 def test_a_long_list_in_small_windows() -> None:
+    """A 300-model list with non-ASCII keys and values, read in 97-byte windows, decodes to the very
+    document that was encoded."""
     models = [
         {"id": f"vendor/model-{n}", "context_length": n * 1000, "é": "ü" * n} for n in range(300)
     ]

@@ -195,6 +195,8 @@ async def test_an_upstream_that_breaks_mid_stream_ends_it_with_an_error_event(sd
 
 
 async def test_a_tool_round_trip(sdk: Any):
+    """A tool call makes the round trip through /v1/messages: the upstream's call comes back as a
+    tool_use block, and the tool_result goes upstream as a tool message with the same call id."""
     client, fake = sdk
     question = {"role": "user", "content": "What is in notes.txt?"}
     first = await client.messages.create(

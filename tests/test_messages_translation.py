@@ -255,6 +255,7 @@ def test_tools_of_every_shape_map_or_drop_alike():
 
 
 def test_tool_choice_maps_across():
+    """tool_choice auto, none and a named tool become their chat-completions forms."""
     base = {"messages": [], "tools": [{"name": "t", "input_schema": {"type": "object"}}]}
     for choice, expected in (
         ({"type": "auto"}, "auto"),
@@ -308,6 +309,8 @@ def test_a_whole_chat_answer_becomes_a_message():
 
 
 def test_stop_reasons():
+    """Each chat finish_reason becomes its Messages stop_reason; a stop string that vLLM or SGLang
+    names becomes stop_sequence, whole or streamed, and a stop token id does not."""
     for finish, stop in (
         ("stop", "end_turn"),
         ("length", "max_tokens"),

@@ -89,6 +89,8 @@ async def test_openrouter_metadata_is_carried_through(
 
 
 async def test_etag_304_gzip_and_cache_control(upstream: UpstreamFactory, daemon: DaemonFactory):
+    """/v1/models carries an ETag and Cache-Control: no-cache, is gzipped (same bytes, same ETag)
+    only for a client that accepts gzip, and answers a matching If-None-Match with an empty 304."""
     client = await two_instances(upstream, daemon)
     plain = await client.get("/v1/models", headers={"Accept-Encoding": "identity"})
     raw = await plain.read()
@@ -142,6 +144,8 @@ async def test_view_serialises_once_per_change():
 async def test_retrieve_model_with_slashes_and_unknown_model(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
+    """A model whose upstream id has slashes is retrieved by its full id; an unknown id is an
+    OpenAI-shaped 404 that suggests the close match."""
     client = await two_instances(upstream, daemon)
     response = await client.get("/v1/models/lab/google/gemma-3n-e4b")
     assert response.status == 200

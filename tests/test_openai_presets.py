@@ -29,6 +29,8 @@ async def listed(
 async def test_mistral_capabilities_aliases_and_context(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
+    """Mistral's list gives one model per id with its context length, aliases and capabilities,
+    vision wherever Mistral says so."""
     models = await listed(upstream, daemon, "mistral", "mistral/models.json")
     source = orjson.loads(fixture_bytes("mistral/models.json"))["data"]
     assert len(models) == len({item["id"] for item in source})
@@ -44,6 +46,8 @@ async def test_mistral_capabilities_aliases_and_context(
 async def test_together_bare_array_types_and_prices_per_token(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
+    """Together's bare-array list is read whole: embedding models are marked as such, and prices per
+    million tokens become prices per token."""
     models = await listed(upstream, daemon, "together", "together/models.json")
     source = {item["id"]: item for item in orjson.loads(fixture_bytes("together/models.json"))}
     assert set(models) == set(source)
@@ -58,6 +62,8 @@ async def test_together_bare_array_types_and_prices_per_token(
 async def test_deepinfra_metadata_prices_per_token(
     upstream: UpstreamFactory, daemon: DaemonFactory
 ):
+    """DeepInfra's metadata gives context length, per-token prices and vision; models without
+    metadata are listed all the same."""
     models = await listed(upstream, daemon, "deepinfra", "deepinfra/models.json")
     source = orjson.loads(fixture_bytes("deepinfra/models.json"))["data"]
     qwen = models["Qwen/Qwen3.5-27B"]

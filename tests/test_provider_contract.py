@@ -232,6 +232,9 @@ async def test_lists_parses_and_namespaces(
     daemon: DaemonFactory,
     capsys: pytest.CaptureFixture[str],
 ):
+    """Each provider type's list is fetched, parsed and served in OpenAI's shape under the
+    instance's name, with no error, the key never in a URL or a log, and no Authorization for
+    keyless types."""
     fake = await scripted(SCENARIOS[type_name])
     client = await daemon({"providers": [instance_config(type_name, fake)]})
     body = await (await client.get("/v1/models")).json()

@@ -210,6 +210,8 @@ async def test_a_stream_carries_cors_headers_for_a_listed_origin(
 
 
 async def test_embeddings_and_completions(fake: FakeOpenAI, daemon: DaemonFactory):
+    """/v1/embeddings and /v1/completions are forwarded to the same path upstream, with the instance
+    prefix taken off the model."""
     client = await daemon({"providers": [instance(fake)]})
     async with sdk(client) as api:
         result = await api.embeddings.create(model="up/text-embedding-3-small", input="hello")
@@ -291,6 +293,7 @@ async def test_malformed_requests_are_400(
 
 
 async def test_body_limit(fake: FakeOpenAI, daemon: DaemonFactory):
+    """A request body over the size limit is refused with 413 request_too_large."""
     client = await daemon({"providers": [instance(fake)]})
     huge = b'{"model": "up/gpt-4o-mini", "prompt": "' + b"x" * (33 * 1024 * 1024) + b'"}'
     response = await client.post("/v1/completions", data=io.BytesIO(huge))

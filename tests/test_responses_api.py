@@ -228,6 +228,8 @@ def _unnamed(value: Any) -> Any:
 
 
 async def test_a_function_tool_round_trip(sdk: Any):
+    """A function call makes the round trip through /v1/responses: the upstream's call comes back as
+    a function_call item, and its output goes upstream as a tool message with the same call id."""
     client, chat, _ = sdk
     question = {"role": "user", "content": "Weather in Paris?"}
     first = await client.responses.create(

@@ -106,6 +106,8 @@ def test_check_warns_of_a_wildcard_bind_without_a_token(
 
 
 async def test_auth_token(upstream: UpstreamFactory, daemon: DaemonFactory):
+    """With an auth_token, the API needs it as a Bearer token (none, a wrong one or a bare one is
+    401 without echoing it), the OpenAI client works with it, and /health stays open."""
     up = await upstream()
     up.serve_models(["m"])
     config = {"server": {"auth_token": TOKEN}, "providers": [openai_compatible("one", up.url)]}
@@ -158,6 +160,8 @@ async def test_no_cors_headers_unless_the_origin_is_listed(daemon: DaemonFactory
 
 
 async def test_metrics_in_prometheus_text(upstream: UpstreamFactory, daemon: DaemonFactory):
+    """/metrics is Prometheus text counting requests by route and status, their latencies, upstream
+    calls and errors, models by source, instance health, cache hits and reloads."""
     good, bad = await upstream(), await upstream(status=500)
     good.serve_models(["a", "b"])
     client = await daemon(

@@ -102,6 +102,8 @@ async def receive(sock: socket.socket, until: str, seconds: float = 10.0) -> lis
 
 
 async def test_notify_ready_watchdog_and_stopping(tmp_path: Path, notify_socket: socket.socket):
+    """Under systemd the daemon sends READY=1 with its status and MAINPID, then WATCHDOG=1 pings,
+    and on SIGTERM STOPPING=1 before it exits 0."""
     daemon = Daemon(
         tmp_path,
         {"providers": []},

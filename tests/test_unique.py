@@ -112,6 +112,8 @@ async def test_rows_group_providers_and_name_the_cheapest(client: Any):
 async def test_filters_sorts_and_ties(client: Any, query: str, expected: list[str]):
     # Ties: delta and gamma share provider_count 1 and the name "Same"; alpha and delta share
     # the cheapest price 0.000008: each tie is ordered by id, in either order.
+    """/api/models/unique filters by provider count, provider and activity, sorts by each key in
+    either order with ties broken by id, and pages with limit and offset."""
     assert await ids(client, query) == expected
 
 
@@ -121,6 +123,8 @@ async def test_paging_reports_the_total(client: Any):
 
 
 async def test_one_distinct_model(client: Any):
+    """One distinct model is retrieved by its id with its provider count; an unknown id is a 404
+    not_found."""
     response = await client.get("/api/models/unique/acme/alpha")
     assert response.status == 200
     assert (await response.json())["provider_count"] == 3
