@@ -88,3 +88,21 @@ async def test_every_view_follows_one_rule_for_what_an_unknown_model_can_do(
     assert info["litellm_params"]["model"] == "openai/lab/house-model-7b"
     group = (await (await client.get("/model_group/info")).json())["data"][0]
     assert group["supports_function_calling"] is True
+
+
+async def test_an_alias_shows_in_anthropics_list_under_its_own_name(
+    upstream: UpstreamFactory, daemon: DaemonFactory
+) -> None:
+    """Claude Code's /model picker shows `display_name`: two aliases of one model must not
+    both show the target's name."""
+    fake = await upstream()
+    fake.serve_models(["qwen3-coder"])
+    aliases = {"claude-local-coder": "lab/qwen3-coder", "claude-fast": "lab/qwen3-coder"}
+    config = {"providers": [openai_compatible("lab", fake.url)], "models": {"aliases": aliases}}
+    client = await daemon(config)
+    page = await (
+        await client.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+    ).json()
+    names = {entry["id"]: entry["display_name"] for entry in page["data"]}
+    assert names["claude-local-coder"] == "claude-local-coder"
+    assert names["claude-fast"] == "claude-fast"

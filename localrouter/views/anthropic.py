@@ -45,7 +45,9 @@ def anthropic_entry(entry: dict[str, Any]) -> dict[str, Any]:
     created = datetime.fromtimestamp(entry.get("created") or 0, UTC)
     model_id: str = entry["id"]
     name = entry.get("name")
-    if not name or model_id.endswith(f"/{name}"):  # no real name: the id says more
+    # No real name, the id says more; an alias is its own id, so that two aliases of one
+    # model can be told apart in a picker (Claude Code's /model).
+    if not name or model_id.endswith(f"/{name}") or "alias_of" in entry:
         name = model_id
     return {
         "type": "model",
