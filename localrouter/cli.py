@@ -36,7 +36,7 @@ from localrouter.config.loading import (
 from localrouter.config.settings import Settings
 from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
-from localrouter.systemd import install_unit
+from localrouter.systemd import install_unit, private_tmp_warning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "service":
         target, commands = install_unit(_config_home())
         print(f"wrote {target}\nthen run:\n{commands}")
+        if warning := private_tmp_warning(sys.prefix):
+            print(warning, file=sys.stderr)
         return 0
     try:
         if args.command in ("models", "cache"):  # only the daemon's address and token matter
@@ -96,10 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     service.add_subparsers(dest="service_command", required=True).add_parser(
         "install", help="write ~/.config/systemd/user/localrouter.service"
     )
-    update = catalog.add_parser("update", help="fetch the live OpenRouter and models.dev lists")
-    update.add_argument("--openrouter-url", default=OPENROUTER_URL)
-    update.add_argument("--models-dev-url", default=MODELS_DEV_URL)
-    update.add_argument("--litellm-url", default=LITELLM_URL)
+    sources = "the live OpenRouter and models.dev lists and LiteLLM's cost map"
+    update = catalog.add_parser(
+        "update",
+        help=f"fetch {sources}",
+        description=f"Fetch {sources}, build the catalog from them and keep it in the cache "
+        "directory, where the running daemon picks it up at its next list refresh.",
+    )
+    update.add_argument("--openrouter-url", default=OPENROUTER_URL, help="(default: %(default)s)")
+    update.add_argument("--models-dev-url", default=MODELS_DEV_URL, help="(default: %(default)s)")
+    update.add_argument("--litellm-url", default=LITELLM_URL, help="(default: %(default)s)")
     return parser
 
 

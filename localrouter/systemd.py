@@ -82,6 +82,23 @@ def exec_start() -> str:
     return f"{shlex.quote(sys.executable)} -m localrouter serve"
 
 
+# The unit's PrivateTmp=yes gives the service an empty /tmp (and /var/tmp) of its own.
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+
+
+def private_tmp_warning(prefix: str) -> str | None:
+    """A warning when the installation (`prefix`: sys.prefix, a venv's root) sits where the
+    service cannot see it."""
+    where = Path(prefix)
+    if not any(where == tmp or tmp in where.parents for tmp in PRIVATE_TMP):
+        return None
+    return (
+        f"warning: localrouter is installed under {where}, and the unit's PrivateTmp=yes gives "
+        "the service its own empty /tmp: it will not start from there. Install it elsewhere "
+        "(a virtualenv in your home, or pipx), then run `localrouter service install` again."
+    )
+
+
 def render_unit(command: str) -> str:
     template = (Path(__file__).parent / "localrouter.service.in").read_text(encoding="utf-8")
     return template.replace("@EXEC_START@", command)

@@ -144,6 +144,12 @@ def parse_settings(text: str, origin: str, env: Mapping[str, str]) -> Settings:
     except ValidationError as exc:
         hidden = [*substituted, *_literal_secrets(expanded)]
         raise ConfigError(_describe(exc, origin, hidden)) from None
+    if not settings.providers:
+        notes.append(
+            f"{origin} configures no provider instances, so nothing is listed or served: add "
+            "providers (config/localrouter.example.yaml shows each key), or remove the file to "
+            "run on the embedded default"
+        )
     settings._notes = tuple(notes)
     return settings
 
