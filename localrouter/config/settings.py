@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from localrouter.base.secrets import display_url
+from localrouter.config.usage import PriceSettings, UsageSettings
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind, ProviderSpec
 
@@ -84,6 +85,13 @@ class ProviderSettings(_Strict):
     # How /v1/responses reaches this instance: "native" (it speaks OpenAI's Responses API at
     # {base_url}/responses), "translated" (to Chat Completions); default by type.
     responses: Literal["native", "translated"] | None = None
+    # Prices (USD per million tokens) for every model of the instance, and per model (globs
+    # over its upstream ids, the first that matches wins); they win over the catalog's.
+    pricing: PriceSettings | None = None
+    model_pricing: dict[str, PriceSettings] = Field(default_factory=dict)
+    # Whether a stream is asked for its usage (stream_options.include_usage) when the client
+    # did not ask; default by type (LM Studio refuses the option).
+    stream_usage: bool | None = None
 
     @field_validator("type")
     @classmethod
@@ -137,6 +145,11 @@ class ProviderSettings(_Strict):
     @property
     def kind(self) -> ProviderKind:
         return self.spec.kind.resolve(self.resolved_base_url)
+
+    @property
+    def asks_stream_usage(self) -> bool:
+        """Whether a stream the client did not ask usage of is asked for it anyway."""
+        return self.stream_usage if self.stream_usage is not None else self.spec.stream_usage
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -285,6 +298,7 @@ class Settings(_Strict):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     clients: list[ClientSettings] = Field(default_factory=list)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())

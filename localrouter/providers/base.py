@@ -187,6 +187,9 @@ class ProviderSpec:
     # The wire protocols it speaks natively, each at its own base and auth; empty for image
     # and video providers, which have no chat endpoint.
     wires: Mapping[Wire, Endpoint] = field(default_factory=_chat_only)
+    # Whether a Chat Completions stream may be asked for its usage (stream_options), which a
+    # strict server refuses; an instance's `stream_usage` overrides it.
+    stream_usage: bool = True
 
     def list_headers(self, settings: ProviderSettings) -> dict[str, str]:
         """The headers a model-list request of this instance carries."""

@@ -60,4 +60,5 @@ SPEC = ProviderSpec(
     kind=ProviderKind.LOCAL,
     default_base_url="http://127.0.0.1:1234/v1",
     default_inclusion=DefaultInclusion.ALWAYS,
+    stream_usage=False,  # LM Studio answers a 400 to stream_options
 )

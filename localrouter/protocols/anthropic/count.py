@@ -21,11 +21,11 @@ from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, TranslatedReply, send
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.usage.tokens import estimated
 
-# A local count, for instances without a native count_tokens: about four characters a token
-# for text (what tokenizers average over English and code), a few tokens of framing per
-# message and tool, and a flat figure per image, whose size is unknown here.
-CHARS_PER_TOKEN = 4
+# A local count, for instances without a native count_tokens: text by usage.tokens.estimated,
+# a few tokens of framing per message and tool, and a flat figure per image, whose size is
+# unknown here.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_IMAGE = 1600
 # The status an upstream's count is answered with; anything else falls back to the estimate.
@@ -112,7 +112,7 @@ async def _native_count(
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    """A local estimate of a Messages request's input tokens (see CHARS_PER_TOKEN)."""
+    """A local estimate of a Messages request's input tokens."""
     chars = 0
     images = 0
     framing = 0
@@ -137,4 +137,4 @@ def estimate_tokens(body: dict[str, Any]) -> int:
         walk(part)
         if isinstance(part, list):
             framing += TOKENS_PER_MESSAGE * len(part)
-    return -(-chars // CHARS_PER_TOKEN) + framing + TOKENS_PER_IMAGE * images
+    return estimated(chars) + framing + TOKENS_PER_IMAGE * images
