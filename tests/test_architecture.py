@@ -16,6 +16,7 @@ ROOT_PACKAGE = "localrouter"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent / ROOT_PACKAGE
 
 _FEATURE_DEPS = frozenset({"base", "config", "providers", "catalog", "upstream", "lists", "http"})
+_CALL_PATH_FEATURES = frozenset({"usage", "limits", "reqlog", "telemetry"})
 
 # package (first directory under localrouter/) -> the other packages of ours it may import.
 # A package may always import its own modules and the root `localrouter` (it holds __version__).
@@ -28,7 +29,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "lists": frozenset({"base", "config", "providers", "catalog", "upstream"}),
     "http": frozenset({"base", "config", "lists"}),
     "views": frozenset({"base", "config", "lists", "http"}),
-    "protocols": frozenset({"base", "config", "providers", "lists", "upstream", "http"}),
+    # The call path records each call, and is where limits and spans wrap it: it calls the
+    # feature packages of the call path (they never call it).
+    "protocols": frozenset(
+        {"base", "config", "providers", "lists", "upstream", "http"} | _CALL_PATH_FEATURES
+    ),
     # Feature packages; they may not exist yet.
     "usage": _FEATURE_DEPS,
     "limits": _FEATURE_DEPS,
