@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter.base.errors import ANTHROPIC, OLLAMA
+from localrouter.base.errors import ANTHROPIC, OLLAMA, OPENROUTER
 from localrouter.base.log import SecretRedactor
 from localrouter.catalog import CatalogStore
 from localrouter.config.live import LiveSettings
@@ -127,6 +127,7 @@ def create_app(
     routes: list[Route] = [
         *views.routes,
         *openai.routes(upstreams),
+        *openai.routes(upstreams, OPENROUTER_BASE, OPENROUTER),  # the same calls, its errors
         ("POST", "/v1/messages", messages.create),
         ("POST", "/v1/messages/count_tokens", messages.count_tokens),
         ("POST", "/v1/responses", responses.create),
@@ -138,12 +139,17 @@ def create_app(
         ("GET", "/api/providers", admin.providers),
         ("GET", "/api/cache/stats", admin.cache_stats),
         ("POST", "/api/cache/clear", admin.cache_clear),
+        ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
     shapes = dict.fromkeys(ANTHROPIC_PATHS, ANTHROPIC)
     ollama_paths = ("/api/tags", "/api/show", "/api/version", "/api/ps")
     shapes.update((path, OLLAMA) for _, path, _ in ollama_calls)
     shapes.update(dict.fromkeys(ollama_paths, OLLAMA))
+    # An OpenRouter base URL: every route under it answers errors in OpenRouter's shape.
+    shapes.update(
+        (path, OPENROUTER) for _, path, _ in routes if path.startswith(f"{OPENROUTER_BASE}/")
+    )
     add_routes(
         app,
         routes,
@@ -175,6 +181,7 @@ def ollama_routes(upstreams: Upstreams) -> tuple[Route, ...]:
 
 
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+OPENROUTER_BASE = "/api/v1"  # OpenRouter's base URL: its list (a view) and calls, its errors
 # Once clients exist, these need the admin token (server.auth_token): they show or change
 # every instance, whatever a client's allowlist.
 ADMIN_PATHS = frozenset({"/api/cache/clear", "/api/cache/stats", "/api/providers", "/metrics"})

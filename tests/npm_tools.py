@@ -1,7 +1,8 @@
-"""The real agent CLIs (Claude Code, Codex) for end-to-end tests: installed once per pinned
-version with npm into the user's cache folder, or skipped with a message saying why. Their
-runs are kept on loopback: every proxy variable points at a closed local port, so a CLI that
-tries to phone home fails at once instead of reaching the network."""
+"""The real agent CLIs (Claude Code, Codex) and client libraries (OpenRouter's SDK) for
+end-to-end tests: installed once per pinned version with npm into the user's cache folder, or
+skipped with a message saying why. Their runs are kept on loopback: every proxy variable points
+at a closed local port, so a CLI that tries to phone home fails at once instead of reaching the
+network."""
 
 from __future__ import annotations
 
@@ -20,10 +21,37 @@ CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # discard: nothing listens there
 def npm_cli(package: str, version: str, command: str) -> Path:
     """The path of `command` from `package@version`, installing it if needed; skips the test
     when npm is missing or the install fails."""
-    prefix = Path(platformdirs.user_cache_dir("localrouter-tests")) / "npm" / f"{command}-{version}"
+    prefix = _CACHE / f"{command}-{version}"
     binary = prefix / "node_modules" / ".bin" / command
-    if binary.exists():
-        return binary
+    _install(package, version, prefix, binary)
+    return binary
+
+
+def npm_module(package: str, version: str) -> Path:
+    """The folder of the library `package@version` (its package.json inside), for a node
+    script to import, installing it if needed; skips the test when npm is missing or the
+    install fails."""
+    prefix = _CACHE / f"{package.lstrip('@').replace('/', '-')}-{version}"
+    folder = prefix / "node_modules" / package
+    _install(package, version, prefix, folder / "package.json")
+    return folder
+
+
+def node() -> Path:
+    """The node binary, to run a script against an npm_module; skips the test without it."""
+    found = shutil.which("node")
+    if found is None:
+        pytest.skip("node is not installed: cannot run this test's script")
+    return Path(found)
+
+
+_CACHE = Path(platformdirs.user_cache_dir("localrouter-tests")) / "npm"
+
+
+def _install(package: str, version: str, prefix: Path, installed: Path) -> None:
+    """`package@version` into `prefix`, unless `installed` (what it provides) is there."""
+    if installed.exists():
+        return
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip(f"npm is not installed: cannot install {package}@{version} for this test")
@@ -43,9 +71,8 @@ def npm_cli(package: str, version: str, command: str) -> Path:
         timeout=600,
         check=False,
     )
-    if done.returncode != 0 or not binary.exists():
+    if done.returncode != 0 or not installed.exists():
         pytest.skip(f"npm could not install {package}@{version}: {done.stderr.strip()[-500:]}")
-    return binary
 
 
 def loopback_env(home: Path, **extra: str) -> dict[str, str]:
@@ -53,7 +80,7 @@ def loopback_env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "CODEX_"))
+        if not key.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "CODEX_", "OPENROUTER_"))
         and key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     }
     env.update(

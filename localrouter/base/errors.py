@@ -20,7 +20,8 @@
         └── GatewayError (502, 504, 429)
 
 The route wrapper (http/endpoint.py) renders an ApiError in the route's protocol's error
-shape (ErrorShape, below: OpenAI's, Anthropic's or Ollama's), the one place each is decided.
+shape (ErrorShape, below: OpenAI's, Anthropic's, Ollama's or OpenRouter's), the one place each
+is decided.
 No message carries a secret."""
 
 from __future__ import annotations
@@ -198,6 +199,21 @@ def error_body(
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
+def openrouter_error_body(
+    message: str, status: int, error_type: str, code: str | None, param: str | None
+) -> dict[str, Any]:
+    """OpenRouter's shape: `code` is the HTTP status, a number (its SDK rejects anything
+    else); what OpenAI's shape says besides goes into `metadata`."""
+    metadata = {"type": error_type, "reason": code, "param": param}
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "metadata": {key: value for key, value in metadata.items() if value is not None},
+        }
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorShape:
     """How one protocol's clients expect an error's body: `body(message, status, type, code,
@@ -223,3 +239,4 @@ ANTHROPIC = ErrorShape(
     "anthropic", lambda message, status, _kind, _code, _param: anthropic_error_body(message, status)
 )
 OLLAMA = ErrorShape("ollama", lambda message, _status, _kind, _code, _param: {"error": message})
+OPENROUTER = ErrorShape("openrouter", openrouter_error_body)

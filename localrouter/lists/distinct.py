@@ -23,7 +23,7 @@ class Offer:
     prompt: str | None  # USD per token, as OpenRouter writes it
     completion: str | None
     active: bool
-    cost: float | None  # prompt + completion, for sorting by price; not shown
+    cost: float | None  # prompt + completion when both are known, to sort by; not shown
 
     def public(self) -> dict[str, Any]:
         return {
@@ -67,5 +67,6 @@ def _offer(instance: str, model: ModelInfo) -> Offer:
         prompt=price_text(prompt) if prompt is not None else None,
         completion=price_text(completion) if completion is not None else None,
         active=model.active and not model.deprecated,
-        cost=None if prompt is None and completion is None else (prompt or 0) + (completion or 0),
+        # Half a price is no price to compare: an unknown part is not free.
+        cost=None if prompt is None or completion is None else prompt + completion,
     )

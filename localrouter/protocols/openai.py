@@ -1,27 +1,30 @@
 """POST /v1/chat/completions, /v1/completions, /v1/embeddings: resolve the model, forward the
-body with only `model` rewritten, and stream the answer back as it arrives."""
+body with only `model` rewritten, and stream the answer back as it arrives. The same calls
+under another base URL (OpenRouter's /api/v1) differ only in their errors' shape."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from localrouter.base.errors import NotAChatModel
+from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
 from localrouter.http.bodies import JSON, model_request
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
-from localrouter.protocols.forward import FORWARDED, Call, RequestBody, rewritten
+from localrouter.protocols.forward import FORWARDED, Call, Forwarded, RequestBody, rewritten
 from localrouter.providers.base import Wire
 
 
 class Forwarding:
     """The request as it came, for any instance that speaks Chat Completions."""
 
-    __slots__ = ("body", "headers", "model", "path")
+    __slots__ = ("body", "headers", "model", "path", "reply")
 
-    def __init__(self, body: RequestBody, model: str, path: str, accept: str) -> None:
-        self.body, self.model, self.path = body, model, path
+    def __init__(
+        self, body: RequestBody, model: str, path: str, accept: str, reply: Forwarded
+    ) -> None:
+        self.body, self.model, self.path, self.reply = body, model, path, reply
         self.headers = {"Accept": accept}
 
     async def __call__(self, instance: Instance, upstream_id: str) -> Call:
@@ -34,27 +37,33 @@ class Forwarding:
                 param="model",
             )
         data, streamed = rewritten(self.body.take(), upstream_id)
-        return Call(route, self.path, data, streamed, FORWARDED, self.headers)
+        return Call(route, self.path, data, streamed, self.reply, self.headers)
 
 
 class Forward:
-    """POST /v1/{path}: the body forwarded with only `model` rewritten."""
+    """POST {base}/{path}: the body forwarded with only `model` rewritten; the upstream's refusals
+    answered through `reply` (in OpenAI's shape, or the base URL's)."""
 
-    __slots__ = ("_path", "_upstreams")
+    __slots__ = ("_path", "_reply", "_upstreams")
 
-    def __init__(self, upstreams: Upstreams, path: str) -> None:
-        self._upstreams, self._path = upstreams, path
+    def __init__(self, upstreams: Upstreams, path: str, reply: Forwarded = FORWARDED) -> None:
+        self._upstreams, self._path, self._reply = upstreams, path, reply
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
-        plan = Forwarding(RequestBody(body, raw), model, self._path, accept)
+        plan = Forwarding(RequestBody(body, raw), model, self._path, accept, self._reply)
         del body  # see RequestBody
         return await attempts.answer(request, model, plan, self._upstreams)
 
 
-def routes(upstreams: Upstreams) -> list[tuple[str, str, Handler]]:
+def routes(
+    upstreams: Upstreams, base: str = "/v1", shape: ErrorShape = OPENAI
+) -> list[tuple[str, str, Handler]]:
+    """The calls under `base`, the upstream's refusals in `shape` (app.py gives the route
+    wrapper the same shape for these paths)."""
+    reply = FORWARDED if shape is OPENAI else Forwarded(shape)
     return [
-        ("POST", f"/v1/{path}", Forward(upstreams, path))
+        ("POST", f"{base}/{path}", Forward(upstreams, path, reply))
         for path in ("chat/completions", "completions", "embeddings")
     ]

@@ -22,8 +22,8 @@ from localrouter.views.litellm import litellm_groups, litellm_info
 from localrouter.views.lmstudio import LMStudioModel, lmstudio_models
 from localrouter.views.merged import MergedModels, ModelsView
 from localrouter.views.openai import ListModels, RetrieveModel
-from localrouter.views.openrouter import openrouter_models
-from localrouter.views.route import CachedListRoute
+from localrouter.views.openrouter import OpenRouterModels, openrouter_models
+from localrouter.views.route import CachedListRoute, Render
 from localrouter.views.unique import UniqueModels
 
 Route = tuple[str, str, Handler]
@@ -34,6 +34,8 @@ class ListView:
     name: str
     paths: tuple[str, ...]
     build: Callable[[MergedModels], Body]  # the whole body, from the caller's list
+    # Its route: the cached list (a subclass may also answer what the cache does not: a page)
+    route: Callable[[ModelsView, Render], CachedListRoute] = CachedListRoute
 
 
 VIEWS = (
@@ -41,7 +43,9 @@ VIEWS = (
     ListView("lmstudio", ("/api/v0/models",), lmstudio_models),
     ListView("litellm", ("/v1/model/info", "/model/info"), litellm_info),
     ListView("litellm_groups", ("/model_group/info",), litellm_groups),
-    ListView("openrouter", ("/api/v1/models",), openrouter_models),
+    ListView(
+        "openrouter", ("/api/v1/models", "/api/v1/models/user"), openrouter_models, OpenRouterModels
+    ),
 )
 
 
@@ -64,11 +68,7 @@ def model_views(models: ModelsView, resolver: Resolver, clock: Clock) -> ModelVi
         ("POST", "/api/show", ollama.OllamaShow(models, resolver)),
         ("GET", "/api/version", ollama.version),
         ("GET", "/api/ps", ollama.running),
-        *(
-            ("GET", path, CachedListRoute(models, view.build))
-            for view in VIEWS
-            for path in view.paths
-        ),
+        *(("GET", path, view.route(models, view.build)) for view in VIEWS for path in view.paths),
         ("GET", "/api/v0/models/{model_id:.+}", LMStudioModel(models)),
     ]
     return ModelViews(routes, unique)
