@@ -169,7 +169,7 @@ def add_routes(
     """`open_paths` need no token; `admin_paths` need the admin's once clients exist;
     `error_shapes` renders errors on a path in its protocol's shape (OpenAI's otherwise)."""
     for method, path, handler in routes:
-        stats = metrics.route("unmatched" if path == "/{tail:.*}" else path)
+        stats = metrics.route("unmatched" if path.endswith("{tail:.*}") else path)
         wrapped = endpoint(
             handler,
             guard,
