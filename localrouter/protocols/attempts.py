@@ -6,8 +6,10 @@ A call is tried again elsewhere only when it failed before any byte reached the 
 upstream could not be reached or timed out, or answered 401, 403, 404, 408, 429 or 5xx. A
 caller's mistake (400, 413, 422, ...) is answered as it is. A fallback is skipped when nothing
 serves it now, when the caller's allowlist does not admit it, or when it cannot take the
-request (an image model for a chat). The client sees the last failure, and every answer says
-which id answered (`x-localrouter-model`) after how many calls (`x-localrouter-attempts`)."""
+request (an image model for a chat). A key that turned a request away (429, 401, 403) is not
+tried again for it, so a request makes at most one such call per key. The client sees the last
+failure, and every answer says which id answered or was tried last (`x-localrouter-model`) after
+how many upstream calls (`x-localrouter-attempts`; 0 when a pool with no key free answered)."""
 
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ async def _in_turn(
     failure: web.StreamResponse | ApiError | None = None
     failed_name = listed_as
     client = request[CLIENT]
+    spent: dict[KeyPool, set[int]] = {}  # the keys that turned this request away, per pool
     for position, name in enumerate(names):
         try:
             instance, upstream_id = await resolver.resolve(name, client)
@@ -107,15 +110,15 @@ async def _in_turn(
             log.info("proxy.fallback", model=failed_name, fallback=name)
         full_id = f"{instance.name}/{upstream_id}"
         pool = instance.keys
-        shown: dict[str, str] = {}
+        turned_away = spent.setdefault(pool, set()) if pool is not None else set()
         while True:
             key = 0
             if pool is not None:
                 try:
-                    key = pool.pick()
+                    key = pool.pick(turned_away)
                 except NoKeyFree as none:
                     failure = _no_key(none, pool)
-                    failure.headers.update(shown)  # this model's last call, if it made one
+                    failure.headers.update({MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)})
                     break
             attempts += 1
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)}
@@ -133,6 +136,7 @@ async def _in_turn(
             failure = response
             if pool is None or not _about_the_key(status):
                 break
+            turned_away.add(key)
         failed_name = name
     if isinstance(failure, ApiError):
         raise failure

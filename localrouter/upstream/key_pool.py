@@ -2,12 +2,17 @@
 
 A key that is rate limited (429) rests for the upstream's Retry-After, or a backoff that doubles
 with each 429 in a row; a key the upstream refuses (401, 403) is out until the config changes
-(a changed instance is rebuilt, with a new pool). Keys are only ever named by position."""
+(a changed instance is rebuilt, with a new pool). Keys are only ever named by position.
+
+A rest decided here lasts at least MIN_REST_SECONDS, and no rest (another daemon's of the
+fleet included) more than MAX_REST_SECONDS; one request tries each key at most once. So an
+upstream that answers every key 429 with `Retry-After: 0` costs a request one call per key,
+then the pool counts as exhausted (the model's fallbacks answer, or a 429)."""
 
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,9 +20,12 @@ from localrouter.base.errors import NoKeyFree, UpstreamError
 
 T = TypeVar("T")
 
-FIRST_BACKOFF_SECONDS = 1.0
+# A Retry-After below a second (0, negative, a date past) is read as none: the backoff applies.
+# "Now" is never true right after a 429, and 1 s is the shortest wait the header can say.
+MIN_REST_SECONDS = 1.0
+FIRST_BACKOFF_SECONDS = MIN_REST_SECONDS
 MAX_BACKOFF_SECONDS = 60.0
-MAX_REST_SECONDS = 3600.0  # a Retry-After beyond an hour is taken as an hour
+MAX_REST_SECONDS = 3600.0  # a longer Retry-After, or a rest heard from the fleet, is an hour
 REFUSED = (401, 403)
 RATE_LIMITED = 429
 
@@ -45,21 +53,25 @@ class KeyPool:
     def name(self, index: int) -> str:
         return f"{self.instance} key #{index + 1}"
 
-    def pick(self) -> int:
-        """The next usable key's index; NoKeyFree if there is none."""
+    def pick(self, spent: Collection[int] = ()) -> int:
+        """The next usable key's index, other than the `spent` ones (those that turned the
+        same request away already); NoKeyFree if there is none."""
         keys, now, size = self._keys, self._clock(), len(self._keys)
         for step in range(size):
             index = (self._next + step) % size
             key = keys[index]
-            if key.refused_with is None and key.resting_until <= now:
+            if key.refused_with is None and key.resting_until <= now and index not in spent:
                 self._next = index + 1
                 return index
         waits = [key.resting_until - now for key in keys if key.refused_with is None]
         raise NoKeyFree(max(min(waits), 0.0) if waits else None)
 
-    def any_usable(self) -> bool:
+    def any_usable(self, spent: Collection[int] = ()) -> bool:
         now = self._clock()
-        return any(k.refused_with is None and k.resting_until <= now for k in self._keys)
+        return any(
+            key.refused_with is None and key.resting_until <= now and index not in spent
+            for index, key in enumerate(self._keys)
+        )
 
     def answered(self, index: int, status: int, retry_after: str | None) -> bool:
         """What the upstream said to a request made with key `index`; whether it was about
@@ -82,9 +94,11 @@ class KeyPool:
         return False
 
     def told(self, index: int, resting_until: float, refused_with: int | None) -> None:
-        """Another daemon's word on key `index`: it rests until then, or was refused."""
+        """Another daemon's word on key `index`: it rests until then (at most
+        MAX_REST_SECONDS from now), or was refused."""
         key = self._keys[index]
-        key.resting_until = max(key.resting_until, resting_until)
+        until = min(resting_until, self._clock() + MAX_REST_SECONDS)
+        key.resting_until = max(key.resting_until, until)
         if refused_with is not None and key.refused_with is None:
             key.refused_with = refused_with
 
@@ -115,7 +129,7 @@ class KeyPool:
 
 def seconds_to_wait(retry_after: str | None, now: float) -> float | None:
     """A Retry-After header (seconds, or an HTTP date) as seconds from `now`, capped; None
-    when absent or unreadable."""
+    when absent, unreadable or under MIN_REST_SECONDS."""
     if retry_after is None:
         return None
     text = retry_after.strip()
@@ -127,18 +141,20 @@ def seconds_to_wait(retry_after: str | None, now: float) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
+    if not seconds >= MIN_REST_SECONDS:  # NaN too
         return None
-    return min(max(seconds, 0.0), MAX_REST_SECONDS)
+    return min(seconds, MAX_REST_SECONDS)
 
 
 async def first_that_works(pool: KeyPool, attempt: Callable[[int], Awaitable[T]]) -> T:
-    """`attempt(key index)` with each usable key in turn until one is neither rate limited nor
-    refused (a model-list fetch; proxied calls do the same in attempts.py). The upstream's
-    error when every key failed, or UpstreamError if none was usable."""
+    """`attempt(key index)` with each usable key in turn, each at most once, until one is
+    neither rate limited nor refused (a model-list fetch; proxied calls do the same in
+    attempts.py). The upstream's error when every key failed, or UpstreamError if none was
+    usable."""
+    spent: set[int] = set()
     while True:
         try:
-            index = pool.pick()
+            index = pool.pick(spent)
         except NoKeyFree as none:
             raise UpstreamError(none.describe(pool.instance)) from None
         try:
@@ -146,7 +162,8 @@ async def first_that_works(pool: KeyPool, attempt: Callable[[int], Awaitable[T]]
         except UpstreamError as error:
             if error.status is None or not pool.answered(index, error.status, error.retry_after):
                 raise
-            if not pool.any_usable():
+            spent.add(index)
+            if not pool.any_usable(spent):
                 raise
             continue
         pool.answered(index, 200, None)
