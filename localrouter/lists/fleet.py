@@ -12,6 +12,11 @@ Redis is never on a request's path to a cached answer, and it may go at any time
 here is bounded by OP_SECONDS, a failure marks the fleet down (/health says so), and while it is
 down each call answers at once as if there were no fleet. A loop reconnects with backoff,
 re-subscribes and catches up.
+
+Anything under the prefix may have been written by someone else: what is not ours (unreadable,
+out of range, or a value of another Redis type, which Redis refuses with WRONGTYPE) is ignored
+with a warning, and the fleet stays up. Those warnings are rate-limited (ForeignWarnings): who
+can write to the Redis must not be able to flood the log.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from localrouter.base.secrets import display_url, redact
 from localrouter.config.settings import FleetSettings, ProviderSettings
 from localrouter.lists.cache import CacheCounters, Clock
 from localrouter.lists.shared import SharedList
-from localrouter.upstream.key_pool import KeyPool, KeyState
+from localrouter.upstream.key_pool import REFUSED, KeyPool, KeyState
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +51,45 @@ FIRST_RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 5.0
 COUNTERS_KEEP_SECONDS = 5 * REPORT_SECONDS  # a daemon that stopped reporting leaves the totals
 EVENT_KINDS = frozenset({"list", "expire", "failed", "key"})
+FOREIGN_WARNINGS = 5  # warnings about foreign data logged per interval; the rest are counted
+FOREIGN_INTERVAL_SECONDS = 60.0
+
+
+class ForeignWarnings:
+    """At most FOREIGN_WARNINGS warnings about foreign data per FOREIGN_INTERVAL_SECONDS; the
+    ones held back are counted, and the count logged (`fleet.foreign_data_suppressed`, by
+    event) once the interval is over."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._interval_ends = float("-inf")
+        self._shown = 0
+        self._held_back: dict[str, int] = {}
+
+    def warn(self, event: str, **fields: Any) -> None:
+        self.flush()
+        if self._shown < FOREIGN_WARNINGS:
+            self._shown += 1
+            log.warning(event, **fields)
+        else:
+            self._held_back[event] = self._held_back.get(event, 0) + 1
+
+    def flush(self) -> None:
+        """Start a new interval if this one is over, logging what it held back."""
+        now = self._clock()
+        # A clock set back must not hold warnings back for longer than an interval.
+        if now < self._interval_ends <= now + FOREIGN_INTERVAL_SECONDS:
+            return
+        if self._held_back:
+            log.warning(
+                "fleet.foreign_data_suppressed",
+                count=sum(self._held_back.values()),
+                events=self._held_back,
+                seconds=FOREIGN_INTERVAL_SECONDS,
+            )
+            self._held_back = {}
+        self._shown = 0
+        self._interval_ends = now + FOREIGN_INTERVAL_SECONDS
 
 
 class Fleet:
@@ -53,13 +97,14 @@ class Fleet:
         import redis.asyncio as redis  # the optional extra; config checked it is there
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError, ResponseError
 
         assert settings.redis_url is not None
         url = settings.redis_url.get_secret_value()
         self.shown_url = display_url(url)
         self._secrets = settings.secret_values
         self.failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+        self._error_reply: type[BaseException] = ResponseError
         self.redis = redis.Redis.from_url(
             url,
             socket_timeout=OP_SECONDS,
@@ -70,6 +115,7 @@ class Fleet:
         self.channel = f"{self.prefix}events"
         self.daemon = secrets.token_hex(8)
         self.clock = clock
+        self.foreign = ForeignWarnings(clock)
         # Where this daemon's counters come from, once there is a registry to count.
         self.counters: Callable[[], Mapping[str, CacheCounters]] = dict
         self.up = False
@@ -118,7 +164,7 @@ class Fleet:
                 await self._catch_up()
                 await self._listen(pubsub)
             except self.failures as exc:
-                self.lost(exc)
+                self.call_failed(exc)
             except Exception as exc:  # a bug here must not end sharing for good
                 log.exception("fleet.loop_crashed")
                 self.lost(exc)
@@ -135,6 +181,7 @@ class Fleet:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
             if message is not None:
                 self._on_event(message.get("data"))
+            self.foreign.flush()
             now = self.clock()
             if now >= next_check:
                 next_check = now + CHECK_SECONDS
@@ -151,16 +198,28 @@ class Fleet:
         self.up, self.problem = False, why
         self._lost.set()
 
-    async def call(self, op: Callable[[], Awaitable[T]]) -> T | None:
-        """`op` on Redis within OP_SECONDS; None (and the fleet marked down) if it failed, and
-        at once while the fleet is down."""
+    def call_failed(self, exc: BaseException, key: str | None = None) -> None:
+        """A Redis call failed: over a value of another type under `key` (foreign data, the
+        fleet stays up), or because Redis is gone (lost)."""
+        said = ""
+        if isinstance(exc, self._error_reply):  # Redis answered with an error
+            said = str(exc).rpartition("caused error: ")[2]  # a pipeline's names its command
+        if said.startswith("WRONGTYPE"):
+            error = redact(said, self._secrets)
+            self.foreign.warn("fleet.foreign_type_ignored", key=key, error=error)
+        else:
+            self.lost(exc)
+
+    async def call(self, op: Callable[[], Awaitable[T]], key: str | None = None) -> T | None:
+        """`op` on Redis (about `key`, if one) within OP_SECONDS; None if it failed (see
+        `call_failed`), and at once while the fleet is down."""
         if not self.up:
             return None
         try:
             async with asyncio.timeout(OP_SECONDS):
                 return await op()
         except self.failures as exc:
-            self.lost(exc)
+            self.call_failed(exc, key)
             return None
 
     def send_soon(self, op: Callable[[], Awaitable[Any]]) -> None:
@@ -229,7 +288,7 @@ class Fleet:
         for raw in reports:
             report = loads_or_none(raw)
             if not isinstance(report, dict):
-                log.warning("fleet.foreign_report_ignored", prefix=self.prefix)
+                self.foreign.warn("fleet.foreign_report_ignored", prefix=self.prefix)
                 continue
             totals["daemons"] += 1
             for counters in report.values():
@@ -271,7 +330,7 @@ class Fleet:
             or event.get("kind") not in EVENT_KINDS
             or not isinstance(event.get("target"), str)
         ):
-            log.warning("fleet.foreign_event_ignored", channel=self.channel)
+            self.foreign.warn("fleet.foreign_event_ignored", channel=self.channel)
             return
         if event.get("by") == self.daemon:
             return
@@ -282,12 +341,13 @@ class Fleet:
             shared.heard(event["kind"])
 
     def _apply_key(self, name: str, state: object) -> None:
+        """A key's rest or refusal as another daemon decided it (the pool caps the rest)."""
         if not isinstance(state, dict):
-            log.warning("fleet.foreign_key_state_ignored", key=name)
+            self.foreign.warn("fleet.foreign_key_state_ignored", key=name)
             return
         until, refused = state.get("until"), state.get("refused")
-        if not isinstance(until, int | float) or not (refused is None or isinstance(refused, int)):
-            log.warning("fleet.foreign_key_state_ignored", key=name)
+        if not isinstance(until, int | float) or not (refused is None or refused in REFUSED):
+            self.foreign.warn("fleet.foreign_key_state_ignored", key=name)
             return
         for pool, names in list(self._key_names.items()):
             for index, mine in enumerate(names):

@@ -4,6 +4,8 @@ Under `list:<instance>:<identity>` a hash holds the list (`models`, a JSON docum
 was fetched (`fetched_at`), which daemon fetched it (`by`) and when a cache clear expired it
 fleet-wide (`cleared_at`). The identity hashes all of the instance's settings and keys, so
 daemons configured differently never share; lists fetched with a caller's key are never here.
+Every Redis call names its key to the fleet, which ignores a value of another type under it
+with a warning.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import orjson
-import structlog
 
 from localrouter.base.jsonload import INLINE_BYTES, loads_in_steps, loads_or_none
 from localrouter.base.offload import heavy
@@ -25,10 +26,9 @@ from localrouter.providers.parsing import sane_models
 if TYPE_CHECKING:
     from localrouter.lists.fleet import Fleet
 
-log = structlog.get_logger(__name__)
-
 KEEP_SECONDS = 7 * 86400.0  # an unrefreshed list leaves Redis after a week past its expiry
 MIN_LOCK_SECONDS = 30.0  # how long a leader may take before another daemon may call
+MAX_LOCK_SECONDS = 120.0  # a lock set to outlast this (or never to expire) is not ours
 POLL_SECONDS = 0.25  # a follower looks again this often if no event wakes it
 FAILURE_KEEP_SECONDS = 10.0
 
@@ -54,13 +54,13 @@ class SharedList:
     @property
     def _lock_ms(self) -> int:
         ttl = self._cache.ttl_seconds if self._cache is not None else MIN_LOCK_SECONDS
-        return int(max(MIN_LOCK_SECONDS, min(ttl, 120.0)) * 1000)
+        return int(max(MIN_LOCK_SECONDS, min(ttl, MAX_LOCK_SECONDS)) * 1000)
 
     # -- the FleetList protocol (cache.py) ---------------------------------------------------
 
     async def newer(self, than: float) -> ModelList | None:
         head = await self.fleet.call(
-            lambda: self.fleet.redis.hmget(self.key, ["fetched_at", "cleared_at"])
+            lambda: self.fleet.redis.hmget(self.key, ["fetched_at", "cleared_at"]), self.key
         )
         if head is None or head[0] is None:
             return None
@@ -70,7 +70,7 @@ class SharedList:
             return None
         if fetched_at <= than:
             return None
-        raw = await self.fleet.call(lambda: self.fleet.redis.hget(self.key, "models"))
+        raw = await self.fleet.call(lambda: self.fleet.redis.hget(self.key, "models"), self.key)
         if not isinstance(raw, bytes):
             return None
         models = await self._decode(raw)
@@ -85,7 +85,8 @@ class SharedList:
     async def lead(self) -> bool:
         redis = self.fleet.redis
         taken = await self.fleet.call(
-            lambda: redis.set(self._lock_key, self._token, nx=True, px=self._lock_ms)
+            lambda: redis.set(self._lock_key, self._token, nx=True, px=self._lock_ms),
+            self._lock_key,
         )
         if taken is None and not self.fleet.up:
             return True  # no fleet to agree with: this daemon calls, as it would alone
@@ -98,8 +99,7 @@ class SharedList:
         while self.fleet.up and self.fleet.clock() < give_up:
             if (found := await self.newer(than)) is not None:
                 return found
-            held = await self.fleet.call(lambda: self.fleet.redis.exists(self._lock_key))
-            if held == 0:
+            if not await self._lock_held():
                 if (found := await self.newer(than)) is not None:  # landed as the lock went
                     return found
                 return await self._failure_since(started)
@@ -130,7 +130,7 @@ class SharedList:
                 pipe.publish(fleet.channel, news)
                 await pipe.execute()
 
-        await fleet.call(send)
+        await fleet.call(send, self.key)
 
     async def failed(self, error: str) -> None:
         fleet = self.fleet
@@ -143,12 +143,13 @@ class SharedList:
                 pipe.publish(fleet.channel, news)
                 await pipe.execute()
 
-        await fleet.call(send)
+        await fleet.call(send, self._failed_key)
 
     async def release(self) -> None:
         # Only our own lock: if it expired and another daemon took it, that one is theirs.
         await self.fleet.call(
-            lambda: self.fleet.redis.eval(RELEASE_SCRIPT, 1, self._lock_key, self._token)
+            lambda: self.fleet.redis.eval(RELEASE_SCRIPT, 1, self._lock_key, self._token),
+            self._lock_key,
         )
 
     # -- fleet-wide news ----------------------------------------------------------------------
@@ -163,7 +164,7 @@ class SharedList:
                 pipe.publish(fleet.channel, fleet.event("expire", self.key))
                 await pipe.execute()
 
-        await fleet.call(send)
+        await fleet.call(send, self.key)
 
     def heard(self, kind: str) -> None:
         """Another daemon published, failed on or expired this list."""
@@ -184,7 +185,7 @@ class SharedList:
         current = cache.current
         if current is None or current.source is not Source.LIVE:
             return
-        raw = await self.fleet.redis.hget(self.key, "cleared_at")
+        raw = await self.fleet.call(lambda: self.fleet.redis.hget(self.key, "cleared_at"), self.key)
         cleared_at = _number(raw) if raw is not None else None
         missed = cleared_at is not None and cleared_at >= current.fetched_at
         if missed and self.fleet.clock() < current.expires_at:
@@ -207,8 +208,22 @@ class SharedList:
             self._foreign(f"models: {type(exc).__name__}")
             return None
 
+    async def _lock_held(self) -> bool:
+        """Whether another daemon holds the lock. One that would outlast any of ours (never
+        set to expire, or set to expire in a year) is foreign, and ignored."""
+        left_ms = await self.fleet.call(
+            lambda: self.fleet.redis.pttl(self._lock_key), self._lock_key
+        )
+        if left_ms is None or left_ms == -2:  # no fleet to ask, or no lock
+            return False
+        if 0 <= left_ms <= MAX_LOCK_SECONDS * 1000:
+            return True
+        self._foreign("its lock never expires" if left_ms < 0 else "its lock outlasts any of ours")
+        return False
+
     async def _failure_since(self, started: float) -> str | None:
-        raw = await self.fleet.call(lambda: self.fleet.redis.get(self._failed_key))
+        key = self._failed_key
+        raw = await self.fleet.call(lambda: self.fleet.redis.get(key), key)
         note = loads_or_none(raw)
         if not isinstance(note, dict):
             return None
@@ -218,7 +233,7 @@ class SharedList:
         return None
 
     def _foreign(self, why: str) -> None:
-        log.warning("fleet.foreign_list_ignored", key=self.key, reason=why)
+        self.fleet.foreign.warn("fleet.foreign_list_ignored", key=self.key, reason=why)
 
 
 def _number(raw: object) -> float | None:
