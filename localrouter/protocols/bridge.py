@@ -5,6 +5,7 @@ protocol's events written as server-sent events."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 Event = tuple[str, Json]
 
 MAX_LINE_BYTES = 1024 * 1024  # one upstream SSE line; beyond it the stream is broken
+LONG_EVENT_BYTES = 64 * 1024  # an event this long is written on its own (see `write_events`)
 
 
 def token_count(value: Any) -> int:
@@ -59,11 +61,13 @@ def whole_answer(body: bytes | bytearray, where: Where) -> Json:
 
 
 def sse(events: list[Event]) -> bytes:
-    """Server-sent events as Anthropic and OpenAI's Responses frame them: `event:`, `data:`."""
-    return b"".join(
-        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-        for name, data in events
-    )
+    """Server-sent events as Anthropic and OpenAI's Responses frame them: `event:`, `data:`.
+    Joined once: each event's bytes are copied once, however long (a closing event can repeat
+    megabytes of what an answer said)."""
+    parts: list[bytes] = []
+    for name, data in events:
+        parts += (b"event: ", name.encode(), b"\ndata: ", orjson.dumps(data), b"\n\n")
+    return b"".join(parts)
 
 
 def chat_chunk(line: bytes) -> Json | None:
@@ -76,6 +80,31 @@ def chat_chunk(line: bytes) -> Json | None:
         return None
     chunk = orjson.loads(payload)  # a broken line is a broken stream: ValueError
     return chunk if isinstance(chunk, dict) else None
+
+
+async def write_events(
+    response: web.StreamResponse,
+    events: list[Event],
+    encode: Callable[[list[Event]], bytes],
+    secrets: tuple[str, ...],
+) -> None:
+    """The events, framed by `encode` and redacted, in one write; but an event of
+    LONG_EVENT_BYTES or more in a write of its own, after which the loop runs (closing events
+    repeat all an answer said: Responses' three times over, megabytes at most; a write to a
+    fast client does not wait), instead of joining and copying them all in one go."""
+    short: list[bytes] = []
+    for event in events:
+        framed = encode([event])
+        if len(framed) < LONG_EVENT_BYTES:
+            short.append(framed)
+            continue
+        if short:
+            await response.write(redact_bytes(b"".join(short), secrets))
+            short = []
+        await response.write(redact_bytes(framed, secrets))
+        await asyncio.sleep(0)
+    if short:
+        await response.write(redact_bytes(b"".join(short), secrets))
 
 
 async def translate_stream(
@@ -107,11 +136,10 @@ async def translate_stream(
             for line in lines:
                 if (chunk := chat_chunk(line)) is not None:
                     events += translator.feed(chunk)
-            if events:
-                await response.write(redact_bytes(encode(events), http.secrets))
+            await write_events(response, events, encode, http.secrets)
         if (chunk := chat_chunk(held)) is not None:
-            await response.write(redact_bytes(encode(translator.feed(chunk)), http.secrets))
-        await response.write(redact_bytes(encode(translator.finish()), http.secrets))
+            await write_events(response, translator.feed(chunk), encode, http.secrets)
+        await write_events(response, translator.finish(), encode, http.secrets)
     except ConnectionResetError:
         log.info("bridge.client_left", upstream=str(where))
         return response

@@ -1,6 +1,7 @@
 """A Chat Completions answer, as the OpenAI Responses answer that means the same: a Response
 object (`response`), or its stream of events chunk by chunk (`ResponsesStream`), whose
-`response.completed` carries the same Response object the whole answer would have been."""
+`response.completed` carries the same Response object the whole answer would have been, up to
+said.MAX_OUTPUT_BYTES of output (then `response.incomplete`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+import structlog
+
 from localrouter.base.jsonload import Json
 from localrouter.protocols.bridge import Event, token_count
+from localrouter.protocols.responses.said import MAX_OUTPUT_BYTES, Said, Text
+
+log = structlog.get_logger(__name__)
 
 # Response ids: random per process, counted within it (cheaper than a uuid4 per response).
 _PROCESS = secrets.token_hex(8)
@@ -122,7 +129,7 @@ def response(chat: Json, echo: Echo) -> Json:
     return response_object(echo, output, status, usage(chat.get("usage")), incomplete_reason=reason)
 
 
-def _message_item(item_id: str, text: str, status: str = "completed") -> Json:
+def _message_item(item_id: str, text: Text, status: str = "completed") -> Json:
     return {
         "id": item_id,
         "type": "message",
@@ -132,12 +139,12 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> Json:
     }
 
 
-def _text_part(text: str) -> Json:
+def _text_part(text: Text) -> Json:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def _call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+    item_id: str, call_id: str, name: str, arguments: Text, status: str = "completed"
 ) -> Json:
     return {
         "id": item_id,
@@ -160,22 +167,28 @@ def _get(found: Any, name: str) -> Any:
 class ResponsesStream:
     """Turns Chat Completions chunks into Responses events as they arrive, numbered by
     `sequence_number`. Text and each tool call are output items; calls may grow interleaved
-    (each event names its item). The output so far is kept: `response.completed` carries it."""
+    (each event names its item). What the items say is kept (`Said`), up to `max_output_bytes`
+    for all: the closing events and `response.completed` carry it. A delta past that is not
+    sent: the open items close with what was, the Response ends `incomplete`
+    (`max_output_tokens`), and the rest of the upstream's answer is dropped."""
 
-    def __init__(self, echo: Echo) -> None:
+    def __init__(self, echo: Echo, max_output_bytes: int = MAX_OUTPUT_BYTES) -> None:
         self._echo = echo
         self._sequence = 0
         self._started = False
-        self._output: list[Json] = []  # finished and open items, by output_index
+        self._ended = False
+        self._output: list[Json] = []  # finished (as sent) and open items, by output_index
+        self._said = Said(max_output_bytes)  # what the open items have said
         self._text: int | None = None  # output_index of the open message item
-        self._texts: list[str] = []
         self._calls: dict[int, int] = {}  # the upstream's tool-call index -> output_index
         self._open_calls: set[int] = set()
         self._finish: Any = None
         self._usage: Json | None = None
-        self.final: Json | None = None  # the Response `response.completed` carried
+        self._final: Json | None = None  # the Response `response.completed` carried
 
     def feed(self, chunk: Json) -> list[Event]:
+        if self._ended:
+            return []  # past the output cap
         events: list[Event] = []
         if not self._started:
             events += self._start(chunk)
@@ -188,11 +201,16 @@ class ResponsesStream:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 events += self._delta(delta)
+                if self._ended:
+                    return events
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
         return events
 
     def finish(self) -> list[Event]:
+        if self._ended:
+            return []
+        self._ended = True
         events = [] if self._started else self._start({})
         events += self._close_text()
         for index in sorted(self._open_calls):
@@ -202,13 +220,22 @@ class ResponsesStream:
         final = response_object(
             self._echo, self._output, status, self._usage, incomplete_reason=reason
         )
-        self.final = final
+        self._final = final
         events.append(self._event(f"response.{status}", {"response": final}))
         return events
 
+    def final_body(self) -> bytes | None:
+        """The Response `response.completed` (or `.incomplete`) carried, serialised; None
+        before, or when the stream broke."""
+        return None if self._final is None else orjson.dumps(self._final)
+
     def broken(self, message: str) -> list[Event]:
+        if self._ended:
+            return []
+        self._ended = True
         error = {"code": "server_error", "message": message}
-        failed = response_object(self._echo, self._output, "failed", self._usage, error=error)
+        output = [self._so_far(index) for index in range(len(self._output))]
+        failed = response_object(self._echo, output, "failed", self._usage, error=error)
         events = [] if self._started else self._start({})
         events.append(self._event("response.failed", {"response": failed}))
         # The event's own fields, and the same as `error`, which is what the SDK raises from.
@@ -216,6 +243,14 @@ class ResponsesStream:
         error_event = {**fields, "error": {"type": "upstream_error", **fields}}
         events.append(self._event("error", error_event))
         return events
+
+    def _so_far(self, index: int) -> Json:
+        """An item as it stands when the stream breaks: an open call with its arguments so
+        far, an open message with no content yet."""
+        item = self._output[index]
+        if index in self._open_calls:
+            return {**item, "arguments": self._said.take(index)}
+        return item
 
     def _start(self, chunk: Json) -> list[Event]:
         self._started = True
@@ -234,7 +269,8 @@ class ResponsesStream:
             if self._text is None:
                 events += self._open_text()
             assert self._text is not None
-            self._texts.append(text)
+            if not self._said.add(self._text, text):
+                return events + self._capped()
             events.append(
                 self._event(
                     "response.output_text.delta",
@@ -264,13 +300,15 @@ class ResponsesStream:
                     status="in_progress",
                 )
                 self._output.append(item)
+                self._said.open(index)
                 self._calls[position] = index
                 self._open_calls.add(index)
                 events.append(self._added(index))
             index = self._calls[position]
             arguments = function.get("arguments")
             if isinstance(arguments, str) and arguments and index in self._open_calls:
-                self._output[index]["arguments"] += arguments
+                if not self._said.add(index, arguments):
+                    return events + self._capped()
                 events.append(
                     self._event(
                         "response.function_call_arguments.delta",
@@ -283,11 +321,16 @@ class ResponsesStream:
                 )
         return events
 
+    def _capped(self) -> list[Event]:
+        log.warning("responses.output_capped", max_bytes=self._said.max_bytes)
+        self._finish = "length"  # as an answer that reached its maximum output ends
+        return self.finish()
+
     def _open_text(self) -> list[Event]:
         index = len(self._output)
         self._output.append(_message_item(_item_id("msg", self._echo, index), "", "in_progress"))
+        self._said.open(index)
         self._text = index
-        self._texts = []
         part = {
             "item_id": self._output[index]["id"],
             "output_index": index,
@@ -300,9 +343,8 @@ class ResponsesStream:
         if self._text is None:
             return []
         index, self._text = self._text, None
-        text = "".join(self._texts)
-        item = _message_item(self._output[index]["id"], text)
-        self._output[index] = item
+        text = self._said.take(index)
+        item = self._output[index] = _message_item(self._output[index]["id"], text)
         where = {"item_id": item["id"], "output_index": index, "content_index": 0}
         return [
             self._event("response.output_text.done", {**where, "text": text, "logprobs": []}),
@@ -312,9 +354,10 @@ class ResponsesStream:
 
     def _close_call(self, index: int) -> list[Event]:
         self._open_calls.discard(index)
-        item = {**self._output[index], "status": "completed"}
+        arguments = self._said.take(index)
+        item = {**self._output[index], "status": "completed", "arguments": arguments}
         self._output[index] = item
-        done = {"item_id": item["id"], "output_index": index, "arguments": item["arguments"]}
+        done = {"item_id": item["id"], "output_index": index, "arguments": arguments}
         return [
             self._event("response.function_call_arguments.done", done),
             self._event("response.output_item.done", {"output_index": index, "item": item}),

@@ -44,41 +44,47 @@ class Responses:
         body, model, raw = await model_request(request)
         if not isinstance(body.get("input"), str | list):
             raise BadRequest("'input' is required: a string or a list of items.", param="input")
-        plan = ResponsesPlan(request, RequestBody(body, raw), model, self._upstreams, self._store)
+        plan = ResponsesPlan(
+            request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
+        )
         del body  # see RequestBody
         return await attempts.answer(request, model, plan, self._upstreams)
 
     async def retrieve(self, request: web.Request) -> web.Response:
         """GET /v1/responses/{id}: a response this daemon translated and kept."""
         response_id = request.match_info["response_id"]
-        stored = self._store.get(response_id, caller_of(request))
+        stored = self._store.get(response_id, self._caller(request))
         if stored is None:
             raise NotFound(_unknown(response_id), param="response_id")
         return web.Response(body=stored.body, content_type=JSON)
 
     async def delete(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
-        if not self._store.delete(response_id, caller_of(request)):
+        if not self._store.delete(response_id, self._caller(request)):
             raise NotFound(_unknown(response_id), param="response_id")
         gone = {"id": response_id, "object": "response", "deleted": True}
         return web.Response(body=orjson.dumps(gone), content_type=JSON)
+
+    def _caller(self, request: web.Request) -> str:
+        return caller_of(request, self._upstreams.live.current.server)
 
 
 class ResponsesPlan:
     """A Responses request as it is for an instance that speaks Responses, else translated
     to Chat Completions (with the conversation a `previous_response_id` continues)."""
 
-    __slots__ = ("body", "model", "request", "store", "upstreams")
+    __slots__ = ("body", "model", "request", "size", "store", "upstreams")
 
     def __init__(
         self,
         request: web.Request,
         body: RequestBody,
+        size: int,  # the bytes read of the request (whatever its Content-Length said, or not)
         model: str,
         upstreams: attempts.Upstreams,
         store: ResponseStore,
     ) -> None:
-        self.request, self.body, self.model = request, body, model
+        self.request, self.body, self.size, self.model = request, body, size, model
         self.upstreams, self.store = upstreams, store
 
     async def __call__(self, instance: Instance, upstream_id: str) -> Call:
@@ -89,7 +95,7 @@ class ResponsesPlan:
         route = chat_route(instance, self.model)
         listed = await self.upstreams.resolver.listing(instance, upstream_id)
         body = self.body.take()
-        store, caller = self.store, caller_of(request)
+        store, caller = self.store, caller_of(request, self.upstreams.live.current.server)
         conversation = _prior(store, caller, body.get("previous_response_id")) + input_items(
             body["input"]
         )
@@ -108,7 +114,7 @@ class ResponsesPlan:
             headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
             if translated.dropped_tools
             else None,
-            kept=(store, caller, conversation, request.content_length or 0)
+            kept=(store, caller, conversation, self.size)
             if body.get("store") is not False
             else None,
         )
@@ -117,7 +123,7 @@ class ResponsesPlan:
 
 
 # Where a translated response is kept: the store, its caller, the conversation up to it and
-# what the request weighed.
+# what the request weighed (the bytes read).
 Keeping = tuple[ResponseStore, str, list[dict[str, Any]], int]
 
 
@@ -156,9 +162,8 @@ class ResponsesReply(TranslatedReply):
         if self.streamed:
             stream = ResponsesStream(Echo.of(self.echo, self.model))
             answer = await translate_stream(request, upstream, http, stream, where, headers)
-            if self.kept and stream.final is not None:
-                final = redact_bytes(orjson.dumps(stream.final), http.secrets)
-                _keep(self.kept, stream.final, final)
+            if self.kept and (final := stream.final_body()) is not None:
+                _keep(self.kept, orjson.loads(final), redact_bytes(final, http.secrets))
             return answer
         chat = whole_answer(await http.read_body(upstream, where), where)
         made = response(chat, Echo.of(self.echo, self.model, chat))

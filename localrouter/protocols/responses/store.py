@@ -1,6 +1,7 @@
 """Responses kept for `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`: in memory,
-bounded by count and bytes, oldest out first. Each is kept under the caller that made it (a
-hash of the credentials it presented) and is invisible to any other caller."""
+bounded by count and bytes, oldest out first. Each is kept under the caller that made it (the
+client the guard found, however it sent its token; see `caller_of`) and is invisible to any
+other caller."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import hashlib
 from collections import OrderedDict
 from typing import NamedTuple
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from localrouter.base.jsonload import Json
+from localrouter.config.settings import ServerSettings
+from localrouter.http.guard import CLIENT
 
 MAX_RESPONSES = 1000
 MAX_BYTES = 64 * 1024 * 1024
@@ -58,12 +61,21 @@ class ResponseStore:
         return True
 
 
-def caller_of(request: web.Request) -> str:
-    """Who is asking, as far as stored responses go: a hash of the credentials presented."""
-    presented = request.headers.get(hdrs.AUTHORIZATION) or request.headers.get("x-api-key") or ""
-    return _hashed(presented)
+ANYONE = "anyone"  # the caller when no token is set: everyone is the admin
+
+
+def caller_of(request: web.Request, server: ServerSettings) -> str:
+    """Who is asking, as far as stored responses go: the client the guard found (clients:),
+    by name, however it sent its token (`Authorization: Bearer`, `x-api-key`); else the admin,
+    by the token in force (server.auth_token: a rotated token is someone else); else, with no
+    token set, anyone, as one caller."""
+    client = request[CLIENT]
+    if client is not None:
+        return _hashed("client", client.name)
+    token = server.auth_token
+    return ANYONE if token is None else _hashed("admin", token.get_secret_value())
 
 
 @functools.lru_cache(maxsize=256)  # a handful of callers, each asking many times
-def _hashed(presented: str) -> str:
-    return hashlib.sha256(presented.encode()).hexdigest()[:32]
+def _hashed(kind: str, name: str) -> str:
+    return hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:32]
