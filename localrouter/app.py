@@ -38,6 +38,10 @@ from localrouter.protocols.ollama import front as ollama
 from localrouter.protocols.responses.front import Responses
 from localrouter.protocols.responses.store import ResponseStore
 from localrouter.upstream.client import SessionTransport
+from localrouter.usage.feature import ADMIN_PATHS as USAGE_ADMIN_PATHS
+from localrouter.usage.feature import Usage
+from localrouter.usage.ledger import Ledger
+from localrouter.usage.recording import Recorder
 from localrouter.views.merged import ModelsView
 from localrouter.views.table import model_views
 from localrouter.views.unique import UniqueCache
@@ -61,6 +65,8 @@ class Components:
     models: ModelsView
     response_store: ResponseStore
     unique: UniqueCache
+    ledger: Ledger
+    recorder: Recorder
 
 
 COMPONENTS: web.AppKey[Components] = web.AppKey("components")
@@ -74,11 +80,13 @@ def create_app(
     config_path: Path | None = None,
     server_overrides: Mapping[str, Any] | None = None,
     cache_dir: Path | None = None,
+    state_dir: Path | None = None,
     handle_sighup: bool = False,
 ) -> web.Application:
     """The daemon. `config_path` is watched and reloaded (and on SIGHUP when `handle_sighup`),
     `server_overrides` (the command line's) applied over every reload; `cache_dir` holds what
-    it keeps on disk (an updated catalog, persisted lists); None for either turns that off."""
+    it keeps on disk (an updated catalog, persisted lists), `state_dir` the usage ledger
+    (unless `usage.path` says where); None for any of them turns that off."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     redactor = SecretRedactor(settings.secret_values)
     live = LiveSettings(settings, origin=config_origin)
@@ -105,6 +113,8 @@ def create_app(
     models = ModelsView(registry, live, resolver)
     store = ResponseStore()
     views = model_views(models, resolver, clock)
+    usage = Usage.build(settings, clock, state_dir)
+    metrics.registry.register(usage.metrics)
     parts = app[COMPONENTS] = Components(
         clock,
         redactor,
@@ -118,8 +128,10 @@ def create_app(
         models,
         store,
         views.unique.cache,
+        usage.ledger,
+        usage.recorder,
     )
-    upstreams = Upstreams(live, metrics, resolver)
+    upstreams = Upstreams(live, metrics, resolver, usage.recorder)
     messages = Messages(upstreams)
     responses = Responses(upstreams, store)
     admin = Admin(registry, fleet, reloader, live)
@@ -139,6 +151,7 @@ def create_app(
         ("GET", "/api/providers", admin.providers),
         ("GET", "/api/cache/stats", admin.cache_stats),
         ("POST", "/api/cache/clear", admin.cache_clear),
+        *usage.routes(OPENROUTER_BASE),
         ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
@@ -157,9 +170,10 @@ def create_app(
         metrics=metrics,
         open_paths={"/health"},
         error_shapes=shapes,
-        admin_paths=ADMIN_PATHS,
+        admin_paths=ADMIN_PATHS | USAGE_ADMIN_PATHS,
     )
     app.cleanup_ctx.append(_upstream_session(transport))
+    app.cleanup_ctx.append(usage.running)
     app.cleanup_ctx.append(_lists(parts, catalog, views.unique.warm_common_queries))
     app.cleanup_ctx.append(_reloader(reloader, handle_sighup))
     return app

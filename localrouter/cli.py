@@ -168,6 +168,7 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         config_path=watch_path(args.config, os.environ),
         log_level=args.log_level,
         cache_dir=cache_dir(),
+        state_dir=platformdirs.user_state_path(APP_NAME),
     )
 
 

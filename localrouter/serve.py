@@ -37,6 +37,7 @@ def run(
     server_overrides: Mapping[str, Any] | None = None,
     log_level: str = "info",
     cache_dir: Path | None = None,
+    state_dir: Path | None = None,
 ) -> int:
     try:
         loop_name, loop_factory = event_loop(os.environ.get(EVENT_LOOP_VARIABLE, ""))
@@ -49,6 +50,7 @@ def run(
         config_path=config_path,
         server_overrides=server_overrides,
         cache_dir=cache_dir,
+        state_dir=state_dir,
         handle_sighup=True,
     )
     configure_logging(log_level, redactor=app[COMPONENTS].redactor)

@@ -166,8 +166,9 @@ NOPE = "acme/no-such-model"  # no instance lists it
         ("GET", "/api/v1/chat/completions", ADMIN, None, 405),
         ("POST", "/api/v1/models", ADMIN, {}, 405),
         ("GET", "/api/v1/models", {}, None, 401),
-        ("GET", "/api/v1/key", ADMIN, None, 404),
-        ("GET", "/api/v1/generation?id=gen-1", ADMIN, None, 404),
+        ("GET", "/api/v1/credits", ADMIN, None, 404),  # an account endpoint we do not serve
+        ("GET", "/api/v1/generation?id=gen-1", ADMIN, None, 404),  # no such request
+        ("GET", "/api/v1/generation", ADMIN, None, 400),  # no id
     ],
     ids=lambda value: value if isinstance(value, str | int) else "",
 )

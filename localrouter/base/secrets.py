@@ -129,17 +129,29 @@ def _may_hide(data: bytes | bytearray, secrets: list[str]) -> bool:
     return any(('"' in secret or "\\" in secret) and b"\\" in data for secret in secrets)
 
 
+SSE_ENDS = (b"\n\n", b"\r\n\r\n")  # where a server-sent event ends
+NDJSON_ENDS = (b"\n",)  # where a line of newline-delimited JSON ends
+
+
 class StreamRedactor:
-    """Redacts a server-sent-event stream event by event.
+    """Redacts a stream event by event (server-sent events, or NDJSON lines with `ends`).
 
     `feed` returns the complete events received so far (redacted) and keeps an incomplete one
     until its end arrives; `max_event_bytes` bounds what is held, so a stream without event
     boundaries cannot grow memory: past it the held bytes are redacted and let through.
+    Without secrets it only cuts the stream into whole events (for what reads them).
     """
 
-    def __init__(self, secrets: Iterable[str], max_event_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        secrets: Iterable[str],
+        max_event_bytes: int = 1024 * 1024,
+        ends: tuple[bytes, ...] = SSE_ENDS,
+    ) -> None:
         self._secrets = tuple(_usable(secrets))
         self._max = max_event_bytes
+        self._ends = ends
+        self._overlap = max(len(end) for end in ends) - 1
         self._held: list[bytes] = []
         self._held_size = 0
 
@@ -149,10 +161,14 @@ class StreamRedactor:
 
     def feed(self, chunk: bytes) -> bytes | bytearray:
         # Only the new chunk (and the last bytes held, for a separator split in two) is searched.
-        tail = self._held[-1][-3:] if self._held else b""
+        tail = self._held[-1][-self._overlap :] if self._held and self._overlap else b""
         window = tail + chunk
-        lf, crlf = window.rfind(b"\n\n"), window.rfind(b"\r\n\r\n")
-        cut = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1) - len(tail)
+        found = (window.rfind(end) for end in self._ends)
+        cut = max(
+            (at + len(end) for at, end in zip(found, self._ends, strict=True) if at >= 0),
+            default=-1,
+        )
+        cut = cut - len(tail) if cut >= 0 else -1
         if cut < 0 and self._held_size + len(chunk) <= self._max:
             self._held.append(chunk)
             self._held_size += len(chunk)

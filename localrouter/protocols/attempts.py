@@ -13,6 +13,7 @@ how many upstream calls (`x-localrouter-attempts`; 0 when a pool with no key fre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
 from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool
+from localrouter.usage.recording import REQUEST_ID_HEADER, Recorder
+from localrouter.usage.recording import Call as RecordedCall
 
 log = structlog.get_logger(__name__)
 
@@ -36,26 +39,61 @@ MODEL_HEADER: str = istr("x-localrouter-model")
 ATTEMPTS_HEADER: str = istr("x-localrouter-attempts")
 TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 
-# What a route makes of a request for one instance and upstream id; raises ApiError
+# What a route makes of a request for one instance and upstream id, answering as `name` (the
+# model asked for, or the fallback tried: what a translated answer names); raises ApiError
 # when that instance cannot take it.
-Plan = Callable[[Instance, str], Awaitable[Call]]
+Plan = Callable[[Instance, str, str], Awaitable[Call]]
 
 
 @dataclass(frozen=True, slots=True)
 class Upstreams:
     """What the routes that call models need, handed to their handlers when app.py builds
-    them: the live settings, the metrics, and the resolver (with the registry it reads)."""
+    them: the live settings, the metrics, the resolver (with the registry it reads) and the
+    recorder that keeps each request's usage."""
 
     live: LiveSettings
     metrics: Metrics
     resolver: Resolver
+    recorder: Recorder
 
 
 async def answer(
-    request: web.Request, model: str, plan: Plan, upstreams: Upstreams
+    request: web.Request,
+    model: str,
+    plan: Plan,
+    upstreams: Upstreams,
+    *,
+    stream: bool = False,
+    session: str | None = None,
 ) -> web.StreamResponse:
     """The client's answer for `model` (an id or an alias): one call in the common case,
-    more with a key pool or fallbacks."""
+    more with a key pool or fallbacks; recorded, however it ends (usage/recording.py)."""
+    client = request[CLIENT]
+    recorder = upstreams.recorder
+    call = recorder.start(request, request.path, model, client.name if client else None)
+    call.record.stream, call.record.session = stream, session
+    status, error_type, cancelled = 0, None, False
+    try:
+        response = await _answer(request, model, plan, upstreams, call)
+        status = response.status
+        return response
+    except ApiError as error:
+        status, error_type = error.status, error.code
+        error.headers[REQUEST_ID_HEADER] = call.record.id
+        raise
+    except asyncio.CancelledError:
+        cancelled = True  # the client left: the handler was cancelled
+        raise
+    except Exception:
+        status, error_type = 500, "internal"
+        raise
+    finally:
+        recorder.finish(call, status, error_type=error_type, cancelled=cancelled)
+
+
+async def _answer(
+    request: web.Request, model: str, plan: Plan, upstreams: Upstreams, record: RecordedCall
+) -> web.StreamResponse:
     rules = upstreams.live.rules
     resolver = upstreams.resolver
     fallbacks = rules.fallbacks
@@ -66,11 +104,17 @@ async def answer(
         if fallbacks:
             chain, listed_as = fallbacks.get(full_id), full_id
         if chain is None and instance.keys is None:
-            call = await plan(instance, upstream_id)
-            shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1"}
+            call = await plan(instance, upstream_id, model)
+            record.answered_by(instance, upstream_id, None)
+            record.record.attempts = 1
+            shown = {
+                MODEL_HEADER: full_id,
+                ATTEMPTS_HEADER: "1",
+                REQUEST_ID_HEADER: record.record.id,
+            }
             return await send(request, instance, call, shown)
     names = (model, *(chain or ()))
-    return await _in_turn(request, names, plan, listed_as, resolver, upstreams.metrics)
+    return await _in_turn(request, names, plan, listed_as, resolver, upstreams.metrics, record)
 
 
 async def _in_turn(
@@ -80,6 +124,7 @@ async def _in_turn(
     listed_as: str,
     resolver: Resolver,
     metrics: Metrics,
+    record: RecordedCall,
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
@@ -91,7 +136,7 @@ async def _in_turn(
     for position, name in enumerate(names):
         try:
             instance, upstream_id = await resolver.resolve(name, client)
-            call = await plan(instance, upstream_id)
+            call = await plan(instance, upstream_id, name)
         except ModelNotFound as error:
             if position == 0 and len(names) > 1:  # gone: its fallbacks may serve
                 failure = error
@@ -119,9 +164,16 @@ async def _in_turn(
                 except NoKeyFree as none:
                     failure = _no_key(none, pool)
                     failure.headers.update({MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)})
+                    record.answered_by(instance, upstream_id, None)
                     break
             attempts += 1
-            shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)}
+            record.answered_by(instance, upstream_id, key if pool is not None else None)
+            record.record.attempts = attempts
+            shown = {
+                MODEL_HEADER: full_id,
+                ATTEMPTS_HEADER: str(attempts),
+                REQUEST_ID_HEADER: record.record.id,
+            }
             try:
                 response = await send(request, instance, call, shown, key)
             except GatewayError as error:

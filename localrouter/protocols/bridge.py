@@ -19,6 +19,9 @@ from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.guard import add_cors
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.usage.recording import CALL
+from localrouter.usage.recording import Call as RecordedCall
+from localrouter.usage.tokens import from_chat_answer
 
 log = structlog.get_logger(__name__)
 
@@ -51,13 +54,23 @@ class ChunkTranslator(Protocol):
         ...
 
 
-def whole_answer(body: bytes | bytearray, where: Where) -> Json:
+def whole_answer(request: web.Request, body: bytes | bytearray, where: Where) -> Json:
     """A whole answer's JSON object (its body read by the caller: no coroutine of its own,
-    on every bridged answer)."""
+    on every bridged answer), its usage taken for the request's record."""
     answer = orjson.loads(body)
     if not isinstance(answer, dict):
         raise UpstreamError(f"{where} answered with something other than an object")
+    if (call := request.get(CALL)) is not None:
+        seen(call, answer)
     return answer
+
+
+def seen(call: RecordedCall, chunk: Json) -> None:
+    """A Chat Completions chunk or answer, for the request's record: its usage when it
+    reports one (the last chunk of a stream asked for it), and one more answer event."""
+    call.answer_events += 1
+    if "usage" in chunk or "timings" in chunk:
+        call.reported(from_chat_answer(chunk))
 
 
 def sse(events: list[Event]) -> bytes:
@@ -125,6 +138,7 @@ async def translate_stream(
     response.headers[hdrs.CACHE_CONTROL] = "no-cache"
     add_cors(request, response)
     await response.prepare(request)
+    call = request.get(CALL)
     held = b""
     try:
         async for received in upstream.content.iter_any():
@@ -136,12 +150,20 @@ async def translate_stream(
             for line in lines:
                 if (chunk := chat_chunk(line)) is not None:
                     events += translator.feed(chunk)
+                    if call is not None:
+                        seen(call, chunk)
+            if events and call is not None and call.first_byte is None:
+                call.first_bytes()
             await write_events(response, events, encode, http.secrets)
         if (chunk := chat_chunk(held)) is not None:
             await write_events(response, translator.feed(chunk), encode, http.secrets)
+            if call is not None:
+                seen(call, chunk)
         await write_events(response, translator.finish(), encode, http.secrets)
     except ConnectionResetError:
         log.info("bridge.client_left", upstream=str(where))
+        if call is not None:
+            call.record.cancelled = True
         return response
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("bridge.stream_broken", upstream=str(where), error=type(exc).__name__)

@@ -26,7 +26,7 @@ from localrouter.base.errors import (
     error_body,
 )
 from localrouter.base.jsonload import Json
-from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, shorten
+from localrouter.base.secrets import SSE_ENDS, StreamRedactor, redact_bytes, redact_json, shorten
 from localrouter.http.bodies import JSON, json_response
 from localrouter.http.guard import add_cors
 from localrouter.lists.instance import Instance, Route
@@ -38,6 +38,10 @@ from localrouter.upstream.client import (
     Where,
     upstream_message,
 )
+from localrouter.usage.recording import CALL
+from localrouter.usage.recording import Call as RecordedCall
+from localrouter.usage.scan import CHAT as CHAT_USAGE
+from localrouter.usage.scan import StreamUsage, UsageFormat, whole_tokens
 
 log = structlog.get_logger(__name__)
 
@@ -231,14 +235,29 @@ class TranslatedReply:
 class Forwarded:
     """The upstream's answer as it is (the native path of every protocol), redacted;
     streams passed through as they arrive. Errors in the client's protocol's shape; a stream
-    the upstream broke off ends with that error `framed` as the protocol frames events."""
+    the upstream broke off ends with that error `framed` as the protocol frames events. The
+    usage the upstream reports in its `usage` format goes to the request's record; with
+    `strip`, usage the gateway asked for and the client did not is taken out again."""
 
-    __slots__ = ("frame", "shape")
+    __slots__ = ("_stripping", "frame", "shape", "strip", "usage")
 
     def __init__(
-        self, shape: ErrorShape = OPENAI, frame: Callable[[Json], bytes] = openai_event
+        self,
+        shape: ErrorShape = OPENAI,
+        frame: Callable[[Json], bytes] = openai_event,
+        usage: UsageFormat = CHAT_USAGE,
+        *,
+        strip: bool = False,
     ) -> None:
-        self.shape, self.frame = shape, frame
+        self.shape, self.frame, self.usage, self.strip = shape, frame, usage, strip
+        self._stripping: Forwarded | None = None
+
+    @property
+    def stripping(self) -> Forwarded:
+        """The same reply, for a stream the gateway asked usage of for its ledger only."""
+        if self._stripping is None:
+            self._stripping = Forwarded(self.shape, self.frame, self.usage, strip=True)
+        return self._stripping
 
     async def failed(
         self, upstream: UpstreamResponse, http: UpstreamClient, where: Where
@@ -261,7 +280,10 @@ class Forwarded:
         kind = upstream.headers.get("Content-Type")
         if kind is not None and _streams(kind):
             return await self._stream(request, upstream, http, where, shown)
-        answer = redact_bytes(await http.read_body(upstream, where), http.secrets)
+        body = await http.read_body(upstream, where)
+        if (call := request.get(CALL)) is not None:
+            call.reported(whole_tokens(self.usage, body))
+        answer = redact_bytes(body, http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
 
     async def _stream(
@@ -279,11 +301,15 @@ class Forwarded:
         response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
         await response.prepare(request)
+        call = request.get(CALL)
+        watch = self.usage.stream(self.strip) if call is not None else None
         try:
-            await relay(upstream, response, http.secrets)
+            await relay(upstream, response, http.secrets, watch, call, self.usage.ends)
         except ConnectionResetError:
             # The client went away: leaving this block closes the upstream connection too.
             log.info("proxy.client_left", upstream=str(where))
+            if call is not None:
+                call.record.cancelled = True
             return response
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             log.warning("proxy.stream_broken", upstream=str(where), error=type(exc).__name__)
@@ -297,18 +323,37 @@ FORWARDED = Forwarded()
 
 
 async def relay(
-    upstream: UpstreamResponse, response: web.StreamResponse, secrets: tuple[str, ...]
+    upstream: UpstreamResponse,
+    response: web.StreamResponse,
+    secrets: tuple[str, ...],
+    watch: StreamUsage | None = None,
+    call: RecordedCall | None = None,
+    ends: tuple[bytes, ...] = SSE_ENDS,
 ) -> None:
-    """Copy server-sent events as they arrive, whole events redacted when there are secrets.
-    Raises what the upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
-    ConnectionResetError)."""
-    redactor = StreamRedactor(secrets)
-    async for received in upstream.content.iter_any():
-        chunk = redactor.feed(received) if redactor.active else received
-        if chunk:
-            await response.write(chunk)
-    if tail := redactor.finish():
-        await response.write(tail)
+    """Copy a stream's events as they arrive: whole events (cut at `ends`) when there are
+    secrets to redact or usage to `watch` for, else as the bytes come. Raises what the
+    upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
+    ConnectionResetError); what was watched reaches the request's record either way."""
+    events = StreamRedactor(secrets, ends=ends)
+    whole = events.active or watch is not None
+    try:
+        async for received in upstream.content.iter_any():
+            chunk = events.feed(received) if whole else received
+            if watch is not None and chunk:
+                chunk = watch.see(chunk)
+            if chunk:
+                if call is not None and call.first_byte is None:
+                    call.first_bytes()
+                await response.write(chunk)
+        tail = events.finish()
+        if watch is not None and tail:
+            tail = watch.see(tail)
+        if tail:
+            await response.write(tail)
+    finally:
+        if watch is not None and call is not None:
+            call.reported(watch.tokens)
+            call.answer_events = watch.answer_events
 
 
 async def upstream_error(

@@ -13,21 +13,32 @@ from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
 from localrouter.protocols.forward import FORWARDED, Call, Forwarded, RequestBody, rewritten
+from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 
 
 class Forwarding:
-    """The request as it came, for any instance that speaks Chat Completions."""
+    """The request as it came, for any instance that speaks Chat Completions; a stream that
+    did not ask for its usage is asked for it (`ask_usage`, where the instance takes
+    stream_options), and the reply takes that usage out again for the client."""
 
-    __slots__ = ("body", "headers", "model", "path", "reply")
+    __slots__ = ("ask_usage", "body", "headers", "model", "path", "reply")
 
     def __init__(
-        self, body: RequestBody, model: str, path: str, accept: str, reply: Forwarded
+        self,
+        body: RequestBody,
+        model: str,
+        path: str,
+        accept: str,
+        reply: Forwarded,
+        *,
+        ask_usage: bool,
     ) -> None:
         self.body, self.model, self.path, self.reply = body, model, path, reply
         self.headers = {"Accept": accept}
+        self.ask_usage = ask_usage
 
-    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+    async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         route = instance.route(Wire.CHAT)
         if route is None:
             kind = instance.settings.type
@@ -36,8 +47,16 @@ class Forwarding:
                 f"/{self.path} endpoint. Call it through {kind}'s own API.",
                 param="model",
             )
-        data, streamed = rewritten(self.body.take(), upstream_id)
-        return Call(route, self.path, data, streamed, self.reply, self.headers)
+        body = self.body.take()
+        reply = self.reply
+        if self.ask_usage and body.get("stream") is True and instance.settings.asks_stream_usage:
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                body["stream_options"] = {**(options if isinstance(options, dict) else {})}
+                body["stream_options"]["include_usage"] = True
+                reply = reply.stripping
+        data, streamed = rewritten(body, upstream_id)
+        return Call(route, self.path, data, streamed, reply, self.headers)
 
 
 class Forward:
@@ -52,9 +71,16 @@ class Forward:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
-        plan = Forwarding(RequestBody(body, raw), model, self._path, accept, self._reply)
+        upstreams = self._upstreams
+        ask_usage = upstreams.recorder.enabled
+        plan = Forwarding(
+            RequestBody(body, raw), model, self._path, accept, self._reply, ask_usage=ask_usage
+        )
+        stream, session = body.get("stream") is True, session_of(request, body)
         del body  # see RequestBody
-        return await attempts.answer(request, model, plan, self._upstreams)
+        return await attempts.answer(
+            request, model, plan, upstreams, stream=stream, session=session
+        )
 
 
 def routes(

@@ -26,8 +26,10 @@ from localrouter.protocols.anthropic.from_chat import MessagesStream, message
 from localrouter.protocols.anthropic.to_chat import chat_request, wants_thinking
 from localrouter.protocols.bridge import sse, translate_stream, whole_answer
 from localrouter.protocols.forward import RequestBody, chat_route, rewritten
+from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.usage.scan import ANTHROPIC as ANTHROPIC_USAGE
 
 
 class Messages:
@@ -41,8 +43,11 @@ class Messages:
         if not isinstance(body.get("messages"), list):
             raise BadRequest("'messages' is required: a list of messages.", param="messages")
         plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
+        stream, session = body.get("stream") is True, session_of(request, body)
         del body  # see RequestBody
-        return await attempts.answer(request, model, plan, self._upstreams)
+        return await attempts.answer(
+            request, model, plan, self._upstreams, stream=stream, session=session
+        )
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
         return await count_tokens(request, self._upstreams.resolver, client_headers(request))
@@ -59,7 +64,7 @@ class MessagesPlan:
     ) -> None:
         self.request, self.body, self.model, self.resolver = request, body, model, resolver
 
-    async def __call__(self, instance: Instance, upstream_id: str) -> proxy.Call:
+    async def __call__(self, instance: Instance, upstream_id: str, name: str) -> proxy.Call:
         request = self.request
         if (native := instance.route(Wire.MESSAGES)) is not None:
             data, streamed = rewritten(self.body.take(), upstream_id)
@@ -77,7 +82,7 @@ class MessagesPlan:
         body = self.body.take()
         streamed = body.get("stream") is True
         thinking = "thinking" in body and wants_thinking(body)
-        reply = MessagesReply(self.model, thinking=thinking, streamed=streamed)
+        reply = MessagesReply(name, thinking=thinking, streamed=streamed)
         chat = orjson.dumps(
             chat_request(
                 body,
@@ -109,7 +114,7 @@ class MessagesReply(proxy.TranslatedReply):
         if self.streamed:
             translator = MessagesStream(self.model, thinking=self.thinking)
             return await translate_stream(request, upstream, http, translator, where, shown)
-        answer = whole_answer(await http.read_body(upstream, where), where)
+        answer = whole_answer(request, await http.read_body(upstream, where), where)
         whole = orjson.dumps(message(answer, self.model, thinking=self.thinking))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
@@ -121,7 +126,7 @@ def _error_event(body: Json) -> bytes:
 
 
 # The answer of an instance that speaks Messages, as it is; errors in Anthropic's shape.
-NATIVE = proxy.Forwarded(ANTHROPIC, _error_event)
+NATIVE = proxy.Forwarded(ANTHROPIC, _error_event, ANTHROPIC_USAGE)
 
 # What a client says of the protocol, kept on the native path (never its credentials).
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")

@@ -33,8 +33,10 @@ from localrouter.protocols.forward import (
 )
 from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
+from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.usage.scan import OLLAMA as OLLAMA_USAGE
 
 NDJSON = "application/x-ndjson"
 
@@ -73,8 +75,13 @@ class OllamaCall:
             raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
         resolver = self._upstreams.resolver
         plan = OllamaPlan(RequestBody(body, await request.read()), name, self._path, resolver)
+        stream = streams(body) and self._path in ("api/chat", "api/generate")
+        session = session_of(request, body)
         del body  # see RequestBody
-        return await attempts.answer(request, await resolver.our_id(name), plan, self._upstreams)
+        model = await resolver.our_id(name)
+        return await attempts.answer(
+            request, model, plan, self._upstreams, stream=stream, session=session
+        )
 
 
 class OllamaPlan:
@@ -85,7 +92,7 @@ class OllamaPlan:
     def __init__(self, body: RequestBody, name: str, path: str, resolver: Resolver) -> None:
         self.body, self.name, self.path, self.resolver = body, name, path, resolver
 
-    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+    async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         if (native := instance.route(Wire.OLLAMA)) is not None:
             body = self.body.take()
             streamed = streams(body) and self.path in ("api/chat", "api/generate")
@@ -122,7 +129,7 @@ def _error_line(body: Json) -> bytes:
 
 
 # An `ollama` instance's answer, as it is; errors in Ollama's shape.
-NATIVE = Forwarded(OLLAMA, _error_line)
+NATIVE = Forwarded(OLLAMA, _error_line, OLLAMA_USAGE)
 
 
 class OllamaErrors(TranslatedReply):
@@ -153,7 +160,7 @@ class OllamaReply(OllamaErrors):
             return await translate_stream(
                 request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
             )
-        answer = whole_answer(await http.read_body(upstream, where), where)
+        answer = whole_answer(request, await http.read_body(upstream, where), where)
         whole = orjson.dumps(self.form.whole(answer))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
@@ -176,7 +183,7 @@ class Embedded(OllamaErrors):
         where: Where,
         shown: Mapping[str, str],
     ) -> web.StreamResponse:
-        answer = whole_answer(await http.read_body(upstream, where), where)
+        answer = whole_answer(request, await http.read_body(upstream, where), where)
         data = answer.get("data")
         rows = sorted(
             (row for row in data if isinstance(row, dict)) if isinstance(data, list) else (),

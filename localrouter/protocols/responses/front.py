@@ -18,8 +18,8 @@ from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.bridge import translate_stream, whole_answer
 from localrouter.protocols.forward import (
-    FORWARDED,
     Call,
+    Forwarded,
     RequestBody,
     TranslatedReply,
     chat_route,
@@ -28,8 +28,10 @@ from localrouter.protocols.forward import (
 from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.protocols.responses.to_chat import chat_request
+from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
+from localrouter.usage.scan import RESPONSES as RESPONSES_USAGE
 
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
 
@@ -47,8 +49,11 @@ class Responses:
         plan = ResponsesPlan(
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
         )
+        stream, session = body.get("stream") is True, session_of(request, body)
         del body  # see RequestBody
-        return await attempts.answer(request, model, plan, self._upstreams)
+        return await attempts.answer(
+            request, model, plan, self._upstreams, stream=stream, session=session
+        )
 
     async def retrieve(self, request: web.Request) -> web.Response:
         """GET /v1/responses/{id}: a response this daemon translated and kept."""
@@ -87,11 +92,11 @@ class ResponsesPlan:
         self.request, self.body, self.size, self.model = request, body, size, model
         self.upstreams, self.store = upstreams, store
 
-    async def __call__(self, instance: Instance, upstream_id: str) -> Call:
+    async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         request = self.request
         if (native := instance.route(Wire.RESPONSES)) is not None:
             data, streamed = rewritten(self.body.take(), upstream_id)
-            return Call(native, "responses", data, streamed, FORWARDED)
+            return Call(native, "responses", data, streamed, NATIVE)
         route = chat_route(instance, self.model)
         listed = await self.upstreams.resolver.listing(instance, upstream_id)
         body = self.body.take()
@@ -109,7 +114,7 @@ class ResponsesPlan:
         streamed = body.get("stream") is True
         reply = ResponsesReply(
             echoed(body),
-            self.model,
+            name,
             streamed=streamed,
             headers={DROPPED_TOOLS_HEADER: ", ".join(translated.dropped_tools)}
             if translated.dropped_tools
@@ -165,7 +170,7 @@ class ResponsesReply(TranslatedReply):
             if self.kept and (final := stream.final_body()) is not None:
                 _keep(self.kept, orjson.loads(final), redact_bytes(final, http.secrets))
             return answer
-        chat = whole_answer(await http.read_body(upstream, where), where)
+        chat = whole_answer(request, await http.read_body(upstream, where), where)
         made = response(chat, Echo.of(self.echo, self.model, chat))
         whole = redact_bytes(orjson.dumps(made), http.secrets)
         if self.kept:
@@ -210,3 +215,7 @@ def _unknown(response_id: str) -> str:
         f"No response with id {response_id[:100]!r}: it was not stored (store: false), was "
         "evicted, was made by another caller, or this daemon restarted since."
     )
+
+
+# The answer of an instance that speaks Responses, as it is (errors and usage in its shapes).
+NATIVE = Forwarded(usage=RESPONSES_USAGE)

@@ -1,0 +1,157 @@
+"""Each client request's record, from its start to the ledger.
+
+The call path starts a record (`start`), fills it as it goes (which instance and key answered,
+the tokens the upstream reported, the first byte of a stream) and finishes it when the answer
+has ended, however it ended (`finish`, synchronous, in a `finally`). What remains is done off
+the request's path, in batches: the cost at the answering model's prices, the metrics, and
+the ledger's write (which is batched again, in its own thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import structlog
+from aiohttp import web
+from multidict import istr
+
+from localrouter.lists.cache import Clock
+from localrouter.lists.instance import Instance
+from localrouter.usage.cost import priced, prices_for
+from localrouter.usage.ledger import Ledger
+from localrouter.usage.metrics import UsageMetrics
+from localrouter.usage.record import CallRecord, Tokens, UsageSource
+from localrouter.usage.tokens import estimated
+
+log = structlog.get_logger(__name__)
+
+# Sent with every proxied answer: the id `GET /api/v1/generation?id=` takes.
+REQUEST_ID_HEADER: str = istr("x-localrouter-request-id")
+# The record of the request being answered, for the replies that fill in its tokens.
+CALL: web.RequestKey[Call] = web.RequestKey("call")
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A request's record while it is answered, with what only the call path knows: the
+    instance and upstream id that answered (to price it), when it started (for durations),
+    and what an estimate would count from when no usage comes."""
+
+    record: CallRecord
+    started: float  # perf_counter
+    instance: Instance | None = None
+    upstream_id: str | None = None
+    request_bytes: int = 0
+    answer_events: int = 0  # events (stream) or answers (whole) that carried text
+    first_byte: float | None = None
+
+    def answered_by(self, instance: Instance, upstream_id: str, key: int | None) -> None:
+        record = self.record
+        record.model = f"{instance.name}/{upstream_id}"
+        record.instance = instance.name
+        record.provider_type = instance.settings.type
+        record.key_position = key
+        self.instance, self.upstream_id = instance, upstream_id
+
+    def reported(self, tokens: Tokens | None) -> None:
+        """The upstream's own counts (already in the ledger's convention)."""
+        if tokens is not None:
+            self.record.tokens = tokens
+            self.record.usage_source = UsageSource.REPORTED
+
+    def first_bytes(self) -> None:
+        if self.first_byte is None:
+            self.first_byte = perf_counter()
+
+
+def new_request_id() -> str:
+    """Ours, never the client's: a client's X-Request-Id could name another's record."""
+    return "gen-" + secrets.token_hex(12)
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Starts, finishes and settles the records of the app's call routes."""
+
+    ledger: Ledger
+    clock: Clock
+    metrics: UsageMetrics
+    enabled: bool = True
+    _finished: list[Call] = field(default_factory=list)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
+
+    def start(self, request: web.Request, route: str, model: str, client: str | None) -> Call:
+        record = CallRecord(
+            id=new_request_id(),
+            started_at=self.clock(),
+            route=route,
+            client=client,
+            requested_model=model,
+        )
+        call = request[CALL] = Call(record, perf_counter())
+        call.request_bytes = request.content_length or 0
+        return call
+
+    def finish(self, call: Call, status: int, *, error_type: str | None, cancelled: bool) -> None:
+        """The answer has ended (O(1); settled later, off the request's path)."""
+        record = call.record
+        now = perf_counter()
+        record.status, record.error_type, record.cancelled = status, error_type, cancelled
+        record.duration_ms = round((now - call.started) * 1000.0, 3)
+        if call.first_byte is not None and record.stream:
+            record.ttft_ms = round((call.first_byte - call.started) * 1000.0, 3)
+        if self.enabled:
+            self._finished.append(call)
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Settle what finished, in batches, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Price, count and hand to the ledger every finished record."""
+        finished, self._finished = self._finished, []
+        for call in finished:
+            record = call.record
+            if record.usage_source is UsageSource.NONE and record.instance and record.status < 400:
+                _estimate(call)
+            instance = call.instance
+            if instance is not None and call.upstream_id is not None:
+                listed = (  # the listing the call used: no fetch for a record
+                    await instance.listed(call.upstream_id, 0.0)
+                    if instance.cache.current is not None
+                    else None
+                )
+                prices, source = prices_for(
+                    instance.settings, call.upstream_id, listed.pricing if listed else None
+                )
+                record.cost_usd, record.cost_source = priced(record.tokens, prices, source)
+            self.metrics.count(record)
+            self.ledger.add(record)
+            for listener in self.listeners:
+                listener(record)
+
+    async def flush(self) -> None:
+        """Settle and write everything now (for reads that must see the last requests)."""
+        await self.settle()
+        await self.ledger.flush()
+
+
+def _estimate(call: Call) -> None:
+    """Counts from what went by, when the upstream reported none (an interrupted stream, a
+    server that never sends usage): the request's size, and an answer's events (a streamed
+    event carries about one token)."""
+    record = call.record
+    record.tokens = Tokens(
+        input_tokens=estimated(call.request_bytes),
+        output_tokens=call.answer_events,
+    )
+    record.usage_source = UsageSource.ESTIMATED
