@@ -113,7 +113,7 @@ def create_app(
     models = ModelsView(registry, live, resolver)
     store = ResponseStore()
     views = model_views(models, resolver, clock)
-    usage = Usage.build(settings, clock, state_dir)
+    usage = Usage.build(settings, clock, state_dir, fleet)
     metrics.registry.register(usage.metrics)
     parts = app[COMPONENTS] = Components(
         clock,

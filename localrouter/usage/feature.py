@@ -14,7 +14,9 @@ from aiohttp.typedefs import Handler
 
 from localrouter.config.settings import Settings
 from localrouter.lists.cache import Clock
-from localrouter.usage.api import FleetTotals, UsageEndpoints
+from localrouter.lists.fleet import Fleet
+from localrouter.usage.api import UsageEndpoints
+from localrouter.usage.fleet import FleetUsage
 from localrouter.usage.ledger import Ledger
 from localrouter.usage.metrics import UsageMetrics
 from localrouter.usage.recording import Recorder
@@ -42,17 +44,21 @@ class Usage:
 
     @classmethod
     def build(
-        cls,
-        settings: Settings,
-        clock: Clock,
-        state_dir: Path | None,
-        fleet_totals: FleetTotals | None = None,
+        cls, settings: Settings, clock: Clock, state_dir: Path | None, fleet: Fleet | None
     ) -> Usage:
+        """With a fleet, each write's daily totals go to Redis too (usage/fleet.py)."""
         path = ledger_path(settings, state_dir)
-        ledger = Ledger(path, clock=clock, retention_days=settings.usage.retention_days)
+        shared = FleetUsage(fleet, clock) if fleet is not None else None
+        ledger = Ledger(
+            path,
+            clock=clock,
+            retention_days=settings.usage.retention_days,
+            on_rollup=shared.add if shared is not None else None,
+        )
         metrics = UsageMetrics()
         recorder = Recorder(ledger, clock, metrics, enabled=path is not None)
-        return cls(ledger, recorder, metrics, UsageEndpoints(ledger, clock, fleet_totals))
+        totals = shared.totals if shared is not None else None
+        return cls(ledger, recorder, metrics, UsageEndpoints(ledger, clock, totals))
 
     def routes(self, openrouter_base: str) -> list[tuple[str, str, Handler]]:
         endpoints = self.endpoints
