@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(warning, file=sys.stderr)
         return 0
     try:
-        if args.command in ("models", "cache"):  # only the daemon's address and token matter
+        if args.command in ("models", "cache", "usage"):  # the daemon's address and token only
             return run_client(args, load_server_config(args.config))
         loaded = load_config(args.config)
     except ConfigError as exc:
@@ -81,12 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the running daemon's models")
     models.add_argument("--provider", help="only this instance")
     models.add_argument("--json", action="store_true", help="the raw /v1/models JSON")
+    usage = commands.add_parser("usage", help="what the running daemon's calls used and cost")
+    usage.add_argument("--since", default="7d", help="7d, 12h, 2w, a date or unix time (7d)")
+    usage.add_argument(
+        "--by", default="day", choices=["day", "client", "model", "instance", "route"]
+    )
+    usage.add_argument("--csv", action="store_true", help="the rows as CSV")
     cache = commands.add_parser("cache", help="the running daemon's model-list cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     stats = cache_commands.add_parser("stats", help="hits, misses and each instance's state")
     clear = cache_commands.add_parser("clear", help="mark lists expired (kept until refreshed)")
     clear.add_argument("instance", nargs="?", help="only this instance")
-    for command in (serve, check, models, stats, clear):
+    for command in (serve, check, models, usage, stats, clear):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True

@@ -1,10 +1,11 @@
-"""`localrouter models` and `localrouter cache ...`: ask the running daemon over HTTP."""
+"""`localrouter models`, `cache ...` and `usage`: ask the running daemon over HTTP."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,8 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
     try:
         if args.command == "models":
             return _models(base, token, args.provider, as_json=args.json)
+        if args.command == "usage":
+            return _usage(base, token, since=args.since, by=args.by, as_csv=args.csv)
         if args.cache_command == "stats":
             print(_table_of_stats(_call(base, token, "GET", "/api/cache/stats")))
             return 0
@@ -37,6 +40,10 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
 
 
 def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    return orjson.loads(_fetch(base, token, method, path, body))
+
+
+def _fetch(base: str, token: str | None, method: str, path: str, body: Any = None) -> bytes:
     request = urllib.request.Request(
         base + path,
         method=method,
@@ -47,7 +54,8 @@ def _call(base: str, token: str | None, method: str, path: str, body: Any = None
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return orjson.loads(response.read())
+            answer: bytes = response.read()
+            return answer
     except urllib.error.HTTPError as exc:
         try:
             message = orjson.loads(exc.read())["error"]["message"]
@@ -82,6 +90,55 @@ def _models(base: str, token: str | None, provider: str | None, *, as_json: bool
     print(_table(rows))
     print(f"{len(models)} models")
     return 0
+
+
+def _usage(base: str, token: str | None, *, since: str, by: str, as_csv: bool) -> int:
+    query = urllib.parse.urlencode(
+        {"since": since, "group_by": by, "format": "csv" if as_csv else "json"}
+    )
+    if as_csv:
+        sys.stdout.write(_fetch(base, token, "GET", f"/api/usage?{query}").decode())
+        return 0
+    rows = _call(base, token, "GET", f"/api/usage?{query}")["data"]
+    print(_table_of_usage(rows, by))
+    return 0
+
+
+USAGE_COLUMNS = (
+    ("requests", "requests"),
+    ("failed", "failed"),
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_tokens", "cache read"),
+    ("cost_usd", "cost $"),
+    ("unpriced_requests", "unpriced"),
+)
+
+
+def _table_of_usage(rows: list[dict[str, Any]], by: str) -> str:
+    """One line per group and a total; a cost that leaves unpriced requests out says so."""
+    table = [(by, *(title for _, title in USAGE_COLUMNS))]
+    sums = dict.fromkeys((name for name, _ in USAGE_COLUMNS), 0.0)
+    for row in rows:
+        table.append(
+            (str(row.get(by) or "-"), *(_cell(name, row[name]) for name, _ in USAGE_COLUMNS))
+        )
+        for name, _ in USAGE_COLUMNS:
+            sums[name] += row[name] or 0
+    table.append(("total", *(_cell(name, sums[name]) for name, _ in USAGE_COLUMNS)))
+    note = ""
+    if sums["unpriced_requests"]:
+        note = (
+            f"\n{sums['unpriced_requests']:.0f} requests went to models with no known price: "
+            "their cost is not in these totals (give one with pricing: in the config)."
+        )
+    return _table(table) + note
+
+
+def _cell(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6f}" if name == "cost_usd" else f"{value:.0f}"
 
 
 def _per_million(price: str | None) -> str:
