@@ -15,7 +15,10 @@
    hidden models and clients with allowlists, called through an alias (itself an alias) with
    a client's token. Prints its own ratio, and its CPU per request against the plain
    daemon's, round by round: within 3 % counts as no measurable cost.
-4. Each daemon runs on the same event loop as the minimal proxy it is judged against
+4. With --ledger, a daemon with the usage ledger on (every call recorded, priced and written
+   to SQLite) beside the plain one, whose ledger is off, in the same rounds: its CPU per
+   request against the plain one's, round by round, target >= 0.95 (issue 34).
+5. Each daemon runs on the same event loop as the minimal proxy it is judged against
    (bench/harness.py). With --loops uvloop,asyncio there is a daemon and a minimal proxy (and a
    controlled daemon, with --control) on each loop, all in the same rounds: each loop's daemon
    is judged against its own loop's minimal proxy, and the uvloop gain is printed: the
@@ -23,7 +26,7 @@
    it, for what aiohttp alone gains). The upstream, shared by all, runs on the first loop.
 
     python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3] [--control]
-                          [--only-throughput] [--loops uvloop,asyncio]
+                          [--ledger] [--only-throughput] [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ TARGET_RATIO = 0.9
 # With --control: the controlled daemon's CPU per request may differ from the plain one's by
 # this much and still count as no measurable cost (the rounds of one run spread wider).
 CONTROL_TOLERANCE = 0.03
+# With --ledger: the plain daemon's CPU per request over the one recording every call.
+LEDGER_TARGET = 0.95
 POST_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}wrk.body = '{{"model": "{model}", "messages": [{{"role": "user", "content": "Say hi"}}]}}'
@@ -97,7 +102,8 @@ def against_ceiling(targets: list[Target], loops: list[str], args: argparse.Name
         target.measure(1)  # warm
     rounds = Rounds()
     rounds.run(targets, args.rounds, args.seconds)
-    kinds = ["localrouter", "controlled"] if args.control else ["localrouter"]
+    kinds = ["localrouter", *(["controlled"] if args.control else [])]
+    kinds += ["ledger"] if args.ledger else []
     for loop in loops:
         ceiling = f"minimal {loop}"
         for kind in kinds:
@@ -114,6 +120,15 @@ def against_ceiling(targets: list[Target], loops: list[str], args: argparse.Name
                 f"minimal proxy {rounds.cpu_us(ceiling):6.1f} us, ratio "
                 f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
                 f"{listed(cpu_ratios)})",
+                flush=True,
+            )
+        if args.ledger:
+            same_round = rounds.cpu_ratios(f"localrouter {loop}", f"ledger {loop}")
+            change = statistics.median(same_round)
+            verdict = "ok" if change >= LEDGER_TARGET else "UNDER"
+            print(
+                f"  usage ledger on, {loop}: CPU per request, off / on {change:.3f} ({verdict}, "
+                f"target >= {LEDGER_TARGET}; rounds: {listed(same_round)})",
                 flush=True,
             )
         if args.control:
@@ -192,6 +207,12 @@ def main() -> None:
         help="also a daemon with aliases, hidden models and client allowlists, called through "
         "an alias with a client's token; prints its CPU per request against the plain one's",
     )
+    parser.add_argument(
+        "--ledger",
+        action="store_true",
+        help="also a daemon with the usage ledger on; prints its CPU per request against the "
+        "plain one's (whose ledger is off)",
+    )
     add_loops_argument(parser)
     args = parser.parse_args()
     loops = loops_of(args)
@@ -206,10 +227,13 @@ def main() -> None:
             f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
             "model_cache: {persist: false}\n"
         )
+        plain = providers + "usage: {enabled: false}\n"
         config = workdir / "config.yaml"
-        config.write_text(providers)
+        config.write_text(plain)
         controlled_config = workdir / "controlled.yaml"
-        controlled_config.write_text(providers + CONTROL_CONFIG)
+        controlled_config.write_text(plain + CONTROL_CONFIG)
+        ledger_config = workdir / "ledger.yaml"
+        ledger_config.write_text(providers + f"usage: {{path: '{workdir / 'usage.sqlite3'}'}}\n")
         chat = helper_command("chat", upstream_port)
         stack.enter_context(start(chat, port=upstream_port, loop=loops[0], core=LOAD_CORE))
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
@@ -232,6 +256,15 @@ def main() -> None:
                 name = f"controlled {loop}"
                 load = post_load(workdir, name, controlled.url(path), "coder", CLIENT_TOKEN)
                 targets.append(Target(name, controlled.pid, load))
+            if args.ledger:
+                port = free_port()
+                recording = stack.enter_context(
+                    start(daemon_command(ledger_config, port), port=port, loop=loop)
+                )
+                recording.wait_until_answering("/v1/models")
+                name = f"ledger {loop}"
+                load = post_load(workdir, name, recording.url(path), "bench/bench-model")
+                targets.append(Target(name, recording.pid, load))
             port = free_port()
             command = helper_command("minimal_proxy", port, direct)
             minimal = stack.enter_context(start(command, port=port, loop=loop))

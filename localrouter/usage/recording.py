@@ -9,6 +9,7 @@ the ledger's write (which is batched again, in its own thread)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +68,18 @@ class Call:
             self.first_byte = perf_counter()
 
 
-def new_request_id() -> str:
-    """Ours, never the client's: a client's X-Request-Id could name another's record."""
-    return "gen-" + secrets.token_hex(12)
+class RequestIds:
+    """Ours, never the client's (a client's X-Request-Id could name another's record): a
+    random prefix for this process and a count, unique without a system call a request."""
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = "gen-" + secrets.token_hex(6) + "-"
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
 
 
 @dataclass(slots=True)
@@ -84,10 +94,11 @@ class Recorder:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
+    new_id: RequestIds = field(default_factory=RequestIds)
 
     def start(self, request: web.Request, route: str, model: str, client: str | None) -> Call:
         record = CallRecord(
-            id=new_request_id(),
+            id=self.new_id(),
             started_at=self.clock(),
             route=route,
             client=client,
