@@ -66,11 +66,8 @@ class Admin:
             raise BadRequest(
                 'Send {"instance": "<name>"} or {} for all instances.', param="instance"
             )
-        if name is not None and registry.instance(name) is None:
-            known = ", ".join(i.name for i in registry.instances()) or "none configured"
-            raise BadRequest(
-                f"instance: no instance named {name!r}; known instances: {known}", param="instance"
-            )
+        if name is not None:
+            registry.named(name, "instance")
         cleared = registry.expire([name] if name else None)
         shown: dict[str, Any] = {"success": True, "cleared": cleared}
         if (fleet := self._fleet) is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
+from localrouter.base.errors import BadRequest
 from localrouter.base.offload import heavy
 from localrouter.catalog import CatalogStore
 from localrouter.catalog.enrich import enrich, model_from_entry
@@ -119,6 +120,16 @@ class Registry:
 
     def instance(self, name: str) -> Instance | None:
         return self._by_name.get(name)
+
+    def named(self, name: str, param: str) -> Instance:
+        """The instance `name`, or a 400 (about the request's `param`) naming the known ones."""
+        found = self._by_name.get(name)
+        if found is None:
+            known = ", ".join(self._by_name) or "none configured"
+            raise BadRequest(
+                f"{param}: no instance named {name!r}; known instances: {known}", param=param
+            )
+        return found
 
     def _publish(self, instances: dict[str, Instance]) -> None:
         self._by_name = instances

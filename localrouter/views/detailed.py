@@ -35,12 +35,8 @@ class ModelsQuery:
     @classmethod
     def parse(cls, query: MultiMapping[str], registry: Registry) -> ModelsQuery:
         provider = query.get("provider") or None
-        if provider is not None and registry.instance(provider) is None:
-            known = ", ".join(i.name for i in registry.instances()) or "none configured"
-            raise BadRequest(
-                f"provider: no instance named {provider!r}; known instances: {known}",
-                param="provider",
-            )
+        if provider is not None:
+            registry.named(provider, "provider")
         return cls(
             provider=provider,
             search=(query.get("search") or "").strip().lower() or None,

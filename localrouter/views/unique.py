@@ -54,12 +54,8 @@ class UniqueQuery:
         if order not in ("asc", "desc"):
             raise BadRequest(f"order: expected asc or desc, got {order!r}", param="order")
         provider = query.get("provider") or None
-        if provider is not None and registry.instance(provider) is None:
-            known = ", ".join(i.name for i in registry.instances()) or "none configured"
-            raise BadRequest(
-                f"provider: no instance named {provider!r}; known instances: {known}",
-                param="provider",
-            )
+        if provider is not None:
+            registry.named(provider, "provider")
         limit = _whole(query, "limit", minimum=0)
         return cls(
             min_providers=_whole(query, "min_providers", minimum=1) or 1,
