@@ -90,6 +90,15 @@ def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
     return orjson.dumps(body), bool(body.get("stream"))
 
 
+def translated_for(instance: Instance, chat: dict[str, Any]) -> bytes:
+    """A translated Chat Completions request as the instance takes it, serialised: a stream's
+    `stream_options` (which ask for its usage) left out where the instance refuses them (LM
+    Studio, or `stream_usage: false`); its record's usage is then estimated."""
+    if "stream_options" in chat and not instance.settings.asks_stream_usage:
+        del chat["stream_options"]
+    return orjson.dumps(chat)
+
+
 class Reply(Protocol):
     """How a route answers its client with what the upstream said."""
 

@@ -61,7 +61,10 @@ class StreamUsage:
 
     def see(self, events: bytes | bytearray) -> bytes | bytearray:
         """Whole events in, the same events out (less injected usage, when stripping)."""
-        self.answer_events += events.count(self.separator)
+        separator = self.separator
+        if separator == b"\n\n" and b"\r\n\r\n" in events:
+            separator = b"\r\n\r\n"  # events framed with CRLF (servers on sse-starlette)
+        self.answer_events += events.count(separator)
         if self.strip:
             for form in _NULL_USAGE:
                 if form in events:
@@ -70,7 +73,7 @@ class StreamUsage:
         if not any(marker in events for marker in markers):
             return events
         kept = []
-        for event in bytes(events).split(self.separator):
+        for event in bytes(events).split(separator):
             if not event.strip():
                 kept.append(event)
                 continue
@@ -82,7 +85,7 @@ class StreamUsage:
                     if self.strip and _usage_only(payload):
                         continue
             kept.append(event)
-        return self.separator.join(kept)
+        return separator.join(kept)
 
     def _merged(self, found: Tokens) -> Tokens:
         """Anthropic reports input at the start and output (cumulative) at the end."""

@@ -25,7 +25,7 @@ from localrouter.protocols.anthropic.count import count_tokens
 from localrouter.protocols.anthropic.from_chat import MessagesStream, message
 from localrouter.protocols.anthropic.to_chat import chat_request, wants_thinking
 from localrouter.protocols.bridge import sse, translate_stream, whole_answer
-from localrouter.protocols.forward import RequestBody, chat_route, rewritten
+from localrouter.protocols.forward import RequestBody, chat_route, rewritten, translated_for
 from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
@@ -83,13 +83,14 @@ class MessagesPlan:
         streamed = body.get("stream") is True
         thinking = "thinking" in body and wants_thinking(body)
         reply = MessagesReply(name, thinking=thinking, streamed=streamed)
-        chat = orjson.dumps(
+        chat = translated_for(
+            instance,
             chat_request(
                 body,
                 upstream_id,
                 reasoning=thinking and listed is not None and listed.takes_reasoning_effort,
                 max_output_tokens=listed.max_output_tokens if listed else None,
-            )
+            ),
         )
         return proxy.Call(route, "chat/completions", chat, streamed, reply)
 

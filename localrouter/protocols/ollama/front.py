@@ -30,6 +30,7 @@ from localrouter.protocols.forward import (
     TranslatedReply,
     chat_route,
     rewritten,
+    translated_for,
 )
 from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
@@ -106,7 +107,7 @@ class OllamaPlan:
         body = self.body.take()
         generating = self.path == "api/generate"
         translate = generate_request if generating else chat_request
-        data = orjson.dumps(translate(body, upstream_id, reasoning=reasoning))
+        data = translated_for(instance, translate(body, upstream_id, reasoning=reasoning))
         answer = OllamaAnswer(self.name, generate=generating)
         streamed = streams(body)
         return Call(route, "chat/completions", data, streamed, OllamaReply(answer, streamed))

@@ -24,6 +24,7 @@ from localrouter.protocols.forward import (
     TranslatedReply,
     chat_route,
     rewritten,
+    translated_for,
 )
 from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
@@ -123,7 +124,7 @@ class ResponsesPlan:
             if body.get("store") is not False
             else None,
         )
-        chat = orjson.dumps(translated.body)
+        chat = translated_for(instance, translated.body)
         return Call(route, "chat/completions", chat, streamed, reply)
 
 
