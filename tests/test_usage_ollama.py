@@ -118,3 +118,21 @@ async def test_an_embed_records_the_upstreams_counts_at_the_models_price(
         origin="/api/embed",
         streamed=False,
     )
+
+
+async def test_a_translated_ollama_answer_from_a_fallback_names_the_fallback(
+    wires: Wires, daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """`lab/overloaded` answers 503 and its fallback `lab/qwen3-coder` answers: the Ollama
+    answer names the fallback (in Ollama's form), and the record names it too."""
+    fallbacks = {"lab/overloaded": ["lab/qwen3-coder"]}
+    client = await daemon(
+        ledger_config(tmp_path, wires.instances(), models={"fallbacks": fallbacks})
+    )
+    ids: list[str] = []
+    async with ollama_sdk(client, ids) as api:
+        answer = await api.chat("lab/overloaded", messages=HELLO, stream=False)
+    assert answer.message.content == TEXT
+    assert answer.model == "lab/qwen3-coder:latest"
+    record = await recorded(client, ids[-1])
+    assert (record["model"], record["attempts"]) == ("lab/qwen3-coder", 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -90,7 +91,8 @@ class Recorder:
     clock: Clock
     metrics: UsageMetrics
     enabled: bool = True
-    _finished: list[Call] = field(default_factory=list)
+    _finished: deque[Call] = field(default_factory=deque)
+    _settling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
@@ -128,27 +130,37 @@ class Recorder:
             await self.settle()
 
     async def settle(self) -> None:
-        """Price, count and hand to the ledger every finished record."""
-        finished, self._finished = self._finished, []
-        for call in finished:
-            record = call.record
-            if record.usage_source is UsageSource.NONE and record.instance and record.status < 400:
-                _estimate(call)
-            instance = call.instance
-            if instance is not None and call.upstream_id is not None:
-                listed = (  # the listing the call used: no fetch for a record
-                    await instance.listed(call.upstream_id, 0.0)
-                    if instance.cache.current is not None
-                    else None
-                )
-                prices, source = prices_for(
-                    instance.settings, call.upstream_id, listed.pricing if listed else None
-                )
-                record.cost_usd, record.cost_source = priced(record.tokens, prices, source)
-            self.metrics.count(record)
-            self.ledger.add(record)
-            for listener in self.listeners:
-                listener(record)
+        """Price, count and hand to the ledger every finished record. One settling at a time
+        (a flush waits for the one under way); a record leaves the line only once handed on,
+        so a settling cancelled at its one await (a listing's index being built) loses none."""
+        finished = self._finished
+        async with self._settling:
+            while finished:
+                call = finished[0]
+                await self._price(call)
+                finished.popleft()
+                record = call.record
+                self.metrics.count(record)
+                self.ledger.add(record)
+                for listener in self.listeners:
+                    listener(record)
+
+    async def _price(self, call: Call) -> None:
+        record = call.record
+        if record.usage_source is UsageSource.NONE and record.instance and record.status < 400:
+            _estimate(call)
+        instance = call.instance
+        if instance is None or call.upstream_id is None:
+            return
+        listed = (  # the listing the call used: no fetch for a record
+            await instance.listed(call.upstream_id, 0.0)
+            if instance.cache.current is not None
+            else None
+        )
+        prices, source = prices_for(
+            instance.settings, call.upstream_id, listed.pricing if listed else None
+        )
+        record.cost_usd, record.cost_source = priced(record.tokens, prices, source)
 
     async def flush(self) -> None:
         """Settle and write everything now (for reads that must see the last requests)."""

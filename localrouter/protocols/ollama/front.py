@@ -20,7 +20,7 @@ from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, request_json
 from localrouter.lists.instance import Instance, Route
-from localrouter.lists.resolve import Resolver
+from localrouter.lists.resolve import Resolver, ollama_name
 from localrouter.protocols import attempts
 from localrouter.protocols.bridge import an_object, translate_stream, whole_answer
 from localrouter.protocols.forward import (
@@ -75,11 +75,13 @@ class OllamaCall:
         if not isinstance(name, str) or not name:
             raise BadRequest("'model' is required: a name from GET /api/tags.", param="model")
         resolver = self._upstreams.resolver
-        plan = OllamaPlan(RequestBody(body, await request.read()), name, self._path, resolver)
+        model = await resolver.our_id(name)
+        plan = OllamaPlan(
+            RequestBody(body, await request.read()), name, model, self._path, resolver
+        )
         stream = streams(body) and self._path in ("api/chat", "api/generate")
         session = session_of(request, body)
         del body  # see RequestBody
-        model = await resolver.our_id(name)
         return await attempts.answer(
             request, model, plan, self._upstreams, stream=stream, session=session
         )
@@ -88,10 +90,13 @@ class OllamaCall:
 class OllamaPlan:
     """An Ollama request as it is for an `ollama` instance, else translated."""
 
-    __slots__ = ("body", "name", "path", "resolver")
+    __slots__ = ("asked", "body", "name", "path", "resolver")
 
-    def __init__(self, body: RequestBody, name: str, path: str, resolver: Resolver) -> None:
+    def __init__(
+        self, body: RequestBody, name: str, asked: str, path: str, resolver: Resolver
+    ) -> None:
         self.body, self.name, self.path, self.resolver = body, name, path, resolver
+        self.asked = asked  # the id (or alias) `name` stands for
 
     async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         if (native := instance.route(Wire.OLLAMA)) is not None:
@@ -101,18 +106,22 @@ class OllamaPlan:
             return Call(native, self.path, data, streamed, NATIVE)
         route = chat_route(instance, self.name)
         if self.path in ("api/embed", "api/embeddings"):
-            return self._embedding(route, upstream_id)
+            return self._embedding(route, upstream_id, name)
         listed = await self.resolver.listing(instance, upstream_id)
         reasoning = listed is not None and listed.takes_reasoning_effort
         body = self.body.take()
         generating = self.path == "api/generate"
         translate = generate_request if generating else chat_request
         data = translated_for(instance, translate(body, upstream_id, reasoning=reasoning))
-        answer = OllamaAnswer(self.name, generate=generating)
+        answer = OllamaAnswer(self._shown(name), generate=generating)
         streamed = streams(body)
         return Call(route, "chat/completions", data, streamed, OllamaReply(answer, streamed))
 
-    def _embedding(self, route: Route, upstream_id: str) -> Call:
+    def _shown(self, name: str) -> str:
+        """The name an answer gives: the one asked for, or a fallback's in Ollama's form."""
+        return self.name if name == self.asked else ollama_name(name)
+
+    def _embedding(self, route: Route, upstream_id: str, name: str) -> Call:
         body = self.body.take()
         given = body.get("input") if self.path == "api/embed" else body.get("prompt")
         if not isinstance(given, str | list) or not given:
@@ -121,7 +130,7 @@ class OllamaPlan:
         wanted: dict[str, Any] = {"model": upstream_id, "input": given}
         if isinstance(body.get("dimensions"), int):
             wanted["dimensions"] = body["dimensions"]
-        reply = Embedded(self.name, legacy=self.path == "api/embeddings")
+        reply = Embedded(self._shown(name), legacy=self.path == "api/embeddings")
         return Call(route, "embeddings", orjson.dumps(wanted), False, reply)
 
 
