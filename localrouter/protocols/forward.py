@@ -290,7 +290,7 @@ class Forwarded:
         if kind is not None and _streams(kind):
             return await self._stream(request, upstream, http, where, shown)
         body = await http.read_body(upstream, where)
-        if (call := request.get(CALL)) is not None:
+        if (call := request.get(CALL)) is not None and call.recording:
             call.reported(whole_tokens(self.usage, body))
         answer = redact_bytes(body, http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
@@ -311,7 +311,7 @@ class Forwarded:
         add_cors(request, response)
         await response.prepare(request)
         call = request.get(CALL)
-        watch = self.usage.stream(self.strip) if call is not None else None
+        watch = self.usage.stream(self.strip) if call is not None and call.recording else None
         try:
             await relay(upstream, response, http.secrets, watch, call, self.usage.ends)
         except ConnectionResetError:

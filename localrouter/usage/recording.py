@@ -44,6 +44,7 @@ class Call:
 
     record: CallRecord
     started: float  # perf_counter
+    recording: bool = True  # whether the ledger keeps it (else usage is not even read)
     instance: Instance | None = None
     upstream_id: str | None = None
     request_bytes: int = 0
@@ -106,7 +107,7 @@ class Recorder:
             client=client,
             requested_model=model,
         )
-        call = request[CALL] = Call(record, perf_counter())
+        call = request[CALL] = Call(record, perf_counter(), self.enabled)
         call.request_bytes = request.content_length or 0
         return call
 

@@ -163,10 +163,13 @@ OLLAMA = UsageFormat(from_ollama, lambda _: ollama_stream(), NDJSON_ENDS)
 def whole_tokens(usage: UsageFormat, body: bytes | bytearray) -> Tokens | None:
     """The usage of a whole answer: its counts sit at its end, so only the tail from the first
     top-level count's key is parsed (the whole body when that is not an object of its own)."""
-    starts = [at for key in _WHOLE_KEYS if (at := body.rfind(key)) >= 0]
-    if not starts:
-        return None
-    tail = _loads(b"{" + bytes(body[min(starts) :]))
+    at = body.rfind(b'"usage"')  # where nearly every server puts it
+    if at < 0:
+        starts = [at for key in _WHOLE_KEYS if (at := body.rfind(key)) >= 0]
+        if not starts:
+            return None
+        at = min(starts)
+    tail = _loads(b"{" + bytes(body[at:]))
     return usage.whole(tail if isinstance(tail, dict) else _loads(bytes(body)))
 
 
