@@ -160,7 +160,7 @@ async def _in_turn(
             key = 0
             if pool is not None:
                 try:
-                    key = pool.pick(turned_away)
+                    key = pool.pick(turned_away, record.record.session)
                 except NoKeyFree as none:
                     failure = _no_key(none, pool)
                     failure.headers.update({MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)})

@@ -7,11 +7,17 @@ with each 429 in a row; a key the upstream refuses (401, 403) is out until the c
 A rest decided here lasts at least MIN_REST_SECONDS, and no rest (another daemon's of the
 fleet included) more than MAX_REST_SECONDS; one request tries each key at most once. So an
 upstream that answers every key 429 with `Retry-After: 0` costs a request one call per key,
-then the pool counts as exhausted (the model's fallbacks answer, or a 429)."""
+then the pool counts as exhausted (the model's fallbacks answer, or a 429).
+
+A session (a coding agent's conversation, as protocols/session.py finds it) sticks to the key
+that first served it while that key is usable, since each key has its own prompt cache
+upstream; when its key rests or is refused, the session moves to another key, once, and
+stays there. Requests of no session take the keys in turn."""
 
 from __future__ import annotations
 
 import email.utils
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +34,7 @@ MAX_BACKOFF_SECONDS = 60.0
 MAX_REST_SECONDS = 3600.0  # a longer Retry-After, or a rest heard from the fleet, is an hour
 REFUSED = (401, 403)
 RATE_LIMITED = 429
+MAX_SESSIONS = 4096  # sessions remembered per pool, the least recent forgotten first
 
 
 @dataclass(slots=True)
@@ -47,15 +54,38 @@ class KeyPool:
         self._clock = clock
         self._keys = [KeyState() for _ in range(size)]
         self._next = 0
+        self._sessions: OrderedDict[str, int] = OrderedDict()  # session -> its key
         # Told of every rest and refusal decided here (a fleet shares them); not of those told.
         self.on_change: Callable[[int, KeyState], None] | None = None
 
     def name(self, index: int) -> str:
         return f"{self.instance} key #{index + 1}"
 
-    def pick(self, spent: Collection[int] = ()) -> int:
+    def pick(self, spent: Collection[int] = (), session: str | None = None) -> int:
         """The next usable key's index, other than the `spent` ones (those that turned the
-        same request away already); NoKeyFree if there is none."""
+        same request away already); the session's own key while it is usable; NoKeyFree if
+        there is none."""
+        if session is None:
+            return self._in_turn(spent)
+        sessions = self._sessions
+        stuck = sessions.get(session)
+        if stuck is not None and self._usable(stuck, spent):
+            sessions.move_to_end(session)
+            return stuck
+        index = self._in_turn(spent)
+        sessions[session] = index  # its first key, or the one it moves to
+        sessions.move_to_end(session)
+        if len(sessions) > MAX_SESSIONS:
+            sessions.popitem(last=False)
+        return index
+
+    def _usable(self, index: int, spent: Collection[int]) -> bool:
+        key = self._keys[index]
+        return (
+            key.refused_with is None and key.resting_until <= self._clock() and (index not in spent)
+        )
+
+    def _in_turn(self, spent: Collection[int]) -> int:
         keys, now, size = self._keys, self._clock(), len(self._keys)
         for step in range(size):
             index = (self._next + step) % size
