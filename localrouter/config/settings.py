@@ -92,6 +92,8 @@ class ProviderSettings(_Strict):
     # Whether a stream is asked for its usage (stream_options.include_usage) when the client
     # did not ask; default by type (LM Studio refuses the option).
     stream_usage: bool | None = None
+    # Whether a session id reaches it as `prompt_cache_key` (default by type: openai only).
+    prompt_cache_key: bool | None = None
 
     @field_validator("type")
     @classmethod
@@ -145,6 +147,12 @@ class ProviderSettings(_Strict):
     @property
     def kind(self) -> ProviderKind:
         return self.spec.kind.resolve(self.resolved_base_url)
+
+    @property
+    def takes_prompt_cache_key(self) -> bool:
+        if self.prompt_cache_key is not None:
+            return self.prompt_cache_key
+        return self.spec.prompt_cache_key
 
     @property
     def asks_stream_usage(self) -> bool:

@@ -90,12 +90,17 @@ def rewritten(body: dict[str, Any], upstream_id: str) -> tuple[bytes, bool]:
     return orjson.dumps(body), bool(body.get("stream"))
 
 
-def translated_for(instance: Instance, chat: dict[str, Any]) -> bytes:
+def translated_for(instance: Instance, chat: dict[str, Any], cache_key: str | None = None) -> bytes:
     """A translated Chat Completions request as the instance takes it, serialised: a stream's
     `stream_options` (which ask for its usage) left out where the instance refuses them (LM
-    Studio, or `stream_usage: false`); its record's usage is then estimated."""
-    if "stream_options" in chat and not instance.settings.asks_stream_usage:
+    Studio, or `stream_usage: false`; its record's usage is then estimated), and the session's
+    `cache_key` as `prompt_cache_key` where the instance takes one (so that the upstream
+    routes the session's turns to one prompt cache)."""
+    settings = instance.settings
+    if "stream_options" in chat and not settings.asks_stream_usage:
         del chat["stream_options"]
+    if cache_key and settings.takes_prompt_cache_key and "prompt_cache_key" not in chat:
+        chat["prompt_cache_key"] = cache_key
     return orjson.dumps(chat)
 
 

@@ -4,6 +4,8 @@ under another base URL (OpenRouter's /api/v1) differ only in their errors' shape
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -13,7 +15,7 @@ from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
 from localrouter.protocols.forward import FORWARDED, Call, Forwarded, RequestBody, rewritten
-from localrouter.protocols.session import session_of
+from localrouter.protocols.session import header_session, session_of
 from localrouter.providers.base import Wire
 
 
@@ -22,7 +24,7 @@ class Forwarding:
     did not ask for its usage is asked for it (`ask_usage`, where the instance takes
     stream_options), and the reply takes that usage out again for the client."""
 
-    __slots__ = ("ask_usage", "body", "headers", "model", "path", "reply")
+    __slots__ = ("ask_usage", "body", "cache_key", "headers", "model", "path", "reply")
 
     def __init__(
         self,
@@ -33,10 +35,12 @@ class Forwarding:
         reply: Forwarded,
         *,
         ask_usage: bool,
+        cache_key: str | None = None,
     ) -> None:
         self.body, self.model, self.path, self.reply = body, model, path, reply
         self.headers = {"Accept": accept}
         self.ask_usage = ask_usage
+        self.cache_key = cache_key  # a session a header named, for prompt_cache_key
 
     async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         route = instance.route(Wire.CHAT)
@@ -55,8 +59,16 @@ class Forwarding:
                 body["stream_options"] = {**(options if isinstance(options, dict) else {})}
                 body["stream_options"]["include_usage"] = True
                 reply = reply.stripping
+        if self.cache_key and self.path == "chat/completions" and _takes_key(instance, body):
+            body["prompt_cache_key"] = self.cache_key
         data, streamed = rewritten(body, upstream_id)
         return Call(route, self.path, data, streamed, reply, self.headers)
+
+
+def _takes_key(instance: Instance, body: dict[str, Any]) -> bool:
+    """Whether a session's prompt_cache_key may be added: the client set none, and the
+    instance takes one (strict servers refuse unknown fields)."""
+    return "prompt_cache_key" not in body and instance.settings.takes_prompt_cache_key
 
 
 class Forward:
@@ -74,7 +86,13 @@ class Forward:
         upstreams = self._upstreams
         ask_usage = upstreams.recorder.enabled
         plan = Forwarding(
-            RequestBody(body, raw), model, self._path, accept, self._reply, ask_usage=ask_usage
+            RequestBody(body, raw),
+            model,
+            self._path,
+            accept,
+            self._reply,
+            ask_usage=ask_usage,
+            cache_key=header_session(request),
         )
         stream, session = body.get("stream") is True, session_of(request, body)
         del body  # see RequestBody

@@ -15,6 +15,13 @@ CLAUDE_CODE = istr("x-claude-code-session-id")
 MAX_SESSION_CHARS = 200
 
 
+def header_session(request: web.Request) -> str | None:
+    """The session a client names in a header (ours, or Claude Code's), capped in length."""
+    headers = request.headers
+    found = headers.get(EXPLICIT) or headers.get(CLAUDE_CODE)
+    return found[:MAX_SESSION_CHARS] if found else None
+
+
 def session_of(request: web.Request, body: dict[str, Any]) -> str | None:
     """The request's session, or None; capped in length (a client chooses it)."""
     headers = request.headers

@@ -190,6 +190,9 @@ class ProviderSpec:
     # Whether a Chat Completions stream may be asked for its usage (stream_options), which a
     # strict server refuses; an instance's `stream_usage` overrides it.
     stream_usage: bool = True
+    # Whether it takes OpenAI's `prompt_cache_key` (strict servers refuse unknown fields); an
+    # instance's `prompt_cache_key` overrides it.
+    prompt_cache_key: bool = False
 
     def list_headers(self, settings: ProviderSettings) -> dict[str, str]:
         """The headers a model-list request of this instance carries."""

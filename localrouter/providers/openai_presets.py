@@ -114,6 +114,7 @@ OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
         "https://api.openai.com/v1",
         "OPENAI_API_KEY",
         wires={Wire.CHAT: Endpoint(), Wire.RESPONSES: Endpoint()},
+        prompt_cache_key=True,
     ),
     _cloud("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     _cloud(

@@ -26,7 +26,7 @@ from localrouter.protocols.anthropic.from_chat import MessagesStream, message
 from localrouter.protocols.anthropic.to_chat import chat_request, wants_thinking
 from localrouter.protocols.bridge import sse, translate_stream, whole_answer
 from localrouter.protocols.forward import RequestBody, chat_route, rewritten, translated_for
-from localrouter.protocols.session import session_of
+from localrouter.protocols.session import header_session, session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.scan import ANTHROPIC as ANTHROPIC_USAGE
@@ -91,6 +91,7 @@ class MessagesPlan:
                 reasoning=thinking and listed is not None and listed.takes_reasoning_effort,
                 max_output_tokens=listed.max_output_tokens if listed else None,
             ),
+            header_session(request),  # Claude Code's session, as prompt_cache_key
         )
         return proxy.Call(route, "chat/completions", chat, streamed, reply)
 

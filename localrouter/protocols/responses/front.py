@@ -29,7 +29,7 @@ from localrouter.protocols.forward import (
 from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.protocols.responses.to_chat import chat_request
-from localrouter.protocols.session import session_of
+from localrouter.protocols.session import header_session, session_of
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.scan import RESPONSES as RESPONSES_USAGE
@@ -124,7 +124,9 @@ class ResponsesPlan:
             if body.get("store") is not False
             else None,
         )
-        chat = translated_for(instance, translated.body)
+        key = body.get("prompt_cache_key")  # the client's, kept; else its session header's
+        cache_key = key if isinstance(key, str) and key else header_session(request)
+        chat = translated_for(instance, translated.body, cache_key)
         return Call(route, "chat/completions", chat, streamed, reply)
 
 
