@@ -79,8 +79,9 @@ class Resolver:
         rules = self.live.rules
         target = rules.target(model)
         found = self.registry.resolve(target) or await self.find(target)  # the first: no await
-        resolved = f"{found[0].name}/{found[1]}" if found is not None else None
-        if client is not None and not may_call(client, model, resolved):
+        if client is not None and not may_call(
+            client, model, f"{found[0].name}/{found[1]}" if found is not None else None
+        ):
             raise ModelNotAllowed(
                 f"Client '{client.name}' may not use '{model[:200]}': it is outside the "
                 "client's allow list (clients[].allow in the config).",
