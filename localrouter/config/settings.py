@@ -94,6 +94,8 @@ class ProviderSettings(_Strict):
     stream_usage: bool | None = None
     # Whether a session id reaches it as `prompt_cache_key` (default by type: openai only).
     prompt_cache_key: bool | None = None
+    # Whether translated Messages keep their cache_control markers (default: openrouter).
+    cache_markers: bool | None = None
 
     @field_validator("type")
     @classmethod
@@ -147,6 +149,12 @@ class ProviderSettings(_Strict):
     @property
     def kind(self) -> ProviderKind:
         return self.spec.kind.resolve(self.resolved_base_url)
+
+    @property
+    def keeps_cache_markers(self) -> bool:
+        if self.cache_markers is not None:
+            return self.cache_markers
+        return self.spec.cache_markers
 
     @property
     def takes_prompt_cache_key(self) -> bool:

@@ -21,13 +21,16 @@ from localrouter.base.jsonload import Json
 def settle(messages: list[Json]) -> list[Json]:
     if len(messages) == 1 and messages[0]["role"] != "system":
         return messages  # one turn: settled already (the common short request)
-    system: list[str] = []
+    system: list[Any] = []  # the contents before the first turn: text, or parts (cache markers)
     out: list[Json] = []
     reminders: list[str] = []
     for message in messages:
         role = message["role"]
         if role == "system":
-            if text := _text(message.get("content")):
+            content = message.get("content")
+            if not out and isinstance(content, list) and _marked(content):
+                system.append(content)  # kept as parts, so that its cache markers stay
+            elif text := _text(content):
                 (reminders if out else system).append(text)
         elif role == "user":
             if reminders:
@@ -39,8 +42,22 @@ def settle(messages: list[Json]) -> list[Json]:
             out.append(message)
     _remind(out, reminders)
     if system:
-        out.insert(0, {"role": "system", "content": "\n\n".join(system)})
+        out.insert(0, {"role": "system", "content": _system(system)})
     return out
+
+
+def _marked(parts: list[Any]) -> bool:
+    return any(isinstance(part, dict) and "cache_control" in part for part in parts)
+
+
+def _system(contents: list[Any]) -> Any:
+    """The leading system contents as one: a text, or parts when any came as parts."""
+    if all(isinstance(content, str) for content in contents):
+        return "\n\n".join(contents)
+    joined: Any = contents[0]
+    for content in contents[1:]:
+        joined = _joined(joined, content)
+    return joined
 
 
 def _remind(out: list[Json], reminders: list[str]) -> None:

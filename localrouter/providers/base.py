@@ -193,6 +193,9 @@ class ProviderSpec:
     # Whether it takes OpenAI's `prompt_cache_key` (strict servers refuse unknown fields); an
     # instance's `prompt_cache_key` overrides it.
     prompt_cache_key: bool = False
+    # Whether a translated Messages request keeps Anthropic's cache_control markers on its
+    # chat content parts (OpenRouter honours them); an instance's `cache_markers` overrides.
+    cache_markers: bool = False
 
     def list_headers(self, settings: ProviderSettings) -> dict[str, str]:
         """The headers a model-list request of this instance carries."""

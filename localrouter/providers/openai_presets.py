@@ -146,6 +146,7 @@ OPENAI_PRESETS: tuple[ProviderSpec, ...] = (
         key_env="OPENROUTER_API_KEY",
         default_inclusion=DefaultInclusion.ALWAYS,
         catalog_provider="openrouter",
+        cache_markers=True,  # cache_control on chat content parts, for Anthropic and Gemini
     ),
     _preset(
         "openai_compatible",

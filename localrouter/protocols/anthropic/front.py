@@ -90,6 +90,7 @@ class MessagesPlan:
                 upstream_id,
                 reasoning=thinking and listed is not None and listed.takes_reasoning_effort,
                 max_output_tokens=listed.max_output_tokens if listed else None,
+                cache_markers=instance.settings.keeps_cache_markers,
             ),
             header_session(request),  # Claude Code's session, as prompt_cache_key
         )

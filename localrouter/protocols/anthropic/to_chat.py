@@ -11,6 +11,7 @@ with no schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ def chat_request(
     *,
     reasoning: bool = False,
     max_output_tokens: int | None = None,
+    cache_markers: bool = False,
 ) -> Json:
     """The Chat Completions body for a Messages body (already checked to be an object).
     `reasoning`: the model takes a reasoning effort, so `thinking` maps to `reasoning_effort`.
@@ -36,7 +38,8 @@ def chat_request(
     Each optional field is looked up once and translated only when present: this runs on
     every bridged request (bench/bridges.py)."""
     get = messages_request.get
-    chat: Json = {"model": upstream_model, "messages": _messages(messages_request)}
+    mark = _marker(upstream_model) if cache_markers else None
+    chat: Json = {"model": upstream_model, "messages": _messages(messages_request, mark)}
     if reasoning and (effort := reasoning_effort(messages_request)):
         chat["reasoning_effort"] = effort
     if isinstance(max_tokens := get("max_tokens"), int):
@@ -87,11 +90,50 @@ def reasoning_effort(request: Json) -> str | None:
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 
 
-def _messages(request: Json) -> list[Json]:
+# Where an upstream honours Anthropic's prompt-cache markers on Chat content parts
+# (OpenRouter does, for Anthropic and Gemini models): a block's marker as that part keeps it,
+# or None. A 1-hour ttl is Anthropic's alone: for another model the ttl goes, not the marker.
+Mark = Callable[[Json], Json | None]
+
+
+def _marker(upstream_model: str) -> Mark:
+    anthropic = upstream_model.startswith("anthropic/") or "claude" in upstream_model
+
+    def mark(block: Json) -> Json | None:
+        marker = block.get("cache_control")
+        if not isinstance(marker, dict):
+            return None
+        if "ttl" in marker and not anthropic:
+            return {key: value for key, value in marker.items() if key != "ttl"}
+        return marker
+
+    return mark
+
+
+def _part(text: str, block: Json, mark: Mark | None) -> Json:
+    """A text part, with the block's cache marker where it is kept."""
+    part: Json = {"type": "text", "text": text}
+    if mark is not None and (marker := mark(block)) is not None:
+        part["cache_control"] = marker
+    return part
+
+
+def _messages(request: Json, mark: Mark | None = None) -> list[Json]:
     """The conversation as Chat messages, settled into the shape chat templates accept
-    (chat_turns.py: Claude Code's `system` entries inside `messages`, consecutive turns)."""
+    (chat_turns.py: Claude Code's `system` entries inside `messages`, consecutive turns);
+    with `mark`, cache markers kept on the parts they were on."""
     out: list[Json] = []
-    if (system := request.get("system")) is not None and (text := _system_text(system)):
+    system = request.get("system")
+    if mark is not None and isinstance(system, list) and _marked(system):
+        parts = [
+            _part(block["text"], block, mark)
+            for block in system
+            if isinstance(block, dict)
+            and isinstance(block.get("text"), str)
+            and not block["text"].startswith(_BILLING_HEADER)
+        ]
+        out.append({"role": "system", "content": parts})
+    elif system is not None and (text := _system_text(system)):
         out.append({"role": "system", "content": text})
     for entry in request.get("messages") or ():
         if not isinstance(entry, dict):
@@ -101,9 +143,9 @@ def _messages(request: Json) -> list[Json]:
             if type(content) is str:  # the usual short turn, without a call
                 out.append({"role": "user", "content": content})
             else:
-                out.extend(_user(content))
+                out.extend(_user(content, mark))
         elif role == "assistant":
-            out.extend(_assistant(content))
+            out.extend(_assistant(content, mark))
         elif role == "system":
             out.append({"role": "system", "content": _text_of(content)})
     if len(out) == 1 and out[0]["role"] != "system":
@@ -125,9 +167,16 @@ def _system_text(system: Any) -> str:
     return _text_of(system)
 
 
-def _user(content: Any) -> list[Json]:
+def _marked(blocks: list[Any]) -> bool:
+    return any(isinstance(block, dict) and "cache_control" in block for block in blocks)
+
+
+def _user(content: Any, mark: Mark | None = None) -> list[Json]:
     """Tool results become `tool` messages (first, in order, as Chat wants them right after
-    the assistant's calls); the rest is one user message of content parts."""
+    the assistant's calls); the rest is one user message of content parts (joined into one
+    text when it is only text and nothing marks a part for a prompt cache)."""
+    if mark is not None and not (isinstance(content, list) and _marked(content)):
+        mark = None  # no marker here: the unmarked translation
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     results: list[Json] = []
@@ -141,14 +190,19 @@ def _user(content: Any) -> list[Json]:
             text, images = _result_content(block.get("content"))
             if block.get("is_error") is True:
                 text = f"Error: {text}" if text else "Error"
+            said: Any = text
+            if mark is not None and mark(block) is not None:
+                said = [_part(text, block, mark)]
             results.append(
-                {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
+                {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": said}
             )
             if images:  # a tool message carries text only: images follow as user parts
                 parts += images
                 only_text = False
         elif kind == "text" and isinstance(written := block.get("text"), str):
-            parts.append({"type": "text", "text": written})
+            parts.append(_part(written, block, mark))
+            if mark is not None and "cache_control" in parts[-1]:
+                only_text = False  # kept as parts, so that the marker stays on its part
         elif kind == "image" and (image := _image_part(block.get("source"))):
             parts.append(image)
             only_text = False
@@ -158,9 +212,11 @@ def _user(content: Any) -> list[Json]:
     return results
 
 
-def _assistant(content: Any) -> list[Json]:
+def _assistant(content: Any, mark: Mark | None = None) -> list[Json]:
     if isinstance(content, str):
         return [{"role": "assistant", "content": content}]
+    if mark is not None and _marked(content):
+        return _marked_assistant(content, mark)
     texts: list[str] = []
     calls: list[Json] = []
     for block in content if isinstance(content, list) else ():
@@ -182,6 +238,22 @@ def _assistant(content: Any) -> list[Json]:
     if calls:
         message["tool_calls"] = calls
     return [message] if texts or calls else []
+
+
+def _marked_assistant(content: list[Any], mark: Mark) -> list[Json]:
+    """An assistant turn whose text blocks carry cache markers: its text as parts."""
+    plain = _assistant(
+        [b for b in content if not (isinstance(b, dict) and b.get("type") == "text")]
+    )
+    message = plain[0] if plain else {"role": "assistant", "content": None}
+    parts = [
+        _part(block["text"], block, mark)
+        for block in content
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    ]
+    return [{**message, "content": parts or None}] if parts or plain else []
 
 
 def _result_content(content: Any) -> tuple[str, list[Json]]:
