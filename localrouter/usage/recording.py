@@ -74,14 +74,14 @@ class RequestIds:
     """Ours, never the client's (a client's X-Request-Id could name another's record): a
     random prefix for this process and a count, unique without a system call a request."""
 
-    __slots__ = ("_count", "_prefix")
+    __slots__ = ("_count", "prefix")
 
     def __init__(self) -> None:
-        self._prefix = "gen-" + secrets.token_hex(6) + "-"
+        self.prefix = "gen-" + secrets.token_hex(6) + "-"
         self._count = itertools.count(1)
 
     def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count):x}"
+        return f"{self.prefix}{next(self._count):x}"
 
 
 @dataclass(slots=True)
