@@ -85,3 +85,22 @@ async def test_a_translated_responses_request_keeps_its_prompt_cache_key_where_t
             model=f"{instance}/gpt-4o-mini", input="hi", prompt_cache_key="codex-conv-1"
         )
     assert fake.received[-1]["body"].get("prompt_cache_key") == ("codex-conv-1" if keyed else None)
+
+
+async def test_a_native_responses_request_keeps_its_cache_fields_as_sent(
+    fake: FakeOpenAI, daemon: DaemonFactory
+) -> None:
+    """An `openai` instance speaks Responses: prompt_cache_key and prompt_cache_retention go
+    through as the client sent them."""
+    client = await daemon({"providers": instances(fake)})
+    body = {
+        "model": "oa/gpt-4o-mini",
+        "input": "hi",
+        "prompt_cache_key": "codex-conv-2",
+        "prompt_cache_retention": "24h",
+    }
+    await client.post("/v1/responses", json=body)
+    sent = fake.received[-1]
+    assert sent["path"] == "/v1/responses"
+    assert sent["body"]["prompt_cache_key"] == "codex-conv-2"
+    assert sent["body"]["prompt_cache_retention"] == "24h"
