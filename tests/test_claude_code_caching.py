@@ -54,6 +54,27 @@ class WritingModel(Recorder):
         return web.json_response({"data": []})
 
 
+async def one_task(claude: Path, client: Any, tmp_path: Path, work: Path, model: str) -> None:
+    """Claude Code, pointed at the daemon as the README says, writes a file with `model`."""
+    env = loopback_env(
+        tmp_path / "home",
+        ANTHROPIC_BASE_URL=str(client.make_url("")).rstrip("/"),
+        ANTHROPIC_AUTH_TOKEN=TOKEN,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        DISABLE_AUTOUPDATER="1",
+    )
+    (tmp_path / "home").mkdir()
+    out, _ = await run_cli(
+        claude,
+        *("-p", "Write hi into done.txt", "--model", model, "--allowedTools", "Write"),
+        *("--output-format", "json"),
+        cwd=work,
+        env=env,
+    )
+    result = orjson.loads(out)
+    assert result["is_error"] is False, result
+
+
 def markers(body: dict[str, Any]) -> list[Any]:
     """Every cache_control in a request, in order, with where it sits."""
     found: list[Any] = []
@@ -97,29 +118,7 @@ async def test_claude_code_keeps_its_cache_markers_and_one_key_through_openroute
         "usage": {"path": str(tmp_path / "usage.sqlite3")},
     }
     client = await daemon(config)
-    env = loopback_env(
-        tmp_path / "home",
-        ANTHROPIC_BASE_URL=str(client.make_url("")).rstrip("/"),
-        ANTHROPIC_AUTH_TOKEN=TOKEN,
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_AUTOUPDATER="1",
-    )
-    (tmp_path / "home").mkdir()
-    out, _ = await run_cli(
-        claude,
-        "-p",
-        "Write hi into done.txt",
-        "--model",
-        "or/anthropic/claude-sonnet-4.5",
-        "--allowedTools",
-        "Write",
-        "--output-format",
-        "json",
-        cwd=work,
-        env=env,
-    )
-    result = orjson.loads(out)
-    assert result["is_error"] is False, result
+    await one_task(claude, client, tmp_path, work, "or/anthropic/claude-sonnet-4.5")
     turns = [body for body in model.bodies if body.get("tools")]  # the task, not side calls
     assert len(turns) >= 2
     first, second = turns[0], turns[-1]
@@ -239,29 +238,7 @@ async def test_claude_code_keeps_its_cache_markers_on_an_anthropic_native_upstre
         ],
     }
     client = await daemon(config)
-    env = loopback_env(
-        tmp_path / "home",
-        ANTHROPIC_BASE_URL=str(client.make_url("")).rstrip("/"),
-        ANTHROPIC_AUTH_TOKEN=TOKEN,
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_AUTOUPDATER="1",
-    )
-    (tmp_path / "home").mkdir()
-    out, _ = await run_cli(
-        claude,
-        "-p",
-        "Write hi into done.txt",
-        "--model",
-        "anth/claude-sonnet-4-5",
-        "--allowedTools",
-        "Write",
-        "--output-format",
-        "json",
-        cwd=work,
-        env=env,
-    )
-    result = orjson.loads(out)
-    assert result["is_error"] is False, result
+    await one_task(claude, client, tmp_path, work, "anth/claude-sonnet-4-5")
     turns = [body for body in model.bodies if body.get("tools")]
     assert len(turns) >= 2
     first, second = turns[0], turns[-1]
