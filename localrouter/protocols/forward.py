@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -104,6 +104,18 @@ def translated_for(instance: Instance, chat: dict[str, Any], cache_key: str | No
     return orjson.dumps(chat)
 
 
+class Exchange(NamedTuple):
+    """One upstream call as its reply sees it: the client's request, the upstream's answer,
+    the client that made the call, where it went, and the headers the answer shows (which
+    call answered). A tuple: made once a call."""
+
+    request: web.Request
+    upstream: UpstreamResponse
+    http: UpstreamClient
+    where: Where
+    shown: Mapping[str, str]
+
+
 class Reply(Protocol):
     """How a route answers its client with what the upstream said."""
 
@@ -113,14 +125,7 @@ class Reply(Protocol):
         """The upstream refused: its status >= 400."""
         ...
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
         """Anything else: the whole answer or its stream, in the client's protocol, with the
         `shown` headers (which call answered)."""
         ...
@@ -179,7 +184,7 @@ async def send(
                 failed.headers.update(shown)
                 return failed
             errors.answering = streamed  # from here on, bytes may reach the client
-            return await call.reply.answer(request, upstream, http, target, shown)
+            return await call.reply.answer(Exchange(request, upstream, http, target, shown))
 
 
 class GatewayErrors:
@@ -282,14 +287,8 @@ class Forwarded:
         """The event that ends a stream the upstream broke off."""
         return self.frame(self.shape.message(message, 502, "upstream_stream_broken"))
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        request, upstream, http, where, shown = exchange
         # The raw header, not aiohttp's parsed content_type (three times the steps).
         kind = upstream.headers.get("Content-Type")
         if kind is not None and _streams(kind):

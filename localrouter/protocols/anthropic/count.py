@@ -18,9 +18,8 @@ from localrouter.http.bodies import JSON, request_json
 from localrouter.http.guard import CLIENT
 from localrouter.lists.instance import Instance, Route
 from localrouter.lists.resolve import Resolver
-from localrouter.protocols.forward import Call, TranslatedReply, send
+from localrouter.protocols.forward import Call, Exchange, TranslatedReply, send
 from localrouter.providers.base import Wire
-from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.tokens import estimated
 
 # A local count, for instances without a native count_tokens: text by usage.tokens.estimated,
@@ -67,14 +66,8 @@ class Counted(TranslatedReply):
     __slots__ = ()
     shape = ANTHROPIC
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        _request, upstream, http, where, _shown = exchange
         try:
             counted = orjson.loads(await http.read_body(upstream, where))
         except orjson.JSONDecodeError:

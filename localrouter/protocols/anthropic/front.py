@@ -5,8 +5,6 @@ never forwarded: the instance's own key goes upstream."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import orjson
 from aiohttp import web
 
@@ -25,10 +23,15 @@ from localrouter.protocols.anthropic.count import count_tokens
 from localrouter.protocols.anthropic.from_chat import MessagesStream, message
 from localrouter.protocols.anthropic.to_chat import chat_request, wants_thinking
 from localrouter.protocols.bridge import sse, translate_stream, whole_answer
-from localrouter.protocols.forward import RequestBody, chat_route, rewritten, translated_for
+from localrouter.protocols.forward import (
+    Exchange,
+    RequestBody,
+    chat_route,
+    rewritten,
+    translated_for,
+)
 from localrouter.protocols.session import header_session, session_of
 from localrouter.providers.base import Wire
-from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.scan import ANTHROPIC as ANTHROPIC_USAGE
 
 
@@ -106,14 +109,8 @@ class MessagesReply(proxy.TranslatedReply):
     def __init__(self, model: str, *, thinking: bool, streamed: bool) -> None:
         self.model, self.thinking, self.streamed = model, thinking, streamed
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        request, upstream, http, where, shown = exchange
         if self.streamed:
             translator = MessagesStream(self.model, thinking=self.thinking)
             return await translate_stream(request, upstream, http, translator, where, shown)

@@ -8,7 +8,6 @@ key pools hold here as everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from localrouter.protocols import attempts
 from localrouter.protocols.bridge import an_object, translate_stream, whole_answer
 from localrouter.protocols.forward import (
     Call,
+    Exchange,
     Forwarded,
     RequestBody,
     TranslatedReply,
@@ -36,7 +36,6 @@ from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, n
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
 from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
-from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.scan import OLLAMA as OLLAMA_USAGE
 
 NDJSON = "application/x-ndjson"
@@ -157,14 +156,8 @@ class OllamaReply(OllamaErrors):
     def __init__(self, form: OllamaAnswer, streamed: bool) -> None:
         self.form, self.streamed = form, streamed
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        request, upstream, http, where, shown = exchange
         if self.streamed:
             stream = OllamaStream(self.form)
             return await translate_stream(
@@ -185,14 +178,8 @@ class Embedded(OllamaErrors):
     def __init__(self, name: str, *, legacy: bool) -> None:
         self.name, self.legacy = name, legacy
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        request, upstream, http, where, shown = exchange
         answer = whole_answer(request, await http.read_body(upstream, where), where)
         data = answer.get("data")
         rows = sorted(

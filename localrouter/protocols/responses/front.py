@@ -5,7 +5,6 @@ and are never forwarded: the instance's own key goes upstream."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +18,7 @@ from localrouter.protocols import attempts
 from localrouter.protocols.bridge import translate_stream, whole_answer
 from localrouter.protocols.forward import (
     Call,
+    Exchange,
     Forwarded,
     RequestBody,
     TranslatedReply,
@@ -31,7 +31,6 @@ from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, 
 from localrouter.protocols.responses.to_chat import chat_request
 from localrouter.protocols.session import header_session, session_of
 from localrouter.providers.base import Wire
-from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
 from localrouter.usage.scan import RESPONSES as RESPONSES_USAGE
 
 DROPPED_TOOLS_HEADER = "x-localrouter-dropped-tools"
@@ -158,14 +157,8 @@ class ResponsesReply(TranslatedReply):
             kept,
         )
 
-    async def answer(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        http: UpstreamClient,
-        where: Where,
-        shown: Mapping[str, str],
-    ) -> web.StreamResponse:
+    async def answer(self, exchange: Exchange) -> web.StreamResponse:
+        request, upstream, http, where, shown = exchange
         headers = {**self.headers, **shown} if self.headers else shown
         if self.streamed:
             stream = ResponsesStream(Echo.of(self.echo, self.model))
