@@ -35,7 +35,8 @@ import structlog
 
 from localrouter.base.jsonload import loads_or_none
 from localrouter.base.secrets import display_url, redact
-from localrouter.config.settings import FleetSettings, ProviderSettings
+from localrouter.config.fleet import FleetSettings
+from localrouter.config.settings import ProviderSettings
 from localrouter.lists.cache import CacheCounters, Clock
 from localrouter.lists.shared import SharedList
 from localrouter.upstream.key_pool import REFUSED, KeyPool, KeyState
