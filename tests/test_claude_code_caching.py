@@ -14,44 +14,14 @@ import orjson
 from aiohttp import web
 
 from localrouter.app import COMPONENTS
-from tests.chat_streams import Recorder, chat_chunks, streamed
+from tests.chat_streams import Recorder
 from tests.conftest import DaemonFactory
 from tests.npm_tools import loopback_env, run_cli
-from tests.test_claude_code import CLAUDE_CODE_VERSION, TOKEN, USAGE, claude
+from tests.test_claude_code import CLAUDE_CODE_VERSION, TOKEN, CodingModel, claude
 
 __all__ = ["claude"]  # the CLI fixture, shared with test_claude_code.py
 KEYS = ["sk-or-pool-key-aaaaaaaa", "sk-or-pool-key-bbbbbbbb"]
 assert CLAUDE_CODE_VERSION  # the same pinned CLI as test_claude_code.py
-
-
-class WritingModel(Recorder):
-    """Asked to write a file, it calls Write; shown the result, it says it is done."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__()
-        self.folder = folder
-
-    def told_the_result(self, body: dict[str, Any]) -> bool:
-        return any(message["role"] == "tool" for message in body["messages"])
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self.record(request)
-        if self.told_the_result(body):
-            said: dict[str, Any] = {"role": "assistant", "content": "Wrote done.txt."}
-            finish = "stop"
-        else:
-            arguments = {"file_path": str(self.folder / "done.txt"), "content": "hi\n"}
-            call = {
-                "id": "call_write_1",
-                "type": "function",
-                "function": {"name": "Write", "arguments": orjson.dumps(arguments).decode()},
-            }
-            said = {"role": "assistant", "content": None, "tool_calls": [call]}
-            finish = "tool_calls"
-        return await streamed(request, chat_chunks(said, finish, USAGE))
-
-    async def models(self, _: web.Request) -> web.Response:
-        return web.json_response({"data": []})
 
 
 async def one_task(claude: Path, client: Any, tmp_path: Path, work: Path, model: str) -> None:
@@ -100,7 +70,7 @@ async def test_claude_code_keeps_its_cache_markers_and_one_key_through_openroute
     key, one session."""
     work = tmp_path / "project"
     work.mkdir()
-    model = WritingModel(work)
+    model = CodingModel(work)
     upstream = web.Application()
     upstream.router.add_post("/api/v1/chat/completions", model.chat)
     upstream.router.add_get("/{tail:.*}", model.models)

@@ -24,12 +24,10 @@ def header_session(request: web.Request) -> str | None:
 
 def session_of(request: web.Request, body: dict[str, Any]) -> str | None:
     """The request's session, or None; capped in length (a client chooses it)."""
-    headers = request.headers
-    found = headers.get(EXPLICIT) or headers.get(CLAUDE_CODE)
-    if found is None:
-        for field in ("prompt_cache_key", "session_id", "previous_response_id", "user"):
-            value = body.get(field)
-            if isinstance(value, str) and value:
-                found = value
-                break
-    return found[:MAX_SESSION_CHARS] if found else None
+    if (named := header_session(request)) is not None:
+        return named
+    for field in ("prompt_cache_key", "session_id", "previous_response_id", "user"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            return value[:MAX_SESSION_CHARS]
+    return None

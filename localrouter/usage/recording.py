@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -95,8 +94,6 @@ class Recorder:
     _finished: deque[Call] = field(default_factory=deque)
     _settling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-    listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
     new_id: RequestIds = field(default_factory=RequestIds)
 
     def start(self, request: web.Request, route: str, model: str, client: str | None) -> Call:
@@ -143,8 +140,6 @@ class Recorder:
                 record = call.record
                 self.metrics.count(record)
                 self.ledger.add(record)
-                for listener in self.listeners:
-                    listener(record)
 
     async def _price(self, call: Call) -> None:
         record = call.record
