@@ -27,6 +27,8 @@ from localrouter.http.admin import Admin
 from localrouter.http.endpoint import MAX_REQUEST_BYTES, NoRoute, add_routes
 from localrouter.http.guard import GUARD, Guard
 from localrouter.http.metrics import Metrics
+from localrouter.limits.gate import Limits
+from localrouter.limits.report import LimitEndpoints, rebuild
 from localrouter.lists.cache import Clock
 from localrouter.lists.fleet import Fleet
 from localrouter.lists.registry import Registry
@@ -67,6 +69,7 @@ class Components:
     unique: UniqueCache
     ledger: Ledger
     recorder: Recorder
+    limits: Limits
 
 
 COMPONENTS: web.AppKey[Components] = web.AppKey("components")
@@ -115,6 +118,9 @@ def create_app(
     views = model_views(models, resolver, clock)
     usage = Usage.build(settings, clock, state_dir, fleet)
     metrics.registry.register(usage.metrics)
+    limits = Limits(live, clock, fleet=fleet)
+    limit_endpoints = LimitEndpoints(limits)
+    usage.endpoints.key_limits = limit_endpoints.of_key
     parts = app[COMPONENTS] = Components(
         clock,
         redactor,
@@ -130,8 +136,9 @@ def create_app(
         views.unique.cache,
         usage.ledger,
         usage.recorder,
+        limits,
     )
-    upstreams = Upstreams(live, metrics, resolver, usage.recorder)
+    upstreams = Upstreams(live, metrics, resolver, usage.recorder, limits)
     messages = Messages(upstreams)
     responses = Responses(upstreams, store)
     admin = Admin(registry, fleet, reloader, live)
@@ -152,6 +159,7 @@ def create_app(
         ("GET", "/api/cache/stats", admin.cache_stats),
         ("POST", "/api/cache/clear", admin.cache_clear),
         *usage.routes(OPENROUTER_BASE),
+        ("GET", "/api/limits", limit_endpoints.limits),
         ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
@@ -174,6 +182,7 @@ def create_app(
     )
     app.cleanup_ctx.append(_upstream_session(transport))
     app.cleanup_ctx.append(usage.running)
+    app.cleanup_ctx.append(_limits(limits, usage))
     app.cleanup_ctx.append(_lists(parts, catalog, views.unique.warm_common_queries))
     app.cleanup_ctx.append(_reloader(reloader, handle_sighup))
     return app
@@ -198,7 +207,9 @@ ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 OPENROUTER_BASE = "/api/v1"  # OpenRouter's base URL: its list (a view) and calls, its errors
 # Once clients exist, these need the admin token (server.auth_token): they show or change
 # every instance, whatever a client's allowlist.
-ADMIN_PATHS = frozenset({"/api/cache/clear", "/api/cache/stats", "/api/providers", "/metrics"})
+ADMIN_PATHS = frozenset(
+    {"/api/cache/clear", "/api/cache/stats", "/api/providers", "/metrics", "/api/limits"}
+)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
 _CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -215,6 +226,17 @@ def _upstream_session(transport: SessionTransport) -> _CleanupContext:
         )
         async with transport.opened(trust_env=trust_env):
             yield
+
+    return context
+
+
+def _limits(limits: Limits, usage: Usage) -> _CleanupContext:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        if usage.recorder.enabled:  # the ledger is open: today's and this month's spend
+            await rebuild(limits, usage.ledger)
+        yield
+        if limits.shared is not None:
+            await limits.shared.close()
 
     return context
 

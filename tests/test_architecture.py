@@ -36,7 +36,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),
     # Feature packages; they may not exist yet.
     "usage": _FEATURE_DEPS,
-    "limits": _FEATURE_DEPS,
+    # Budgets are counted in the usage ledger's dollars: limits price a call as usage does,
+    # and rebuild their counts from the ledger (usage never calls limits: the recorder settles
+    # a reservation through its own Reservation protocol).
+    "limits": _FEATURE_DEPS | {"usage"},
     "reqlog": _FEATURE_DEPS,
     "telemetry": _FEATURE_DEPS,
     "discovery": _FEATURE_DEPS,

@@ -13,11 +13,14 @@
         ├── Unauthorized (401)
         ├── AdminOnly (403)
         ├── ModelNotAllowed (403)
+        │   └── UnpricedRefused
         ├── NotFound (404)
         │   └── ModelNotFound
         ├── MisdirectedRequest (421)
         ├── NotServedHere (501)
-        └── GatewayError (502, 504, 429)
+        ├── GatewayError (502, 504, 429)
+        ├── RateLimited (429)             a client's rate or max_parallel limit
+        └── BudgetExceeded (429, 402, 403) a client's dollar budget
 
 The route wrapper (http/endpoint.py) renders an ApiError in the route's protocol's error
 shape (ErrorShape, below: OpenAI's, Anthropic's, Ollama's or OpenRouter's), the one place each
@@ -152,6 +155,38 @@ class ModelNotAllowed(ApiError):
     error_type = "permission_error"
 
 
+class UnpricedRefused(ModelNotAllowed):
+    """A model of no known price, for a client whose dollar budget refuses those."""
+
+    code = "unpriced_model_refused"
+
+
+class RateLimited(ApiError):
+    """A client's rate limit (requests or tokens per minute) or max_parallel: try again
+    later (`headers` say when)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, error_type: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.error_type = error_type  # OpenAI's: "requests" or "tokens"
+        self.headers.update(headers)
+
+
+class BudgetExceeded(ApiError):
+    """A client's dollar budget is spent: no retry helps before it resets, so none is
+    invited (no Retry-After, and `x-should-retry: false`, which the official SDKs obey)."""
+
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers["x-should-retry"] = "false"
+
+
 class TwoCredentials(BadRequest):
     code = "ambiguous_credentials"
 
@@ -188,9 +223,16 @@ _ANTHROPIC_TYPES = {
 }
 
 
-def anthropic_error_body(message: str, status: int) -> dict[str, Any]:
+# Our codes that Anthropic's errors name in `error.details.error_code`.
+_ANTHROPIC_DETAILS = {"budget_exceeded": "enforced_spend_limit_reached"}
+
+
+def anthropic_error_body(message: str, status: int, code: str | None = None) -> dict[str, Any]:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if (detail := _ANTHROPIC_DETAILS.get(code or "")) is not None:
+        error["details"] = {"error_code": detail}
+    return {"type": "error", "error": error}
 
 
 def error_body(
@@ -236,7 +278,8 @@ OPENAI = ErrorShape(
     "openai", lambda message, _status, kind, code, param: error_body(message, kind, code, param)
 )
 ANTHROPIC = ErrorShape(
-    "anthropic", lambda message, status, _kind, _code, _param: anthropic_error_body(message, status)
+    "anthropic",
+    lambda message, status, _kind, code, _param: anthropic_error_body(message, status, code),
 )
 OLLAMA = ErrorShape("ollama", lambda message, _status, _kind, _code, _param: {"error": message})
 OPENROUTER = ErrorShape("openrouter", openrouter_error_body)

@@ -21,6 +21,7 @@ from pydantic import (
 
 from localrouter.base.secrets import display_url
 from localrouter.config.fleet import FleetSettings
+from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
 from localrouter.config.usage import PriceSettings, UsageSettings
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind, ProviderSpec
@@ -260,8 +261,16 @@ class ClientSettings(_Strict):
     name: str = Field(pattern=_INSTANCE_NAME)
     token: SecretStr
     allow: list[str] | None = None  # globs over ids and aliases; None: everything
+    limits: LimitValues | None = None  # None: the top-level `limits:`
+    model_limits: dict[str, LimitValues] = Field(default_factory=dict)  # globs over ids, aliases
 
     _check_allow = field_validator("allow")(_globs)
+
+    @field_validator("model_limits")
+    @classmethod
+    def _model_globs(cls, value: dict[str, LimitValues]) -> dict[str, LimitValues]:
+        _globs(list(value))
+        return value
 
     @field_validator("token")
     @classmethod
@@ -279,6 +288,7 @@ class Settings(_Strict):
     clients: list[ClientSettings] = Field(default_factory=list)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
@@ -290,12 +300,23 @@ class Settings(_Strict):
     def notes(self) -> tuple[str, ...]:
         """What loading decided on the user's behalf, and the instances skipped because they
         point at this daemon itself."""
-        return self._notes + tuple(
-            f"instance {p.name!r} is skipped: its base_url {display_url(p.resolved_base_url)} "
-            "is this daemon's own listener (server.port or server.ollama_port), so it would "
-            "list and call itself. Point it at the real server, or move that listener."
-            for p in self.providers
-            if p.enabled and self.calls_itself(p)
+        return (
+            self._notes
+            + tuple(
+                f"instance {p.name!r} is skipped: its base_url {display_url(p.resolved_base_url)} "
+                "is this daemon's own listener (server.port or server.ollama_port), so it would "
+                "list and call itself. Point it at the real server, or move that listener."
+                for p in self.providers
+                if p.enabled and self.calls_itself(p)
+            )
+            + self.limit_notes
+        )
+
+    @property
+    def limit_notes(self) -> tuple[str, ...]:
+        """What each dollar limit does with calls to models of no known price."""
+        return limit_notes(
+            self.limits, [(client.limits, client.model_limits) for client in self.clients]
         )
 
     def calls_itself(self, provider: ProviderSettings) -> bool:

@@ -124,8 +124,8 @@ class Admin:
         fleet = self._fleet
         if fleet is not None and not fleet.up:
             reasons.append(
-                f"fleet: redis unreachable ({fleet.problem}); serving this daemon's own lists, "
-                "reconnecting"
+                f"fleet: redis unreachable ({fleet.problem}); serving this daemon's own lists "
+                "and counting limits and budgets in this daemon alone, reconnecting"
             )
         shown_fleet = (
             {"redis": fleet.shown_url, "connected": fleet.up, "daemon": fleet.daemon}

@@ -21,10 +21,20 @@ import structlog
 from aiohttp import web
 from multidict import istr
 
-from localrouter.base.errors import ApiError, GatewayError, ModelNotFound, NoKeyFree
+from localrouter.base.errors import (
+    ApiError,
+    BudgetExceeded,
+    GatewayError,
+    ModelNotFound,
+    NoKeyFree,
+    RateLimited,
+    UnpricedRefused,
+)
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
+from localrouter.limits.gate import Limits, Ticket
+from localrouter.limits.rules import CallerLimits
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
@@ -48,13 +58,23 @@ Plan = Callable[[Instance, str, str], Awaitable[Call]]
 @dataclass(frozen=True, slots=True)
 class Upstreams:
     """What the routes that call models need, handed to their handlers when app.py builds
-    them: the live settings, the metrics, the resolver (with the registry it reads) and the
-    recorder that keeps each request's usage."""
+    them: the live settings, the metrics, the resolver (with the registry it reads), the
+    recorder that keeps each request's usage and the limits that may refuse it."""
 
     live: LiveSettings
     metrics: Metrics
     resolver: Resolver
     recorder: Recorder
+    limits: Limits
+
+    @property
+    def reads_usage(self) -> bool:
+        """Whether answers' usage is wanted (a stream is asked for it)."""
+        return self.recorder.enabled or self.limits.rules.any
+
+
+# A limit refusing a model: its fallbacks are tried, as for a model the allowlist refuses.
+LIMIT_REFUSALS = (RateLimited, BudgetExceeded, UnpricedRefused)
 
 
 async def answer(
@@ -65,16 +85,21 @@ async def answer(
     *,
     stream: bool = False,
     session: str | None = None,
+    asked_output: int | None = None,
 ) -> web.StreamResponse:
     """The client's answer for `model` (an id or an alias): one call in the common case,
-    more with a key pool or fallbacks; recorded, however it ends (usage/recording.py)."""
+    more with a key pool or fallbacks; admitted by the client's limits (`asked_output`: the
+    most output tokens the request asks for), and recorded however it ends
+    (usage/recording.py)."""
     client = request[CLIENT]
     recorder = upstreams.recorder
     call = recorder.start(request, request.path, model, client.name if client else None)
     call.record.stream, call.record.session = stream, session
     status, error_type, cancelled = 0, None, False
+    caller = upstreams.limits.of(client)
+    admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
     try:
-        response = await _answer(request, model, plan, upstreams, call)
+        response = await _answer(request, model, plan, upstreams, call, admit)
         status = response.status
         return response
     except ApiError as error:
@@ -91,8 +116,52 @@ async def answer(
         recorder.finish(call, status, error_type=error_type, cancelled=cancelled)
 
 
+class Admission:
+    """A request's admission by its caller's limits, for each model it goes to in turn."""
+
+    __slots__ = ("asked_output", "caller", "record", "ticket", "upstreams")
+
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        caller: CallerLimits,
+        record: RecordedCall,
+        asked_output: int | None,
+    ) -> None:
+        self.upstreams, self.caller, self.record = upstreams, caller, record
+        self.asked_output = asked_output
+        self.ticket: Ticket | None = None
+
+    async def __call__(self, name: str, instance: Instance, upstream_id: str) -> dict[str, str]:
+        """Reserve the call to `instance`/`upstream_id` (asked for as `name`), giving back
+        what a model tried before reserved; the headers the answer carries."""
+        record = self.record
+        if self.ticket is not None:
+            self.ticket.refund()
+        upstreams = self.upstreams
+        listed = await upstreams.resolver.listing(instance, upstream_id)
+        ticket = await upstreams.limits.admit(
+            self.caller,
+            name,
+            instance,
+            upstream_id,
+            listed,
+            record.request_bytes,
+            self.asked_output,
+            record.record.id,
+        )
+        self.ticket = ticket
+        record.reserved(ticket)
+        return ticket.headers
+
+
 async def _answer(
-    request: web.Request, model: str, plan: Plan, upstreams: Upstreams, record: RecordedCall
+    request: web.Request,
+    model: str,
+    plan: Plan,
+    upstreams: Upstreams,
+    record: RecordedCall,
+    admit: Admission | None,
 ) -> web.StreamResponse:
     rules = upstreams.live.rules
     resolver = upstreams.resolver
@@ -106,15 +175,19 @@ async def _answer(
         if chain is None and instance.keys is None:
             call = await plan(instance, upstream_id, model)
             record.answered_by(instance, upstream_id, None)
-            record.record.attempts = 1
             shown = {
                 MODEL_HEADER: full_id,
                 ATTEMPTS_HEADER: "1",
                 REQUEST_ID_HEADER: record.record.id,
             }
+            if admit is not None:
+                shown.update(await admit(model, instance, upstream_id))
+            record.record.attempts = 1
             return await send(request, instance, call, shown)
     names = (model, *(chain or ()))
-    return await _in_turn(request, names, plan, listed_as, resolver, upstreams.metrics, record)
+    return await _in_turn(
+        request, names, plan, listed_as, resolver, upstreams.metrics, record, admit
+    )
 
 
 async def _in_turn(
@@ -125,6 +198,7 @@ async def _in_turn(
     resolver: Resolver,
     metrics: Metrics,
     record: RecordedCall,
+    admit: Admission | None,
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
@@ -134,9 +208,18 @@ async def _in_turn(
     client = request[CLIENT]
     spent: dict[KeyPool, set[int]] = {}  # the keys that turned this request away, per pool
     for position, name in enumerate(names):
+        admitted: dict[str, str] = {}
         try:
             instance, upstream_id = await resolver.resolve(name, client)
             call = await plan(instance, upstream_id, name)
+            if admit is not None:
+                admitted = await admit(name, instance, upstream_id)
+        except LIMIT_REFUSALS as refusal:
+            if position == len(names) - 1:
+                raise
+            log.info("proxy.fallback_skipped", fallback=name, reason=refusal.message)
+            failure = refusal
+            continue
         except ModelNotFound as error:
             if position == 0 and len(names) > 1:  # gone: its fallbacks may serve
                 failure = error
@@ -173,6 +256,7 @@ async def _in_turn(
                 MODEL_HEADER: full_id,
                 ATTEMPTS_HEADER: str(attempts),
                 REQUEST_ID_HEADER: record.record.id,
+                **admitted,
             }
             try:
                 response = await send(request, instance, call, shown, key)

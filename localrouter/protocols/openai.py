@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
 from localrouter.http.bodies import JSON, model_request
+from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
@@ -84,7 +85,7 @@ class Forward:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
         upstreams = self._upstreams
-        ask_usage = upstreams.recorder.enabled
+        ask_usage = upstreams.reads_usage
         plan = Forwarding(
             RequestBody(body, raw),
             model,
@@ -95,9 +96,16 @@ class Forward:
             cache_key=header_session(request),
         )
         stream, session = body.get("stream") is True, session_of(request, body)
+        asked_output = output_cap(body)
         del body  # see RequestBody
         return await attempts.answer(
-            request, model, plan, upstreams, stream=stream, session=session
+            request,
+            model,
+            plan,
+            upstreams,
+            stream=stream,
+            session=session,
+            asked_output=asked_output,
         )
 
 

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from localrouter.base.errors import BadRequest, NotFound
+from localrouter.config.control import Client
 from localrouter.http.bodies import JSON
 from localrouter.http.guard import CLIENT
 from localrouter.lists.cache import Clock
@@ -29,6 +30,8 @@ _RELATIVE = re.compile(r"^(\d+)([hdw])$")
 _UNIT_SECONDS = {"h": 3600.0, "d": DAY, "w": 7 * DAY}
 # The fleet's totals, read from Redis (usage/fleet.py), when the daemon is in one.
 FleetTotals = Callable[[float | None, float | None, Sequence[str]], Awaitable[list[dict[str, Any]]]]
+# The caller's limit in /api/v1/key's fields (limits/report.py), when limits are built.
+KeyLimits = Callable[[Client | None], Awaitable[dict[str, Any]]]
 
 
 def moment(raw: str | None, now: float, name: str) -> float | None:
@@ -59,6 +62,7 @@ class UsageEndpoints:
 
     def __init__(self, ledger: Ledger, clock: Clock, fleet_totals: FleetTotals | None) -> None:
         self._ledger, self._clock, self._fleet_totals = ledger, clock, fleet_totals
+        self.key_limits: KeyLimits | None = None
 
     async def usage(self, request: web.Request) -> web.Response:
         query = request.query
@@ -123,6 +127,8 @@ class UsageEndpoints:
             "is_free_tier": False,
             "unpriced_requests": everything["unpriced_requests"] or 0,
         }
+        if self.key_limits is not None:
+            data.update(await self.key_limits(client))
         return web.Response(body=orjson.dumps({"data": data}), content_type=JSON)
 
 

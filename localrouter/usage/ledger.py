@@ -46,6 +46,7 @@ from localrouter.usage.schema import (
     INSERT_REQUEST,
     SELECT_REQUEST,
     SELECT_SPENT,
+    SELECT_SPENT_BY_MODEL,
     Rollup,
     day_of,
     migrate,
@@ -74,6 +75,8 @@ YIELD_SECONDS = 0.0002
 Deltas = list[tuple[tuple[str, ...], dict[str, float]]]
 Totals = dict[str, float | None]
 Group = dict[str, str | float | None]
+# client, model asked for, model that answered, USD since a time, USD since a later one
+ModelSpend = tuple[str | None, str | None, str | None, float, float]
 
 _NO_SUMS = totals((0, 0, 0, 0, 0, 0, 0, 0.0, 0))
 _FIRST_DAY, _LAST_DAY = "0000-00-00", "9999-99-99"
@@ -238,6 +241,12 @@ class Ledger:
         with no client name (the admin's, or anyone's on an open daemon)."""
         return await self._read(_read_spent, dict(_NO_SUMS), client, since)
 
+    async def spent_by_model(self, since: float, later: float) -> list[ModelSpend]:
+        """Each client's priced spend (client, model asked for, model that answered, since
+        `since`, since `later`), from the per-request rows: what the limits' budgets are
+        rebuilt from at start."""
+        return await self._read(_read_spent_by_model, [], later, since)
+
     async def _write_pending(self) -> Deltas:
         connection = self._connection
         if connection is None:
@@ -394,6 +403,17 @@ def _read_usage(
 def _read_request(connection: sqlite3.Connection, request_id: str) -> dict[str, object] | None:
     row = connection.execute(SELECT_REQUEST, (request_id,)).fetchone()
     return None if row is None else request_of(row)
+
+
+def _read_spent_by_model(
+    connection: sqlite3.Connection, later: float, since: float
+) -> list[ModelSpend]:
+    return [
+        (client, asked, model, float(total or 0.0), float(recent or 0.0))
+        for client, asked, model, total, recent in connection.execute(
+            SELECT_SPENT_BY_MODEL, (later, since)
+        )
+    ]
 
 
 def _read_spent(connection: sqlite3.Connection, client: str | None, since: float) -> Totals:

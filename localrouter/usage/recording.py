@@ -14,6 +14,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -35,6 +36,15 @@ REQUEST_ID_HEADER: str = istr("x-localrouter-request-id")
 CALL: web.RequestKey[Call] = web.RequestKey("call")
 
 
+class Reservation(Protocol):
+    """What a call reserved before it was made (limits/gate.py's Ticket): released when its
+    answer ends, settled once its usage is priced."""
+
+    def release(self) -> None: ...
+
+    def settle(self, record: CallRecord) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Call:
     """A request's record while it is answered, with what only the call path knows: the
@@ -49,6 +59,11 @@ class Call:
     request_bytes: int = 0
     answer_events: int = 0  # events (stream) or answers (whole) that carried text
     first_byte: float | None = None
+    reservation: Reservation | None = None
+
+    def reserved(self, reservation: Reservation) -> None:
+        """A limit's reservation, settled with this record (so usage is read from now on)."""
+        self.reservation, self.recording = reservation, True
 
     def answered_by(self, instance: Instance, upstream_id: str, key: int | None) -> None:
         record = self.record
@@ -116,7 +131,9 @@ class Recorder:
         record.duration_ms = round((now - call.started) * 1000.0, 3)
         if call.first_byte is not None and record.stream:
             record.ttft_ms = round((call.first_byte - call.started) * 1000.0, 3)
-        if self.enabled:
+        if call.reservation is not None:
+            call.reservation.release()
+        if call.recording:
             self._finished.append(call)
             self._wake.set()
 
@@ -138,8 +155,11 @@ class Recorder:
                 await self._price(call)
                 finished.popleft()
                 record = call.record
-                self.metrics.count(record)
-                self.ledger.add(record)
+                if call.reservation is not None:
+                    call.reservation.settle(record)
+                if self.enabled:
+                    self.metrics.count(record)
+                    self.ledger.add(record)
 
     async def _price(self, call: Call) -> None:
         record = call.record

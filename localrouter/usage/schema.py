@@ -167,6 +167,13 @@ DELETE_REQUESTS_BEFORE = "DELETE FROM requests WHERE started_at < ?"
 DELETE_DAILY_BEFORE = "DELETE FROM daily WHERE day < ?"
 SELECT_REQUEST = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE id = ?"
 SELECT_SPENT = f"SELECT {_REQUEST_SUMS_SQL} FROM requests WHERE started_at >= ? AND client IS ?"
+# Each client's priced spend per model asked for and answering, since a time, and the part
+# of it since a later one (for the limits' daily and monthly budgets).
+SELECT_SPENT_BY_MODEL = (
+    "SELECT client, requested_model, model, sum(cost_usd), "
+    "coalesce(sum(CASE WHEN started_at >= ? THEN cost_usd END), 0) FROM requests "
+    "WHERE started_at >= ? AND cost_usd IS NOT NULL GROUP BY client, requested_model, model"
+)
 
 
 def usage_query(keys: tuple[str, ...]) -> str:

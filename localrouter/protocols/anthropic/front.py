@@ -15,6 +15,7 @@ from localrouter.base.errors import (
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, model_request
+from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols import attempts
@@ -47,9 +48,16 @@ class Messages:
             raise BadRequest("'messages' is required: a list of messages.", param="messages")
         plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
         stream, session = body.get("stream") is True, session_of(request, body)
+        asked_output = output_cap(body)
         del body  # see RequestBody
         return await attempts.answer(
-            request, model, plan, self._upstreams, stream=stream, session=session
+            request,
+            model,
+            plan,
+            self._upstreams,
+            stream=stream,
+            session=session,
+            asked_output=asked_output,
         )
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:

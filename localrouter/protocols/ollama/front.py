@@ -18,6 +18,7 @@ from localrouter.base.errors import OLLAMA, BadRequest, NotServedHere
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, request_json
+from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance, Route
 from localrouter.lists.resolve import Resolver, ollama_name
 from localrouter.protocols import attempts
@@ -80,9 +81,16 @@ class OllamaCall:
         )
         stream = streams(body) and self._path in ("api/chat", "api/generate")
         session = session_of(request, body)
+        asked_output = output_cap(body)
         del body  # see RequestBody
         return await attempts.answer(
-            request, model, plan, self._upstreams, stream=stream, session=session
+            request,
+            model,
+            plan,
+            self._upstreams,
+            stream=stream,
+            session=session,
+            asked_output=asked_output,
         )
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from localrouter.base.errors import BadRequest, NotFound
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, model_request
+from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.bridge import translate_stream, whole_answer
@@ -50,9 +51,16 @@ class Responses:
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
         )
         stream, session = body.get("stream") is True, session_of(request, body)
+        asked_output = output_cap(body)
         del body  # see RequestBody
         return await attempts.answer(
-            request, model, plan, self._upstreams, stream=stream, session=session
+            request,
+            model,
+            plan,
+            self._upstreams,
+            stream=stream,
+            session=session,
+            asked_output=asked_output,
         )
 
     async def retrieve(self, request: web.Request) -> web.Response:

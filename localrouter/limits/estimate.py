@@ -1,0 +1,57 @@
+"""What a call is expected to use before it is made: its input from the request's size, its
+output from the most it asked for (max_tokens and its kin in each protocol), else the model's
+output limit, else DEFAULT_OUTPUT_TOKENS; and what that would cost at the model's prices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from localrouter.base.jsonload import Json
+from localrouter.usage.cost import cost_of
+from localrouter.usage.record import CostSource, Tokens
+from localrouter.usage.tokens import estimated
+
+DEFAULT_OUTPUT_TOKENS = 4096
+# Where each protocol says the most a call may answer: Chat Completions (both names),
+# Messages, Responses; Ollama's options.num_predict is read apart.
+_OUTPUT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def output_cap(body: Json) -> int | None:
+    """The most output tokens a request asks for, when it says."""
+    options = body.get("options")
+    said = [body.get(key) for key in _OUTPUT_KEYS]
+    said.append(options.get("num_predict") if isinstance(options, dict) else None)
+    for value in said:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
+
+
+class Estimate(NamedTuple):
+    input_tokens: int
+    output_tokens: int
+    cost: float | None  # None: the model's price is unknown
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def estimate(
+    request_bytes: int,
+    asked_output: int | None,
+    listed_output: int | None,
+    prices: Mapping[str, float] | None,
+    source: CostSource,
+) -> Estimate:
+    tokens = Tokens(
+        input_tokens=estimated(request_bytes),
+        output_tokens=asked_output or listed_output or DEFAULT_OUTPUT_TOKENS,
+    )
+    if source is CostSource.FREE:
+        cost: float | None = 0.0
+    else:
+        cost = cost_of(tokens, prices) if prices is not None else None
+    return Estimate(tokens.input_tokens, tokens.output_tokens, cost)

@@ -1,0 +1,148 @@
+"""The limits' counters in a fleet's Redis, so that daemons behind one load balancer keep one
+budget. A call's admission is one script (atomic: every counter checked, then every one
+reserved), its settlement is batched off the request's path; every key expires. When Redis
+cannot be reached, admission answers None and the daemon decides by its own counts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import defaultdict
+from typing import Any
+
+from localrouter.limits.counting import PARALLEL, SLACK, Need
+from localrouter.lists.fleet import Fleet
+
+# A slot of max_parallel that a daemon took and never gave back (it died) frees itself
+# after this long.
+SLOT_SECONDS = 900.0
+_AFTER_PERIOD = 3600  # a counter outlives its period by this much (clocks differ)
+MAX_WAITING = 100_000  # slots to give back, at most, waiting for Redis
+
+# KEYS: the counters. ARGV: now, the call's id, then per counter: limit, amount, ttl, kind
+# ("z": calls in flight, a sorted set of call ids by expiry; else a number). Returns
+# {0, used...} when every counter admits the call (and reserves it), else {i, used of i}.
+ADMIT = """
+local now, member = tonumber(ARGV[1]), ARGV[2]
+local used = {0}
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 4
+  local limit, amount = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local value
+  if ARGV[at + 3] == 'z' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    value = redis.call('ZCARD', KEYS[i])
+  else
+    value = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  if value + amount > limit + tonumber(ARGV[#ARGV]) then
+    return {i, tostring(value)}
+  end
+  used[i + 1] = tostring(value)
+end
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 4
+  local ttl = tonumber(ARGV[at + 2])
+  if ARGV[at + 3] == 'z' then
+    redis.call('ZADD', KEYS[i], now + ttl, member)
+  else
+    redis.call('INCRBYFLOAT', KEYS[i], ARGV[at + 1])
+  end
+  redis.call('EXPIRE', KEYS[i], math.ceil(ttl))
+end
+return used
+"""
+
+
+class SharedCounts:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._prefix = f"{fleet.prefix}limit:"
+        self._admit: Any = fleet.redis.register_script(ADMIT)  # typed per redis version
+        self._adjust: defaultdict[str, float] = defaultdict(float)
+        self._leave: list[tuple[str, str]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._fleet.up
+
+    def key(self, need: Need) -> str:
+        period = f":{need.period.name}" if need.period is not None else ""
+        return f"{self._prefix}{need.scope.key}:{need.kind}{period}"
+
+    async def admit(
+        self, needs: list[Need], call_id: str, now: float
+    ) -> tuple[int | None, list[float]] | None:
+        """(the first refusing need's index, or None when admitted and reserved; the counts
+        it found), or None when Redis cannot answer now."""
+        keys, args = [], [repr(now), call_id]
+        for need in needs:
+            keys.append(self.key(need))
+            if need.kind == PARALLEL:
+                args += [repr(need.limit), "1", repr(SLOT_SECONDS), "z"]
+            else:
+                assert need.period is not None
+                ttl = max(need.period.ends - now, 1.0) + _AFTER_PERIOD
+                args += [repr(need.limit), repr(need.amount), repr(ttl), "n"]
+        args.append(repr(SLACK))
+        found = await self._fleet.call(lambda: self._admit(keys=keys, args=args))
+        if found is None:
+            return None
+        first, *used = (float(_text(value)) for value in found)
+        if first:
+            index = int(first) - 1
+            counts = [0.0] * len(needs)
+            counts[index] = used[0]
+            return index, counts
+        return None, used
+
+    def settle(self, need: Need, actual: float, call_id: str) -> None:
+        """A reservation (made in Redis) replaced by what the call used, sent with others
+        soon; what Redis cannot take then is dropped (its counters expire)."""
+        if need.kind == PARALLEL:
+            if len(self._leave) < MAX_WAITING:
+                self._leave.append((self.key(need), call_id))
+        elif actual != need.amount:
+            self._adjust[self.key(need)] += actual - need.amount
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        while self._adjust or self._leave:
+            adjust, self._adjust = self._adjust, defaultdict(float)
+            leave, self._leave = self._leave, []
+            await self._fleet.call(functools.partial(self._send, adjust, leave))
+
+    async def _send(self, adjust: dict[str, float], leave: list[tuple[str, str]]) -> None:
+        async with self._fleet.redis.pipeline(transaction=False) as pipe:
+            for key, delta in adjust.items():
+                pipe.incrbyfloat(key, delta)
+            for key, member in leave:
+                pipe.zrem(key, member)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
+
+    async def read(self, needs: list[Need], now: float) -> list[float] | None:
+        """Each counter's count now (for /api/limits), or None when Redis cannot answer."""
+
+        async def read() -> list[Any]:
+            async with self._fleet.redis.pipeline(transaction=False) as pipe:
+                for need in needs:
+                    if need.kind == PARALLEL:
+                        pipe.zcount(self.key(need), now, "+inf")
+                    else:
+                        pipe.get(self.key(need))
+                return list(await pipe.execute())
+
+        found = await self._fleet.call(read)
+        if found is None:
+            return None
+        return [float(_text(value)) if value is not None else 0.0 for value in found]
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
