@@ -33,7 +33,7 @@ from localrouter.config.loading import (
     load_server_config,
     watch_path,
 )
-from localrouter.config.settings import Settings
+from localrouter.config.settings import ClientSettings, Settings
 from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
 from localrouter.systemd import install_unit, private_tmp_warning
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(warning, file=sys.stderr)
         return 0
     try:
-        if args.command in ("models", "cache", "usage"):  # the daemon's address and token only
+        if args.command in ("models", "cache", "usage", "limits"):  # the daemon's address, token
             return run_client(args, load_server_config(args.config))
         loaded = load_config(args.config)
     except ConfigError as exc:
@@ -87,12 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--by", default="day", choices=["day", "client", "model", "instance", "route"]
     )
     usage.add_argument("--csv", action="store_true", help="the rows as CSV")
+    limits = commands.add_parser("limits", help="every client's limits and budgets, as they stand")
     cache = commands.add_parser("cache", help="the running daemon's model-list cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     stats = cache_commands.add_parser("stats", help="hits, misses and each instance's state")
     clear = cache_commands.add_parser("clear", help="mark lists expired (kept until refreshed)")
     clear.add_argument("instance", nargs="?", help="only this instance")
-    for command in (serve, check, models, usage, stats, clear):
+    for command in (serve, check, models, usage, limits, stats, clear):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True
@@ -178,6 +179,16 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     )
 
 
+def _shown_limits(values: dict[str, float]) -> str:
+    return ", ".join(f"{key} {value:g}" for key, value in values.items())
+
+
+def _limits_of(client: ClientSettings) -> str:
+    parts = [_shown_limits(client.limits.set)] if client.limits and client.limits.set else []
+    parts += [f"on {glob}: {_shown_limits(v.set)}" for glob, v in client.model_limits.items()]
+    return f"; limits {'; '.join(parts)}" if parts else ""
+
+
 def describe(loaded: LoadedConfig) -> str:
     """A summary of the resolved instances, without secrets."""
     settings: Settings = loaded.settings
@@ -208,7 +219,9 @@ def describe(loaded: LoadedConfig) -> str:
         lines.append(f"fallbacks: {model} -> {', '.join(choices)}")
     for client in settings.clients:  # never the token
         allowed = ", ".join(client.allow) if client.allow is not None else "everything"
-        lines.append(f"client {client.name}: token set, allows {allowed}")
+        lines.append(f"client {client.name}: token set, allows {allowed}{_limits_of(client)}")
+    if defaults := settings.limits.set:
+        lines.append(f"limits (clients without their own): {_shown_limits(defaults)}")
     if (redis_url := settings.fleet.redis_url) is not None:  # never the password
         shown = display_url(redis_url.get_secret_value())
         lines.append(f"fleet: {shown}  key prefix {settings.fleet.key_prefix!r}")

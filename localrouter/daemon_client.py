@@ -1,4 +1,4 @@
-"""`localrouter models`, `cache ...` and `usage`: ask the running daemon over HTTP."""
+"""`localrouter models`, `cache ...`, `usage` and `limits`: ask the running daemon over HTTP."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
             return _models(base, token, args.provider, as_json=args.json)
         if args.command == "usage":
             return _usage(base, token, since=args.since, by=args.by, as_csv=args.csv)
+        if args.command == "limits":
+            print(_table_of_limits(_call(base, token, "GET", "/api/limits")))
+            return 0
         if args.cache_command == "stats":
             print(_table_of_stats(_call(base, token, "GET", "/api/cache/stats")))
             return 0
@@ -133,6 +136,28 @@ def _table_of_usage(rows: list[dict[str, Any]], by: str) -> str:
             "their cost is not in these totals (give one with pricing: in the config)."
         )
     return _table(table) + note
+
+
+def _table_of_limits(shown: dict[str, Any]) -> str:
+    """One line per limit of each caller: used (and reserved by calls in flight) of what."""
+    rows = [("client", "models", "limit", "value", "used", "reserved", "remaining", "resets")]
+    for row in shown["data"]:
+        dollars = row["limit"].startswith("usd_")
+        amounts = [
+            f"${row[name]:.4f}" if dollars else f"{row[name]:g}"
+            for name in ("value", "used", "reserved", "remaining")
+        ]
+        who = row["client"] or "(no client)"
+        rows.append((who, row["models"], row["limit"], *amounts, row["resets"] or "-"))
+    if len(rows) == 1:
+        return "no limits configured (limits: or clients[].limits in the config)"
+    counted = f"counted: {shown['counted']}; days and months in {shown['timezone']}"
+    unpriced = (
+        "; calls to models with no known price are outside dollar limits"
+        if any(row["limit"].startswith("usd_") for row in shown["data"])
+        else ""
+    )
+    return _table(rows) + f"\n{counted}{unpriced}"
 
 
 def _cell(name: str, value: float | None) -> str:

@@ -144,6 +144,8 @@ class OpenAIWire:
 
     bodies: list[dict[str, Any]] = field(default_factory=list)
     left: asyncio.Event = field(default_factory=asyncio.Event)
+    # When given, chat answers wait until it is set (calls in flight, for the limits' tests).
+    gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -187,6 +189,8 @@ class OpenAIWire:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._take(request)
         model = body["model"]
+        if self.gate is not None:
+            await self.gate.wait()
         if model == "overloaded":
             error = {"message": "The server is overloaded", "type": "server_error", "code": None}
             return web.json_response({"error": error}, status=503)
