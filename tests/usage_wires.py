@@ -551,11 +551,15 @@ def anthropic_sdk(client: Client, token: str = "unused-token") -> anthropic.Asyn
     return anthropic.AsyncAnthropic(base_url=str(client.make_url("")), api_key=token, max_retries=0)
 
 
-def ollama_sdk(client: Client, ids: list[str]) -> ollama.AsyncClient:
-    """Ollama's client, which shows no headers: the request id of each answer lands in `ids`."""
+def ollama_sdk(client: Client, ids: list[str], token: str | None = None) -> ollama.AsyncClient:
+    """Ollama's client, which shows no headers: the request id of each answer lands in `ids`
+    (`token`: sent as a bearer token, as clients behind an auth proxy send it)."""
 
     async def keep(response: httpx.Response) -> None:
         if (found := response.headers.get(REQUEST_ID)) is not None:
             ids.append(found)
 
-    return ollama.AsyncClient(host=str(client.make_url("")), event_hooks={"response": [keep]})
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    return ollama.AsyncClient(
+        host=str(client.make_url("")), event_hooks={"response": [keep]}, headers=headers
+    )
