@@ -143,11 +143,19 @@ class Limits:
         shared = self.shared
         verdict = await shared.admit(needs, call_id, now) if shared is not None else None
         counts = self.counts
-        if verdict is None:  # no fleet, or Redis cannot be reached: this daemon's counts
-            used = counts.used(needs)
-            refusing = counts.first_refusing(needs, used)
-        else:
-            refusing, used = verdict
+        own = counts.used(needs)
+        refusing = counts.first_refusing(needs, own)
+        used = own
+        if verdict is not None:  # the fleet's counts decide, and never count less than ours:
+            # a Redis restarted empty, or one that was unreachable a while, misses some spend
+            fleet_refusing, used = verdict
+            if fleet_refusing is not None:
+                refusing = fleet_refusing
+            elif refusing is not None:
+                assert shared is not None
+                for need in needs:  # give the fleet's reservation back
+                    shared.settle(need, 0.0, call_id)
+                used = own
         if refusing is not None:
             raise self._refusal(needs, used, refusing, expected, now)
         counts.reserve(needs)

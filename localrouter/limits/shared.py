@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import defaultdict
+import math
 from typing import Any
 
 from localrouter.limits.counting import PARALLEL, SLACK, Need
@@ -59,7 +59,8 @@ class SharedCounts:
         self._fleet = fleet
         self._prefix = f"{fleet.prefix}limit:"
         self._admit: Any = fleet.redis.register_script(ADMIT)  # typed per redis version
-        self._adjust: defaultdict[str, float] = defaultdict(float)
+        # key -> (what to add, when it expires): settlements waiting to be sent
+        self._adjust: dict[str, tuple[float, float]] = {}
         self._leave: list[tuple[str, str]] = []
         self._sending: asyncio.Task[None] | None = None
 
@@ -103,21 +104,28 @@ class SharedCounts:
         if need.kind == PARALLEL:
             if len(self._leave) < MAX_WAITING:
                 self._leave.append((self.key(need), call_id))
-        elif actual != need.amount:
-            self._adjust[self.key(need)] += actual - need.amount
+        elif actual != need.amount and need.period is not None:
+            key = self.key(need)
+            delta, _ = self._adjust.get(key, (0.0, 0.0))
+            self._adjust[key] = (delta + actual - need.amount, need.period.ends + _AFTER_PERIOD)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send_all())
 
     async def _send_all(self) -> None:
         while self._adjust or self._leave:
-            adjust, self._adjust = self._adjust, defaultdict(float)
+            adjust, self._adjust = self._adjust, {}
             leave, self._leave = self._leave, []
             await self._fleet.call(functools.partial(self._send, adjust, leave))
 
-    async def _send(self, adjust: dict[str, float], leave: list[tuple[str, str]]) -> None:
+    async def _send(
+        self, adjust: dict[str, tuple[float, float]], leave: list[tuple[str, str]]
+    ) -> None:
+        """The adjustments (each key expiring after its period, even one that Redis lost
+        and this creates again) and the slots given back."""
         async with self._fleet.redis.pipeline(transaction=False) as pipe:
-            for key, delta in adjust.items():
+            for key, (delta, expires) in adjust.items():
                 pipe.incrbyfloat(key, delta)
+                pipe.expireat(key, math.ceil(expires))
             for key, member in leave:
                 pipe.zrem(key, member)
             await pipe.execute()
