@@ -338,3 +338,37 @@ def test_check_says_each_dollar_limit_leaves_unpriced_calls_out(tmp_path: Path) 
     assert "limits (clients without their own): usd_per_month 50" in shown
     for path in ("limits", "clients[0].limits", "clients[0].model_limits.openai/*"):
         assert f"note: {path}: calls to models with no known price are not counted" in shown
+
+
+@pytest.mark.parametrize(
+    ("ask", "refused_as"),
+    [(ask_anthropic, anthropic.RateLimitError), (ask_ollama, ollama.ResponseError)],
+    ids=["anthropic", "ollama"],
+)
+async def test_a_rate_refusal_on_messages_and_ollama_routes_says_when_to_retry(
+    daemon: DaemonFactory,
+    tmp_path: Path,
+    wires: Wires,
+    clock: FakeClock,
+    ask: Ask,
+    refused_as: type[Exception],
+) -> None:
+    """requests_per_minute 1 on Anthropic's and Ollama's routes: the second call is a 429 in
+    the route's own error shape, with Retry-After (Anthropic's SDK waits it out too)."""
+    clock.now = 1_800_000_000.0 + 50
+    client = await daemon(budgeted(tmp_path, wires, {"requests_per_minute": 1}))
+    assert await ask(client, True) == TEXT
+    with pytest.raises(refused_as) as refused:
+        await ask(client, False)
+    error = refused.value
+    if isinstance(error, anthropic.RateLimitError):
+        body: Any = error.body
+        assert body["error"]["type"] == "rate_limit_error"
+        assert "details" not in body["error"]
+        assert error.response.headers["retry-after"] == "10"
+        assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    else:
+        assert isinstance(error, ollama.ResponseError)
+        assert error.status_code == 429
+        assert error.error.startswith("Rate limit reached for client 'agent'")
+        assert "Try again in 10 s" in error.error
