@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from localrouter.app import COMPONENTS, create_app
+from localrouter.base.errors import ConfigError
 from localrouter.cli import describe, main
 from localrouter.config.loading import LoadedConfig
 from localrouter.serve import bind, listen
@@ -372,3 +373,24 @@ async def test_a_rate_refusal_on_messages_and_ollama_routes_says_when_to_retry(
         assert error.status_code == 429
         assert error.error.startswith("Rate limit reached for client 'agent'")
         assert "Try again in 10 s" in error.error
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (
+            {"clients": [{"name": "a", "token": AGENT, "limits": {"requests_per_minute": 0}}]},
+            "clients[0].limits.requests_per_minute: Input should be greater than 0",
+        ),
+        ({"limits": {"timezone": "Mars/Olympus"}}, "limits.timezone: unknown time zone"),
+        (
+            {"clients": [{"name": "a", "token": AGENT, "model_limits": {"x/*": {"usd": 1}}}]},
+            "clients[0].model_limits.x/*.usd: unknown key",
+        ),
+        ({"limits": {"budget_status": 500}}, "limits.budget_status: Input should be 429"),
+    ],
+)
+def test_check_names_the_key_path_of_a_mistake_in_limits(config: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        settings_from(config)
+    assert said in str(refused.value)
