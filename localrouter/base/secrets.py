@@ -13,7 +13,7 @@ Three rules every caller gets from here:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -194,3 +194,18 @@ def display_url(url: str | URL) -> str:
     except (ValueError, TypeError):
         return "<an invalid URL>"
     return str(parsed.with_user(None).with_password(None).with_query(None).with_fragment(None))
+
+
+# Headers that carry credentials: never kept, whatever their value.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+
+
+def shown_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as a log may keep them: a credential's value replaced by REDACTED (the other
+    values are redacted with the rest of a record, against every configured secret)."""
+    return {
+        name: REDACTED if name.lower() in CREDENTIAL_HEADERS else value
+        for name, value in headers.items()
+    }

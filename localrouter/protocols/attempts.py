@@ -30,6 +30,7 @@ from localrouter.base.errors import (
     RateLimited,
     UnpricedRefused,
 )
+from localrouter.base.secrets import shown_headers
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
@@ -39,7 +40,7 @@ from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
 from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool
-from localrouter.usage.recording import REQUEST_ID_HEADER, Recorder
+from localrouter.usage.recording import REQUEST_ID_HEADER, Recorder, error_text
 from localrouter.usage.recording import Call as RecordedCall
 
 log = structlog.get_logger(__name__)
@@ -98,13 +99,19 @@ async def answer(
     status, error_type, cancelled = 0, None, False
     caller = upstreams.limits.of(client)
     admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
+    if call.keep:
+        call.request_body = await request.read()  # read by the route already: no I/O
+        call.request_headers = shown_headers(request.headers)
     try:
         response = await _answer(request, model, plan, upstreams, call, admit)
         status = response.status
+        if status >= 400 or call.keep:
+            _answered(call, response)
         return response
     except ApiError as error:
         status, error_type = error.status, error.code
         error.headers[REQUEST_ID_HEADER] = call.record.id
+        call.record.error = error.message
         raise
     except asyncio.CancelledError:
         cancelled = True  # the client left: the handler was cancelled
@@ -114,6 +121,17 @@ async def answer(
         raise
     finally:
         recorder.finish(call, status, error_type=error_type, cancelled=cancelled)
+
+
+def _answered(call: RecordedCall, response: web.StreamResponse) -> None:
+    """A whole answer's body for the request log, and an error's message for the record."""
+    if not isinstance(response, web.Response):
+        return  # a stream: its bytes were kept as they went by, when kept
+    body = response.body
+    if response.status >= 400:
+        call.record.error = error_text(body)
+    if call.keep and isinstance(body, bytes | bytearray):
+        call.response_body = bytes(body)
 
 
 class Admission:

@@ -19,7 +19,7 @@ from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.guard import add_cors
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
-from localrouter.usage.recording import CALL
+from localrouter.usage.recording import CALL, Keep
 from localrouter.usage.recording import Call as RecordedCall
 from localrouter.usage.tokens import from_chat_answer
 
@@ -139,9 +139,13 @@ async def translate_stream(
     add_cors(request, response)
     await response.prepare(request)
     call = request.get(CALL)
+    keep = call is not None and call.keep is Keep.ALL
     held = b""
     try:
         async for received in upstream.content.iter_any():
+            if keep:
+                assert call is not None
+                call.streamed(received, "chat")  # the upstream's chunks, for the request log
             lines = (held + received).split(b"\n")
             held = lines.pop()
             if len(held) > MAX_LINE_BYTES:

@@ -26,7 +26,7 @@ from localrouter.base.errors import (
     error_body,
 )
 from localrouter.base.jsonload import Json
-from localrouter.base.secrets import SSE_ENDS, StreamRedactor, redact_bytes, redact_json, shorten
+from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, shorten
 from localrouter.http.bodies import JSON, json_response
 from localrouter.http.guard import add_cors
 from localrouter.lists.instance import Instance, Route
@@ -38,7 +38,7 @@ from localrouter.upstream.client import (
     Where,
     upstream_message,
 )
-from localrouter.usage.recording import CALL
+from localrouter.usage.recording import CALL, Keep
 from localrouter.usage.recording import Call as RecordedCall
 from localrouter.usage.scan import CHAT as CHAT_USAGE
 from localrouter.usage.scan import StreamUsage, UsageFormat, whole_tokens
@@ -46,6 +46,7 @@ from localrouter.usage.scan import StreamUsage, UsageFormat, whole_tokens
 log = structlog.get_logger(__name__)
 
 MAX_ERROR_BODY = 1024 * 1024
+NATIVE, TRANSLATED = "native", "translated"  # the record's `path`
 # Answers relayed as they arrive: server-sent events, and Ollama's newline-delimited JSON.
 STREAMED = ("text/event-stream", "application/x-ndjson")
 # Upstream response headers a client may want; everything else (cookies, servers) stays behind.
@@ -162,29 +163,51 @@ async def send(
     pool = instance.keys
     streamed = call.streamed
     seconds = instance.settings.chat_timeout_seconds
-    with GatewayErrors(target, http, seconds) as errors:
-        # A whole answer has a deadline (the 504); a stream's pace is bounded by its limits.
-        async with (
-            asyncio.timeout(None if streamed else seconds),
-            http.request(
-                "POST",
-                target.url,
-                headers=route.headers if pool is None else route.keyed[key],
-                extra=call.headers,
-                params=call.params,
-                data=call.data,
-                limits=route.stream_limits if streamed else route.answer_limits,
-            ) as upstream,
-        ):
-            status = upstream.status
-            if pool is not None:
-                pool.answered(key, status, upstream.headers.get("Retry-After"))
-            if status >= 400:
-                failed = await call.reply.failed(upstream, http, target)
-                failed.headers.update(shown)
-                return failed
-            errors.answering = streamed  # from here on, bytes may reach the client
-            return await call.reply.answer(Exchange(request, upstream, http, target, shown))
+    recorded = request.get(CALL)
+    extra = call.headers
+    trace = None
+    if recorded is not None:
+        record = recorded.record
+        record.path = TRANSLATED if isinstance(call.reply, TranslatedReply) else NATIVE
+        record.upstream_status = None
+        if (trace := recorded.trace) is not None and recorded.instance is not None:
+            upstream_id = recorded.upstream_id or ""
+            extra = {**(extra or {}), **trace.attempt(instance, upstream_id, target.url)}
+    status: int | None = None
+    try:
+        with GatewayErrors(target, http, seconds) as errors:
+            # A whole answer has a deadline (the 504); a stream's pace is bounded by its limits.
+            async with (
+                asyncio.timeout(None if streamed else seconds),
+                http.request(
+                    "POST",
+                    target.url,
+                    headers=route.headers if pool is None else route.keyed[key],
+                    extra=extra,
+                    params=call.params,
+                    data=call.data,
+                    limits=route.stream_limits if streamed else route.answer_limits,
+                ) as upstream,
+            ):
+                status = upstream.status
+                if recorded is not None:
+                    recorded.record.upstream_status = status
+                if pool is not None:
+                    pool.answered(key, status, upstream.headers.get("Retry-After"))
+                if status >= 400:
+                    failed = await call.reply.failed(upstream, http, target)
+                    failed.headers.update(shown)
+                    return failed
+                errors.answering = streamed  # from here on, bytes may reach the client
+                return await call.reply.answer(Exchange(request, upstream, http, target, shown))
+    except GatewayError as error:
+        if trace is not None:
+            trace.attempt_ended(status, error.code)
+            trace = None
+        raise
+    finally:
+        if trace is not None:
+            trace.attempt_ended(status, None)
 
 
 class GatewayErrors:
@@ -317,7 +340,7 @@ class Forwarded:
         call = request.get(CALL)
         watch = self.usage.stream(self.strip) if call is not None and call.recording else None
         try:
-            await relay(upstream, response, http.secrets, watch, call, self.usage.ends)
+            await relay(upstream, response, http.secrets, watch, call, self.usage)
         except ConnectionResetError:
             # The client went away: leaving this block closes the upstream connection too.
             log.info("proxy.client_left", upstream=str(where))
@@ -341,16 +364,21 @@ async def relay(
     secrets: tuple[str, ...],
     watch: StreamUsage | None = None,
     call: RecordedCall | None = None,
-    ends: tuple[bytes, ...] = SSE_ENDS,
+    wire: UsageFormat = CHAT_USAGE,
 ) -> None:
-    """Copy a stream's events as they arrive: whole events (cut at `ends`) when there are
-    secrets to redact or usage to `watch` for, else as the bytes come. Raises what the
-    upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
-    ConnectionResetError); what was watched reaches the request's record either way."""
-    events = StreamRedactor(secrets, ends=ends)
+    """Copy a stream's events as they arrive: whole events (cut at the `wire` format's ends)
+    when there are secrets to redact or usage to `watch` for, else as the bytes come. Raises
+    what the upstream or the client breaks with (aiohttp.ClientError, TimeoutError,
+    ConnectionResetError); what was watched reaches the request's record either way, and
+    what went by its request log when that keeps streams."""
+    events = StreamRedactor(secrets, ends=wire.ends)
     whole = events.active or watch is not None
+    keep = call is not None and call.keep is Keep.ALL
     try:
         async for received in upstream.content.iter_any():
+            if keep:
+                assert call is not None
+                call.streamed(received, wire.name)
             chunk = events.feed(received) if whole else received
             if watch is not None and chunk:
                 chunk = watch.see(chunk)

@@ -64,3 +64,6 @@ class CallRecord:
     usage_source: UsageSource = UsageSource.NONE
     cost_usd: float | None = None
     cost_source: CostSource = CostSource.UNPRICED
+    upstream_status: int | None = None  # what the last upstream call answered (None: none made)
+    error: str | None = None  # the error's message, as the client got it (never a secret)
+    path: str | None = None  # "native" (the client's protocol upstream) or "translated"

@@ -12,10 +12,13 @@ import asyncio
 import itertools
 import secrets
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from time import perf_counter
 from typing import Protocol
 
+import orjson
 import structlog
 from aiohttp import web
 from multidict import istr
@@ -45,6 +48,25 @@ class Reservation(Protocol):
     def settle(self, record: CallRecord) -> None: ...
 
 
+class Trace(Protocol):
+    """A request's span while it is answered (telemetry/): one child span per upstream
+    attempt, whose context the attempt carries upstream (`traceparent`)."""
+
+    def attempt(self, instance: Instance, upstream_id: str, url: str) -> Mapping[str, str]:
+        """An attempt starts; the headers it sends upstream."""
+        ...
+
+    def attempt_ended(self, status: int | None, error: str | None) -> None: ...
+
+
+class Keep(IntEnum):
+    """Which bodies the request log keeps (request_log.bodies)."""
+
+    OFF = 0
+    ERRORS = 1
+    ALL = 2
+
+
 @dataclass(slots=True, eq=False)
 class Call:
     """A request's record while it is answered, with what only the call path knows: the
@@ -60,6 +82,30 @@ class Call:
     answer_events: int = 0  # events (stream) or answers (whole) that carried text
     first_byte: float | None = None
     reservation: Reservation | None = None
+    trace: Trace | None = None
+    # What the request log keeps of the bodies (`keep`): the request as it came and its
+    # headers, a whole answer (or error) as the client got it, or a stream's upstream bytes
+    # in `stream_format` (a UsageFormat's name), up to `stream_cap` bytes.
+    keep: Keep = Keep.OFF
+    request_body: bytes | None = None
+    request_headers: dict[str, str] | None = None
+    response_body: bytes | None = None
+    stream: bytearray | None = None
+    stream_format: str = ""
+    stream_cap: int = 0
+    stream_cut: bool = False
+
+    def streamed(self, chunk: bytes | bytearray, wire: str) -> None:
+        """Bytes of the upstream's stream, for the request log (kept up to `stream_cap`)."""
+        kept = self.stream
+        if kept is None:
+            kept = self.stream = bytearray()
+            self.stream_format = wire
+        room = self.stream_cap - len(kept)
+        if len(chunk) > room:
+            self.stream_cut = True
+            chunk = chunk[: max(room, 0)]
+        kept += chunk
 
     def reserved(self, reservation: Reservation) -> None:
         """A limit's reservation, settled with this record (so usage is read from now on)."""
@@ -110,6 +156,11 @@ class Recorder:
     _settling: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     new_id: RequestIds = field(default_factory=RequestIds)
+    # The request log's: which bodies to keep, how much of a stream, and what each settled
+    # record is handed to (the request log, the tracer) before the ledger writes it.
+    keep: Keep = Keep.OFF
+    stream_cap: int = 0
+    observers: list[Callable[[Call], None]] = field(default_factory=list)
 
     def start(self, request: web.Request, route: str, model: str, client: str | None) -> Call:
         record = CallRecord(
@@ -121,6 +172,8 @@ class Recorder:
         )
         call = request[CALL] = Call(record, perf_counter(), self.enabled)
         call.request_bytes = request.content_length or 0
+        if self.keep:
+            call.keep, call.stream_cap = self.keep, self.stream_cap
         return call
 
     def finish(self, call: Call, status: int, *, error_type: str | None, cancelled: bool) -> None:
@@ -157,6 +210,11 @@ class Recorder:
                 record = call.record
                 if call.reservation is not None:
                     call.reservation.settle(record)
+                for observer in self.observers:
+                    try:
+                        observer(call)
+                    except Exception:  # one broken observer must not stop the ledger
+                        log.exception("usage.observer_failed", observer=repr(observer))
                 if self.enabled:
                     self.metrics.count(record)
                     self.ledger.add(record)
@@ -194,3 +252,23 @@ def _estimate(call: Call) -> None:
         output_tokens=call.answer_events,
     )
     record.usage_source = UsageSource.ESTIMATED
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def error_text(body: object) -> str | None:
+    """The message of an error answer's body as the client got it (already redacted): the
+    `error.message` of OpenAI's and Anthropic's shapes, Ollama's `error`, else the start of
+    the text."""
+    if not isinstance(body, bytes | bytearray) or not body:
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return bytes(body[:MAX_ERROR_CHARS]).decode("utf-8", "replace")
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        message = bytes(body[:MAX_ERROR_CHARS]).decode("utf-8", "replace")
+    return message[:MAX_ERROR_CHARS]

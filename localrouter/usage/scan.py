@@ -148,16 +148,21 @@ class UsageFormat:
     whole: Callable[[Any], Tokens | None]
     stream: Callable[[bool], StreamUsage]  # `strip`: take out usage the client did not ask for
     ends: tuple[bytes, ...]  # where its stream's events end
+    name: str  # the wire format: chat, anthropic, responses, ollama
 
 
 def _usage_of(read: Callable[[Any], Tokens | None]) -> Callable[[Any], Tokens | None]:
     return lambda answer: read(answer.get("usage")) if isinstance(answer, dict) else None
 
 
-CHAT = UsageFormat(from_chat_answer, lambda strip: chat_stream(strip=strip), SSE_ENDS)
-ANTHROPIC = UsageFormat(_usage_of(from_anthropic), lambda _: anthropic_stream(), SSE_ENDS)
-RESPONSES = UsageFormat(_usage_of(from_responses), lambda _: responses_stream(), SSE_ENDS)
-OLLAMA = UsageFormat(from_ollama, lambda _: ollama_stream(), NDJSON_ENDS)
+CHAT = UsageFormat(from_chat_answer, lambda strip: chat_stream(strip=strip), SSE_ENDS, "chat")
+ANTHROPIC = UsageFormat(
+    _usage_of(from_anthropic), lambda _: anthropic_stream(), SSE_ENDS, "anthropic"
+)
+RESPONSES = UsageFormat(
+    _usage_of(from_responses), lambda _: responses_stream(), SSE_ENDS, "responses"
+)
+OLLAMA = UsageFormat(from_ollama, lambda _: ollama_stream(), NDJSON_ENDS, "ollama")
 
 
 def whole_tokens(usage: UsageFormat, body: bytes | bytearray) -> Tokens | None:

@@ -104,6 +104,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "coalesce(client, ''), coalesce(model, ''), coalesce(instance, ''), route, "
         f"{_REQUEST_SUMS_SQL} FROM requests GROUP BY 1, 2, 3, 4, 5",
     ),
+    # 3: the request log's metadata: what the upstream answered, the error, the path taken.
+    (
+        "ALTER TABLE requests ADD COLUMN upstream_status INTEGER",
+        "ALTER TABLE requests ADD COLUMN error TEXT",
+        "ALTER TABLE requests ADD COLUMN path TEXT",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
@@ -148,6 +154,9 @@ REQUEST_COLUMNS = (
     "usage_source",
     "cost_usd",
     "cost_source",
+    "upstream_status",
+    "error",
+    "path",
 )
 _BOOLEAN_COLUMNS = ("stream", "cancelled")
 
@@ -257,6 +266,9 @@ class Rollup:
                 str(record.usage_source),
                 record.cost_usd,
                 str(record.cost_source),
+                record.upstream_status,
+                record.error,
+                record.path,
             )
 
     def add(self, record: CallRecord) -> None:
