@@ -39,6 +39,7 @@ from localrouter.protocols.attempts import Upstreams
 from localrouter.protocols.ollama import front as ollama
 from localrouter.protocols.responses.front import Responses
 from localrouter.protocols.responses.store import ResponseStore
+from localrouter.telemetry.tracing import Tracing
 from localrouter.upstream.client import SessionTransport
 from localrouter.usage.feature import ADMIN_PATHS as USAGE_ADMIN_PATHS
 from localrouter.usage.feature import Usage
@@ -138,7 +139,15 @@ def create_app(
         usage.recorder,
         limits,
     )
-    upstreams = Upstreams(live, metrics, resolver, usage.recorder, limits)
+    tracing = (
+        Tracing.build(settings.telemetry, settings.secret_values)
+        if settings.telemetry.enabled
+        else None
+    )
+    if tracing is not None:
+        usage.recorder.observers.append(tracing.settled)
+        app.cleanup_ctx.append(_closing(tracing))
+    upstreams = Upstreams(live, metrics, resolver, usage.recorder, limits, tracing)
     messages = Messages(upstreams)
     responses = Responses(upstreams, store)
     admin = Admin(registry, fleet, reloader, live)
@@ -226,6 +235,14 @@ def _upstream_session(transport: SessionTransport) -> _CleanupContext:
         )
         async with transport.opened(trust_env=trust_env):
             yield
+
+    return context
+
+
+def _closing(tracing: Tracing) -> _CleanupContext:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await tracing.close()  # what is left is exported
 
     return context
 

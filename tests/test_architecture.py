@@ -40,8 +40,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     # and rebuild their counts from the ledger (usage never calls limits: the recorder settles
     # a reservation through its own Reservation protocol).
     "limits": _FEATURE_DEPS | {"usage"},
-    "reqlog": _FEATURE_DEPS,
-    "telemetry": _FEATURE_DEPS,
+    # The request log and the spans are made of the usage ledger's records.
+    "reqlog": _FEATURE_DEPS | {"usage"},
+    "telemetry": _FEATURE_DEPS | {"usage"},
     "discovery": _FEATURE_DEPS,
     "console": _FEATURE_DEPS,
 }

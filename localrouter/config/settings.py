@@ -22,6 +22,7 @@ from pydantic import (
 from localrouter.base.secrets import display_url
 from localrouter.config.fleet import FleetSettings
 from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
+from localrouter.config.telemetry import TelemetrySettings
 from localrouter.config.usage import PriceSettings, UsageSettings
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import ProviderKind, ProviderSpec
@@ -289,6 +290,7 @@ class Settings(_Strict):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
@@ -436,7 +438,8 @@ class Settings(_Strict):
         token = (self.server.auth_token.get_secret_value(),) if self.server.auth_token else ()
         clients = tuple(client.token.get_secret_value() for client in self.clients)
         providers = tuple(s for p in self.providers for s in p.secret_values)
-        return token + clients + providers + self.fleet.secret_values
+        telemetry = self.telemetry.secret_values
+        return token + clients + providers + self.fleet.secret_values + telemetry
 
 
 def _duplicate(names: list[str]) -> tuple[int, int, str] | None:

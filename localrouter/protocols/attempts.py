@@ -39,6 +39,7 @@ from localrouter.limits.rules import CallerLimits
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
+from localrouter.telemetry.tracing import Tracing
 from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool
 from localrouter.usage.recording import REQUEST_ID_HEADER, Recorder, error_text
 from localrouter.usage.recording import Call as RecordedCall
@@ -67,6 +68,7 @@ class Upstreams:
     resolver: Resolver
     recorder: Recorder
     limits: Limits
+    tracing: Tracing | None = None  # telemetry.otlp_endpoint set
 
     @property
     def reads_usage(self) -> bool:
@@ -99,6 +101,8 @@ async def answer(
     status, error_type, cancelled = 0, None, False
     caller = upstreams.limits.of(client)
     admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
+    if (tracing := upstreams.tracing) is not None:
+        call.trace = tracing.start(request, call)
     if call.keep:
         call.request_body = await request.read()  # read by the route already: no I/O
         call.request_headers = shown_headers(request.headers)
