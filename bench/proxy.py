@@ -24,9 +24,20 @@
    is judged against its own loop's minimal proxy, and the uvloop gain is printed: the
    daemon's CPU per request on asyncio / on uvloop, round by round (the minimal proxy's beside
    it, for what aiohttp alone gains). The upstream, shared by all, runs on the first loop.
+6. With --limits, a daemon with two clients beside the others, in the same rounds: "limited",
+   held to every limit there is (requests and tokens per minute, dollars per day and month,
+   calls in flight), each far too large to refuse, and "free", with none; the instance is
+   priced, so each limited call is checked, reserved, released and settled at its cost. The
+   same POSTs with each client's token are two targets on the one daemon: the free client's
+   CPU per request over the limited one's, round by round, target >= 0.95. Any answer but 200
+   on the call route (counted by the daemon's /metrics) ends the run, and so does a limit that
+   was not counted (/api/limits). --only-limits runs this daemon alone (no latency, no other
+   servers); --limits-ledger turns the usage ledger on in it (off, like the plain daemon's,
+   by default: then only the limited client's calls are priced, for their limits).
 
     python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3] [--control]
-                          [--ledger] [--only-throughput] [--loops uvloop,asyncio]
+                          [--ledger] [--limits | --only-limits] [--limits-ledger]
+                          [--only-throughput] [--loops uvloop,asyncio]
 """
 
 from __future__ import annotations
@@ -34,13 +45,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -49,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import (
     LOAD_CORE,
     Rounds,
+    Server,
     Target,
     add_loops_argument,
     daemon_command,
@@ -80,6 +95,29 @@ clients:
   - {{name: editor, token: {CLIENT_TOKEN}, allow: ["bench/*", "fast", "coder", "lab/*"]}}
   - {{name: other, token: other-token-0000, allow: ["lab/*"]}}
 """
+# With --limits: the free client's CPU per request over the limited one's.
+LIMITS_TARGET = 0.95
+LIMITED_TOKEN, FREE_TOKEN = "bench-limited-token-7a41", "bench-free-token-93d0"
+ADMIN_TOKEN = "bench-admin-token-c8f2"  # reads /metrics and /api/limits
+# Every limit there is, far beyond what a run can use (a call reserves some 4,100 tokens and
+# $0.06 of the day's and the month's budgets until it is settled at its real cost).
+HUGE = 10**12
+LIMITS_CONFIG = f"""server: {{auth_token: {ADMIN_TOKEN}}}
+clients:
+  - name: limited
+    token: {LIMITED_TOKEN}
+    limits: {{requests_per_minute: {HUGE}, tokens_per_minute: {HUGE}, usd_per_day: {HUGE},
+              usd_per_month: {HUGE}, max_parallel: {HUGE}}}
+  - {{name: free, token: {FREE_TOKEN}}}
+"""
+LIMIT_KINDS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "usd_per_day",
+    "usd_per_month",
+    "max_parallel",
+)
+CALL_PATH = "/v1/chat/completions"
 
 
 def post_load(
@@ -92,16 +130,145 @@ def post_load(
     return lambda seconds: wrk_run(url, seconds, 16, "-s", str(script))
 
 
-def against_ceiling(targets: list[Target], loops: list[str], args: argparse.Namespace) -> None:
+@dataclass
+class LimitsDaemon:
+    """The daemon of --limits on one loop, and the requests wrk made to it with each client's
+    token (which its own counts must cover, every one answered 200)."""
+
+    server: Server
+    loop: str
+    sent: Counter[str] = field(default_factory=Counter)
+
+    def target(self, workdir: Path, client: str, token: str) -> Target:
+        name = f"{client} {self.loop}"
+        load = post_load(workdir, name, self.server.url(CALL_PATH), "bench/bench-model", token)
+
+        def counted(seconds: float) -> tuple[float, int]:
+            rate, count = load(seconds)
+            self.sent[client] += count
+            return rate, count
+
+        return Target(name, self.server.pid, counted)
+
+
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+METRIC_LINE = re.compile(r"^(localrouter_\w+?)(?:_total)?\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+async def limits_apply(daemon: LimitsDaemon) -> None:
+    """Before the rounds: a call with each token answers 200, the limited one's with its
+    limits' headers (x-ratelimit-*), the free one's without."""
+    url = daemon.server.url(CALL_PATH)
+    async with aiohttp.ClientSession() as session:
+        for client, token in (("limited", LIMITED_TOKEN), ("free", FREE_TOKEN)):
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(url, json=BODY, headers=headers) as response:
+                said = await response.text()
+                if response.status != 200:
+                    raise SystemExit(
+                        f"--limits: {client}'s call answered {response.status}: {said}"
+                    )
+                limited = "x-ratelimit-limit-requests" in response.headers
+                if limited != (client == "limited"):
+                    raise SystemExit(
+                        f"--limits: {client}'s answer {'has' if limited else 'lacks'} "
+                        f"x-ratelimit-* headers: {dict(response.headers)}"
+                    )
+            daemon.sent[client] += 1
+
+
+async def limits_held(daemon: LimitsDaemon) -> str:
+    """After the rounds: every answer on the call route was 200 (a refusal, or any failure,
+    ends the run), each client made at least the calls wrk counted, and every limit of the
+    limited client was counted (its dollars settled at their real cost); what was counted."""
+    server = daemon.server
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        for _ in range(50):  # the last calls are settled off the request's path
+            async with session.get(server.url("/api/limits")) as response:
+                assert response.status == 200, await response.text()
+                rows = (await response.json())["data"]
+            spent = {row["limit"]: row for row in rows if row["client"] == "limited"}
+            if all(row["reserved"] == 0 for row in spent.values()):
+                break
+            await asyncio.sleep(0.1)
+        async with session.get(server.url("/metrics")) as response:
+            assert response.status == 200, await response.text()
+            metrics = await response.text()
+    statuses: Counter[str] = Counter()
+    clients: Counter[str] = Counter()
+    for metric, labels, value in METRIC_LINE.findall(metrics):
+        label = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if metric == "localrouter_http_requests" and label.get("route") == CALL_PATH:
+            statuses[label["status"]] += int(float(value))
+        elif metric == "localrouter_client_requests":
+            clients[label["client"]] += int(float(value))
+    where = f"--limits, {daemon.loop}"
+    if refused := {status: n for status, n in statuses.items() if status != "200"}:
+        raise SystemExit(
+            f"{where}: {sum(refused.values())} answers on {CALL_PATH} were not 200 "
+            f"(by status: {refused}; 200: {statuses['200']}): the comparison is void"
+        )
+    if short := [c for c in ("limited", "free") if clients[c] < daemon.sent[c]]:
+        raise SystemExit(
+            f"{where}: the daemon counted fewer calls than wrk made for {short} "
+            f"(daemon {dict(clients)}, wrk {dict(daemon.sent)})"
+        )
+    if sorted(spent) != sorted(LIMIT_KINDS) or any(row["client"] == "free" for row in rows):
+        raise SystemExit(f"{where}: not the limits configured: {rows}")
+    # The day's and month's dollars hold what the calls cost once settled (the minute's
+    # counts may have started again since); nothing stays reserved once all are answered.
+    unsettled = [kind for kind, row in spent.items() if row["reserved"]]
+    uncounted = [kind for kind in ("usd_per_day", "usd_per_month") if not spent[kind]["used"]]
+    if unsettled or uncounted:
+        raise SystemExit(
+            f"{where}: limits not settled {unsettled} or never counted {uncounted}: {rows}"
+        )
+    return (
+        f"{statuses['200']} answers on {CALL_PATH}, all 200 (limited {clients['limited']}, "
+        f"free {clients['free']}); the limited client's day spend "
+        f"${spent['usd_per_day']['used']:.4f}"
+    )
+
+
+def limits_verdict(rounds: Rounds, loop: str) -> str:
+    free, limited = f"free {loop}", f"limited {loop}"
+    ratios = rounds.cpu_ratios(free, limited)
+    ratio = statistics.median(ratios)
+    verdict = "ok" if ratio >= LIMITS_TARGET else "UNDER"
+    rate_ratios = rounds.rate_ratios(limited, free)
+    return (
+        f"client limits, non-streamed, c=16, {loop}: limited client {rounds.rate(limited):8.1f} "
+        f"req/s, free client {rounds.rate(free):8.1f} req/s, ratio "
+        f"{statistics.median(rate_ratios):.2f} (rounds: {listed(rate_ratios)})\n"
+        f"  CPU per request: limited client {rounds.cpu_us(limited):6.1f} us, free client "
+        f"{rounds.cpu_us(free):6.1f} us, ratio free / limited {ratio:.3f} ({verdict}, target >= "
+        f"{LIMITS_TARGET}; rounds: {listed(ratios)}; min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
+
+
+def against_ceiling(
+    targets: list[Target],
+    loops: list[str],
+    args: argparse.Namespace,
+    limited: list[LimitsDaemon],
+) -> None:
     """Each target's req/s and CPU time per request, in the same rounds (their order turns);
-    on each loop, the daemons against that loop's minimal proxy."""
+    on each loop, the daemons against that loop's minimal proxy, and the limited client against
+    the free one (--limits)."""
     if not shutil.which("wrk"):
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
+    for daemon in limited:
+        asyncio.run(limits_apply(daemon))
     for target in targets:
         target.measure(1)  # warm
     rounds = Rounds()
     rounds.run(targets, args.rounds, args.seconds)
+    for daemon in limited:
+        print(limits_verdict(rounds, daemon.loop), flush=True)
+        print(f"  {asyncio.run(limits_held(daemon))}", flush=True)
+    if args.only_limits:
+        return
     kinds = ["localrouter", *(["controlled"] if args.control else [])]
     kinds += ["ledger"] if args.ledger else []
     for loop in loops:
@@ -213,8 +380,26 @@ def main() -> None:
         help="also a daemon with the usage ledger on; prints its CPU per request against the "
         "plain one's (whose ledger is off)",
     )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="also a daemon with a client held to every limit (none ever reached) and a free "
+        "one; prints the free client's CPU per request over the limited one's",
+    )
+    parser.add_argument(
+        "--only-limits",
+        action="store_true",
+        help="--limits alone: only that daemon (and the upstream), only throughput",
+    )
+    parser.add_argument(
+        "--limits-ledger",
+        action="store_true",
+        help="with --limits: the usage ledger on in that daemon (default: off)",
+    )
     add_loops_argument(parser)
     args = parser.parse_args()
+    if args.only_limits and (args.control or args.ledger):
+        parser.error("--only-limits runs the limits daemon alone: drop --control and --ledger")
     loops = loops_of(args)
     print(f"event loops: {', '.join(loops)}", flush=True)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
@@ -234,13 +419,34 @@ def main() -> None:
         controlled_config.write_text(plain + CONTROL_CONFIG)
         ledger_config = workdir / "ledger.yaml"
         ledger_config.write_text(providers + f"usage: {{path: '{workdir / 'usage.sqlite3'}'}}\n")
+        limits_config = workdir / "limits.yaml"
+        limits_usage = (
+            f"usage: {{path: '{workdir / 'limits-usage.sqlite3'}'}}\n"
+            if args.limits_ledger
+            else "usage: {enabled: false}\n"
+        )
+        priced = providers.replace("/v1'}", "/v1', pricing: {input: 3, output: 15}}")
+        assert priced != providers, "--limits: the instance's line has changed; price it anew"
+        limits_config.write_text(priced + limits_usage + LIMITS_CONFIG)
         chat = helper_command("chat", upstream_port)
         stack.enter_context(start(chat, port=upstream_port, loop=loops[0], core=LOAD_CORE))
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
         path = "/v1/chat/completions"
         targets: list[Target] = []
         proxied: dict[str, str] = {}
+        limited: list[LimitsDaemon] = []
         for loop in loops:
+            if args.limits or args.only_limits:
+                port = free_port()
+                command = daemon_command(limits_config, port)
+                server = stack.enter_context(start(command, port=port, loop=loop))
+                server.wait_until_answering("/v1/models", headers=ADMIN_HEADERS)
+                daemon = LimitsDaemon(server, loop)
+                limited.append(daemon)
+                targets.append(daemon.target(workdir, "limited", LIMITED_TOKEN))
+                targets.append(daemon.target(workdir, "free", FREE_TOKEN))
+            if args.only_limits:
+                continue
             port = free_port()
             ours = stack.enter_context(start(daemon_command(config, port), port=port, loop=loop))
             ours.wait_until_answering("/v1/models")
@@ -271,12 +477,12 @@ def main() -> None:
             name = f"minimal {loop}"
             load = post_load(workdir, name, minimal.url(path), "bench/bench-model")
             targets.append(Target(name, minimal.pid, load))
-        if not args.only_throughput:
+        if not (args.only_throughput or args.only_limits):
             print(f"{args.requests} sequential requests per path and mode, blocks of {args.block}")
             for loop in loops:
                 print(f"localrouter on {loop}:", flush=True)
                 asyncio.run(measure(direct, proxied[loop], args))
-        against_ceiling(targets, loops, args)
+        against_ceiling(targets, loops, args, limited)
 
 
 if __name__ == "__main__":
