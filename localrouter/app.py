@@ -39,6 +39,7 @@ from localrouter.protocols.attempts import Upstreams
 from localrouter.protocols.ollama import front as ollama
 from localrouter.protocols.responses.front import Responses
 from localrouter.protocols.responses.store import ResponseStore
+from localrouter.reqlog.feature import RequestLog
 from localrouter.telemetry.tracing import Tracing
 from localrouter.upstream.client import SessionTransport
 from localrouter.usage.feature import ADMIN_PATHS as USAGE_ADMIN_PATHS
@@ -71,6 +72,7 @@ class Components:
     ledger: Ledger
     recorder: Recorder
     limits: Limits
+    request_log: RequestLog
 
 
 COMPONENTS: web.AppKey[Components] = web.AppKey("components")
@@ -120,6 +122,7 @@ def create_app(
     usage = Usage.build(settings, clock, state_dir, fleet)
     metrics.registry.register(usage.metrics)
     limits = Limits(live, clock, fleet=fleet)
+    request_log = RequestLog(live, usage.recorder, usage.ledger, clock)
     limit_endpoints = LimitEndpoints(limits)
     usage.endpoints.key_limits = limit_endpoints.of_key
     parts = app[COMPONENTS] = Components(
@@ -138,6 +141,7 @@ def create_app(
         usage.ledger,
         usage.recorder,
         limits,
+        request_log,
     )
     tracing = (
         Tracing.build(settings.telemetry, settings.secret_values)
@@ -169,6 +173,7 @@ def create_app(
         ("POST", "/api/cache/clear", admin.cache_clear),
         *usage.routes(OPENROUTER_BASE),
         ("GET", "/api/limits", limit_endpoints.limits),
+        *request_log.routes(),
         ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]

@@ -27,14 +27,18 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
             return _models(base, token, args.provider, as_json=args.json)
         if args.command == "usage":
             return _usage(base, token, since=args.since, by=args.by, as_csv=args.csv)
+        if args.command == "requests":
+            from localrouter.request_log_client import requests_command  # imports this module
+
+            return requests_command(base, token, args)
         if args.command == "limits":
-            print(_table_of_limits(_call(base, token, "GET", "/api/limits")))
+            print(_table_of_limits(call_daemon(base, token, "GET", "/api/limits")))
             return 0
         if args.cache_command == "stats":
-            print(_table_of_stats(_call(base, token, "GET", "/api/cache/stats")))
+            print(_table_of_stats(call_daemon(base, token, "GET", "/api/cache/stats")))
             return 0
         body = {"instance": args.instance} if args.instance else {}
-        answer = _call(base, token, "POST", "/api/cache/clear", body)
+        answer = call_daemon(base, token, "POST", "/api/cache/clear", body)
         print(f"marked expired (kept until refreshed): {', '.join(answer['cleared']) or 'nothing'}")
         return 0
     except DaemonError as exc:
@@ -42,11 +46,11 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
         return 1
 
 
-def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
-    return orjson.loads(_fetch(base, token, method, path, body))
+def call_daemon(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    return orjson.loads(fetch(base, token, method, path, body))
 
 
-def _fetch(base: str, token: str | None, method: str, path: str, body: Any = None) -> bytes:
+def fetch(base: str, token: str | None, method: str, path: str, body: Any = None) -> bytes:
     request = urllib.request.Request(
         base + path,
         method=method,
@@ -73,7 +77,7 @@ def _fetch(base: str, token: str | None, method: str, path: str, body: Any = Non
 
 
 def _models(base: str, token: str | None, provider: str | None, *, as_json: bool) -> int:
-    listing = _call(base, token, "GET", "/v1/models")
+    listing = call_daemon(base, token, "GET", "/v1/models")
     models = [m for m in listing["data"] if provider is None or m["owned_by"] == provider]
     if as_json:
         print(orjson.dumps({"object": "list", "data": models}, option=orjson.OPT_INDENT_2).decode())
@@ -90,7 +94,7 @@ def _models(base: str, token: str | None, provider: str | None, *, as_json: bool
                 model.get("source", ""),
             )
         )
-    print(_table(rows))
+    print(table(rows))
     print(f"{len(models)} models")
     return 0
 
@@ -100,9 +104,9 @@ def _usage(base: str, token: str | None, *, since: str, by: str, as_csv: bool) -
         {"since": since, "group_by": by, "format": "csv" if as_csv else "json"}
     )
     if as_csv:
-        sys.stdout.write(_fetch(base, token, "GET", f"/api/usage?{query}").decode())
+        sys.stdout.write(fetch(base, token, "GET", f"/api/usage?{query}").decode())
         return 0
-    rows = _call(base, token, "GET", f"/api/usage?{query}")["data"]
+    rows = call_daemon(base, token, "GET", f"/api/usage?{query}")["data"]
     print(_table_of_usage(rows, by))
     return 0
 
@@ -120,22 +124,22 @@ USAGE_COLUMNS = (
 
 def _table_of_usage(rows: list[dict[str, Any]], by: str) -> str:
     """One line per group and a total; a cost that leaves unpriced requests out says so."""
-    table = [(by, *(title for _, title in USAGE_COLUMNS))]
+    lines = [(by, *(title for _, title in USAGE_COLUMNS))]
     sums = dict.fromkeys((name for name, _ in USAGE_COLUMNS), 0.0)
     for row in rows:
-        table.append(
+        lines.append(
             (str(row.get(by) or "-"), *(_cell(name, row[name]) for name, _ in USAGE_COLUMNS))
         )
         for name, _ in USAGE_COLUMNS:
             sums[name] += row[name] or 0
-    table.append(("total", *(_cell(name, sums[name]) for name, _ in USAGE_COLUMNS)))
+    lines.append(("total", *(_cell(name, sums[name]) for name, _ in USAGE_COLUMNS)))
     note = ""
     if sums["unpriced_requests"]:
         note = (
             f"\n{sums['unpriced_requests']:.0f} requests went to models with no known price: "
             "their cost is not in these totals (give one with pricing: in the config)."
         )
-    return _table(table) + note
+    return table(lines) + note
 
 
 def _table_of_limits(shown: dict[str, Any]) -> str:
@@ -157,7 +161,7 @@ def _table_of_limits(shown: dict[str, Any]) -> str:
         if any(row["limit"].startswith("usd_") for row in shown["data"])
         else ""
     )
-    return _table(rows) + f"\n{counted}{unpriced}"
+    return table(rows) + f"\n{counted}{unpriced}"
 
 
 def _cell(name: str, value: float | None) -> str:
@@ -192,14 +196,14 @@ def _table_of_stats(stats: dict[str, Any]) -> str:
                 item["last_error"] or "",
             )
         )
-    return head + "\n" + _table(rows)
+    return head + "\n" + table(rows)
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

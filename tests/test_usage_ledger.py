@@ -52,6 +52,8 @@ def flattened(record: CallRecord) -> dict[str, object]:
     """The record as the ledger gives it back: tokens flattened, enums as strings."""
     row: dict[str, object] = {}
     for field in dataclasses.fields(record):
+        if field.name == "bodies":  # the request log's, in a table of its own
+            continue
         value = getattr(record, field.name)
         if isinstance(value, Tokens):
             row.update(dataclasses.asdict(value))

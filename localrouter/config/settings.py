@@ -22,6 +22,7 @@ from pydantic import (
 from localrouter.base.secrets import display_url
 from localrouter.config.fleet import FleetSettings
 from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
+from localrouter.config.request_log import RequestLogSettings
 from localrouter.config.telemetry import TelemetrySettings
 from localrouter.config.usage import PriceSettings, UsageSettings
 from localrouter.providers import PROVIDERS
@@ -291,6 +292,7 @@ class Settings(_Strict):
     usage: UsageSettings = Field(default_factory=UsageSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())

@@ -40,16 +40,21 @@ from localrouter.base.errors import BadRequest
 from localrouter.usage.record import CallRecord
 from localrouter.usage.schema import (
     ADD_TO_DAILY,
+    BODY_COLUMNS,
+    DELETE_BODIES_BEFORE,
     DELETE_DAILY_BEFORE,
     DELETE_REQUESTS_BEFORE,
     GROUP_KEYS,
+    INSERT_BODIES,
     INSERT_REQUEST,
+    SELECT_BODIES,
     SELECT_REQUEST,
     SELECT_SPENT,
     SELECT_SPENT_BY_MODEL,
     Rollup,
     day_of,
     migrate,
+    page_query,
     request_of,
     totals,
     usage_query,
@@ -118,6 +123,7 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         retention_days: int = 90,
         daily_retention_days: int = 400,
+        body_retention_days: float = 7.0,
         max_pending: int = 100_000,
         batch: int = 500,
         flush_seconds: float = 1.0,
@@ -130,6 +136,7 @@ class Ledger:
         self._clock = clock
         self._retention_seconds = retention_days * DAY_SECONDS
         self._daily_retention_seconds = daily_retention_days * DAY_SECONDS
+        self.body_retention_seconds = body_retention_days * DAY_SECONDS  # a reload may change it
         self._max_pending = max_pending
         self._batch = batch
         self._flush_seconds = flush_seconds
@@ -241,6 +248,27 @@ class Ledger:
         with no client name (the admin's, or anyone's on an open daemon)."""
         return await self._read(_read_spent, dict(_NO_SUMS), client, since)
 
+    async def bodies(self, request_id: str) -> dict[str, object] | None:
+        """The request log's bodies of one request (BODY_COLUMNS, as stored), or None."""
+        return await self._read(_read_bodies, None, request_id)
+
+    async def page(
+        self,
+        before: tuple[float, str] | None,
+        since: float | None,
+        filters: dict[str, object],
+        failed: bool,
+        limit: int,
+    ) -> list[dict[str, object]]:
+        """The request log's rows, newest first: those before `before` (a row's started_at
+        and id, the cursor), started at or after `since`, narrowed by `filters` (PAGE_FILTERS'
+        keys), only the failed ones if `failed`; at most `limit`."""
+        sql, parameters = page_query(filters, failed)
+        start, after = before if before is not None else (float("inf"), "")
+        cursor: list[object] = [start, start, after if before is not None else "\U0010ffff"]
+        arguments = [*cursor, since if since is not None else float("-inf"), *parameters, limit]
+        return await self._read(_read_page, [], sql, arguments)
+
     async def spent_by_model(self, since: float, later: float) -> list[ModelSpend]:
         """Each client's priced spend (client, model asked for, model that answered, since
         `since`, since `later`), from the per-request rows: what the limits' budgets are
@@ -272,11 +300,16 @@ class Ledger:
             self._last_prune = now
         return deltas
 
-    def _cutoffs(self, now: float) -> tuple[float, str] | None:
-        """When retention is due: the oldest start time and the oldest day kept."""
+    def _cutoffs(self, now: float) -> tuple[float, str, float] | None:
+        """When retention is due: the oldest start time, the oldest day and the oldest body
+        start time kept."""
         if self._last_prune is not None and 0 <= now - self._last_prune < PRUNE_EVERY_SECONDS:
             return None
-        return now - self._retention_seconds, day_of(now - self._daily_retention_seconds)
+        return (
+            now - self._retention_seconds,
+            day_of(now - self._daily_retention_seconds),
+            now - self.body_retention_seconds,
+        )
 
     def _unavailable(self, reason: str) -> None:
         log.warning(
@@ -346,7 +379,7 @@ def _open(path: Path) -> sqlite3.Connection:
 def _write(
     connection: sqlite3.Connection,
     records: deque[CallRecord],
-    cutoffs: tuple[float, str] | None,
+    cutoffs: tuple[float, str, float] | None,
     with_deltas: bool,
 ) -> Deltas:
     """One transaction: `records` inserted (each taken out of the deque as its row is made,
@@ -358,10 +391,13 @@ def _write(
         try:
             connection.executemany(INSERT_REQUEST, _yielding(rollup.rows(records)))
             connection.executemany(ADD_TO_DAILY, rollup.daily_rows())
+            if rollup.bodies:
+                connection.executemany(INSERT_BODIES, rollup.bodies)
             if cutoffs is not None:
-                oldest_start, oldest_day = cutoffs
+                oldest_start, oldest_day, oldest_body = cutoffs
                 connection.execute(DELETE_REQUESTS_BEFORE, (oldest_start,))
                 connection.execute(DELETE_DAILY_BEFORE, (oldest_day,))
+                connection.execute(DELETE_BODIES_BEFORE, (oldest_body,))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -403,6 +439,17 @@ def _read_usage(
 def _read_request(connection: sqlite3.Connection, request_id: str) -> dict[str, object] | None:
     row = connection.execute(SELECT_REQUEST, (request_id,)).fetchone()
     return None if row is None else request_of(row)
+
+
+def _read_bodies(connection: sqlite3.Connection, request_id: str) -> dict[str, object] | None:
+    row = connection.execute(SELECT_BODIES, (request_id,)).fetchone()
+    return None if row is None else dict(zip(BODY_COLUMNS, row, strict=True))
+
+
+def _read_page(
+    connection: sqlite3.Connection, sql: str, arguments: list[object]
+) -> list[dict[str, object]]:
+    return [request_of(row) for row in connection.execute(sql, arguments)]
 
 
 def _read_spent_by_model(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 
 class UsageSource(StrEnum):
@@ -37,6 +38,16 @@ class Tokens:
 
     def __bool__(self) -> bool:
         return bool(self.input_tokens or self.output_tokens)
+
+
+class Bodies(Protocol):
+    """What the request log keeps of a call's bodies (reqlog/capture.py): made into their
+    row (redacted, cut, compressed) in the ledger's worker thread, off the event loop."""
+
+    def row(self) -> tuple[object, ...]:
+        """(request, request_truncated, headers, response, response_truncated,
+        response_kind): schema.BODY_COLUMNS."""
+        ...
 
 
 @dataclass(slots=True)
@@ -67,3 +78,4 @@ class CallRecord:
     upstream_status: int | None = None  # what the last upstream call answered (None: none made)
     error: str | None = None  # the error's message, as the client got it (never a secret)
     path: str | None = None  # "native" (the client's protocol upstream) or "translated"
+    bodies: Bodies | None = None  # kept by the request log (not a column: a row of its own)

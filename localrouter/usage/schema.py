@@ -110,6 +110,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE requests ADD COLUMN error TEXT",
         "ALTER TABLE requests ADD COLUMN path TEXT",
     ),
+    # 4: the request log's bodies (request_log.bodies), kept for fewer days than the rows.
+    (
+        """CREATE TABLE bodies (
+            id TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            request BLOB,
+            request_truncated INTEGER NOT NULL,
+            headers BLOB,
+            response BLOB,
+            response_truncated INTEGER NOT NULL,
+            response_kind TEXT
+        )""",
+        "CREATE INDEX bodies_by_started_at ON bodies (started_at)",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
@@ -173,6 +187,20 @@ ADD_TO_DAILY = (
     + ", ".join(f"{name} = {name} + excluded.{name}" for name in SUMS)
 )
 DELETE_REQUESTS_BEFORE = "DELETE FROM requests WHERE started_at < ?"
+DELETE_BODIES_BEFORE = "DELETE FROM bodies WHERE started_at < ?"
+BODY_COLUMNS = (
+    "request",
+    "request_truncated",
+    "headers",
+    "response",
+    "response_truncated",
+    "response_kind",
+)
+INSERT_BODIES = (
+    f"INSERT OR REPLACE INTO bodies (id, started_at, {', '.join(BODY_COLUMNS)}) "
+    f"VALUES (?, ?, {', '.join('?' for _ in BODY_COLUMNS)})"
+)
+SELECT_BODIES = f"SELECT {', '.join(BODY_COLUMNS)} FROM bodies WHERE id = ?"
 DELETE_DAILY_BEFORE = "DELETE FROM daily WHERE day < ?"
 SELECT_REQUEST = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE id = ?"
 SELECT_SPENT = f"SELECT {_REQUEST_SUMS_SQL} FROM requests WHERE started_at >= ? AND client IS ?"
@@ -230,6 +258,7 @@ class Rollup:
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, ...], list[float]] = {}
+        self.bodies: list[tuple[object, ...]] = []  # the request log's, INSERT_BODIES' rows
         self._days: dict[int, str] = {}  # day number -> date: strftime once a day, not a record
 
     def rows(self, records: deque[CallRecord]) -> Iterator[tuple[object, ...]]:
@@ -239,37 +268,9 @@ class Rollup:
         while records:
             record = records.popleft()
             self.add(record)
-            tokens = record.tokens
-            yield (
-                record.id,
-                record.started_at,
-                record.route,
-                record.client,
-                record.requested_model,
-                int(record.stream),
-                record.session,
-                record.model,
-                record.instance,
-                record.provider_type,
-                record.key_position,
-                record.attempts,
-                record.status,
-                record.error_type,
-                int(record.cancelled),
-                record.duration_ms,
-                record.ttft_ms,
-                tokens.input_tokens,
-                tokens.output_tokens,
-                tokens.cache_read_tokens,
-                tokens.cache_write_tokens,
-                tokens.reasoning_tokens,
-                str(record.usage_source),
-                record.cost_usd,
-                str(record.cost_source),
-                record.upstream_status,
-                record.error,
-                record.path,
-            )
+            if record.bodies is not None:
+                self.bodies.append((record.id, record.started_at, *record.bodies.row()))
+            yield row_of(record)
 
     def add(self, record: CallRecord) -> None:
         number = int(record.started_at // 86400)
@@ -308,6 +309,70 @@ def totals(row: tuple[float, ...]) -> dict[str, float | None]:
     input_tokens, cache_read = row[SUMS.index("input_tokens")], row[SUMS.index("cache_read_tokens")]
     named["cache_read_share"] = round(cache_read / input_tokens, 6) if input_tokens else None
     return named
+
+
+def row_of(record: CallRecord) -> tuple[object, ...]:
+    """A record's `requests` row, in REQUEST_COLUMNS' order."""
+    tokens = record.tokens
+    return (
+        record.id,
+        record.started_at,
+        record.route,
+        record.client,
+        record.requested_model,
+        int(record.stream),
+        record.session,
+        record.model,
+        record.instance,
+        record.provider_type,
+        record.key_position,
+        record.attempts,
+        record.status,
+        record.error_type,
+        int(record.cancelled),
+        record.duration_ms,
+        record.ttft_ms,
+        tokens.input_tokens,
+        tokens.output_tokens,
+        tokens.cache_read_tokens,
+        tokens.cache_write_tokens,
+        tokens.reasoning_tokens,
+        str(record.usage_source),
+        record.cost_usd,
+        str(record.cost_source),
+        record.upstream_status,
+        record.error,
+        record.path,
+    )
+
+
+# What a page of the request log may be narrowed by: the query's name, its SQL condition.
+PAGE_FILTERS = {
+    "client": "client = ?",
+    "model": "(model = ? OR requested_model = ?)",
+    "instance": "instance = ?",
+    "route": "route = ?",
+    "status": "status = ?",
+}
+FAILED = "(cancelled OR status < 200 OR status >= 400)"
+
+
+def page_query(filters: dict[str, object], failed: bool) -> tuple[str, list[object]]:
+    """The newest requests first, older than a cursor (started_at, id) and started since a
+    time, narrowed by `filters` (PAGE_FILTERS' keys), only the failed ones if `failed`; the
+    parameters after (cursor start, cursor start, cursor id, since): then the limit."""
+    conditions = ["(started_at < ? OR (started_at = ? AND id < ?))", "started_at >= ?"]
+    parameters: list[object] = []
+    for name, value in filters.items():
+        conditions.append(PAGE_FILTERS[name])
+        parameters += [value, value] if name == "model" else [value]
+    if failed:
+        conditions.append(FAILED)
+    sql = (
+        f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE {' AND '.join(conditions)} "
+        "ORDER BY started_at DESC, id DESC LIMIT ?"
+    )
+    return sql, parameters
 
 
 def request_of(row: tuple[object, ...]) -> dict[str, object]:

@@ -1,0 +1,125 @@
+"""A stream's answer put back together from the events that carried it, in each wire format:
+its text, its reasoning and its tool calls, not every event (the request log keeps this)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from localrouter.base.jsonload import Json
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[object, dict[str, str]] = {}  # by index or id, in arrival order
+
+    def call(self, key: object, call_id: object = None, name: object = None) -> dict[str, str]:
+        found = self.calls.setdefault(key, {"id": "", "name": "", "arguments": ""})
+        if isinstance(call_id, str) and call_id:
+            found["id"] = call_id
+        if isinstance(name, str) and name:
+            found["name"] = name
+        return found
+
+    def shown(self, kind: str) -> Json:
+        shown: Json = {"stream": kind, "text": "".join(self.text)}
+        if self.reasoning:
+            shown["reasoning"] = "".join(self.reasoning)
+        if self.calls:
+            shown["tool_calls"] = list(self.calls.values())
+        return shown
+
+
+def assemble(kind: str, raw: bytes) -> Json:
+    """The answer a stream of `kind` (chat, anthropic, responses, ollama) carried in `raw`
+    (its bytes as they went by, perhaps cut short: a broken last event is left out)."""
+    answer = Answer()
+    read = _READERS.get(kind, _chat)
+    for payload in _payloads(raw, kind == "ollama"):
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            read(answer, event)
+    return answer.shown(kind)
+
+
+def _payloads(raw: bytes, lines: bool) -> list[bytes]:
+    if lines:
+        return [line for line in raw.split(b"\n") if line.strip()]
+    found = []
+    for line in raw.splitlines():
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload and payload != b"[DONE]":
+                found.append(payload)
+    return found
+
+
+def _dict(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _chat(answer: Answer, chunk: Json) -> None:
+    for choice in chunk.get("choices") or ():
+        delta = _dict(_dict(choice).get("delta"))
+        answer.text.append(_text(delta.get("content")))
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        answer.reasoning.append(_text(reasoning))
+        for call in delta.get("tool_calls") or ():
+            call = _dict(call)
+            function = _dict(call.get("function"))
+            found = answer.call(
+                call.get("index", call.get("id")), call.get("id"), function.get("name")
+            )
+            found["arguments"] += _text(function.get("arguments"))
+
+
+def _anthropic(answer: Answer, event: Json) -> None:
+    kind = event.get("type")
+    if kind == "content_block_start":
+        block = _dict(event.get("content_block"))
+        if block.get("type") == "tool_use":
+            answer.call(event.get("index"), block.get("id"), block.get("name"))
+    elif kind == "content_block_delta":
+        delta = _dict(event.get("delta"))
+        answer.text.append(_text(delta.get("text")))
+        answer.reasoning.append(_text(delta.get("thinking")))
+        if delta.get("type") == "input_json_delta":
+            answer.call(event.get("index"))["arguments"] += _text(delta.get("partial_json"))
+
+
+def _responses(answer: Answer, event: Json) -> None:
+    kind = event.get("type")
+    if kind == "response.output_text.delta":
+        answer.text.append(_text(event.get("delta")))
+    elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+        answer.reasoning.append(_text(event.get("delta")))
+    elif kind == "response.output_item.added":
+        item = _dict(event.get("item"))
+        if item.get("type") == "function_call":
+            answer.call(item.get("id"), item.get("call_id"), item.get("name"))
+    elif kind == "response.function_call_arguments.delta":
+        answer.call(event.get("item_id"))["arguments"] += _text(event.get("delta"))
+
+
+def _ollama(answer: Answer, line: Json) -> None:
+    message = _dict(line.get("message"))
+    answer.text.append(_text(message.get("content")) or _text(line.get("response")))
+    answer.reasoning.append(_text(message.get("thinking")) or _text(line.get("thinking")))
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        function = _dict(_dict(call).get("function"))
+        found = answer.call((len(answer.calls), index), None, function.get("name"))
+        arguments = function.get("arguments")
+        found["arguments"] = orjson.dumps(arguments).decode() if arguments is not None else ""
+
+
+_READERS = {"chat": _chat, "anthropic": _anthropic, "responses": _responses, "ollama": _ollama}
