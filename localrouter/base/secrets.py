@@ -205,7 +205,7 @@ CREDENTIAL_HEADERS = frozenset(
 def shown_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers as a log may keep them: a credential's value replaced by REDACTED (the other
     values are redacted with the rest of a record, against every configured secret)."""
-    return {
-        name: REDACTED if name.lower() in CREDENTIAL_HEADERS else value
+    return {  # str(): aiohttp's names are istr, which a JSON encoder may refuse as keys
+        str(name): REDACTED if name.lower() in CREDENTIAL_HEADERS else value
         for name, value in headers.items()
     }

@@ -259,6 +259,7 @@ class Rollup:
     def __init__(self) -> None:
         self.groups: dict[tuple[str, ...], list[float]] = {}
         self.bodies: list[tuple[object, ...]] = []  # the request log's, INSERT_BODIES' rows
+        self.bodies_failed = 0
         self._days: dict[int, str] = {}  # day number -> date: strftime once a day, not a record
 
     def rows(self, records: deque[CallRecord]) -> Iterator[tuple[object, ...]]:
@@ -269,7 +270,10 @@ class Rollup:
             record = records.popleft()
             self.add(record)
             if record.bodies is not None:
-                self.bodies.append((record.id, record.started_at, *record.bodies.row()))
+                try:
+                    self.bodies.append((record.id, record.started_at, *record.bodies.row()))
+                except Exception:  # the bodies are lost, never the record with them
+                    self.bodies_failed += 1
             yield row_of(record)
 
     def add(self, record: CallRecord) -> None:
