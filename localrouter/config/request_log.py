@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class RequestLogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = True  # off: the usage ledger alone (no live stream, no bodies)
     bodies: Literal["off", "errors", "all"] = "off"
     max_body_bytes: int = Field(default=256 * 1024, gt=0)  # each body, after redaction
     body_retention_days: float = Field(default=7, gt=0)

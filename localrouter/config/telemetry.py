@@ -26,7 +26,7 @@ class TelemetrySettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL (OTLP over HTTP)")
         try:  # only checked: telemetry/otel.py imports them when tracing is built
-            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter
             import opentelemetry.sdk.trace  # noqa: F401
         except ImportError:
             raise ValueError(

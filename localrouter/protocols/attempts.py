@@ -72,8 +72,9 @@ class Upstreams:
 
     @property
     def reads_usage(self) -> bool:
-        """Whether answers' usage is wanted (a stream is asked for it)."""
-        return self.recorder.enabled or self.limits.rules.any
+        """Whether answers' usage is wanted (a stream is asked for it): for the ledger, the
+        limits or the spans."""
+        return self.recorder.enabled or self.limits.rules.any or self.tracing is not None
 
 
 # A limit refusing a model: its fallbacks are tried, as for a model the allowlist refuses.

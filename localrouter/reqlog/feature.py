@@ -28,6 +28,7 @@ class RequestLog:
         self.endpoints = RequestLogEndpoints(ledger, self.hub, clock)
         self._secrets: tuple[str, ...] = ()
         self._cap = 0
+        self._enabled = True
         self.apply(live.current)
         live.subscribe(self.apply)
         recorder.observers.append(self.settled)
@@ -35,15 +36,18 @@ class RequestLog:
     def apply(self, settings: Settings) -> None:
         """A config (re)loaded: which bodies are kept from the next request, how long."""
         logged = settings.request_log
+        self._enabled = logged.enabled and self._recorder.enabled
         self._secrets = settings.secret_values
         self._cap = logged.max_body_bytes
-        self._recorder.keep = Keep[logged.bodies.upper()] if self._recorder.enabled else Keep.OFF
+        self._recorder.keep = Keep[logged.bodies.upper()] if self._enabled else Keep.OFF
         self._recorder.stream_cap = logged.max_body_bytes * STREAM_BYTES_PER_BODY_BYTE
         self._ledger.body_retention_seconds = logged.body_retention_days * 86400.0
 
     def settled(self, call: Call) -> None:
         """A call's record is priced (the recorder's observer): its bodies to keep, and the
         record for the live stream's readers."""
+        if not self._enabled:
+            return
         record = call.record
         if call.keep and kept_bodies(call):
             record.bodies = Captured(call, self._secrets, self._cap)

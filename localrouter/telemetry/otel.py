@@ -171,13 +171,14 @@ class Attempt:
 class RequestTrace:
     """A client request's span and its attempts' (usage/recording.py's Trace)."""
 
-    __slots__ = ("attempts", "context", "operation", "span", "started_ns", "tracing")
+    __slots__ = ("attempts", "context", "ended", "operation", "span", "started_ns", "tracing")
 
     def __init__(self, tracing: OtelTracing, span: Span, started_ns: int, operation: str) -> None:
         self.tracing, self.span, self.started_ns = tracing, span, started_ns
         self.operation = operation
         self.context: Context | None = None  # the attempts' parent, made at the first one
         self.attempts: list[Attempt] = []
+        self.ended = False
 
     def attempt(self, instance: Instance, upstream_id: str, url: str) -> Mapping[str, str]:
         """The attempt's span starts; its context goes upstream (`traceparent`, `tracestate`)."""
@@ -222,6 +223,9 @@ class RequestTrace:
 
     def end(self, call: Call, capture: bool, secrets: tuple[str, ...]) -> None:
         """The record is settled: every span gets its attributes and ends when it ended."""
+        if self.ended:
+            return
+        self.ended = True
         record = call.record
         status = record.status
         ended_ns = max(self.started_ns + round(record.duration_ms * 1_000_000), self.started_ns)
@@ -257,9 +261,9 @@ def _content(call: Call, secrets: tuple[str, ...]) -> Attributes:
     if (prompt := captured_input(call.request_body, secrets)) is not None:
         content["gen_ai.input.messages"] = prompt
     record = call.record
-    if 0 < record.status < 400 and operation_of(record.route) != "embeddings":
-        if (answer := captured_output(call.response_body, secrets)) is not None:
-            content["gen_ai.output.messages"] = answer
+    answered = 0 < record.status < 400 and operation_of(record.route) != "embeddings"
+    if answered and (answer := captured_output(call.response_body, secrets)) is not None:
+        content["gen_ai.output.messages"] = answer
     return content
 
 
@@ -334,7 +338,6 @@ class OtelTracing(Tracing):
     def settled(self, call: Call) -> None:
         traced = call.trace
         if isinstance(traced, RequestTrace) and traced.tracing is self:
-            call.trace = None  # ended once
             traced.end(call, self._capture, self._secrets)
 
     async def flush(self) -> bool:
