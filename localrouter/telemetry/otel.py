@@ -4,18 +4,21 @@ Tracing.build only.
 The SDK's own TracerProvider (never the global one) hands ended spans to a BatchSpanProcessor:
 a bounded queue (spans past it are dropped, so memory stays bounded) that the SDK's worker
 thread exports over OTLP/HTTP, off the event loop. A collector that is down or slow changes
-no answer and delays none: its failures are counted and logged at most once a minute; the
-SDK's own log lines about them (one per failed batch, on stderr) are kept back and their last
-one becomes that warning's reason."""
+no answer and delays none: its failures are counted and logged at most once a minute, with
+their cause as the exporter's HTTP session saw it; the SDK's own log lines about them (one per
+failed batch, on stderr) are kept back."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from time import monotonic, perf_counter, time_ns
+from typing import Any
 
+import requests
 import structlog
 from aiohttp import web
 from opentelemetry import trace
@@ -48,7 +51,8 @@ from localrouter.usage.recording import Call
 log = structlog.get_logger(__name__)
 
 TRACES_PATH = "/v1/traces"
-QUEUE_SPANS = 4096  # ended spans waiting for export, at most (a span is ~2 KiB)
+QUEUE_SPANS = 2048  # ended spans waiting for export, at most (a span is ~2 KiB)
+CONTENT_QUEUE_SPANS = 512  # with capture_content (a request span holds up to ~32 KiB more)
 BATCH_SPANS = 512
 SCHEDULE_MILLIS = 2000  # how often the worker exports what has ended
 CLOSE_SECONDS = 3.0  # how long a stop waits for the last export
@@ -58,30 +62,32 @@ SDK_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")
 _TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
 _PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = Context()  # a request without a traceparent starts a trace, whatever context is current
 
 
 def traces_url(endpoint: str) -> str:
     """Where spans are POSTed: {endpoint}/v1/traces, unless the endpoint already ends so."""
     url = URL(endpoint)
     path = url.path.rstrip("/")
-    if path.endswith(TRACES_PATH):
-        return endpoint
-    return str(url.with_path(path + TRACES_PATH, keep_query=True))
+    if not path.endswith(TRACES_PATH):
+        path += TRACES_PATH
+    return str(url.with_path(path, keep_query=True))
 
 
 class SdkLogs(logging.Handler):
     """The SDK's log records, kept back (not propagated to the root logger, not printed): the
-    last warning or error is the reason the next rate-limited warning gives."""
+    last two warnings or errors (the cause, e.g. a refused connection, then the give-up) are
+    the reason the next rate-limited warning gives."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.last: str | None = None
+        self.last: deque[str] = deque(maxlen=2)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.last = record.getMessage()
+            self.last.append(record.getMessage())
         except Exception:  # a record that cannot be formatted: its template
-            self.last = str(record.msg)
+            self.last.append(str(record.msg))
 
     def install(self) -> None:
         for name in SDK_LOGGERS:
@@ -91,11 +97,38 @@ class SdkLogs(logging.Handler):
             logger.propagate = False
 
     def take(self) -> str | None:
-        last, self.last = self.last, None
-        return last
+        said = "; ".join(self.last)
+        self.last.clear()
+        return said or None
 
 
 SDK_LOGS = SdkLogs()
+
+
+class WatchedSession(requests.Session):
+    """The exporter's HTTP session (the SDK's public seam for it), keeping what went wrong
+    with the last export: the SDK's exporter only says that it failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problem: str | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            response = super().request(*args, **kwargs)
+        except Exception as error:
+            self.problem = f"{type(error).__name__}: {error}"
+            raise
+        self.problem = (
+            f"HTTP {response.status_code} {response.reason}"
+            if response.status_code >= 400
+            else None
+        )
+        return response
+
+    def take(self) -> str | None:
+        problem, self.problem = self.problem, None
+        return problem
 
 
 class CountingExporter(SpanExporter):
@@ -103,10 +136,19 @@ class CountingExporter(SpanExporter):
     at most once a minute (with the endpoint without credentials, never the headers). Called
     by the SDK's worker thread (and a flush's), one export at a time."""
 
-    def __init__(self, inner: SpanExporter, endpoint: str, secrets: tuple[str, ...]) -> None:
-        self._inner = inner
+    def __init__(
+        self,
+        inner: SpanExporter,
+        endpoint: str,
+        secrets: tuple[str, ...],
+        session: WatchedSession | None = None,
+    ) -> None:
+        self._inner, self._session = inner, session
         self._shown = display_url(endpoint)
-        self._secrets = secrets
+        # The SDK's messages may hold the endpoint's URL: its password and query values too.
+        url = URL(endpoint)
+        hidden = (url.password, *url.query.values())
+        self._secrets = (*secrets, *(value for value in hidden if value))
         self.exported = 0  # spans
         self.failures = 0  # batches
         self.lost = 0  # spans of the failed batches
@@ -139,7 +181,9 @@ class CountingExporter(SpanExporter):
             if self._warned_at is not None and now - self._warned_at < WARN_EVERY_SECONDS:
                 return
             self._warned_at, batches, self._unreported = now, self._unreported, 0
-        reason = SDK_LOGS.take()
+        problem = self._session.take() if self._session is not None else None
+        said = SDK_LOGS.take()
+        reason = problem or said
         log.warning(
             "telemetry.export_failed",
             endpoint=self._shown,
@@ -277,12 +321,14 @@ class OtelTracing(Tracing):
         self.endpoint = traces_url(settings.otlp_endpoint)
         self._secrets = secrets
         self._capture = settings.capture_content
+        session = WatchedSession()
         exporter = OTLPSpanExporter(
             endpoint=self.endpoint,
             headers={name: value.get_secret_value() for name, value in settings.headers.items()},
             timeout=settings.timeout_seconds,
+            session=session,
         )
-        self._exporter = CountingExporter(exporter, self.endpoint, secrets)
+        self._exporter = CountingExporter(exporter, self.endpoint, secrets, session)
         resource = Resource.create(
             {"service.name": settings.service_name, "service.version": __version__}
         )
@@ -290,7 +336,7 @@ class OtelTracing(Tracing):
         self._provider.add_span_processor(
             BatchSpanProcessor(
                 self._exporter,
-                max_queue_size=QUEUE_SPANS,
+                max_queue_size=CONTENT_QUEUE_SPANS if self._capture else QUEUE_SPANS,
                 schedule_delay_millis=SCHEDULE_MILLIS,
                 max_export_batch_size=BATCH_SPANS,
             )
@@ -315,13 +361,13 @@ class OtelTracing(Tracing):
         record = call.record
         operation = operation_of(record.route)
         model = record.requested_model
-        parent: Context | None = None
+        parent = _ROOT
         headers = request.headers
         if (traceparent := headers.get(_TRACEPARENT)) is not None:
             carrier = {_TRACEPARENT: traceparent}
             if (tracestate := headers.get(_TRACESTATE)) is not None:
                 carrier[_TRACESTATE] = tracestate
-            parent = _PROPAGATOR.extract(carrier)
+            parent = _PROPAGATOR.extract(carrier, context=_ROOT)
         attributes: Attributes = {"gen_ai.operation.name": operation}
         if model:
             attributes["gen_ai.request.model"] = model
