@@ -82,6 +82,14 @@ SCENARIOS: dict[str, Scenario] = {
         ids_of("lmstudio/v0-models.json", "data"),
         keyed=False,
     ),
+    "llamacpp": Scenario(
+        lambda url, body: {
+            "/v1/models": "local_servers/llamacpp/v1-models.json",
+            "/props": "local_servers/llamacpp/props.json",
+        }.get(url.path),
+        ids_of("local_servers/llamacpp/v1-models.json", "data"),
+        keyed=False,
+    ),
     "openai_compatible": Scenario(
         single("openai_compatible/models.json"),
         ids_of("openai_compatible/models.json", "data"),

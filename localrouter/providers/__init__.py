@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from localrouter.providers import anthropic, cohere, fal, gemini, lmstudio, ollama, replicate
+from localrouter.providers import (
+    anthropic,
+    cohere,
+    fal,
+    gemini,
+    llamacpp,
+    lmstudio,
+    ollama,
+    replicate,
+)
 from localrouter.providers.base import ProviderSpec
 from localrouter.providers.openai_presets import OPENAI_PRESETS
 from localrouter.providers.static import PERPLEXITY
@@ -12,6 +21,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in (
         *OPENAI_PRESETS,
         lmstudio.SPEC,
+        llamacpp.SPEC,
         anthropic.SPEC,
         gemini.SPEC,
         ollama.SPEC,

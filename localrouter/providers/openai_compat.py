@@ -73,7 +73,8 @@ class OpenAICompatProvider:
             created=unix_time(item.get("created")),
             context_length=positive_int(item.get("context_length"))
             or positive_int(item.get("context_window"))
-            or positive_int(item.get("max_context_length")),
+            or positive_int(item.get("max_context_length"))
+            or positive_int(item.get("max_model_len")),  # vLLM's
             max_output_tokens=positive_int(top_provider.get("max_completion_tokens"))
             or positive_int(item.get("max_completion_tokens")),
             pricing=per_token_prices(item.get("pricing"), scale) if scale else {},
