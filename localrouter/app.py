@@ -23,6 +23,7 @@ from localrouter.config.live import LiveSettings
 from localrouter.config.loading import EMBEDDED_DEFAULT
 from localrouter.config.reload import ConfigReloader
 from localrouter.config.settings import Settings
+from localrouter.discovery.runner import Discovery, DiscoveryEndpoint
 from localrouter.http.admin import Admin
 from localrouter.http.endpoint import MAX_REQUEST_BYTES, NoRoute, add_routes
 from localrouter.http.guard import GUARD, Guard
@@ -111,7 +112,8 @@ def create_app(
     )
     if fleet is not None:
         fleet.counters = registry.counters
-    live.subscribe(registry.apply)
+    discovery = Discovery(settings, os.environ, clock, registry.apply)
+    live.subscribe(discovery.apply)  # the registry gets each config with what was found
     reloader = ConfigReloader(live, config_path, redactor=redactor, overrides=server_overrides)
     metrics = Metrics()
     metrics.watch(lambda: registry, lambda: reloader.state)
@@ -174,6 +176,7 @@ def create_app(
         *usage.routes(OPENROUTER_BASE),
         ("GET", "/api/limits", limit_endpoints.limits),
         *request_log.routes(),
+        ("GET", "/api/discovery", DiscoveryEndpoint(discovery)),
         ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
@@ -198,6 +201,7 @@ def create_app(
     app.cleanup_ctx.append(usage.running)
     app.cleanup_ctx.append(_limits(limits, usage))
     app.cleanup_ctx.append(_lists(parts, catalog, views.unique.warm_common_queries))
+    app.cleanup_ctx.append(_discovering(discovery))
     app.cleanup_ctx.append(_reloader(reloader, handle_sighup))
     return app
 
@@ -222,7 +226,14 @@ OPENROUTER_BASE = "/api/v1"  # OpenRouter's base URL: its list (a view) and call
 # Once clients exist, these need the admin token (server.auth_token): they show or change
 # every instance, whatever a client's allowlist.
 ADMIN_PATHS = frozenset(
-    {"/api/cache/clear", "/api/cache/stats", "/api/providers", "/metrics", "/api/limits"}
+    {
+        "/api/cache/clear",
+        "/api/cache/stats",
+        "/api/providers",
+        "/metrics",
+        "/api/limits",
+        "/api/discovery",
+    }
 )
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
@@ -240,6 +251,16 @@ def _upstream_session(transport: SessionTransport) -> _CleanupContext:
         )
         async with transport.opened(trust_env=trust_env):
             yield
+
+    return context
+
+
+def _discovering(discovery: Discovery) -> _CleanupContext:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        running = asyncio.create_task(discovery.run(), name="discovery")
+        yield
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
     return context
 

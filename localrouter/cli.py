@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(warning, file=sys.stderr)
         return 0
     try:
-        if args.command in ("models", "cache", "usage", "limits", "requests"):  # address, token
+        if args.command in ("models", "cache", "usage", "limits", "requests", "discover"):
             return run_client(args, load_server_config(args.config))
         loaded = load_config(args.config)
     except ConfigError as exc:
@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--csv", action="store_true", help="the rows as CSV")
     limits = commands.add_parser("limits", help="every client's limits and budgets, as they stand")
+    discover = commands.add_parser("discover", help="the local servers the daemon finds")
+    discover.add_argument(
+        "--config-snippet", action="store_true", help="providers: entries for what serves"
+    )
     requests = commands.add_parser("requests", help="the running daemon's request log")
     requests.add_argument("what", nargs="*", help="show ID: one request with its bodies")
     requests.add_argument("--client", help="only this client's")
@@ -100,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     stats = cache_commands.add_parser("stats", help="hits, misses and each instance's state")
     clear = cache_commands.add_parser("clear", help="mark lists expired (kept until refreshed)")
     clear.add_argument("instance", nargs="?", help="only this instance")
-    for command in (serve, check, models, usage, limits, requests, stats, clear):
+    for command in (serve, check, models, usage, limits, requests, discover, stats, clear):
         command.add_argument("--config", type=Path, help="config file (default: see README)")
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True

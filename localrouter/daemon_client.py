@@ -31,6 +31,8 @@ def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
             from localrouter.request_log_client import requests_command  # imports this module
 
             return requests_command(base, token, args)
+        if args.command == "discover":
+            return _discover(base, token, snippet=args.config_snippet)
         if args.command == "limits":
             print(_table_of_limits(call_daemon(base, token, "GET", "/api/limits")))
             return 0
@@ -140,6 +142,39 @@ def _table_of_usage(rows: list[dict[str, Any]], by: str) -> str:
             "their cost is not in these totals (give one with pricing: in the config)."
         )
     return table(lines) + note
+
+
+def _discover(base: str, token: str | None, *, snippet: bool) -> int:
+    """The daemon's probe targets as a table, or a config snippet for what serves."""
+    shown = call_daemon(base, token, "GET", "/api/discovery")
+    servers = shown["servers"]
+    if snippet:
+        serving = [row for row in servers if row["state"] == "serving" and row["base_url"]]
+        lines = ["providers:"] if serving else ["# no local server answers now"]
+        for row in serving:
+            lines += [
+                f"  - name: {row['name']}",
+                f"    type: {row['provider_type']}",
+                f"    base_url: {row['base_url']}",
+            ]
+        print("\n".join(lines))
+        return 0
+    rows = [("host", "port", "type", "state", "version", "models", "instance")]
+    for row in servers:
+        rows.append(
+            (
+                row["host"],
+                str(row["port"]),
+                row["type"] or "-",
+                row["state"] or "not probed yet",
+                row["version"] or "-",
+                "-" if row["models"] is None else str(row["models"]),
+                row["instance"] or "-",
+            )
+        )
+    state = "on" if shown["enabled"] else "off (discovery.enabled: false)"
+    print(table(rows) + f"\ndiscovery {state}, every {shown['interval_seconds']:g} s")
+    return 0
 
 
 def _table_of_limits(shown: dict[str, Any]) -> str:

@@ -128,6 +128,9 @@ def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Iterator[U
 
 
 def settings_from(config: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
+    """A config as a file would give it; discovery off unless the test sets it (a developer's
+    own Ollama or llama.cpp must not join a test's instances)."""
+    config = {"discovery": {"enabled": False}, **config}
     return parse_settings(yaml.safe_dump(config), "test-config.yaml", env or {})
 
 

@@ -84,8 +84,12 @@ def test_standard_key_variable_fills_a_missing_api_key():
 
 
 def test_embedded_default_has_keyless_providers_and_those_with_keys():
-    keyless = {p.name for p in default_settings({}).providers}
-    assert {"openrouter", "lmstudio"} <= keyless
+    """Local servers are not in it: discovery finds those that run (tests/test_discovery.py)."""
+    default = default_settings({})
+    keyless = {p.name for p in default.providers}
+    assert "openrouter" in keyless
+    assert not keyless & {"lmstudio", "ollama"}
+    assert default.discovery.enabled
     assert "openai" not in keyless
     with_key = default_settings({"OPENAI_API_KEY": "sk-abc-123456"})
     assert "openai" in {p.name for p in with_key.providers}

@@ -8,24 +8,33 @@ from localrouter import __version__
 from localrouter.app import create_app
 from localrouter.config.loading import default_settings, parse_settings
 from localrouter.providers.base import ProviderKind
-from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
+from tests.conftest import DaemonFactory, UpstreamFactory, eventually, openai_compatible
 
 
-async def test_absent_local_servers_of_the_default_are_notes_not_degradation(
+async def test_with_no_local_server_running_the_default_shows_none_and_is_not_degraded(
     aiohttp_client: Any, unused_tcp_port: int
 ):
+    """The embedded default lists no local instance of its own; discovery, probing a port
+    nobody listens on (in place of the usual ones), finds none: no instance, nothing
+    degraded."""
     settings = default_settings({})
-    local = [p for p in settings.providers if p.kind is ProviderKind.LOCAL]
-    assert {p.type for p in local} >= {"lmstudio", "ollama"}
-    nobody = f"http://127.0.0.1:{unused_tcp_port}"
-    # Only the local probes, pointed at a port nobody listens on (no request leaves loopback).
-    moved = [p.model_copy(update={"base_url": f"{nobody}/v1"}) for p in local]
-    client = await aiohttp_client(create_app(settings.model_copy(update={"providers": moved})))
+    assert not [p for p in settings.providers if p.kind is ProviderKind.LOCAL]
+    discovery = settings.discovery.model_copy(update={"ports": [unused_tcp_port]})
+    keyless = [p for p in settings.providers if p.kind is not ProviderKind.CLOUD]
+    quiet = settings.model_copy(update={"discovery": discovery, "providers": keyless})
+    client = await aiohttp_client(create_app(quiet))
     assert (await client.get("/v1/models")).status == 200
+    shown = await (await client.get("/api/discovery")).json()
+
+    async def probed() -> bool:
+        shown.update(await (await client.get("/api/discovery")).json())
+        return bool(shown["rounds"])
+
+    await eventually(probed, "a discovery round")
+    assert [row["state"] for row in shown["servers"]] == ["not_running"]
     health = await (await client.get("/health")).json()
     assert health["status"] == "ok", health
     assert health["failing_instances"] == {}
-    assert any(note.startswith("instance lmstudio: not running here") for note in health["notes"])
 
 
 async def test_a_configured_local_server_that_is_down_still_degrades(

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from localrouter.app import create_app
-from localrouter.config.loading import default_settings
-from localrouter.providers.base import ProviderKind
 from tests.conftest import DaemonFactory, UpstreamFactory, openai_compatible
 from tests.test_control import ADMIN, AGENT, EDITOR, StartUpstream, chat_upstream, clients_config
 
@@ -51,25 +48,6 @@ async def test_only_the_admin_may_make_every_list_be_fetched_again(
     status, refreshed = await detailed(client, ADMIN, "?refresh=true")
     assert status == 200
     assert refreshed["cached"] is False
-
-
-async def test_absent_local_servers_are_notes_in_the_detailed_list_as_in_health(
-    aiohttp_client: Any, unused_tcp_port: int
-) -> None:
-    """With no config, the local servers the default probes for are not running: /api/models
-    calls that a note, as /health does, not an error."""
-    settings = default_settings({})
-    local = [p for p in settings.providers if p.kind is ProviderKind.LOCAL]
-    nobody = f"http://127.0.0.1:{unused_tcp_port}"
-    moved = [p.model_copy(update={"base_url": f"{nobody}/v1"}) for p in local]
-    client = await aiohttp_client(create_app(settings.model_copy(update={"providers": moved})))
-    shown = await (await client.get("/api/models")).json()
-    assert shown["errors"] == []
-    assert shown["success"] is True
-    for provider in moved:
-        item = shown["providers"][provider.name]
-        assert item["error"] is None
-        assert item["note"].startswith("not running here")
 
 
 async def test_every_view_follows_one_rule_for_what_an_unknown_model_can_do(

@@ -173,20 +173,22 @@ def parse_server_settings(text: str, origin: str, env: Mapping[str, str]) -> Ser
 
 
 def default_settings(env: Mapping[str, str]) -> Settings:
-    """Keyless providers plus every provider whose standard key variable is set."""
+    """Keyless cloud providers plus every provider whose standard key variable is set; local
+    servers are found by discovery (discovery/), which the default runs, when they run."""
     providers: list[dict[str, Any]] = []
     for spec in PROVIDERS.values():
         key = env.get(spec.key_env) if spec.key_env else None
         wanted = spec.default_inclusion is DefaultInclusion.ALWAYS or (
             spec.default_inclusion is DefaultInclusion.WITH_KEY and key
         )
+        if spec.kind is ProviderKind.LOCAL:
+            continue
         if wanted:
             providers.append({"name": spec.type, "type": spec.type, "api_key": key or None})
     try:
         settings = Settings.model_validate({"providers": providers})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, EMBEDDED_DEFAULT)) from None
-    settings._probes = frozenset(p.name for p in settings.providers if p.kind is ProviderKind.LOCAL)
     return settings
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from localrouter.base.secrets import display_url
+from localrouter.config.discovery import DiscoverySettings
 from localrouter.config.fleet import FleetSettings
 from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
 from localrouter.config.request_log import RequestLogSettings
@@ -293,12 +294,10 @@ class Settings(_Strict):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
-    # Instances the embedded default probes for (a local server that may not be running):
-    # their failure is information, not a degraded daemon.
-    _probes: frozenset[str] = PrivateAttr(default=frozenset())
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -339,9 +338,6 @@ class Settings(_Strict):
         bound = server.host.strip("[]").lower()
         ours = bound in WILDCARD_HOSTS or _is_loopback(bound)
         return host == bound or (ours and _is_loopback(host))
-
-    def is_probe(self, instance_name: str) -> bool:
-        return instance_name in self._probes
 
     def with_server(self, overrides: Mapping[str, Any]) -> Settings:
         """These settings with `server` fields set from the command line (`serve --host`,

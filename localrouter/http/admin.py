@@ -111,10 +111,7 @@ class Admin:
             error = instance.cache.last_error
             if error is None:
                 continue
-            if settings.is_probe(instance.name):
-                notes.append(f"instance {instance.name}: not running here ({error}); optional")
-            else:
-                failing[instance.name] = error
+            failing[instance.name] = error
         reasons = []
         if reload_state.error:
             reasons.append(f"config: {reload_state.error}")

@@ -12,7 +12,6 @@ from multidict import CIMultiDictProxy, MultiMapping
 
 from localrouter.base.errors import AdminOnly, BadRequest
 from localrouter.config.control import Client, ShapeKey, shape_key
-from localrouter.config.settings import Settings
 from localrouter.http.bodies import JSON
 from localrouter.http.guard import CLIENT
 from localrouter.lists.cache import Clock, ModelList, Served
@@ -99,19 +98,17 @@ def provider_status(
     lists: InstanceLists,
     before: tuple[ModelList | None, ...],
     now: float,
-    settings: Settings,
     shown: Collection[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each instance's part in this answer (only those named in `shown`, when given); `cached`
-    means no list was fetched for it. A local server the embedded default only probes for is
-    a `note` when it does not answer, not an error: the rule /health follows."""
+    means no list was fetched for it."""
     status: dict[str, dict[str, Any]] = {}
     for instance, served, earlier in zip(lists.instances, lists.served, before, strict=True):
         if shown is not None and instance.name not in shown:
             continue
         models = served.models if served else None
         error = instance.cache.last_error
-        item = status[instance.name] = {
+        status[instance.name] = {
             "success": served is not None and error is None,
             "count": len(models.models) if models else 0,
             "cached": models is not None and models is earlier,
@@ -119,9 +116,6 @@ def provider_status(
             "age_seconds": round(now - models.fetched_at, 3) if models else None,
             "error": error,
         }
-        if error is not None and settings.is_probe(instance.name):
-            item["error"] = None
-            item["note"] = f"not running here ({error}); optional"
     return status
 
 
@@ -191,7 +185,7 @@ async def detailed_models(
     shown = None
     if client is not None:
         shown = await usable.get_async(client, lists, lambda: usable_instances(lists, client))
-    status = provider_status(lists, before, clock(), resolver.live.current, shown)
+    status = provider_status(lists, before, clock(), shown)
     errors = [
         {"provider": name, "error": item["error"]}
         for name, item in status.items()
