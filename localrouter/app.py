@@ -23,6 +23,9 @@ from localrouter.config.live import LiveSettings
 from localrouter.config.loading import EMBEDDED_DEFAULT
 from localrouter.config.reload import ConfigReloader
 from localrouter.config.settings import Settings
+from localrouter.console.feature import ADMIN_PATHS as CONSOLE_ADMIN_PATHS
+from localrouter.console.feature import OPEN_PATHS as CONSOLE_OPEN_PATHS
+from localrouter.console.feature import Console
 from localrouter.discovery.runner import Discovery, DiscoveryEndpoint
 from localrouter.http.admin import Admin
 from localrouter.http.endpoint import MAX_REQUEST_BYTES, NoRoute, add_routes
@@ -125,6 +128,7 @@ def create_app(
     metrics.registry.register(usage.metrics)
     limits = Limits(live, clock, fleet=fleet)
     request_log = RequestLog(live, usage.recorder, usage.ledger, clock)
+    console = Console(live, reloader) if settings.console.enabled else None
     limit_endpoints = LimitEndpoints(limits)
     usage.endpoints.key_limits = limit_endpoints.of_key
     parts = app[COMPONENTS] = Components(
@@ -177,6 +181,7 @@ def create_app(
         ("GET", "/api/limits", limit_endpoints.limits),
         *request_log.routes(),
         ("GET", "/api/discovery", DiscoveryEndpoint(discovery)),
+        *(console.routes() if console is not None else ()),
         ("*", f"{OPENROUTER_BASE}/{{tail:.*}}", NoRoute(guard)),  # what /api/v1 lacks
         ("*", "/{tail:.*}", NoRoute(guard)),  # last: only what nothing else matched
     ]
@@ -193,9 +198,9 @@ def create_app(
         routes,
         guard=guard,
         metrics=metrics,
-        open_paths={"/health"},
+        open_paths={"/health", *CONSOLE_OPEN_PATHS},
         error_shapes=shapes,
-        admin_paths=ADMIN_PATHS | USAGE_ADMIN_PATHS,
+        admin_paths=ADMIN_PATHS | USAGE_ADMIN_PATHS | CONSOLE_ADMIN_PATHS,
     )
     app.cleanup_ctx.append(_upstream_session(transport))
     app.cleanup_ctx.append(usage.running)

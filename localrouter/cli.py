@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import sys
+import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import platformdirs
 
 from localrouter import __version__
 from localrouter.base.errors import ConfigError, UpstreamError
-from localrouter.base.secrets import display_url
 from localrouter.catalog import load_catalog
 from localrouter.catalog_update import (
     LITELLM_URL,
@@ -24,6 +24,7 @@ from localrouter.catalog_update import (
     match_body,
     update_catalog,
 )
+from localrouter.config.describe import describe
 from localrouter.config.loading import (
     APP_NAME,
     EMBEDDED_DEFAULT,
@@ -33,7 +34,7 @@ from localrouter.config.loading import (
     load_server_config,
     watch_path,
 )
-from localrouter.config.settings import ClientSettings, Settings
+from localrouter.config.settings import WILDCARD_HOSTS
 from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
 from localrouter.systemd import install_unit, private_tmp_warning
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "catalog":
         return _catalog(args)
+    if args.command == "open":
+        return _open(args.config)
     if args.command == "service":
         target, commands = install_unit(_config_home())
         print(f"wrote {target}\nthen run:\n{commands}")
@@ -65,6 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(loaded))
         return 0
     return _serve(loaded, args)
+
+
+def _open(config: Path | None) -> int:
+    """The console's address, opened in the user's browser (printed as well, for a machine
+    without one)."""
+    try:
+        server = load_server_config(config)
+    except ConfigError as exc:
+        print(f"localrouter: invalid config\n{exc}", file=sys.stderr)
+        return 1
+    host = "127.0.0.1" if server.host in WILDCARD_HOSTS else server.host
+    url = f"http://{host}:{server.port}/ui"
+    print(url)
+    webbrowser.open(url)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--csv", action="store_true", help="the rows as CSV")
     limits = commands.add_parser("limits", help="every client's limits and budgets, as they stand")
+    opened = commands.add_parser("open", help="open the console (/ui) in your browser")
+    opened.add_argument("--config", type=Path, help="config file (default: see README)")
     discover = commands.add_parser("discover", help="the local servers the daemon finds")
     discover.add_argument(
         "--config-snippet", action="store_true", help="providers: entries for what serves"
@@ -188,53 +208,3 @@ def _serve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         cache_dir=cache_dir(),
         state_dir=platformdirs.user_state_path(APP_NAME),
     )
-
-
-def _shown_limits(values: dict[str, float]) -> str:
-    return ", ".join(f"{key} {value:g}" for key, value in values.items())
-
-
-def _limits_of(client: ClientSettings) -> str:
-    parts = [_shown_limits(client.limits.set)] if client.limits and client.limits.set else []
-    parts += [f"on {glob}: {_shown_limits(v.set)}" for glob, v in client.model_limits.items()]
-    return f"; limits {'; '.join(parts)}" if parts else ""
-
-
-def describe(loaded: LoadedConfig) -> str:
-    """A summary of the resolved instances, without secrets."""
-    settings: Settings = loaded.settings
-    server = settings.server
-    lines = [
-        f"config: {loaded.origin}",
-        f"listen: http://{server.host}:{server.port}/v1"
-        + ("  (auth token required)" if server.auth_token else ""),
-        f"instances: {len(settings.enabled_providers)}",
-    ]
-    for provider in settings.providers:
-        count = len(provider.keys)
-        key = f"{count} keys (a pool)" if provider.pooled else ("key set" if count else "no key")
-        state = "" if provider.enabled else "  (disabled)"
-        if provider.enabled and settings.calls_itself(provider):
-            state = "  (skipped: this daemon's own listener, see the note)"
-        headers = f"  headers: {', '.join(sorted(provider.headers))}" if provider.headers else ""
-        lines.append(
-            f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "
-            f"ttl {settings.ttl_for(provider):g}s  {key}{headers}{state}"
-        )
-    models = settings.models
-    if models.aliases:
-        lines.append("aliases: " + ", ".join(f"{a} -> {t}" for a, t in models.aliases.items()))
-    if models.hide:
-        lines.append(f"hidden: {', '.join(models.hide)}")
-    for model, choices in models.fallbacks.items():
-        lines.append(f"fallbacks: {model} -> {', '.join(choices)}")
-    for client in settings.clients:  # never the token
-        allowed = ", ".join(client.allow) if client.allow is not None else "everything"
-        lines.append(f"client {client.name}: token set, allows {allowed}{_limits_of(client)}")
-    if defaults := settings.limits.set:
-        lines.append(f"limits (clients without their own): {_shown_limits(defaults)}")
-    if (redis_url := settings.fleet.redis_url) is not None:  # never the password
-        shown = display_url(redis_url.get_secret_value())
-        lines.append(f"fleet: {shown}  key prefix {settings.fleet.key_prefix!r}")
-    lines += [f"note: {note}" for note in settings.notes]
-    return "\n".join(lines)

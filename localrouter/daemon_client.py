@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 
 from localrouter.base.errors import DaemonError
-from localrouter.config.settings import ServerSettings
+from localrouter.config.settings import WILDCARD_HOSTS, ServerSettings
 
 PER_MILLION = 1_000_000
 
 
 def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
-    host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
+    host = "127.0.0.1" if server.host in WILDCARD_HOSTS else server.host
     base = f"http://{host}:{server.port}"
     token = server.auth_token.get_secret_value() if server.auth_token else None
     try:

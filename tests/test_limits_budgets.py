@@ -21,7 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from localrouter.app import COMPONENTS, create_app
 from localrouter.base.errors import ConfigError
-from localrouter.cli import describe, main
+from localrouter.cli import main
+from localrouter.config.describe import describe
 from localrouter.config.loading import LoadedConfig
 from localrouter.serve import bind, listen
 from tests.conftest import DaemonFactory, FakeClock, settings_from

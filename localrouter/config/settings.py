@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from localrouter.base.secrets import display_url
+from localrouter.config.console import ConsoleSettings
 from localrouter.config.discovery import DiscoverySettings
 from localrouter.config.fleet import FleetSettings
 from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
@@ -295,6 +296,7 @@ class Settings(_Strict):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     # What loading decided on the user's behalf (an instance left without a key because its
     # ${VAR} is unset): shown by `check` and /health, never an error.
     _notes: tuple[str, ...] = PrivateAttr(default=())
