@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from localrouter.app import create_app
 from localrouter.config.loading import parse_settings
 from localrouter.config.settings import Settings
+from localrouter.serve import bind, listen
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T = TypeVar("T")
@@ -156,3 +159,38 @@ def daemon(aiohttp_client: Any, clock: FakeClock) -> DaemonFactory:
 
 def openai_compatible(name: str, url: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": "openai_compatible", "base_url": url, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    """A daemon on a real port, and the config file that points the CLI at it."""
+
+    config: Path
+    app: web.Application
+    base: str
+
+
+@asynccontextmanager
+async def served_on_a_port(
+    config: dict[str, Any], directory: Path, clock: FakeClock
+) -> AsyncIterator[Served]:
+    """The daemon as `localrouter serve` runs it, on a free port, from `config` written to
+    `directory`/config.yaml (for the CLI's commands, which find the daemon through it)."""
+    config = {**config, "server": {**config.get("server", {}), "port": free_port()}}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = settings_from(config)
+    app = create_app(settings, clock=clock)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await listen(runner, bind(settings))
+    try:
+        yield Served(path, app, f"http://127.0.0.1:{config['server']['port']}")
+    finally:
+        await runner.cleanup()

@@ -14,15 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
-from localrouter.app import create_app
 from localrouter.cli import main
 from localrouter.discovery.runner import TICK_SECONDS, host_variables
-from localrouter.serve import bind, listen
 from tests import local_servers as fakes
-from tests.conftest import DaemonFactory, FakeClock, eventually, settings_from
-from tests.test_usage_cli import free_port
+from tests.conftest import DaemonFactory, FakeClock, eventually, served_on_a_port
 
 INTERVAL = 60.0
 ADMIN = "admin-discovery-token-41d2"
@@ -258,16 +254,8 @@ async def test_localrouter_discover_prints_the_rows_and_a_config_snippet(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     found = await run(fakes.llamacpp(traffic))
-    config = discovering([found])
-    config["server"]["port"] = free_port()
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = settings_from(config)
-    app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await listen(runner, bind(settings))
-    try:
+    async with served_on_a_port(discovering([found]), tmp_path, clock) as served:
+        path = served.config
 
         async def probed() -> bool:
             await asyncio.to_thread(main, ["discover", "--config", str(path)])
@@ -277,8 +265,6 @@ async def test_localrouter_discover_prints_the_rows_and_a_config_snippet(
         code = await asyncio.to_thread(
             main, ["discover", "--config-snippet", "--config", str(path)]
         )
-    finally:
-        await runner.cleanup()
     assert code == 0
     said = capsys.readouterr().out
     snippet = yaml.safe_load(said[said.index("providers:") :])

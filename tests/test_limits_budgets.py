@@ -15,18 +15,14 @@ import anthropic
 import ollama
 import openai
 import pytest
-import yaml
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from localrouter.app import COMPONENTS, create_app
+from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.cli import main
 from localrouter.config.describe import describe
 from localrouter.config.loading import LoadedConfig
-from localrouter.serve import bind, listen
-from tests.conftest import DaemonFactory, FakeClock, settings_from
-from tests.test_usage_cli import free_port
+from tests.conftest import DaemonFactory, FakeClock, served_on_a_port, settings_from
 from tests.usage_wires import (
     ANTHROPIC,
     CHAT,
@@ -297,18 +293,8 @@ async def test_localrouter_limits_prints_each_limit_as_it_stands(
 ) -> None:
     """`localrouter limits` reads the running daemon's /api/limits with the admin token."""
     config = budgeted(tmp_path, wires, {"usd_per_day": 1.0, "max_parallel": 3})
-    config["server"]["port"] = free_port()
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = settings_from(config)
-    app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await listen(runner, bind(settings))
-    try:
-        code = await asyncio.to_thread(main, ["limits", "--config", str(path)])
-    finally:
-        await runner.cleanup()
+    async with served_on_a_port(config, tmp_path, clock) as served:
+        code = await asyncio.to_thread(main, ["limits", "--config", str(served.config)])
     assert code == 0
     said = capsys.readouterr().out.splitlines()
     table = said[next(i for i, line in enumerate(said) if line.startswith("client ")) :]

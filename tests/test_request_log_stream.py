@@ -19,17 +19,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from localrouter.app import COMPONENTS, create_app
+from localrouter.app import COMPONENTS
 from localrouter.cli import main
 from localrouter.reqlog.hub import MAX_QUEUED
-from localrouter.serve import bind, listen
-from tests.conftest import DaemonFactory, FakeClock, eventually, settings_from
+from tests.conftest import DaemonFactory, FakeClock, eventually, served_on_a_port
 from tests.test_request_log import ADMIN, ALICE, BOB, logged, openai_chat
-from tests.test_usage_cli import free_port
 from tests.usage_wires import HELLO, Wires, openai_sdk, start_wires
 
 
@@ -146,17 +143,8 @@ async def served(
     tmp_path: Path, wires: Wires, clock: FakeClock
 ) -> AsyncIterator[tuple[Path, web.Application, str]]:
     """A daemon on a real port with the request log's bodies on, and its config file."""
-    config = logged(tmp_path, wires, bodies="all")
-    config["server"]["port"] = free_port()
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = settings_from(config)
-    app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await listen(runner, bind(settings))
-    yield path, app, f"http://127.0.0.1:{config['server']['port']}"
-    await runner.cleanup()
+    async with served_on_a_port(logged(tmp_path, wires, bodies="all"), tmp_path, clock) as on:
+        yield on.config, on.app, on.base
 
 
 async def _chat(base: str, model: str) -> str:

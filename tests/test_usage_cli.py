@@ -4,7 +4,6 @@ or the rows as CSV (issue 34)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from localrouter.app import COMPONENTS, create_app
+from localrouter.app import COMPONENTS
 from localrouter.cli import main
-from localrouter.serve import bind, listen
-from tests.conftest import FakeClock, settings_from
+from tests.conftest import FakeClock, served_on_a_port
 from tests.test_proxy import FakeOpenAI, fake
 
 __all__ = ["fake"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -35,7 +27,6 @@ async def served(
 ) -> AsyncIterator[tuple[Path, web.Application]]:
     """A daemon on a real port with a ledger, and a config file that points the CLI at it."""
     config: dict[str, Any] = {
-        "server": {"port": free_port()},
         "providers": [
             {"name": "up", "type": "openai_compatible", "base_url": f"{fake.url}/v1"},
             {
@@ -47,15 +38,8 @@ async def served(
         ],
         "usage": {"path": str(tmp_path / "usage.sqlite3")},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = settings_from(config)
-    app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await listen(runner, bind(settings))
-    yield path, app
-    await runner.cleanup()
+    async with served_on_a_port(config, tmp_path, clock) as on:
+        yield on.config, on.app
 
 
 async def test_usage_prints_a_table_by_model_with_a_total(
