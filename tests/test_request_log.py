@@ -7,7 +7,6 @@ live stream: tests/test_request_log_stream.py."""
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from localrouter.app import COMPONENTS
+from localrouter.reqlog.capture import opened
 from tests.conftest import DaemonFactory, FakeClock
 from tests.usage_wires import (
     HELLO,
@@ -249,7 +249,7 @@ async def test_no_secret_is_stored_or_shown(
     daemon: DaemonFactory, tmp_path: Path, wires: Wires
 ) -> None:
     """A client that pastes every configured secret into its prompt and its headers: none is
-    in the ledger's file (bodies decompressed), nor in what the API shows."""
+    in the ledger's file (bodies opened), nor in what the API shows."""
     client = await daemon(logged(tmp_path, wires, bodies="all"))
     pasted = [{"role": "user", "content": " ".join(SECRETS)}]
     async with openai_sdk(client, ALICE) as api:
@@ -275,7 +275,7 @@ def _stored_text(path: Path) -> str:
     with sqlite3.connect(path) as db:
         text = [repr(row) for row in db.execute("SELECT * FROM requests")]
         for row in db.execute("SELECT request, headers, response FROM bodies"):
-            text += [zlib.decompress(blob).decode() for blob in row if blob is not None]
+            text += [opened(blob).decode() for blob in row if blob is not None]
     db.close()
     return "\n".join(text)
 
@@ -368,3 +368,26 @@ async def test_bodies_and_rows_are_kept_each_for_their_own_days(
     await client.app[COMPONENTS].recorder.flush()
     gone = await client.get(f"/api/requests/{kept}", headers={"Authorization": f"Bearer {ADMIN}"})
     assert gone.status == 404
+
+
+async def test_long_bodies_are_kept_compressed_and_shown_whole(
+    daemon: DaemonFactory, tmp_path: Path, wires: Wires
+) -> None:
+    """A body of 1 KiB or more is deflated in the file (a shorter one is kept as it is: a
+    compressor costs more than it saves there); the API shows it whole either way."""
+    client = await daemon(logged(tmp_path, wires, bodies="all"))
+    long_prompt = [{"role": "user", "content": "word " * 4000}]
+    async with openai_sdk(client, ALICE) as api:
+        raw = await api.chat.completions.with_raw_response.create(
+            model="oa/gpt-4o-mini",
+            messages=long_prompt,  # type: ignore[arg-type]
+        )
+    record = await one(client, raw.headers["x-localrouter-request-id"])
+    assert record["bodies"]["request"]["messages"] == long_prompt
+    await client.app[COMPONENTS].ledger.flush()
+    with sqlite3.connect(tmp_path / "usage.sqlite3") as db:
+        request, response = db.execute("SELECT request, response FROM bodies").fetchone()
+    db.close()
+    assert request[:1] == b"z"
+    assert len(request) < 4000
+    assert response[:1] == b"r"  # the short answer

@@ -14,6 +14,10 @@ from localrouter.usage.recording import Call, Keep
 
 WHOLE = "body"  # a response kept as the client got it; a stream is "stream:<its wire format>"
 _LEVEL = 6
+# A body this short is kept as it is: setting up a compressor costs more than it saves (most
+# requests and answers of a chat are a few hundred bytes). The first byte says which it is.
+COMPRESS_FROM = 1024
+_RAW, _DEFLATED = b"r", b"z"
 
 
 class Captured:
@@ -58,7 +62,10 @@ class Captured:
             return None, False
         clean = redact_bytes(data, self.secrets)  # redacted first: a cut could split a secret
         cut = len(clean) > self.cap
-        return zlib.compress(bytes(clean[: self.cap]), _LEVEL), cut
+        kept = bytes(clean[: self.cap])
+        if len(kept) < COMPRESS_FROM:
+            return _RAW + kept, cut
+        return _DEFLATED + zlib.compress(kept, _LEVEL), cut
 
 
 def kept_bodies(call: Call) -> bool:
@@ -69,11 +76,16 @@ def kept_bodies(call: Call) -> bool:
     return call.keep is Keep.ERRORS and (record.cancelled or not 200 <= record.status < 400)
 
 
+def opened(stored: bytes) -> bytes:
+    """A stored body's bytes (kept as they are, or deflated)."""
+    return zlib.decompress(stored[1:]) if stored[:1] == _DEFLATED else stored[1:]
+
+
 def shown_body(stored: object) -> object:
     """A stored body as the API shows it: its JSON when it is JSON, else its text."""
     if not isinstance(stored, bytes):
         return None
-    raw = zlib.decompress(stored)
+    raw = opened(stored)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
