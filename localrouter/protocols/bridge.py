@@ -137,41 +137,54 @@ async def translate_stream(
     response = web.StreamResponse(headers={**headers, hdrs.CONTENT_TYPE: content_type})
     response.headers[hdrs.CACHE_CONTROL] = "no-cache"
     add_cors(request, response)
-    await response.prepare(request)
     call = request.get(CALL)
-    keep = call is not None and call.keep is Keep.ALL
-    held = b""
     try:
-        async for received in upstream.content.iter_any():
-            if keep:
-                assert call is not None
-                call.streamed(received, "chat")  # the upstream's chunks, for the request log
-            lines = (held + received).split(b"\n")
-            held = lines.pop()
-            if len(held) > MAX_LINE_BYTES:
-                raise ValueError("an event line longer than 1 MiB")
-            events = []
-            for line in lines:
-                if (chunk := chat_chunk(line)) is not None:
-                    events += translator.feed(chunk)
-                    if call is not None:
-                        seen(call, chunk)
-            if events and call is not None and call.first_byte is None:
-                call.first_bytes()
-            await write_events(response, events, encode, http.secrets)
-        if (chunk := chat_chunk(held)) is not None:
-            await write_events(response, translator.feed(chunk), encode, http.secrets)
-            if call is not None:
-                seen(call, chunk)
-        await write_events(response, translator.finish(), encode, http.secrets)
-    except ConnectionResetError:
+        await response.prepare(request)
+        try:
+            await _translated(upstream, response, translator, encode, http.secrets, call)
+        except ConnectionResetError:
+            raise  # the client left (aiohttp's is a ClientError too): not the upstream's fault
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("bridge.stream_broken", upstream=str(where), error=type(exc).__name__)
+            text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+            await response.write(encode(translator.broken(text)))
+        await response.write_eof()
+    except ConnectionResetError:  # as the stream began, during it, or as it ended
         log.info("bridge.client_left", upstream=str(where))
         if call is not None:
             call.record.cancelled = True
-        return response
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("bridge.stream_broken", upstream=str(where), error=type(exc).__name__)
-        text = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
-        await response.write(encode(translator.broken(text)))
-    await response.write_eof()
     return response
+
+
+async def _translated(
+    upstream: UpstreamResponse,
+    response: web.StreamResponse,
+    translator: ChunkTranslator,
+    encode: Callable[[list[Event]], bytes],
+    secrets: tuple[str, ...],
+    call: RecordedCall | None,
+) -> None:
+    keep = call is not None and call.keep is Keep.ALL
+    held = b""
+    async for received in upstream.content.iter_any():
+        if keep:
+            assert call is not None
+            call.streamed(received, "chat")  # the upstream's chunks, for the request log
+        lines = (held + received).split(b"\n")
+        held = lines.pop()
+        if len(held) > MAX_LINE_BYTES:
+            raise ValueError("an event line longer than 1 MiB")
+        events = []
+        for line in lines:
+            if (chunk := chat_chunk(line)) is not None:
+                events += translator.feed(chunk)
+                if call is not None:
+                    seen(call, chunk)
+        if events and call is not None and call.first_byte is None:
+            call.first_bytes()
+        await write_events(response, events, encode, secrets)
+    if (chunk := chat_chunk(held)) is not None:
+        await write_events(response, translator.feed(chunk), encode, secrets)
+        if call is not None:
+            seen(call, chunk)
+    await write_events(response, translator.finish(), encode, secrets)

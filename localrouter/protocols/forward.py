@@ -336,22 +336,25 @@ class Forwarded:
         response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
         response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
-        await response.prepare(request)
         call = request.get(CALL)
         watch = self.usage.stream(self.strip) if call is not None and call.recording else None
         try:
-            await relay(upstream, response, http.secrets, watch, call, self.usage)
+            await response.prepare(request)
+            try:
+                await relay(upstream, response, http.secrets, watch, call, self.usage)
+            except ConnectionResetError:
+                raise  # the client left (aiohttp's is a ClientError too): not the upstream's
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                log.warning("proxy.stream_broken", upstream=str(where), error=type(exc).__name__)
+                message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
+                await response.write(self.broken(message))
+            await response.write_eof()
         except ConnectionResetError:
-            # The client went away: leaving this block closes the upstream connection too.
+            # The client went away (as the stream began, during it, or as it ended): leaving
+            # this block closes the upstream connection too.
             log.info("proxy.client_left", upstream=str(where))
             if call is not None:
                 call.record.cancelled = True
-            return response
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-            log.warning("proxy.stream_broken", upstream=str(where), error=type(exc).__name__)
-            message = f"{where} stopped in the middle of the answer ({type(exc).__name__})"
-            await response.write(self.broken(message))
-        await response.write_eof()
         return response
 
 
