@@ -84,10 +84,10 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "llamacpp": Scenario(
         lambda url, body: {
-            "/v1/models": "local_servers/llamacpp/v1-models.json",
-            "/props": "local_servers/llamacpp/props.json",
+            "/v1/models": "llamacpp/v1-models.json",
+            "/props": "llamacpp/props.json",
         }.get(url.path),
-        ids_of("local_servers/llamacpp/v1-models.json", "data"),
+        ids_of("llamacpp/v1-models.json", "data"),
         keyed=False,
     ),
     "openai_compatible": Scenario(
