@@ -128,7 +128,7 @@ def create_app(
     metrics.registry.register(usage.metrics)
     limits = Limits(live, clock, fleet=fleet)
     request_log = RequestLog(live, usage.recorder, usage.ledger, clock)
-    console = Console(live, reloader) if settings.console.enabled else None
+    console = Console(live, reloader, catalog.current) if settings.console.enabled else None
     limit_endpoints = LimitEndpoints(limits)
     usage.endpoints.key_limits = limit_endpoints.of_key
     parts = app[COMPONENTS] = Components(

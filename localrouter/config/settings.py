@@ -157,6 +157,11 @@ class ProviderSettings(_Strict):
         return self.spec.kind.resolve(self.resolved_base_url)
 
     @property
+    def catalog_scope(self) -> str | None:
+        """The catalog provider its models are matched in (the config's, else its type's)."""
+        return self.catalog_provider or self.spec.catalog_provider
+
+    @property
     def keeps_cache_markers(self) -> bool:
         if self.cache_markers is not None:
             return self.cache_markers

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp.typedefs import Handler
 
+from localrouter.catalog import Catalog
 from localrouter.config.live import LiveSettings
 from localrouter.config.reload import ConfigReloader
 from localrouter.console.api import ADMIN_PATHS, ConsoleEndpoints
@@ -16,9 +19,11 @@ OPEN_PATHS = frozenset({*PAGE_PATHS, ASSET_PATH})
 
 
 class Console:
-    def __init__(self, live: LiveSettings, reloader: ConfigReloader) -> None:
+    def __init__(
+        self, live: LiveSettings, reloader: ConfigReloader, catalog: Callable[[], Catalog]
+    ) -> None:
         self.assets = ConsoleAssets()
-        self.endpoints = ConsoleEndpoints(live, reloader)
+        self.endpoints = ConsoleEndpoints(live, reloader, catalog)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         endpoints = self.endpoints

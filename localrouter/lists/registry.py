@@ -308,7 +308,7 @@ class Registry:
             instance=provider.name,
         )
         adapter = spec.factory(provider, spec)
-        catalog_provider = provider.catalog_provider or spec.catalog_provider
+        catalog_provider = provider.catalog_scope
         pool = KeyPool(provider.name, len(provider.keys), self._clock) if provider.pooled else None
         # An adapter per key of a pool: each keeps the headers of its own key.
         keyed = tuple(spec.factory(provider.with_key(k), spec) for k in provider.keys if pool)
