@@ -38,11 +38,7 @@ def assemble(kind: str, raw: bytes) -> Json:
     (its bytes as they went by, perhaps cut short: a broken last event is left out)."""
     answer = Answer()
     read = _READERS.get(kind, _chat)
-    for payload in _payloads(raw, kind == "ollama"):
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            continue
+    for event in _events(_payloads(raw, kind == "ollama")):
         if isinstance(event, dict):
             read(answer, event)
     return answer.shown(kind)
@@ -60,6 +56,21 @@ def _payloads(raw: bytes, lines: bool) -> list[bytes]:
     return found
 
 
+def _events(payloads: list[bytes]) -> list[Any]:
+    """The payloads parsed: in one go (one call, not one per event), else one by one, the
+    broken ones (a stream cut short at the cap) left out."""
+    try:
+        parsed: list[Any] = orjson.loads(b"[" + b",".join(payloads) + b"]")
+    except orjson.JSONDecodeError:
+        parsed = []
+        for payload in payloads:
+            try:
+                parsed.append(orjson.loads(payload))
+            except orjson.JSONDecodeError:
+                continue
+    return parsed
+
+
 def _dict(value: Any) -> Json:
     return value if isinstance(value, dict) else {}
 
@@ -71,9 +82,11 @@ def _text(value: Any) -> str:
 def _chat(answer: Answer, chunk: Json) -> None:
     for choice in chunk.get("choices") or ():
         delta = _dict(_dict(choice).get("delta"))
-        answer.text.append(_text(delta.get("content")))
+        if isinstance(content := delta.get("content"), str):
+            answer.text.append(content)
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        answer.reasoning.append(_text(reasoning))
+        if reasoning:
+            answer.reasoning.append(_text(reasoning))
         for call in delta.get("tool_calls") or ():
             call = _dict(call)
             function = _dict(call.get("function"))
