@@ -1,12 +1,10 @@
-"""What a call needs of each limit, and this daemon's own counts of them: the counts every
+"""What a call holds of each limit, and this daemon's own counts of them: the counts every
 daemon keeps (and decides by when Redis cannot be reached), however a fleet counts."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from localrouter.limits.periods import Period
-from localrouter.limits.rules import Scope
+from localrouter.limits.rules import Limit
 
 REQUESTS, TOKENS = "requests_per_minute", "tokens_per_minute"
 USD_DAY, USD_MONTH, PARALLEL = "usd_per_day", "usd_per_month", "max_parallel"
@@ -14,83 +12,73 @@ USD_DAY, USD_MONTH, PARALLEL = "usd_per_day", "usd_per_month", "max_parallel"
 SLACK = 1e-9
 
 
-class Need(NamedTuple):
-    """What one call asks of one limit: `amount` of `limit` in `period` (None: calls in
-    flight, which have no period)."""
-
-    scope: Scope
-    kind: str
-    limit: float
-    amount: float
-    period: Period | None
-
-    @property
-    def counter(self) -> tuple[str, str]:
-        return self.scope.key, self.kind
-
-    def fits(self, used: float) -> bool:
-        return used + self.amount <= self.limit + SLACK
-
-
 class Window:
-    """One counter in its current period: what calls used, what calls in flight reserved."""
+    """One counter in one period: what calls used, what calls in flight reserved. A counter
+    whose period ends starts a new window; the old one, which calls in flight may still
+    settle, is no longer counted."""
 
     __slots__ = ("period", "reserved", "used")
 
     def __init__(self, period: str) -> None:
-        self.period = period
+        self.period = period  # its name ("": calls in flight, which have no period)
         self.used = 0.0  # settled and reserved together: what admission compares
         self.reserved = 0.0
 
+    def settle(self, amount: float, actual: float) -> None:
+        """A reservation of `amount` replaced by what the call used (0 when it failed before
+        any use)."""
+        used, reserved = self.used + actual - amount, self.reserved - amount
+        # max(x, 0.0) spelt out, here and on the call path: the builtin costs several times more
+        self.used = 0.0 if used < 0.0 else used
+        self.reserved = 0.0 if reserved < 0.0 else reserved
+
+
+# What a call holds of one limit: the window it is counted in, the amount it reserved there,
+# and the period (None: calls in flight). A plain tuple: one is made per limit and call.
+Held = tuple[Limit, Window, float, Period | None]
+
+
+def check(held: list[Held]) -> tuple[list[float], int | None]:
+    """Each counter's count before the call, and the first limit it would exceed (None:
+    none)."""
+    used: list[float] = []
+    refusing = None
+    for index, (limit, window, amount, _) in enumerate(held):
+        value = window.used
+        used.append(value)
+        if refusing is None and not value + amount <= limit.value + SLACK:
+            refusing = index
+    return used, refusing
+
+
+def reserve(held: list[Held]) -> None:
+    for limit, window, amount, _ in held:
+        window.used += amount
+        if limit.kind != REQUESTS:  # a request is spent when made; the rest settle later
+            window.reserved += amount
+
 
 class LocalCounts:
-    """Every counter of this daemon, by (scope key, kind); a counter whose period ended
-    starts again from zero when next used."""
+    """Every counter of this daemon, by (scope key, kind), in its current window."""
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], Window] = {}
 
-    def window(self, need: Need) -> Window:
-        period = need.period.name if need.period is not None else ""
-        found = self._windows.get(need.counter)
-        if found is None or found.period != period:
-            found = self._windows[need.counter] = Window(period)
-        return found
+    def window(self, counter: tuple[str, str], period: Period | None) -> Window:
+        """The counter's window in `period` (from zero when the period is new)."""
+        name = period.name if period is not None else ""
+        window = self._windows.get(counter)
+        if window is None or window.period != name:
+            window = self._windows[counter] = Window(name)
+        return window
 
-    def used(self, needs: list[Need]) -> list[float]:
-        return [self.window(need).used for need in needs]
-
-    def first_refusing(self, needs: list[Need], used: list[float]) -> int | None:
-        for index, (need, value) in enumerate(zip(needs, used, strict=True)):
-            if not need.fits(value):
-                return index
-        return None
-
-    def reserve(self, needs: list[Need]) -> None:
-        for need in needs:
-            window = self.window(need)
-            window.used += need.amount
-            if need.kind != REQUESTS:  # a request is spent when made; the rest settle later
-                window.reserved += need.amount
-
-    def settle(self, need: Need, actual: float) -> None:
-        """A reservation replaced by what the call used (0 when it failed before any use);
-        dropped when its period has ended since."""
-        window = self._windows.get(need.counter)
-        period = need.period.name if need.period is not None else ""
-        if window is None or window.period != period:
-            return
-        window.used = max(window.used + actual - need.amount, 0.0)
-        window.reserved = max(window.reserved - need.amount, 0.0)
-
-    def seed(self, scope: Scope, kind: str, period: Period, spent: float) -> None:
+    def seed(self, counter: tuple[str, str], period: Period, spent: float) -> None:
         """Spend rebuilt from the usage ledger at start."""
-        window = self.window(Need(scope, kind, 0.0, 0.0, period))
-        window.used += spent
+        self.window(counter, period).used += spent
 
-    def peek(self, scope: Scope, kind: str, period: Period | None) -> tuple[float, float]:
+    def peek(self, counter: tuple[str, str], period: Period | None) -> tuple[float, float]:
         """(used, reserved) of a counter now, without starting one."""
-        window = self._windows.get((scope.key, kind))
+        window = self._windows.get(counter)
         name = period.name if period is not None else ""
         if window is None or window.period != name:
             return 0.0, 0.0

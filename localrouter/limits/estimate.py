@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from localrouter.base.jsonload import Json
-from localrouter.usage.cost import cost_of
-from localrouter.usage.record import CostSource, Tokens
+from localrouter.usage.cost import plain_cost
+from localrouter.usage.record import CostSource
 from localrouter.usage.tokens import estimated
 
 DEFAULT_OUTPUT_TOKENS = 4096
+_FREE = CostSource.FREE  # an enum's member, looked up once
 # Where each protocol says the most a call may answer: Chat Completions (both names),
 # Messages, Responses; Ollama's options.num_predict is read apart.
 _OUTPUT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -32,11 +33,8 @@ def output_cap(body: Json) -> int | None:
 class Estimate(NamedTuple):
     input_tokens: int
     output_tokens: int
+    tokens: int  # both
     cost: float | None  # None: the model's price is unknown
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 def estimate(
@@ -46,12 +44,12 @@ def estimate(
     prices: Mapping[str, float] | None,
     source: CostSource,
 ) -> Estimate:
-    tokens = Tokens(
-        input_tokens=estimated(request_bytes),
-        output_tokens=asked_output or listed_output or DEFAULT_OUTPUT_TOKENS,
-    )
-    if source is CostSource.FREE:
+    input_tokens = estimated(request_bytes)
+    output_tokens = asked_output or listed_output or DEFAULT_OUTPUT_TOKENS
+    if source is _FREE:
         cost: float | None = 0.0
+    elif prices is None:
+        cost = None
     else:
-        cost = cost_of(tokens, prices) if prices is not None else None
-    return Estimate(tokens.input_tokens, tokens.output_tokens, cost)
+        cost = plain_cost(input_tokens, output_tokens, prices)
+    return Estimate(input_tokens, output_tokens, input_tokens + output_tokens, cost)

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 import structlog
+from multidict import istr
 
 from localrouter.base.errors import BudgetExceeded, RateLimited, UnpricedRefused
 from localrouter.config.control import Client
@@ -18,66 +19,86 @@ from localrouter.limits.counting import (
     TOKENS,
     USD_DAY,
     USD_MONTH,
+    Held,
     LocalCounts,
-    Need,
+    check,
+    reserve,
 )
 from localrouter.limits.estimate import Estimate, estimate
 from localrouter.limits.periods import Period, Periods
-from localrouter.limits.rules import CallerLimits, LimitRules, Scope
+from localrouter.limits.rules import CallerLimits, Limit, LimitRules
 from localrouter.limits.shared import SharedCounts
 from localrouter.lists.cache import Clock
 from localrouter.lists.fleet import Fleet
 from localrouter.lists.instance import Instance
 from localrouter.providers.base import ModelInfo
-from localrouter.usage.cost import prices_for
+from localrouter.usage.cost import forget_configured_prices, prices_for
 from localrouter.usage.ledger import Ledger
 from localrouter.usage.record import CallRecord
 
 log = structlog.get_logger(__name__)
 
 DOLLARS = (USD_DAY, USD_MONTH)
-REMAINING_USD_HEADER = "x-localrouter-budget-remaining-usd"
+# istr: a plain str header name costs an istr made each time the answer's headers are written
+REMAINING_USD_HEADER: str = istr("x-localrouter-budget-remaining-usd")
+# The limit, remaining and reset headers of each rate, for its tightest limit.
+_RATE_HEADERS: dict[str, tuple[str, str, str]] = {
+    kind: (
+        istr(f"x-ratelimit-limit-{name}"),
+        istr(f"x-ratelimit-remaining-{name}"),
+        istr(f"x-ratelimit-reset-{name}"),
+    )
+    for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens"))
+}
 
 
 class Ticket:
-    """An admitted call's reservations, until they are settled."""
+    """A call's reservations, until they are settled: what it holds of each limit that
+    applies (in the config's order), counted here, and in the fleet's counts when `shared`;
+    and which of them are which kind, by position."""
 
-    __slots__ = ("_limits", "call_id", "headers", "needs", "shared")
+    __slots__ = ("budgets", "call_id", "headers", "held", "rates", "shared", "slots", "tokens")
 
-    def __init__(
-        self,
-        limits: Limits,
-        needs: list[Need],
-        call_id: str,
-        shared: bool,
-        headers: dict[str, str],
-    ) -> None:
-        self._limits, self.needs, self.call_id, self.shared = limits, needs, call_id, shared
-        self.headers = headers  # put on the answer: x-ratelimit-*, the budget's warning
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.held: list[Held] = []
+        self.rates: list[int] = []  # requests and tokens per minute
+        self.tokens: list[int] = []  # tokens per minute
+        self.budgets: list[int] = []  # dollars per day and month
+        self.slots: list[int] = []  # max_parallel
+        self.shared: SharedCounts | None = None
+        self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
 
     def release(self) -> None:
         """The answer ended: its slots of max_parallel are free."""
-        for need in self.needs:
-            if need.kind == PARALLEL:
-                self._limits.settle(self, need, 0.0)
+        for index in self.slots:
+            self._settle(self.held[index], 0.0)
 
     def settle(self, record: CallRecord) -> None:
         """The call's reserved tokens and dollars replaced by its real ones (a call that
         failed before any use reported none, and so gives its reservation back)."""
-        tokens = record.tokens.input_tokens + record.tokens.output_tokens
-        cost = record.cost_usd or 0.0
-        for need in self.needs:
-            if need.kind == TOKENS:
-                self._limits.settle(self, need, float(tokens))
-            elif need.kind in DOLLARS:
-                self._limits.settle(self, need, cost)
+        held = self.held
+        if self.tokens:
+            tokens = float(record.tokens.input_tokens + record.tokens.output_tokens)
+            for index in self.tokens:
+                self._settle(held[index], tokens)
+        if self.budgets:
+            cost = record.cost_usd or 0.0
+            for index in self.budgets:
+                self._settle(held[index], cost)
 
     def refund(self) -> None:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
-        for need in self.needs:
-            self._limits.settle(self, need, 0.0)
-        self.needs = []
+        for held in self.held:
+            self._settle(held, 0.0)
+        self.held, self.rates, self.tokens, self.budgets, self.slots = [], [], [], [], []
+
+    def _settle(self, held: Held, actual: float) -> None:
+        _, window, amount, _ = held
+        window.settle(amount, actual)
+        if self.shared is not None:
+            self.shared.settle(held, actual, self.call_id)
 
 
 @dataclass
@@ -98,7 +119,9 @@ class Limits:
         self.live.subscribe(lambda _: self._apply())
 
     def _apply(self) -> None:
-        """A config (re)loaded: its limits apply from the next request; the counts stay."""
+        """A config (re)loaded: its limits and prices apply from the next request; the counts
+        stay."""
+        forget_configured_prices()  # the old config's, never asked for again
         self.rules = LimitRules.of(self.live.current)
         timezone = self.rules.settings.timezone
         if getattr(self, "periods", None) is None or self.periods.timezone != timezone:
@@ -122,8 +145,11 @@ class Limits:
         """Reserve what the call to `instance`/`upstream_id` (asked for as `asked`) is
         expected to use against every limit of `caller` that applies, or raise the refusal
         of the first that it would exceed."""
-        resolved = f"{instance.name}/{upstream_id}"
-        scopes = caller.applying(asked, resolved)
+        limits = (
+            caller.limits
+            if caller.every_model
+            else caller.applying(asked, f"{instance.name}/{upstream_id}")
+        )
         prices, source = prices_for(
             instance.settings, upstream_id, listed.pricing if listed else None
         )
@@ -135,16 +161,15 @@ class Limits:
             source,
         )
         if expected.cost is None and caller.refuses_unpriced:
-            _refuse_unpriced(scopes, resolved)
+            _refuse_unpriced(limits, f"{instance.name}/{upstream_id}")
         now = self.clock()
-        needs = self._needs(scopes, expected, now)
-        if not needs:
-            return Ticket(self, needs, call_id, False, {})
+        ticket = self._ticket(limits, expected, now, call_id)
+        held = ticket.held
+        if not held:
+            return ticket
         shared = self.shared
-        verdict = await shared.admit(needs, call_id, now) if shared is not None else None
-        counts = self.counts
-        own = counts.used(needs)
-        refusing = counts.first_refusing(needs, own)
+        verdict = await shared.admit(held, call_id, now) if shared is not None else None
+        own, refusing = check(held)
         used = own
         if verdict is not None:  # the fleet's counts decide, and never count less than ours:
             # a Redis restarted empty, or one that was unreachable a while, misses some spend
@@ -153,80 +178,90 @@ class Limits:
                 refusing = fleet_refusing
             elif refusing is not None:
                 assert shared is not None
-                for need in needs:  # give the fleet's reservation back
-                    shared.settle(need, 0.0, call_id)
+                for each in held:  # give the fleet's reservation back
+                    shared.settle(each, 0.0, call_id)
                 used = own
         if refusing is not None:
-            raise self._refusal(needs, used, refusing, expected, now)
-        counts.reserve(needs)
-        return Ticket(self, needs, call_id, verdict is not None, self._headers(needs, used, now))
+            raise self._refusal(ticket, used, refusing, expected, now)
+        reserve(held)
+        if verdict is not None:
+            ticket.shared = shared
+        ticket.headers = self._headers(ticket, used, now)
+        return ticket
 
-    def settle(self, ticket: Ticket, need: Need, actual: float) -> None:
-        self.counts.settle(need, actual)
-        if ticket.shared and self.shared is not None:
-            self.shared.settle(need, actual, ticket.call_id)
+    def _ticket(
+        self, limits: tuple[Limit, ...], expected: Estimate, now: float, call_id: str
+    ) -> Ticket:
+        """What the call is expected to use of each limit, in the window it counts in now."""
+        ticket = Ticket(call_id)
+        held = ticket.held
+        counts, periods = self.counts, self.periods
+        minute = periods.minute(now)
+        for limit in limits:
+            kind = limit.kind
+            period: Period | None
+            if kind == REQUESTS:
+                amount, period = 1.0, minute
+                ticket.rates.append(len(held))
+            elif kind == TOKENS:
+                amount, period = expected.tokens, minute
+                ticket.rates.append(len(held))
+                ticket.tokens.append(len(held))
+            elif kind == PARALLEL:
+                amount, period = 1.0, None
+                ticket.slots.append(len(held))
+            elif expected.cost:  # priced and not free: dollars count
+                amount = expected.cost
+                period = periods.day(now) if kind == USD_DAY else periods.month(now)
+                ticket.budgets.append(len(held))
+            else:
+                continue
+            held.append((limit, counts.window(limit.counter, period), amount, period))
+        return ticket
 
-    def _needs(self, scopes: list[Scope], expected: Estimate, now: float) -> list[Need]:
-        needs = []
-        periods = self.periods
-        for scope in scopes:
-            for kind, limit in scope.limits.items():
-                if kind == REQUESTS:
-                    needs.append(Need(scope, kind, limit, 1.0, periods.minute(now)))
-                elif kind == TOKENS:
-                    needs.append(Need(scope, kind, limit, expected.tokens, periods.minute(now)))
-                elif kind == PARALLEL:
-                    needs.append(Need(scope, kind, limit, 1.0, None))
-                elif expected.cost:  # priced and not free: dollars count
-                    period = periods.day(now) if kind == USD_DAY else periods.month(now)
-                    needs.append(Need(scope, kind, limit, expected.cost, period))
-        return needs
-
-    def _headers(self, needs: list[Need], used: list[float], now: float) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens")):
-            tightest = _tightest(needs, used, kind, after=True)
-            if tightest is not None:
-                need, left = tightest
-                headers.update(_rate_headers(name, need, left, now))
+    def _headers(self, ticket: Ticket, used: list[float], now: float) -> dict[str, str]:
+        held = ticket.held
+        headers = _rate_headers(_tightest(ticket, used, after=True), now)
         warn_at = self.rules.settings.warn_at
         remaining: float | None = None
-        for need, value in zip(needs, used, strict=True):
-            if need.kind in DOLLARS and need.limit and value + need.amount >= warn_at * need.limit:
-                left = max(need.limit - value - need.amount, 0.0)
+        for index in ticket.budgets:
+            limit, _, amount, period = held[index]
+            value = used[index]
+            if limit.value and value + amount >= warn_at * limit.value:
+                left = max(limit.value - value - amount, 0.0)
                 remaining = left if remaining is None else min(remaining, left)
-                self._warn(need, value + need.amount)
+                assert period is not None
+                self._warn(limit, period, value + amount)
         if remaining is not None:
             headers[REMAINING_USD_HEADER] = f"{remaining:.6f}"
         return headers
 
-    def _warn(self, need: Need, used: float) -> None:
-        assert need.period is not None
-        once = (need.scope.key, need.kind, need.period.name)
+    def _warn(self, limit: Limit, period: Period, used: float) -> None:
+        once = (limit.scope.key, limit.kind, period.name)
         if once not in self._warned:
             if len(self._warned) > 10_000:
                 self._warned.clear()
             self._warned.add(once)
             log.warning(
                 "limits.budget_warning",
-                who=need.scope.who,
-                budget=f"{need.scope.path}.{need.kind}",
-                limit_usd=need.limit,
+                who=limit.scope.who,
+                budget=f"{limit.scope.path}.{limit.kind}",
+                limit_usd=limit.value,
                 used_usd=round(used, 6),
-                resets=self.periods.shown(need.period.ends),
+                resets=self.periods.shown(period.ends),
             )
 
     def _refusal(
-        self, needs: list[Need], used: list[float], index: int, expected: Estimate, now: float
+        self, ticket: Ticket, used: list[float], index: int, expected: Estimate, now: float
     ) -> RateLimited | BudgetExceeded:
-        need, value = needs[index], used[index]
-        scope, limit = need.scope, need.limit
-        where = f"{scope.path}.{need.kind}"
-        if need.kind in DOLLARS:
-            assert need.period is not None
-            ends = need.period.ends
+        (refusing, _, amount, period), value = ticket.held[index], used[index]
+        scope, kind, limit = refusing.scope, refusing.kind, refusing.value
+        where = f"{scope.path}.{kind}"
+        if kind in DOLLARS:
+            assert period is not None
+            ends = period.ends
             this = (
-                f" This call may cost up to ${need.amount:.4f} (about {expected.input_tokens} "
+                f" This call may cost up to ${amount:.4f} (about {expected.input_tokens} "
                 f"input tokens and up to {expected.output_tokens} output: a lower max_tokens "
                 "reserves less)."
                 if value < limit
@@ -239,21 +274,21 @@ class Limits:
                 "with no known price are not counted.",
                 status=self.rules.settings.budget_status,
             )
-        if need.kind == PARALLEL:
+        if kind == PARALLEL:
             message = (
                 f"Too many calls at once for {scope.who}: {value:g} in flight, and "
                 f"{where} is {limit:g}. Try again when one has ended."
             )
             wait = 1.0
         else:
-            assert need.period is not None
-            wait = max(need.period.ends - now, 0.001)
-            unit = "requests" if need.kind == REQUESTS else "tokens"
+            assert period is not None
+            wait = max(period.ends - now, 0.001)
+            unit = "requests" if kind == REQUESTS else "tokens"
             this = (
-                f" This call may use {need.amount:g} (about {expected.input_tokens} input "
+                f" This call may use {amount:g} (about {expected.input_tokens} input "
                 f"tokens and up to {expected.output_tokens} output: a lower max_tokens needs "
                 "fewer)."
-                if need.kind == TOKENS
+                if kind == TOKENS
                 else ""
             )
             message = (
@@ -263,18 +298,16 @@ class Limits:
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(math.ceil(wait * 1000)),
+            **_rate_headers(_tightest(ticket, used, after=False), now),
         }
-        for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens")):
-            tightest = _tightest(needs, used, kind, after=False)
-            if tightest is not None:
-                headers.update(_rate_headers(name, *tightest, now))
-        error_type = "tokens" if need.kind == TOKENS else "requests"
+        error_type = "tokens" if kind == TOKENS else "requests"
         return RateLimited(message, error_type=error_type, headers=headers)
 
 
-def _refuse_unpriced(scopes: list[Scope], resolved: str) -> None:
-    for scope in scopes:
-        if USD_DAY in scope.limits or USD_MONTH in scope.limits:
+def _refuse_unpriced(limits: tuple[Limit, ...], resolved: str) -> None:
+    for limit in limits:
+        if limit.kind in DOLLARS:
+            scope = limit.scope
             raise UnpricedRefused(
                 f"'{resolved}' has no known price, and {scope.who} refuses calls that its "
                 f"dollar budget cannot count ({scope.path}: usd_limits_unpriced: refuse). "
@@ -284,27 +317,41 @@ def _refuse_unpriced(scopes: list[Scope], resolved: str) -> None:
             )
 
 
-def _tightest(
-    needs: list[Need], used: list[float], kind: str, *, after: bool
-) -> tuple[Need, float] | None:
-    """The need of `kind` with the least left (after this call's amount, when admitted)."""
-    found: tuple[Need, float] | None = None
-    for need, value in zip(needs, used, strict=True):
-        if need.kind == kind:
-            left = need.limit - value - (need.amount if after else 0.0)
-            if found is None or left < found[1]:
-                found = need, left
+# Of a rate's tightest limit: the limit, what is left of it, its period.
+Tightest = tuple[Limit, float, Period | None]
+
+
+def _tightest(ticket: Ticket, used: list[float], *, after: bool) -> dict[str, Tightest]:
+    """Of each rate (requests, tokens), the limit with the least left (after this call's
+    amount, when admitted)."""
+    found: dict[str, Tightest] = {}
+    held = ticket.held
+    for index in ticket.rates:
+        limit, _, amount, period = held[index]
+        left = limit.value - used[index] - (amount if after else 0.0)
+        tightest = found.get(limit.kind)
+        if tightest is None or left < tightest[1]:
+            found[limit.kind] = limit, left, period
     return found
 
 
-def _rate_headers(name: str, need: Need, left: float, now: float) -> dict[str, str]:
-    period: Period | None = need.period
-    reset = max(period.ends - now, 0.0) if period is not None else 0.0
-    return {
-        f"x-ratelimit-limit-{name}": f"{need.limit:g}",
-        f"x-ratelimit-remaining-{name}": f"{max(math.floor(left), 0)}",
-        f"x-ratelimit-reset-{name}": f"{reset:.3f}".rstrip("0").rstrip(".") + "s",
-    }
+def _rate_headers(tightest: dict[str, Tightest], now: float) -> dict[str, str]:
+    headers = {}
+    reset = ""
+    for kind, (limit_name, remaining_name, reset_name) in _RATE_HEADERS.items():
+        if (found := tightest.get(kind)) is not None:
+            limit, left, period = found
+            reset = reset or _reset(period, now)  # the rates count in the same minute
+            headers[limit_name] = limit.shown
+            headers[remaining_name] = str(math.floor(left)) if left >= 1 else "0"  # >= 0
+            headers[reset_name] = reset
+    return headers
+
+
+def _reset(period: Period | None, now: float) -> str:
+    left = period.ends - now if period is not None else 0.0
+    reset = 0.0 if left < 0.0 else left
+    return f"{reset:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _duration(seconds: float) -> str:

@@ -18,20 +18,24 @@ class Period(NamedTuple):
 
 
 class Periods:
-    """The minute, day and month that a time falls in; a day or month is worked out once and
-    kept until it ends."""
+    """The minute, day and month that a time falls in; each is worked out once and kept until
+    it ends."""
 
     def __init__(self, timezone: str) -> None:
         self.timezone = timezone
         self._zone: tzinfo | None = None if timezone == "local" else ZoneInfo(timezone)
+        self._minute = Period("", 0.0)
+        self._minute_starts = 0.0
         self._day = Period("", 0.0)
         self._day_starts = 0.0
         self._month = Period("", 0.0)
         self._month_starts = 0.0
 
     def minute(self, now: float) -> Period:
-        start = now // MINUTE * MINUTE
-        return Period(str(int(start)), start + MINUTE)
+        if not self._minute_starts <= now < self._minute.ends:
+            start = self._minute_starts = now // MINUTE * MINUTE
+            self._minute = Period(str(int(start)), start + MINUTE)
+        return self._minute
 
     def day(self, now: float) -> Period:
         if not self._day_starts <= now < self._day.ends:

@@ -12,9 +12,10 @@ from aiohttp import web
 
 from localrouter.config.control import Client
 from localrouter.http.bodies import JSON
-from localrouter.limits.counting import REQUESTS, TOKENS, USD_DAY, USD_MONTH, Need
+from localrouter.limits.counting import REQUESTS, TOKENS, USD_DAY, USD_MONTH
 from localrouter.limits.gate import Limits
-from localrouter.limits.rules import CallerLimits
+from localrouter.limits.periods import Period
+from localrouter.limits.rules import CallerLimits, Limit
 from localrouter.usage.ledger import Ledger
 
 _RESETS = {USD_DAY: "daily", USD_MONTH: "monthly"}
@@ -33,9 +34,9 @@ async def rebuild(limits: Limits, ledger: Ledger) -> None:
                 if (client or "") != caller.client or not scope.covers(asked or "", model or ""):
                     continue
                 if USD_MONTH in scope.limits and this_month:
-                    limits.counts.seed(scope, USD_MONTH, month, this_month)
+                    limits.counts.seed((scope.key, USD_MONTH), month, this_month)
                 if USD_DAY in scope.limits and today:
-                    limits.counts.seed(scope, USD_DAY, day, today)
+                    limits.counts.seed((scope.key, USD_DAY), day, today)
 
 
 async def standing(limits: Limits, caller: CallerLimits) -> list[dict[str, Any]]:
@@ -43,37 +44,37 @@ async def standing(limits: Limits, caller: CallerLimits) -> list[dict[str, Any]]
     flight, in this daemon), what remains, when it resets, and where it is configured."""
     now = limits.clock()
     periods = limits.periods
-    needs = []
-    for scope in caller.scopes:
-        for kind, limit in scope.limits.items():
-            if kind in (REQUESTS, TOKENS):
-                period = periods.minute(now)
-            elif kind in _RESETS:
-                period = periods.day(now) if kind == USD_DAY else periods.month(now)
-            else:
-                period = None
-            needs.append(Need(scope, kind, limit, 0.0, period))
+    counters: list[tuple[Limit, Period | None]] = []
+    for limit in caller.limits:
+        if limit.kind in (REQUESTS, TOKENS):
+            period: Period | None = periods.minute(now)
+        elif limit.kind in _RESETS:
+            period = periods.day(now) if limit.kind == USD_DAY else periods.month(now)
+        else:
+            period = None
+        counters.append((limit, period))
     shared = limits.shared
-    fleet = await shared.read(needs, now) if shared is not None else None
+    fleet = await shared.read(counters, now) if shared is not None else None
     rows = []
-    for index, need in enumerate(needs):
-        used, reserved = limits.counts.peek(need.scope, need.kind, need.period)
+    for index, (limit, period) in enumerate(counters):
+        used, reserved = limits.counts.peek(limit.counter, period)
         if fleet is not None:
             used = fleet[index]
-        ends = need.period.ends if need.period is not None else None
-        dollars = need.kind in _RESETS
+        ends = period.ends if period is not None else None
+        dollars = limit.kind in _RESETS
+        scope = limit.scope
         rows.append(
             {
                 "client": caller.client or None,
-                "models": need.scope.models.patterns[0] if need.scope.models else "*",
-                "limit": need.kind,
-                "value": need.limit,
+                "models": scope.models.patterns[0] if scope.models else "*",
+                "limit": limit.kind,
+                "value": limit.value,
                 "used": round(used, 6) if dollars else used,
                 "reserved": round(reserved, 6) if dollars else reserved,
-                "remaining": round(max(need.limit - used, 0.0), 6),
+                "remaining": round(max(limit.value - used, 0.0), 6),
                 "resets_at": _iso(ends) if ends is not None else None,
                 "resets": periods.shown(ends) if ends is not None else None,
-                "configured": f"{need.scope.path}.{need.kind}",
+                "configured": f"{scope.path}.{limit.kind}",
                 "counted": "fleet" if fleet is not None else "daemon",
                 "unpriced_counted": False if dollars else None,
             }

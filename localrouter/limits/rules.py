@@ -28,13 +28,28 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Limit:
+    """One limit of a scope, counted in the counter `counter`: (scope key, kind)."""
+
+    scope: Scope
+    kind: str  # its config key
+    value: float
+    counter: tuple[str, str]
+    shown: str  # as answers' headers show it
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class CallerLimits:
     client: str  # a client's name, or NO_CLIENT
     scopes: tuple[Scope, ...]
     refuses_unpriced: bool
+    limits: tuple[Limit, ...]  # every scope's, in order
+    every_model: bool  # whether every scope covers every model
 
-    def applying(self, asked: str, resolved: str) -> list[Scope]:
-        return [scope for scope in self.scopes if scope.covers(asked, resolved)]
+    def applying(self, asked: str, resolved: str) -> tuple[Limit, ...]:
+        """The limits of the scopes that cover a call asked for as `asked`, going to
+        `resolved`."""
+        return tuple(limit for limit in self.limits if limit.scope.covers(asked, resolved))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -90,4 +105,12 @@ def _scope(key: str, client: str, path: str, values: LimitValues, glob: str | No
 
 def _caller(client: str, scopes: list[Scope], refuses: bool) -> CallerLimits | None:
     kept = tuple(scope for scope in scopes if scope.limits)
-    return CallerLimits(client, kept, refuses) if kept else None
+    if not kept:
+        return None
+    limits = tuple(
+        Limit(scope, kind, value, (scope.key, kind), f"{value:g}")
+        for scope in kept
+        for kind, value in scope.limits.items()
+    )
+    every_model = all(scope.models is None for scope in kept)
+    return CallerLimits(client, kept, refuses, limits, every_model)

@@ -10,7 +10,9 @@ import functools
 import math
 from typing import Any
 
-from localrouter.limits.counting import PARALLEL, SLACK, Need
+from localrouter.limits.counting import PARALLEL, SLACK, Held
+from localrouter.limits.periods import Period
+from localrouter.limits.rules import Limit
 from localrouter.lists.fleet import Fleet
 
 # A slot of max_parallel that a daemon took and never gave back (it died) frees itself
@@ -68,24 +70,24 @@ class SharedCounts:
     def up(self) -> bool:
         return self._fleet.up
 
-    def key(self, need: Need) -> str:
-        period = f":{need.period.name}" if need.period is not None else ""
-        return f"{self._prefix}{need.scope.key}:{need.kind}{period}"
+    def key(self, limit: Limit, period: Period | None) -> str:
+        name = f":{period.name}" if period is not None else ""
+        return f"{self._prefix}{limit.scope.key}:{limit.kind}{name}"
 
     async def admit(
-        self, needs: list[Need], call_id: str, now: float
+        self, held: list[Held], call_id: str, now: float
     ) -> tuple[int | None, list[float]] | None:
-        """(the first refusing need's index, or None when admitted and reserved; the counts
+        """(the first refusing limit's index, or None when admitted and reserved; the counts
         it found), or None when Redis cannot answer now."""
         keys, args = [], [repr(now), call_id]
-        for need in needs:
-            keys.append(self.key(need))
-            if need.kind == PARALLEL:
-                args += [repr(need.limit), "1", repr(SLOT_SECONDS), "z"]
+        for limit, _, amount, period in held:
+            keys.append(self.key(limit, period))
+            if limit.kind == PARALLEL:
+                args += [repr(limit.value), "1", repr(SLOT_SECONDS), "z"]
             else:
-                assert need.period is not None
-                ttl = max(need.period.ends - now, 1.0) + _AFTER_PERIOD
-                args += [repr(need.limit), repr(need.amount), repr(ttl), "n"]
+                assert period is not None
+                ttl = max(period.ends - now, 1.0) + _AFTER_PERIOD
+                args += [repr(limit.value), repr(amount), repr(ttl), "n"]
         args.append(repr(SLACK))
         found = await self._fleet.call(lambda: self._admit(keys=keys, args=args))
         if found is None:
@@ -93,21 +95,22 @@ class SharedCounts:
         first, *used = (float(_text(value)) for value in found)
         if first:
             index = int(first) - 1
-            counts = [0.0] * len(needs)
+            counts = [0.0] * len(held)
             counts[index] = used[0]
             return index, counts
         return None, used
 
-    def settle(self, need: Need, actual: float, call_id: str) -> None:
+    def settle(self, held: Held, actual: float, call_id: str) -> None:
         """A reservation (made in Redis) replaced by what the call used, sent with others
         soon; what Redis cannot take then is dropped (its counters expire)."""
-        if need.kind == PARALLEL:
+        limit, _, amount, period = held
+        if limit.kind == PARALLEL:
             if len(self._leave) < MAX_WAITING:
-                self._leave.append((self.key(need), call_id))
-        elif actual != need.amount and need.period is not None:
-            key = self.key(need)
+                self._leave.append((self.key(limit, period), call_id))
+        elif actual != amount and period is not None:
+            key = self.key(limit, period)
             delta, _ = self._adjust.get(key, (0.0, 0.0))
-            self._adjust[key] = (delta + actual - need.amount, need.period.ends + _AFTER_PERIOD)
+            self._adjust[key] = (delta + actual - amount, period.ends + _AFTER_PERIOD)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send_all())
 
@@ -134,16 +137,19 @@ class SharedCounts:
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
 
-    async def read(self, needs: list[Need], now: float) -> list[float] | None:
-        """Each counter's count now (for /api/limits), or None when Redis cannot answer."""
+    async def read(
+        self, counters: list[tuple[Limit, Period | None]], now: float
+    ) -> list[float] | None:
+        """Each limit's count in its period now (for /api/limits), or None when Redis cannot
+        answer."""
 
         async def read() -> list[Any]:
             async with self._fleet.redis.pipeline(transaction=False) as pipe:
-                for need in needs:
-                    if need.kind == PARALLEL:
-                        pipe.zcount(self.key(need), now, "+inf")
+                for limit, period in counters:
+                    if limit.kind == PARALLEL:
+                        pipe.zcount(self.key(limit, period), now, "+inf")
                     else:
-                        pipe.get(self.key(need))
+                        pipe.get(self.key(limit, period))
                 return list(await pipe.execute())
 
         found = await self._fleet.call(read)

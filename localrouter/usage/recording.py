@@ -25,7 +25,7 @@ from multidict import istr
 
 from localrouter.lists.cache import Clock
 from localrouter.lists.instance import Instance
-from localrouter.usage.cost import priced, prices_for
+from localrouter.usage.cost import configured_prices, priced, prices_for
 from localrouter.usage.ledger import Ledger
 from localrouter.usage.metrics import UsageMetrics
 from localrouter.usage.record import CallRecord, Tokens, UsageSource
@@ -223,18 +223,18 @@ class Recorder:
         record = call.record
         if record.usage_source is UsageSource.NONE and record.instance and record.status < 400:
             _estimate(call)
-        instance = call.instance
-        if instance is None or call.upstream_id is None:
+        instance, upstream_id = call.instance, call.upstream_id
+        if instance is None or upstream_id is None:
             return
-        listed = (  # the listing the call used: no fetch for a record
-            await instance.listed(call.upstream_id, 0.0)
-            if instance.cache.current is not None
-            else None
-        )
-        prices, source = prices_for(
-            instance.settings, call.upstream_id, listed.pricing if listed else None
-        )
-        record.cost_usd, record.cost_source = priced(record.tokens, prices, source)
+        prices = configured_prices(instance.settings, upstream_id)
+        if prices is None:  # the config does not say: the listing's prices decide
+            listed = (  # the listing the call used: no fetch for a record
+                await instance.listed(upstream_id, 0.0)
+                if instance.cache.current is not None
+                else None
+            )
+            prices = prices_for(instance.settings, upstream_id, listed.pricing if listed else None)
+        record.cost_usd, record.cost_source = priced(record.tokens, *prices)
 
     async def flush(self) -> None:
         """Settle and write everything now (for reads that must see the last requests)."""
