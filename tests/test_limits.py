@@ -310,3 +310,24 @@ async def test_a_client_without_limits_is_not_held_by_another_clients(
         await chat(sdk(client))
     headers = await chat(sdk(client, token="other-limits-token-77"))
     assert "x-ratelimit-limit-requests" not in headers
+
+
+async def test_with_the_ledger_off_no_client_gets_usage_it_did_not_ask_for(
+    daemon: DaemonFactory, tmp_path: Path, wires: Wires, sdk: SDK
+) -> None:
+    """The ledger off, a limited client's streams are asked for their usage (its budgets
+    need it) and that usage is taken out again; a client without limits is not asked at all.
+    Neither sees a usage chunk it did not ask for."""
+    config = limited(tmp_path, wires, {"tokens_per_minute": 100_000})
+    config["usage"] = {"enabled": False}
+    config["clients"].append({"name": "other", "token": "other-limits-token-77"})
+    client = await daemon(config)
+    for token, asked in ((AGENT, True), ("other-limits-token-77", False)):
+        api = sdk(client, token=token)
+        answer = await api.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=64, stream=True
+        )
+        parts = [part async for part in answer]
+        assert all(part.usage is None for part in parts)
+        assert "".join(part.choices[0].delta.content or "" for part in parts) == TEXT
+        assert ("stream_options" in wires.openai.bodies[-1]) is asked

@@ -31,6 +31,7 @@ from localrouter.base.errors import (
     UnpricedRefused,
 )
 from localrouter.base.secrets import shown_headers
+from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
@@ -70,11 +71,13 @@ class Upstreams:
     limits: Limits
     tracing: Tracing | None = None  # telemetry.otlp_endpoint set
 
-    @property
-    def reads_usage(self) -> bool:
-        """Whether answers' usage is wanted (a stream is asked for it): for the ledger, the
-        limits or the spans."""
-        return self.recorder.enabled or self.limits.rules.any or self.tracing is not None
+    def reads_usage(self, client: Client | None) -> bool:
+        """Whether the usage of `client`'s answers is wanted (a stream is asked for it): for
+        the ledger, the spans, or its own limits. Only then is a call recorded, and only a
+        recorded call takes out again the usage its client did not ask for."""
+        return (
+            self.recorder.enabled or self.tracing is not None or self.limits.of(client) is not None
+        )
 
 
 # A limit refusing a model: its fallbacks are tried, as for a model the allowlist refuses.

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
 from localrouter.http.bodies import JSON, model_request
+from localrouter.http.guard import CLIENT
 from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
@@ -85,7 +86,7 @@ class Forward:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
         upstreams = self._upstreams
-        ask_usage = upstreams.reads_usage
+        ask_usage = upstreams.reads_usage(request[CLIENT])
         plan = Forwarding(
             RequestBody(body, raw),
             model,
