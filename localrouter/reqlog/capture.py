@@ -13,6 +13,7 @@ from localrouter.reqlog.assemble import assemble
 from localrouter.usage.recording import Call, Keep
 
 WHOLE = "body"  # a response kept as the client got it; a stream is "stream:<its wire format>"
+STREAM = "stream"
 _LEVEL = 6
 # A body this short is kept as it is: setting up a compressor costs more than it saves (most
 # requests and answers of a chat are a few hundred bytes). The first byte says which it is.
@@ -24,7 +25,16 @@ class Captured:
     """A call's request, headers and answer (a whole body, or a stream's upstream bytes in
     `stream_format`), with the secrets to take out of them and the cap."""
 
-    __slots__ = ("cap", "headers", "request", "response", "secrets", "stream_cut", "wire")
+    __slots__ = (
+        "cap",
+        "headers",
+        "request",
+        "response",
+        "secrets",
+        "stream_cut",
+        "streamed",
+        "wire",
+    )
 
     def __init__(self, call: Call, secrets: tuple[str, ...], cap: int) -> None:
         self.request = call.request_body
@@ -34,6 +44,7 @@ class Captured:
             call.stream if call.stream is not None else call.response_body
         )
         self.stream_cut = call.stream_cut
+        self.streamed = call.record.stream  # a stream cut off before its first byte kept none
         self.secrets, self.cap = secrets, cap
 
     def row(self) -> tuple[object, ...]:
@@ -43,10 +54,10 @@ class Captured:
         if self.headers is not None:
             headers, _ = self._kept(orjson.dumps(self.headers))
         answer: bytes | bytearray | None = self.response
-        kind = WHOLE
+        kind = STREAM if self.streamed else WHOLE
         if answer is not None and self.wire:
             answer = orjson.dumps(assemble(self.wire, bytes(answer)))
-            kind = f"stream:{self.wire}"
+            kind = f"{STREAM}:{self.wire}"
         response, response_cut = self._kept(answer)
         return (
             request,
