@@ -3,6 +3,7 @@ its text, its reasoning and its tool calls, not every event (the request log kee
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -36,12 +37,35 @@ class Answer:
 def assemble(kind: str, raw: bytes) -> Json:
     """The answer a stream of `kind` (chat, anthropic, responses, ollama) carried in `raw`
     (its bytes as they went by, perhaps cut short: a broken last event is left out)."""
+    if kind != "ollama":
+        raw = raw[: raw.rfind(b"\n") + 1]  # an event is dispatched at its line's end
+    if kind == "chat" and (text := _chat_text(raw)) is not None:
+        return {"stream": kind, "text": text}
     answer = Answer()
     read = _READERS.get(kind, _chat)
     for event in _events(_payloads(raw, kind == "ollama")):
         if isinstance(event, dict):
             read(answer, event)
     return answer.shown(kind)
+
+
+# A chat delta's text, its JSON string's inside: in valid JSON only a key is a quoted string
+# followed by a colon, and no quote inside a string goes unescaped, so this finds exactly
+# the "content" keys with a string value, in order.
+_CONTENT = re.compile(rb'"content"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+def _chat_text(raw: bytes) -> str | None:
+    """A chat stream's text when it carries nothing else (most do): every content string
+    found and decoded at once, not event by event. None when it has tool calls or
+    reasoning, or when a string does not decode (the general path then reads it)."""
+    if b'"tool_calls"' in raw or b'"reasoning' in raw:
+        return None
+    try:
+        text: str = orjson.loads(b'"' + b"".join(_CONTENT.findall(raw)) + b'"')
+    except orjson.JSONDecodeError:
+        return None
+    return text
 
 
 def _payloads(raw: bytes, lines: bool) -> list[bytes]:
