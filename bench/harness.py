@@ -117,7 +117,7 @@ def daemon_command(config: Path, port: int) -> list[str]:
 
 
 def helper_command(mode: str, port: int, *args: str | int | Path) -> list[str]:
-    """A helper server of bench/servers.py: upstream, ceiling, chat or minimal_proxy."""
+    """A helper server of bench/servers.py: upstream, ceiling, chat, minimal_proxy or collector."""
     return [sys.executable, str(HERE / "servers.py"), mode, str(port), *map(str, args)]
 
 

@@ -7,6 +7,8 @@ python bench/servers.py chat PORT            an OpenAI chat upstream that answer
                                              whole or as 5 server-sent events
 python bench/servers.py minimal_proxy PORT URL  the least an aiohttp proxy can do in front of
                                              the chat upstream at URL (the proxy's ceiling)
+python bench/servers.py collector PORT SECONDS  an OTLP/HTTP collector that answers each export
+                                             SECONDS late; GET /received: how many came
 
 Each serves on the event loop LOCALROUTER_EVENT_LOOP names ("uvloop" or "asyncio"), unset:
 uvloop where it is installed, as the daemon does; bench/harness.py sets it for both sides of a
@@ -15,6 +17,7 @@ comparison. Each also answers GET /health, for the harness to see it is up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -165,6 +168,24 @@ def minimal_proxy_app(upstream: str) -> web.Application:
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session")
 
 
+def collector_app(delay: float) -> web.Application:
+    received = [0]
+
+    async def traces(request: web.Request) -> web.Response:
+        await request.read()
+        received[0] += 1
+        await asyncio.sleep(delay)  # past the exporter's timeout: every export fails late
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"received": received[0]})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_get("/received", count)
+    return app
+
+
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "chat":
@@ -173,6 +194,8 @@ def main() -> None:
         app = minimal_proxy_app(sys.argv[3])
     elif mode == "upstream":
         app = upstream_app(int(sys.argv[3]))
+    elif mode == "collector":
+        app = collector_app(float(sys.argv[3]))
     else:
         app = ceiling_app(Path(sys.argv[3]))
     app.router.add_get("/health", health)

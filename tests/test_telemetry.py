@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +34,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from localrouter.app import COMPONENTS
 from localrouter.base.errors import ConfigError
 from localrouter.telemetry.genai import operation_of, provider_name
-from localrouter.telemetry.otel import traces_url
+from localrouter.telemetry.otel import QUEUE_LOGGER, traces_url
 from localrouter.telemetry.tracing import Tracing
 from tests.conftest import DaemonFactory, eventually, settings_from
 from tests.usage_wires import (
@@ -486,6 +487,10 @@ async def test_a_collector_that_is_down_changes_no_answer_and_is_said_once(
     assert response.status == 200
     said = repr(logs) + caplog.text + "".join(capsys.readouterr())
     assert COLLECTOR_TOKEN not in said
+    # A full queue's warning, one per dropped span on the event loop, is never made.
+    queue = logging.getLogger(QUEUE_LOGGER)
+    assert not queue.isEnabledFor(logging.WARNING)
+    assert queue.isEnabledFor(logging.ERROR)
 
 
 async def test_a_slow_collector_changes_no_answer(

@@ -59,6 +59,11 @@ CLOSE_SECONDS = 3.0  # how long a stop waits for the last export
 WARN_EVERY_SECONDS = 60.0
 # The SDK's loggers whose records are kept back (the exporter's failures, a full queue).
 SDK_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")
+# The batch processor's logger warns of a full queue once for every span it drops, on the
+# thread that ends the span: the event loop's, a log record per span (tens of microseconds a
+# request) while a collector is down or slow. Only its errors are kept; the failed exports'
+# own warning (once a minute) says that spans are being lost.
+QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
 _TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -95,6 +100,7 @@ class SdkLogs(logging.Handler):
             if self not in logger.handlers:
                 logger.addHandler(self)
             logger.propagate = False
+        logging.getLogger(QUEUE_LOGGER).setLevel(logging.ERROR)
 
     def take(self) -> str | None:
         said = "; ".join(self.last)
