@@ -29,7 +29,9 @@ def delta(**fields: Any) -> dict[str, Any]:
 def read_every_event(raw: bytes) -> str:
     """The oracle: each whole `data:` line parsed on its own, its deltas' content joined."""
     text = []
-    for line in raw.split(b"\n")[:-1]:  # a line without its end was never dispatched
+    for line in raw.splitlines(keepends=True):
+        if line == line.rstrip(b"\r\n"):  # a line without its end was never dispatched
+            continue
         line = line.strip()
         if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
             continue
@@ -68,6 +70,19 @@ STREAMS = {
     "comments between": sse(delta(content="a"), delta(content="b")).replace(
         b"\n\n", b"\n\n: keep-alive\n\n", 1
     ),
+    "cr framing": sse(delta(content="a"), delta(content="b"), end=b"\r\r"),
+    "content null at the end": sse(
+        delta(content="done"), {"choices": [{"index": 0, "delta": {"content": None}}]}
+    ),
+    "role after content": sse({"choices": [{"delta": {"content": "x", "role": "assistant"}}]}),
+    "annotations with content": sse(
+        delta(content="Answer."),
+        delta(annotations=[{"type": "url_citation", "url_citation": {"content": "PAGE TEXT"}}]),
+    ),
+    "a message beside the delta": sse(
+        {"choices": [{"delta": {"content": "hi"}, "message": {"content": "hi"}}]}
+    ),
+    "an error with content": sse(delta(content="part"), {"error": {"content": "x", "code": 1}}),
     "two choices": sse(
         {
             "choices": [

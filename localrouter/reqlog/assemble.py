@@ -37,8 +37,8 @@ class Answer:
 def assemble(kind: str, raw: bytes) -> Json:
     """The answer a stream of `kind` (chat, anthropic, responses, ollama) carried in `raw`
     (its bytes as they went by, perhaps cut short: a broken last event is left out)."""
-    if kind != "ollama":
-        raw = raw[: raw.rfind(b"\n") + 1]  # an event is dispatched at its line's end
+    if kind != "ollama":  # an event is dispatched at its line's end (\n, \r\n or \r)
+        raw = raw[: max(raw.rfind(b"\n"), raw.rfind(b"\r")) + 1]
     if kind == "chat" and (text := _chat_text(raw)) is not None:
         return {"stream": kind, "text": text}
     answer = Answer()
@@ -49,20 +49,27 @@ def assemble(kind: str, raw: bytes) -> Json:
     return answer.shown(kind)
 
 
-# A chat delta's text, its JSON string's inside: in valid JSON only a key is a quoted string
-# followed by a colon, and no quote inside a string goes unescaped, so this finds exactly
-# the "content" keys with a string value, in order.
-_CONTENT = re.compile(rb'"content"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+# A chat delta's text (its JSON string's inside), where a delta holds it first or after its
+# role. In valid JSON a quote inside a string is always escaped, so `"content"` with its own
+# quotes is a key (or a value of that word): when the stream has one anywhere else (a
+# message, an annotation, a null), the general path reads it.
+_DELTA_CONTENT = re.compile(
+    rb'"delta"\s*:\s*\{\s*(?:"role"\s*:\s*"[a-z]*"\s*,\s*)?'
+    rb'"content"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"'
+)
 
 
 def _chat_text(raw: bytes) -> str | None:
-    """A chat stream's text when it carries nothing else (most do): every content string
-    found and decoded at once, not event by event. None when it has tool calls or
-    reasoning, or when a string does not decode (the general path then reads it)."""
+    """A chat stream's text when it carries nothing else (most do): every delta's content
+    found and decoded at once, not event by event. None when it has tool calls, reasoning,
+    content anywhere else, or a string that does not decode (the general path reads it)."""
     if b'"tool_calls"' in raw or b'"reasoning' in raw:
         return None
+    found = _DELTA_CONTENT.findall(raw)
+    if len(found) != raw.count(b'"content"'):
+        return None
     try:
-        text: str = orjson.loads(b'"' + b"".join(_CONTENT.findall(raw)) + b'"')
+        text: str = orjson.loads(b'"' + b"".join(found) + b'"')
     except orjson.JSONDecodeError:
         return None
     return text
