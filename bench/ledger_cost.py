@@ -7,7 +7,8 @@ the ledger's writer too), chat answered whole and streamed by bench/servers.py c
 one at a time after a warm-up, ledger off then on; then the ledger's own statements, schema and
 pragmas (usage/ledger.py, usage/schema.py) inserting pre-made rows in transactions of
 --batch, with nothing else. It prints, per kind of answer:
-- instructions per call, ledger off and on, their ratio, and the writer thread's part;
+- instructions per call, ledger off and on, their ratio, and the ledger-on daemon's threads
+  beside the event loop (its writer among them);
 - the budget the floor leaves: off x (1 / 0.95 - 1);
 - the SQLite insert of one row alone, and the best ratio a ledger paying only that could reach.
 Needs valgrind (apt-get install valgrind); slow (Python runs some 50 times slower under it).
@@ -36,7 +37,7 @@ from proxy import BODY
 
 FLOOR = 0.95
 ROWS = 20_000
-WORKER = "pythread_wrapper"  # where callgrind counts a Python thread's own instructions
+WORKER = "pythread_wrapper"  # where callgrind counts every Python thread but the main one
 # The SQLite part alone, run twice under callgrind: rows made, then rows made and inserted.
 SQLITE_ONLY = """
 import sys, tempfile
@@ -98,17 +99,20 @@ async def calls(url: str, pid: int, count: int) -> None:
 
 
 def writer_part(prefix: Path, pid: int, name: str, count: int) -> float:
-    """The instructions per call of the daemon's other threads (the ledger's writer)."""
+    """The instructions per call of the daemon's threads besides the event loop's (the
+    ledger's writer among them)."""
     for part in prefix.parent.glob(f"{prefix.name}.{pid}.*"):
         if f"Trigger: dump {name}\n" in part.read_text():
             shown = subprocess.run(
-                ["callgrind_annotate", "--inclusive=yes", str(part)],
+                ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(part)],
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout
             found = re.search(rf"^\s*([\d,]+) .*{WORKER}", shown, re.M)
-            return int(found.group(1).replace(",", "")) / count if found else 0.0
+            if found is None:
+                raise SystemExit(f"no {WORKER} in the callgrind dump named {name}")
+            return int(found.group(1).replace(",", "")) / count
     raise SystemExit(f"no callgrind dump named {name} for {pid}")
 
 
@@ -172,8 +176,9 @@ def main() -> None:
             budget = off * (1 / FLOOR - 1)
             print(
                 f"{name:6} ledger off {off / 1000:7.1f}k, on {on / 1000:7.1f}k: ratio "
-                f"{off / on:.3f} (floor {FLOOR}); the ledger {(on - off) / 1000:.1f}k, of which "
-                f"its writer thread {writer / 1000:.1f}k; the floor's budget {budget / 1000:.1f}k; "
+                f"{off / on:.3f} (floor {FLOOR}); the ledger {(on - off) / 1000:.1f}k; "
+                f"threads beside the loop {writer / 1000:.1f}k; "
+                f"the floor's budget {budget / 1000:.1f}k; "
                 f"a ledger paying only the SQLite insert: {off / (off + row):.3f}",
                 flush=True,
             )

@@ -61,8 +61,9 @@ WARN_EVERY_SECONDS = 60.0
 SDK_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")
 # The batch processor's logger warns of a full queue once for every span it drops, on the
 # thread that ends the span: the event loop's, a log record per span (tens of microseconds a
-# request) while a collector is down or slow. Only its errors are kept; the failed exports'
-# own warning (once a minute) says that spans are being lost.
+# request) while a collector is down or slow. Only its errors are kept. When exports fail,
+# their own warning (once a minute) says spans are lost; spans dropped while a collector
+# keeps up with exports but not with the traffic go uncounted (as they did before).
 QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
 _TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
