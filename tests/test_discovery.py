@@ -19,6 +19,7 @@ from localrouter.cli import main
 from localrouter.discovery.runner import TICK_SECONDS, host_variables
 from tests import local_servers as fakes
 from tests.conftest import DaemonFactory, FakeClock, eventually, served_on_a_port
+from tests.test_reload import watching, write_config
 
 INTERVAL = 60.0
 ADMIN = "admin-discovery-token-41d2"
@@ -244,6 +245,47 @@ def test_the_host_variables_users_set_are_probed_too() -> None:
     assert host_variables({"LLAMA_ARG_PORT": "8090"}) == [("127.0.0.1", 8090)]
     assert host_variables({"OLLAMA_HOST": "nonsense:port"}) == []
     assert host_variables({}) == []
+    assert host_variables({"LLAMA_ARG_HOST": "::"}) == [("127.0.0.1", 8080)]
+    assert host_variables({"LLAMA_ARG_HOST": "[::]", "LLAMA_ARG_PORT": "8081"}) == [
+        ("127.0.0.1", 8081)
+    ]
+    assert host_variables({"LLAMA_ARG_PORT": "99999", "OLLAMA_HOST": ":70000"}) == []
+
+
+async def test_a_port_taken_out_of_the_config_takes_its_server_with_it(
+    tmp_path: Path,
+    daemon: DaemonFactory,
+    clock: FakeClock,
+    run: Callable[..., Awaitable[int]],
+    traffic: fakes.Traffic,
+) -> None:
+    """A reload that no longer names a found server's port: its instance goes at once (it
+    would never be probed again, so never missed)."""
+    port = await run(fakes.llamacpp(traffic))
+    path = tmp_path / "config.yaml"
+    config = discovering([port])
+    client = await watching(path, config, daemon)
+    assert (await after_round(client, 1))[port]["instance"] == f"llamacpp-{port}"
+    await eventually(lambda: listed(client), "the found models listed")
+    write_config(path, {**config, "discovery": {**config["discovery"], "ports": [port + 1]}})
+
+    async def gone() -> bool:
+        return port not in await rows(client) and not await listed(client)
+
+    await eventually(gone, "the server's instance gone with its port")
+
+
+async def test_another_localrouter_is_never_listed(
+    daemon: DaemonFactory, clock: FakeClock, unused_tcp_port: int
+) -> None:
+    """A second daemon on a probed port (it answers Ollama's and LM Studio's lists too): its
+    models are its upstreams', and two daemons listing each other would call in a loop."""
+    other = await daemon({"discovery": {"enabled": False}})
+    other_port = other.server.port
+    client = await daemon(discovering([other_port]))
+    row = (await after_round(client, 1))[other_port]
+    assert (row["state"], row["instance"]) == ("unknown_server", None)
+    assert await listed(client) == set()
 
 
 async def test_localrouter_discover_prints_the_rows_and_a_config_snippet(

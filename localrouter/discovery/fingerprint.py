@@ -23,7 +23,9 @@ The questions, in order, and why this order cannot mistake one server for anothe
    comes first because it is the cheapest question that Ollama, KoboldCpp and (through its
    catch-all) LM Studio all answer, and the signatures of step 0 usually settle llama.cpp,
    llamafile and KoboldCpp on this very first request. A refusal here that another server is
-   known to give (see step 2) settles it too.
+   known to give (see step 2) settles it too. Another localrouter says so in this answer's
+   `Server` header (`localrouter/<version>`): it is `unknown_server`, never listed, since
+   its models are its own upstreams' and two daemons listing each other would call in a loop.
 2. `GET /api/v1/models` (LM Studio 0.4+: `{"models": [{"key", "type", ...}]}`), then, if that
    did not decide, `GET /api/v0/models` (LM Studio 0.3.6+: an OpenAI list whose items carry
    `type` and `state`). These paths are LM Studio's own. A 401/403 there means LM Studio with
@@ -76,6 +78,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from localrouter import PRODUCT
 from localrouter.base.secrets import CREDENTIAL_HEADERS
 from localrouter.providers import PROVIDERS
 from localrouter.providers.parsing import positive_int, text
@@ -209,7 +212,7 @@ async def _accepts(host: str, port: int, seconds: float) -> bool:
     """Whether a TCP connection opens; nothing is written to it."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), seconds)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, OverflowError, ValueError):  # the last two: no such port
         return False
     writer.close()
     with contextlib.suppress(OSError):  # a peer that resets on close still accepted it
@@ -361,6 +364,11 @@ class _Asker:
 async def _identify(asker: _Asker) -> Finding:
     # 1. The Ollama family (and, through the signatures, most of the others).
     answer = await asker.get("/api/version")
+    if answer.server.partition("/")[0] == PRODUCT.partition("/")[0]:
+        # Another localrouter (its /api/version says so): its models are its upstreams',
+        # and two daemons listing each other would call each other in a loop.
+        asker.note(answer, f"Server: {answer.server}: another localrouter, not listed")
+        return asker.finding(None, ServerState.UNKNOWN_SERVER)
     if (kind := _signature(answer)) is not None:
         return await _settle(asker, kind, answer)
     if text(_obj(answer).get("version")) and answer.status == 200:

@@ -31,6 +31,8 @@ TICK_SECONDS = 0.25  # how often the clock is looked at between rounds
 CONCURRENT_PROBES = 4
 PROBE_SECONDS = 1.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::")  # a server bound to every address: loopback here
+MAX_PORT = 65535
 
 
 @dataclass(slots=True)
@@ -58,17 +60,19 @@ def host_variables(environment: Mapping[str, str]) -> list[tuple[str, int]]:
     if llama_host or llama_port:
         port = int(llama_port) if llama_port.isdigit() else 8080
         found.append(_host_port(llama_host or "127.0.0.1", port))
-    return [target for target in found if target[1] > 0]
+    return [target for target in found if 0 < target[1] <= MAX_PORT]
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    if text in WILDCARDS or text.strip("[]") in WILDCARDS:  # a bare :: is no URL's host
+        return "127.0.0.1", default_port
     url = urlsplit(text if "://" in text else f"http://{text}")
     try:
         port = url.port or default_port
     except ValueError:
         return "", 0
     host = url.hostname or "127.0.0.1"
-    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
+    return ("127.0.0.1" if host in WILDCARDS else host), port
 
 
 def instance_name(finding: Finding) -> str:
@@ -113,6 +117,9 @@ class Discovery:
             if port in own and host in LOOPBACK:
                 continue  # this daemon's own listeners
             kept[host, port] = self._targets.get((host, port)) or Target(host, port)
+        for where, target in self._targets.items():
+            if where not in kept:  # no longer probed: what it was found as goes with it
+                self._forget(target)
         self._targets = kept
 
     async def apply(self, settings: Settings) -> None:

@@ -27,12 +27,12 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from localrouter import __version__
+from localrouter import PRODUCT
 from localrouter.base.errors import Redirected, UpstreamError
 from localrouter.base.jsonload import loads_off_loop
 from localrouter.base.secrets import display_url, drop_partial_secret, redact, shorten
 
-USER_AGENT = f"localrouter/{__version__}"
+USER_AGENT = PRODUCT
 ERROR_SNIPPET_BYTES = 64 * 1024
 _READ_WHOLE_BYTES = 1024 * 1024  # a declared length up to this is read in one call
 _MESSAGE_CHARS = 300

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from localrouter import PRODUCT
 from localrouter.base.errors import BadRequest
 from localrouter.http.bodies import JSON, Body, request_json
 from localrouter.http.guard import CLIENT
@@ -103,7 +104,11 @@ def _when(entry: dict[str, Any]) -> str:
 
 
 async def version(_: web.Request) -> web.Response:
-    return web.Response(body=orjson.dumps({"version": OLLAMA_VERSION}), content_type=JSON)
+    return web.Response(
+        body=orjson.dumps({"version": OLLAMA_VERSION}),
+        content_type=JSON,
+        headers={hdrs.SERVER: PRODUCT},  # another daemon's discovery skips this one
+    )
 
 
 async def running(_: web.Request) -> web.Response:
