@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestServer
 
+from localrouter.cli import main
 from localrouter.console.assets import ConsoleAssets
 from tests.conftest import DaemonFactory
 from tests.usage_wires import Wires, ledger_config, start_wires
@@ -148,3 +150,32 @@ async def test_about_names_the_catalog_entry_a_model_matches(
         headers={"Authorization": "Bearer alice-console-assets-9e2f"},
     )
     assert refused.status == 403  # the admin's
+
+
+async def test_config_never_shows_a_password_or_query_in_a_base_url(
+    daemon: DaemonFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base_url written with a user's password and a key in its query: /api/config (the
+    console's Config page) and `localrouter check` show the URL without them."""
+    password, query_key = "basicpass-4f1e8a", "querykey-b7c2d9"
+    provider = {
+        "name": "lab",
+        "type": "openai_compatible",
+        "base_url": f"http://user:{password}@127.0.0.1:9/v1?api-key={query_key}",
+    }
+    config = {"providers": [provider], "server": {"auth_token": ADMIN}}
+    client = await daemon(config)
+    answer = await client.get("/api/config", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert answer.status == 200
+    shown = await answer.text()
+    assert "127.0.0.1:9/v1" in shown
+    assert password not in shown
+    assert query_key not in shown
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "--config", str(path)]) == 0
+    printed = "".join(capsys.readouterr())
+    assert "127.0.0.1:9/v1" in printed
+    assert password not in printed
+    assert query_key not in printed

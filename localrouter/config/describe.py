@@ -37,7 +37,7 @@ def describe(loaded: LoadedConfig) -> str:
             state = "  (skipped: this daemon's own listener, see the note)"
         headers = f"  headers: {', '.join(sorted(provider.headers))}" if provider.headers else ""
         lines.append(
-            f"  {provider.name:<16} {provider.type:<18} {provider.resolved_base_url}  "
+            f"  {provider.name:<16} {provider.type:<18} {display_url(provider.resolved_base_url)}  "
             f"ttl {settings.ttl_for(provider):g}s  {key}{headers}{state}"
         )
     models = settings.models
