@@ -457,6 +457,60 @@ async def test_token_entry_and_a_clients_own_view(browser: Browser, site: Site) 
         assert sum(REFUSED in error for error in seen.errors) == 3
 
 
+async def test_a_token_the_browser_cannot_send_and_a_token_refused_later(
+    browser: Browser, site: Site
+) -> None:
+    """A pasted token with a curly quote cannot go in a header: the sign-in form says so
+    (it was taken for the admin before). The admin's token refused later (rotated): the next
+    caller signs in and sees their own model list, not the admin's kept from before."""
+    alice_models = (await site.get("/api/models", ALICE))["models"]
+    every_model = (await site.get("/api/models"))["models"]
+    assert len(every_model) > len(alice_models)
+    async with watched(browser, site, token=None) as seen:
+        page = seen.page
+        await seen.open("/ui/models", "signin")
+        await page.get_by_label("Token").fill("\u201cpasted-with-quotes\u201d")
+        await page.keyboard.press("Enter")
+        await seen.ready("signin")
+        error = await page.text_content("#signin-error") or ""
+        assert "could not ask the daemon" in error
+        assert "admin" not in (await page.text_content("#who") or "")
+
+        await page.get_by_label("Token").fill(ADMIN)
+        await page.keyboard.press("Enter")
+        await seen.ready("models")
+        assert int(await page.get_attribute("#model-count", "data-count") or "0") == len(
+            every_model
+        )
+        await page.evaluate(f"sessionStorage.setItem({json.dumps(TOKEN_KEY)}, 'rotated-away')")
+        await page.click("nav >> text=Usage")
+        await seen.ready("signin")
+        await page.get_by_label("Token").fill(ALICE)
+        await page.keyboard.press("Enter")
+        await seen.ready("usage")
+        await page.click("nav >> text=Models")
+        await seen.ready("models")
+        assert int(await page.get_attribute("#model-count", "data-count") or "0") == len(
+            alice_models
+        )
+        await seen.assert_clean(allowed=(REFUSED, "pasted-with-quotes", "ISO-8859-1"))
+
+
+async def test_odd_addresses_stay_on_the_console(browser: Browser, site: Site) -> None:
+    """A malformed escape is a Not found page (it was blank); an id with ".." parts never
+    becomes a fetch of another path with the token."""
+    async with watched(browser, site) as seen:
+        page = seen.page
+        fetched: list[str] = []
+        page.on("request", lambda request: fetched.append(request.url))
+        await seen.open("/ui/models/up/%E0%A4%A", "missing")
+        assert "not well formed" in (await page.text_content("main") or "")
+        await seen.open("/ui/requests/..%2F..%2Fapi%2Fconfig", "requests")
+        assert "No request '../../api/config'" in (await page.text_content("main") or "")
+        assert not [url for url in fetched if url.endswith("/api/config")]
+        assert any("/api/requests/..%2F..%2Fapi%2Fconfig" in url for url in fetched)
+
+
 async def test_a_model_named_like_a_tag_is_text(browser: Browser, site: Site) -> None:
     hostile = f"hub/{XSS_NAME}"
     async with watched(browser, site) as seen:

@@ -57,6 +57,7 @@ function showWho() {
 
 function signIn(message) {
   session = null;
+  models.forget(); // the next caller's list is their own
   showWho();
   document.title = "Sign in · localrouter";
   const input = h("input", {
@@ -96,7 +97,8 @@ async function identify() {
     const admin = key.label === ADMIN_LABEL;
     return { admin, client: admin ? null : key.label, label: key.label };
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) throw error;
+    // A token the browser cannot send (a pasted curly quote), or no daemon: sign in again.
+    if (!(error instanceof ApiError) || error.status === 401) throw error;
     return { admin: true, client: null, label: null }; // no ledger: the pages find out
   }
 }
@@ -108,11 +110,22 @@ async function start() {
   } catch (error) {
     const had = token();
     clearToken();
-    signIn(had ? `That token was not accepted (401): ${error.message}` : null);
+    if (!(error instanceof ApiError)) {
+      signIn(`The console could not ask the daemon who this is: ${error.message}`);
+    } else {
+      signIn(had ? `That token was not accepted (401): ${error.message}` : null);
+    }
     return;
   }
   showWho();
   route(false);
+}
+
+function notFound(view, why) {
+  markNav(null);
+  document.title = "Not found · localrouter";
+  replace(view, h("h1", null, "Not found"), h("p", null, why, h("a", { href: "/ui" }, "Overview")));
+  main.dataset.ready = "missing";
 }
 
 function markNav(page) {
@@ -133,15 +146,20 @@ async function route(moveFocus = true) {
   const view = h("div", { class: "view" });
   replace(main, view);
   if (!found) {
-    markNav(null);
-    document.title = "Not found · localrouter";
-    replace(view, h("h1", null, "Not found"),
-      h("p", null, "No console page at this address. ", h("a", { href: "/ui" }, "Overview")));
-    main.dataset.ready = "missing";
+    notFound(view, "No console page at this address. ");
     return;
   }
   const [pattern, name, page] = found;
-  const groups = path.match(pattern).slice(1).map(decodePath);
+  let groups;
+  try {
+    groups = path.match(pattern).slice(1).map(decodePath);
+  } catch {
+    groups = null; // a malformed %-escape: nothing can be at this address
+  }
+  if (groups === null) {
+    notFound(view, "This address is not well formed. ");
+    return;
+  }
   markNav(name);
   const ctx = {
     view,

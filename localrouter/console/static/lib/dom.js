@@ -33,7 +33,11 @@ function append(parent, children) {
 
 /** The console path of a model or request id (each segment escaped, slashes kept). */
 export function pathOf(base, id) {
-  return `${base}/${id.split("/").map(encodeURIComponent).join("/")}`;
+  const parts = id.split("/");
+  // A "." or ".." part would be resolved away by the browser (a link or a fetch landing on
+  // another path, with the token): such an id goes as one segment, its slashes escaped.
+  if (parts.some((part) => part === "." || part === "..")) return `${base}/${encodeURIComponent(id)}`;
+  return `${base}/${parts.map(encodeURIComponent).join("/")}`;
 }
 
 /** An element: h("a", {href: "/ui"}, "Overview"); strings among the children are text. */
