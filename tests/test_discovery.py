@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 import yaml
 
 from localrouter.cli import main
@@ -273,6 +275,30 @@ async def test_a_port_taken_out_of_the_config_takes_its_server_with_it(
         return port not in await rows(client) and not await listed(client)
 
     await eventually(gone, "the server's instance gone with its port")
+
+
+async def test_one_server_at_two_loopback_names_is_one_steady_instance(
+    daemon: DaemonFactory,
+    clock: FakeClock,
+    run: Callable[..., Awaitable[int]],
+    traffic: fakes.Traffic,
+) -> None:
+    """`hosts: [127.0.0.1, localhost]` probes one server twice: one instance, found once and
+    kept round after round (the two findings used to replace each other every round)."""
+    port = await run(fakes.llamacpp(traffic))
+    with structlog.testing.capture_logs() as logs:
+        client = await daemon(discovering([port], hosts=["127.0.0.1", "localhost"]))
+        for rounds in (1, 2, 3):
+            await after_round(client, rounds)
+            clock.advance(INTERVAL)
+        answer = await client.get("/api/discovery", headers={"Authorization": f"Bearer {ADMIN}"})
+        servers = (await answer.json())["servers"]
+    assert sorted(row["host"] for row in servers) == ["127.0.0.1", "localhost"]
+    assert {row["instance"] for row in servers} == {f"llamacpp-{port}"}
+    events = [entry["event"] for entry in logs if entry["event"].startswith("discovery.")]
+    assert events.count("discovery.found") == 1
+    assert "discovery.gone" not in events
+    assert {model.split("/")[0] for model in await listed(client)} == {f"llamacpp-{port}"}
 
 
 async def test_another_localrouter_is_never_listed(

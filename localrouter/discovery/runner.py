@@ -162,24 +162,28 @@ class Discovery:
             await asyncio.sleep(TICK_SECONDS)
 
     async def round(self) -> list[Target]:
-        """Probe every target once; add what started serving, drop what stopped twice."""
+        """Probe every target once; add what started serving, drop what stopped twice. The
+        probes run outside the lock (a round of silent ports takes seconds, and a reload
+        must not wait for it); a target a reload took away meanwhile is left out."""
+        targets = list(self._targets.values())
+        # A session of its own: no credential, no cookie, no proxy from the environment.
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+        ) as session:
+            findings = await probe_all(
+                [(target.host, target.port) for target in targets],
+                session,
+                concurrency=CONCURRENT_PROBES,
+                timeout=PROBE_SECONDS,
+            )
         async with self._lock:
-            targets = list(self._targets.values())
-            # A session of its own: no credential, no cookie, no proxy from the environment.
-            async with aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
-            ) as session:
-                findings = await probe_all(
-                    [(target.host, target.port) for target in targets],
-                    session,
-                    concurrency=CONCURRENT_PROBES,
-                    timeout=PROBE_SECONDS,
-                )
             now = self._clock()
             configured = {_url_key(p.resolved_base_url): p.name for p in self._settings.providers}
             changed = False
-            for target, finding in zip(targets, findings, strict=True):
-                changed |= self._update(target, finding, now, configured)
+            if self.settings.enabled:
+                for target, finding in zip(targets, findings, strict=True):
+                    if self._targets.get((target.host, target.port)) is target:
+                        changed |= self._update(target, finding, now, configured)
             self.rounds += 1
             if changed:
                 await self._publish()
@@ -201,7 +205,8 @@ class Discovery:
                 target.instance = duplicate
                 return self._forget(target)
             provider = _provider(finding)
-            if self._found.get(provider.name) == provider:
+            known = self._found.get(provider.name)
+            if known is not None and _same(known, provider):  # as found, maybe by another name
                 target.instance = provider.name
                 return False
             self._forget(target)
@@ -217,8 +222,11 @@ class Discovery:
         name = target.instance
         if name is None or name not in self._found:
             return False
-        del self._found[name]
         target.instance = None
+        others = (other for other in self._targets.values() if other is not target)
+        if any(other.instance == name and not other.missed for other in others):
+            return False  # the same server still answers at another of its addresses
+        del self._found[name]
         log.info("discovery.gone", instance=name)
         return True
 
@@ -251,6 +259,13 @@ def _provider(finding: Finding) -> ProviderSettings:
     assert finding.base_url is not None
     return ProviderSettings(
         name=instance_name(finding), type=finding.provider_type, base_url=finding.base_url
+    )
+
+
+def _same(known: ProviderSettings, found: ProviderSettings) -> bool:
+    """The same server, however its loopback address was written (localhost, 127.0.0.1)."""
+    return known.type == found.type and _url_key(known.resolved_base_url) == _url_key(
+        found.resolved_base_url
     )
 
 
