@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import free_port, helper_command, start
+from harness import daemon_command, free_port, helper_command, start
 from instructions import dump, per_request, started, under_callgrind
 from proxy import BODY
 
@@ -153,10 +153,9 @@ def main() -> None:
             path = workdir / f"{kind}.yaml"
             path.write_text(config(upstream, workdir / "usage.sqlite3" if kind == "on" else None))
             port, out = free_port(), workdir / f"daemon-{kind}"
-            command = [sys.executable, "-m", "localrouter", "serve", "--config", str(path)]
-            command += ["--port", str(port), "--log-level", "warning"]
+            command = under_callgrind(out, daemon_command(path, port))
             with ExitStack() as one:
-                daemon = started(one, under_callgrind(out, command), port, "uvloop")
+                daemon = started(one, command, port, "uvloop")
                 asyncio.run(calls(daemon.url("/v1/chat/completions"), daemon.pid, args.requests))
                 counted[kind] = {
                     name: per_request(out, daemon.pid, name, args.requests)
