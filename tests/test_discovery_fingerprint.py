@@ -17,13 +17,8 @@ from typing import Any, Protocol
 import aiohttp
 import pytest
 
-from localrouter.discovery.fingerprint import (
-    Finding,
-    ServerKind,
-    ServerState,
-    probe,
-    probe_all,
-)
+from localrouter.discovery.asking import Finding, ServerKind, ServerState
+from localrouter.discovery.fingerprint import probe, probe_all
 from tests import local_servers as fakes
 from tests.local_servers import FakeServer, Traffic
 

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from localrouter.config.discovery import DiscoverySettings
 from localrouter.config.settings import ProviderSettings, Settings
-from localrouter.discovery.fingerprint import Finding, ServerState, probe_all
+from localrouter.discovery.asking import Finding, ServerState
+from localrouter.discovery.fingerprint import probe_all
 from localrouter.http.bodies import JSON
 from localrouter.lists.cache import Clock
 
