@@ -65,7 +65,7 @@ def host_variables(environment: Mapping[str, str]) -> list[tuple[str, int]]:
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    if text in WILDCARDS or text.strip("[]") in WILDCARDS:  # a bare :: is no URL's host
+    if text.strip("[]") in WILDCARDS:  # a bare :: (or [::]) is no URL's host
         return "127.0.0.1", default_port
     url = urlsplit(text if "://" in text else f"http://{text}")
     try:
