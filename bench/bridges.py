@@ -52,6 +52,7 @@ from harness import (
     Rounds,
     Target,
     add_loops_argument,
+    chat_instance,
     daemon_command,
     free_port,
     helper_command,
@@ -355,11 +356,7 @@ def run_on(loop: str, cases: list[Case], args: argparse.Namespace) -> None:
     upstream_port, daemon_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as workdir:
         config = Path(workdir) / "config.yaml"
-        config.write_text(
-            "providers:\n"
-            f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
-            "model_cache: {persist: false}\n"
-        )
+        config.write_text(chat_instance(upstream_port))
         upstream = helper_command("chat", upstream_port)
         with (
             start(upstream, port=upstream_port, loop=loop, core=LOAD_CORE),

@@ -116,6 +116,16 @@ def daemon_command(config: Path, port: int) -> list[str]:
     ]
 
 
+def chat_instance(upstream_port: int) -> str:
+    """The config every chat bench's daemon starts from: one instance, `bench`, in front of
+    the chat upstream (bench/servers.py chat) on `upstream_port`, its list not persisted."""
+    return (
+        "providers:\n"
+        f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
+        "model_cache: {persist: false}\n"
+    )
+
+
 def helper_command(mode: str, port: int, *args: str | int | Path) -> list[str]:
     """A helper server of bench/servers.py: upstream, ceiling, chat, minimal_proxy or collector."""
     return [sys.executable, str(HERE / "servers.py"), mode, str(port), *map(str, args)]

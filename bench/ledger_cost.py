@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import daemon_command, free_port, helper_command, start
+from harness import chat_instance, daemon_command, free_port, helper_command, start
 from instructions import dump, per_request, started, under_callgrind
 from proxy import BODY
 
@@ -70,11 +70,7 @@ if sys.argv[1] == "insert":
 
 def config(upstream: int, ledger: Path | None) -> str:
     usage = f"usage: {{path: '{ledger}'}}\n" if ledger else "usage: {enabled: false}\n"
-    return (
-        "providers:\n"
-        f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream}/v1'}}\n"
-        "model_cache: {persist: false}\ndiscovery: {enabled: false}\n" + usage
-    )
+    return chat_instance(upstream) + "discovery: {enabled: false}\n" + usage
 
 
 async def calls(url: str, pid: int, count: int) -> None:

@@ -66,6 +66,7 @@ from harness import (
     Server,
     Target,
     add_loops_argument,
+    chat_instance,
     daemon_command,
     free_port,
     helper_command,
@@ -407,11 +408,7 @@ def main() -> None:
     upstream_port = free_port()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         workdir = Path(folder)
-        providers = (
-            "providers:\n"
-            f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
-            "model_cache: {persist: false}\n"
-        )
+        providers = chat_instance(upstream_port)
         plain = providers + "usage: {enabled: false}\n"
         config = workdir / "config.yaml"
         config.write_text(plain)

@@ -63,6 +63,7 @@ from harness import (
     Server,
     Target,
     add_loops_argument,
+    chat_instance,
     daemon_command,
     free_port,
     helper_command,
@@ -400,11 +401,7 @@ def run_batch(
     """Fresh daemons of each kind on each loop, their rounds added to `rounds`, and what was
     checked of each once they are done (`held`)."""
     workdir.mkdir()
-    providers = (
-        "providers:\n"
-        f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream_port}/v1'}}\n"
-        "model_cache: {persist: false}\n"
-    )
+    providers = chat_instance(upstream_port)
     with ExitStack() as stack:
         daemons: list[Daemon] = []
         targets: list[Target] = []

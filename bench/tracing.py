@@ -38,6 +38,7 @@ from harness import (
     LOAD_CORE,
     Server,
     add_loops_argument,
+    chat_instance,
     daemon_command,
     free_port,
     helper_command,
@@ -59,11 +60,10 @@ def config(upstream: int, database: Path, endpoint: str | None) -> str:
         else ""
     )
     return (
-        "providers:\n"
-        f"  - {{name: bench, type: openai_compatible, base_url: 'http://127.0.0.1:{upstream}/v1'}}\n"
-        "model_cache: {persist: false}\n"
-        f"usage: {{path: '{database}'}}\n"
-        "discovery: {enabled: false}\n" + telemetry
+        chat_instance(upstream)
+        + f"usage: {{path: '{database}'}}\n"
+        + "discovery: {enabled: false}\n"
+        + telemetry
     )
 
 
