@@ -34,9 +34,12 @@
    was not counted (/api/limits). --only-limits runs this daemon alone (no latency, no other
    servers); --limits-ledger turns the usage ledger on in it (off, like the plain daemon's,
    by default: then only the limited client's calls are priced, for their limits).
+   --limited-by example holds the limited client to the kinds of the issue's example client
+   only (requests per minute, dollars per day, calls in flight) instead of every kind.
 
     python bench/proxy.py [--requests 2000] [--block 100] [--seconds 5] [--rounds 3] [--control]
                           [--ledger] [--limits | --only-limits] [--limits-ledger]
+                          [--limited-by every|example]
                           [--only-throughput] [--loops uvloop,asyncio]
 """
 
@@ -103,21 +106,31 @@ ADMIN_TOKEN = "bench-admin-token-c8f2"  # reads /metrics and /api/limits
 # Every limit there is, far beyond what a run can use (a call reserves some 4,100 tokens and
 # $0.06 of the day's and the month's budgets until it is settled at its real cost).
 HUGE = 10**12
-LIMITS_CONFIG = f"""server: {{auth_token: {ADMIN_TOKEN}}}
+# The limited client's limits (--limited-by): every kind there is, or the kinds of the issue's
+# example client (`agent`: requests_per_minute, usd_per_day, max_parallel).
+LIMIT_SETS = {
+    "every": (
+        "requests_per_minute",
+        "tokens_per_minute",
+        "usd_per_day",
+        "usd_per_month",
+        "max_parallel",
+    ),
+    "example": ("requests_per_minute", "usd_per_day", "max_parallel"),
+}
+
+
+def limits_config_of(kinds: tuple[str, ...]) -> str:
+    limits = ", ".join(f"{kind}: {HUGE}" for kind in kinds)
+    return f"""server: {{auth_token: {ADMIN_TOKEN}}}
 clients:
   - name: limited
     token: {LIMITED_TOKEN}
-    limits: {{requests_per_minute: {HUGE}, tokens_per_minute: {HUGE}, usd_per_day: {HUGE},
-              usd_per_month: {HUGE}, max_parallel: {HUGE}}}
+    limits: {{{limits}}}
   - {{name: free, token: {FREE_TOKEN}}}
 """
-LIMIT_KINDS = (
-    "requests_per_minute",
-    "tokens_per_minute",
-    "usd_per_day",
-    "usd_per_month",
-    "max_parallel",
-)
+
+
 CALL_PATH = "/v1/chat/completions"
 
 
@@ -138,6 +151,7 @@ class LimitsDaemon:
 
     server: Server
     loop: str
+    kinds: tuple[str, ...]  # the limited client's limits
     sent: Counter[str] = field(default_factory=Counter)
 
     def target(self, workdir: Path, client: str, token: str) -> Target:
@@ -214,12 +228,13 @@ async def limits_held(daemon: LimitsDaemon) -> str:
             f"{where}: the daemon counted fewer calls than wrk made for {short} "
             f"(daemon {dict(clients)}, wrk {dict(daemon.sent)})"
         )
-    if sorted(spent) != sorted(LIMIT_KINDS) or any(row["client"] == "free" for row in rows):
+    if sorted(spent) != sorted(daemon.kinds) or any(row["client"] == "free" for row in rows):
         raise SystemExit(f"{where}: not the limits configured: {rows}")
     # The day's and month's dollars hold what the calls cost once settled (the minute's
     # counts may have started again since); nothing stays reserved once all are answered.
     unsettled = [kind for kind, row in spent.items() if row["reserved"]]
-    uncounted = [kind for kind in ("usd_per_day", "usd_per_month") if not spent[kind]["used"]]
+    dollars = [kind for kind in ("usd_per_day", "usd_per_month") if kind in spent]
+    uncounted = [kind for kind in dollars if not spent[kind]["used"]]
     if unsettled or uncounted:
         raise SystemExit(
             f"{where}: limits not settled {unsettled} or never counted {uncounted}: {rows}"
@@ -393,6 +408,13 @@ def main() -> None:
         help="--limits alone: only that daemon (and the upstream), only throughput",
     )
     parser.add_argument(
+        "--limited-by",
+        choices=sorted(LIMIT_SETS),
+        default="every",
+        help="with --limits: the limited client's limits, every kind there is (default) or the "
+        "issue's example client's (requests_per_minute, usd_per_day, max_parallel)",
+    )
+    parser.add_argument(
         "--limits-ledger",
         action="store_true",
         help="with --limits: the usage ledger on in that daemon (default: off)",
@@ -424,7 +446,8 @@ def main() -> None:
         )
         priced = providers.replace("/v1'}", "/v1', pricing: {input: 3, output: 15}}")
         assert priced != providers, "--limits: the instance's line has changed; price it anew"
-        limits_config.write_text(priced + limits_usage + LIMITS_CONFIG)
+        limit_kinds = LIMIT_SETS[args.limited_by]
+        limits_config.write_text(priced + limits_usage + limits_config_of(limit_kinds))
         chat = helper_command("chat", upstream_port)
         stack.enter_context(start(chat, port=upstream_port, loop=loops[0], core=LOAD_CORE))
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
@@ -438,7 +461,7 @@ def main() -> None:
                 command = daemon_command(limits_config, port)
                 server = stack.enter_context(start(command, port=port, loop=loop))
                 server.wait_until_answering("/v1/models", headers=ADMIN_HEADERS)
-                daemon = LimitsDaemon(server, loop)
+                daemon = LimitsDaemon(server, loop, limit_kinds)
                 limited.append(daemon)
                 targets.append(daemon.target(workdir, "limited", LIMITED_TOKEN))
                 targets.append(daemon.target(workdir, "free", FREE_TOKEN))

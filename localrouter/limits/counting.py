@@ -3,13 +3,12 @@ daemon keeps (and decides by when Redis cannot be reached), however a fleet coun
 
 from __future__ import annotations
 
-from localrouter.limits.periods import Period
-from localrouter.limits.rules import Limit
+from dataclasses import dataclass
 
-REQUESTS, TOKENS = "requests_per_minute", "tokens_per_minute"
-USD_DAY, USD_MONTH, PARALLEL = "usd_per_day", "usd_per_month", "max_parallel"
-# A float sum of prices may exceed a limit it reached by a rounding error; this much is not more.
-SLACK = 1e-9
+from localrouter.limits.periods import Period
+from localrouter.limits.rules import REQUESTS, Limit, Plan
+
+_COUNTED_KEPT = 4096  # plans whose windows are kept
 
 
 class Window:
@@ -34,28 +33,38 @@ class Window:
 
 
 # What a call holds of one limit: the window it is counted in, the amount it reserved there,
-# and the period (None: calls in flight). A plain tuple: one is made per limit and call.
+# and the period (None: calls in flight); as the fleet's counts are handed it.
 Held = tuple[Limit, Window, float, Period | None]
 
 
-def check(held: list[Held]) -> tuple[list[float], int | None]:
-    """Each counter's count before the call, and the first limit it would exceed (None:
-    none)."""
-    used: list[float] = []
-    refusing = None
-    for index, (limit, window, amount, _) in enumerate(held):
-        value = window.used
-        used.append(value)
-        if refusing is None and not value + amount <= limit.value + SLACK:
-            refusing = index
-    return used, refusing
+@dataclass(frozen=True, slots=True, eq=False)
+class Counted:
+    """Where a plan's limits count in one minute, day and month: each one's window and
+    period (None: calls in flight), by position."""
+
+    minute: Period
+    day: Period | None
+    month: Period | None
+    windows: list[Window]
+    periods: list[Period | None]
 
 
-def reserve(held: list[Held]) -> None:
-    for limit, window, amount, _ in held:
+def over(plan: Plan, windows: list[Window], amounts: list[float]) -> int | None:
+    """The first limit the call would exceed, by position (None: none)."""
+    limits = plan.limits
+    for index, window in enumerate(windows):
+        if window.used + amounts[index] > limits[index].ceiling:
+            return index
+    return None
+
+
+def reserve(plan: Plan, windows: list[Window], amounts: list[float]) -> list[float]:
+    """The call's amounts counted; each counter's count after it."""
+    for limit, window, amount in zip(plan.limits, windows, amounts, strict=True):
         window.used += amount
         if limit.kind != REQUESTS:  # a request is spent when made; the rest settle later
             window.reserved += amount
+    return [window.used for window in windows]
 
 
 class LocalCounts:
@@ -63,6 +72,34 @@ class LocalCounts:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], Window] = {}
+        self._counted: dict[Plan, Counted] = {}
+
+    def counted(
+        self, plan: Plan, minute: Period, day: Period | None, month: Period | None
+    ) -> Counted:
+        """Where `plan`'s limits count in these periods: worked out once for each plan and
+        periods (a period's window is only replaced when a new period starts)."""
+        found = self._counted.get(plan)
+        if (
+            found is None
+            or found.minute is not minute
+            or found.day is not day
+            or found.month is not month
+        ):
+            if found is not None or len(self._counted) >= _COUNTED_KEPT:
+                self._counted.clear()  # a new period: every plan's windows are new
+            spans = (minute, minute, None, day, month)  # by kind, in rules.KINDS's order
+            periods = [spans[code] for code in plan.codes]
+            windows = [
+                self.window(limit.counter, period)
+                for limit, period in zip(plan.limits, periods, strict=True)
+            ]
+            found = self._counted[plan] = Counted(minute, day, month, windows, periods)
+        return found
+
+    def forget_plans(self) -> None:
+        """A config (re)loaded: its plans are new."""
+        self._counted.clear()
 
     def window(self, counter: tuple[str, str], period: Period | None) -> Window:
         """The counter's window in `period` (from zero when the period is new)."""

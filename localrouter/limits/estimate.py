@@ -5,7 +5,6 @@ output limit, else DEFAULT_OUTPUT_TOKENS; and what that would cost at the model'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from localrouter.base.jsonload import Json
 from localrouter.usage.cost import plain_cost
@@ -30,11 +29,9 @@ def output_cap(body: Json) -> int | None:
     return None
 
 
-class Estimate(NamedTuple):
-    input_tokens: int
-    output_tokens: int
-    tokens: int  # both
-    cost: float | None  # None: the model's price is unknown
+# Input tokens, output tokens, and their cost (None: the model's price is unknown). A plain
+# tuple: one is made per limited call.
+Estimate = tuple[int, int, float | None]
 
 
 def estimate(
@@ -52,4 +49,4 @@ def estimate(
         cost = None
     else:
         cost = plain_cost(input_tokens, output_tokens, prices)
-    return Estimate(input_tokens, output_tokens, input_tokens + output_tokens, cost)
+    return input_tokens, output_tokens, cost

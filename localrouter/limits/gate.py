@@ -13,20 +13,19 @@ from multidict import istr
 from localrouter.base.errors import BudgetExceeded, RateLimited, UnpricedRefused
 from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
-from localrouter.limits.counting import (
+from localrouter.limits.counting import Counted, Held, LocalCounts, over, reserve
+from localrouter.limits.estimate import Estimate, estimate
+from localrouter.limits.periods import Period, Periods
+from localrouter.limits.rules import (
+    DOLLARS,
     PARALLEL,
     REQUESTS,
     TOKENS,
-    USD_DAY,
-    USD_MONTH,
-    Held,
-    LocalCounts,
-    check,
-    reserve,
+    CallerLimits,
+    Limit,
+    LimitRules,
+    Plan,
 )
-from localrouter.limits.estimate import Estimate, estimate
-from localrouter.limits.periods import Period, Periods
-from localrouter.limits.rules import CallerLimits, Limit, LimitRules
 from localrouter.limits.shared import SharedCounts
 from localrouter.lists.cache import Clock
 from localrouter.lists.fleet import Fleet
@@ -38,66 +37,95 @@ from localrouter.usage.record import CallRecord
 
 log = structlog.get_logger(__name__)
 
-DOLLARS = (USD_DAY, USD_MONTH)
 # istr: a plain str header name costs an istr made each time the answer's headers are written
 REMAINING_USD_HEADER: str = istr("x-localrouter-budget-remaining-usd")
-# The limit, remaining and reset headers of each rate, for its tightest limit.
-_RATE_HEADERS: dict[str, tuple[str, str, str]] = {
-    kind: (
-        istr(f"x-ratelimit-limit-{name}"),
-        istr(f"x-ratelimit-remaining-{name}"),
-        istr(f"x-ratelimit-reset-{name}"),
-    )
-    for kind, name in ((REQUESTS, "requests"), (TOKENS, "tokens"))
-}
+
+
+_RATE_PARTS = ("limit", "remaining", "reset")
+
+
+def _rate_header_names(rate: str) -> tuple[str, str, str]:
+    """The limit, remaining and reset headers of a rate, for its tightest limit."""
+    limit, remaining, reset = (istr(f"x-ratelimit-{name}-{rate}") for name in _RATE_PARTS)
+    return limit, remaining, reset
+
+
+_REQUEST_HEADERS, _TOKEN_HEADERS = _rate_header_names("requests"), _rate_header_names("tokens")
+NO_PLAN = Plan.of(())
 
 
 class Ticket:
-    """A call's reservations, until they are settled: what it holds of each limit that
-    applies (in the config's order), counted here, and in the fleet's counts when `shared`;
-    and which of them are which kind, by position."""
+    """A call's reservations, until they are settled: the amount it holds of each limit of
+    its plan (by position), counted where `counted` says, and in the fleet's counts when
+    `shared`."""
 
-    __slots__ = ("budgets", "call_id", "headers", "held", "rates", "shared", "slots", "tokens")
+    __slots__ = ("amounts", "call_id", "counted", "headers", "plan", "shared")
 
-    def __init__(self, call_id: str) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        plan: Plan = NO_PLAN,
+        counted: Counted | None = None,
+        amounts: list[float] | None = None,
+    ) -> None:
         self.call_id = call_id
-        self.held: list[Held] = []
-        self.rates: list[int] = []  # requests and tokens per minute
-        self.tokens: list[int] = []  # tokens per minute
-        self.budgets: list[int] = []  # dollars per day and month
-        self.slots: list[int] = []  # max_parallel
+        self.plan = plan
+        self.counted = counted
+        self.amounts: list[float] = amounts if amounts is not None else []
         self.shared: SharedCounts | None = None
         self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
 
+    @property
+    def settles(self) -> bool:
+        """Whether it waits for the call's usage: tokens or dollars were reserved."""
+        return bool(self.plan.tokens or self.plan.budgets)
+
+    def held(self) -> list[Held]:
+        """Each limit with its window, amount and period (as the fleet's counts take them)."""
+        if self.counted is None:
+            return []
+        return list(
+            zip(
+                self.plan.limits,
+                self.counted.windows,
+                self.amounts,
+                self.counted.periods,
+                strict=True,
+            )
+        )
+
     def release(self) -> None:
         """The answer ended: its slots of max_parallel are free."""
-        for index in self.slots:
-            self._settle(self.held[index], 0.0)
+        for index in self.plan.slots:
+            self._settle(index, 0.0)
 
     def settle(self, record: CallRecord) -> None:
         """The call's reserved tokens and dollars replaced by its real ones (a call that
         failed before any use reported none, and so gives its reservation back)."""
-        held = self.held
-        if self.tokens:
+        plan = self.plan
+        if plan.tokens:
             tokens = float(record.tokens.input_tokens + record.tokens.output_tokens)
-            for index in self.tokens:
-                self._settle(held[index], tokens)
-        if self.budgets:
+            for index in plan.tokens:
+                self._settle(index, tokens)
+        if plan.budgets:
             cost = record.cost_usd or 0.0
-            for index in self.budgets:
-                self._settle(held[index], cost)
+            for index in plan.budgets:
+                self._settle(index, cost)
 
     def refund(self) -> None:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
-        for held in self.held:
-            self._settle(held, 0.0)
-        self.held, self.rates, self.tokens, self.budgets, self.slots = [], [], [], [], []
+        for index in range(len(self.amounts)):
+            self._settle(index, 0.0)
+        self.plan, self.counted, self.amounts = NO_PLAN, None, []
 
-    def _settle(self, held: Held, actual: float) -> None:
-        _, window, amount, _ = held
+    def _settle(self, index: int, actual: float) -> None:
+        counted, amount = self.counted, self.amounts[index]
+        assert counted is not None
+        window = counted.windows[index]
         window.settle(amount, actual)
         if self.shared is not None:
+            held = (self.plan.limits[index], window, amount, counted.periods[index])
             self.shared.settle(held, actual, self.call_id)
 
 
@@ -122,6 +150,7 @@ class Limits:
         """A config (re)loaded: its limits and prices apply from the next request; the counts
         stay."""
         forget_configured_prices()  # the old config's, never asked for again
+        self.counts.forget_plans()
         self.rules = LimitRules.of(self.live.current)
         timezone = self.rules.settings.timezone
         if getattr(self, "periods", None) is None or self.periods.timezone != timezone:
@@ -145,11 +174,6 @@ class Limits:
         """Reserve what the call to `instance`/`upstream_id` (asked for as `asked`) is
         expected to use against every limit of `caller` that applies, or raise the refusal
         of the first that it would exceed."""
-        limits = (
-            caller.limits
-            if caller.every_model
-            else caller.applying(asked, f"{instance.name}/{upstream_id}")
-        )
         prices, source = prices_for(
             instance.settings, upstream_id, listed.pricing if listed else None
         )
@@ -160,78 +184,62 @@ class Limits:
             prices,
             source,
         )
-        if expected.cost is None and caller.refuses_unpriced:
-            _refuse_unpriced(limits, f"{instance.name}/{upstream_id}")
+        input_tokens, output_tokens, cost = expected
+        priced, unpriced = caller.plans(asked, instance.name, upstream_id)
+        if cost is None and caller.refuses_unpriced:
+            _refuse_unpriced(priced.limits, f"{instance.name}/{upstream_id}")
+        plan = priced if cost else unpriced  # free or unpriced: dollars do not count
+        if not plan.limits:
+            return Ticket(call_id)
         now = self.clock()
-        ticket = self._ticket(limits, expected, now, call_id)
-        held = ticket.held
-        if not held:
-            return ticket
+        periods = self.periods
+        minute = periods.minute(now)
+        day, month = (periods.day(now), periods.month(now)) if plan.budgets else (None, None)
+        counted = self.counts.counted(plan, minute, day, month)
+        dollars = cost or 0.0
+        by_kind = (1.0, float(input_tokens + output_tokens), 1.0, dollars, dollars)  # KINDS
+        amounts = [by_kind[code] for code in plan.codes]
+        ticket = Ticket(call_id, plan, counted, amounts)
+        windows = counted.windows
         shared = self.shared
-        verdict = await shared.admit(held, call_id, now) if shared is not None else None
-        own, refusing = check(held)
-        used = own
+        verdict = await shared.admit(ticket.held(), call_id, now) if shared is not None else None
+        refusing = over(plan, windows, amounts)
+        fleet_counts: list[float] | None = None
         if verdict is not None:  # the fleet's counts decide, and never count less than ours:
             # a Redis restarted empty, or one that was unreachable a while, misses some spend
-            fleet_refusing, used = verdict
+            fleet_refusing, fleet_counts = verdict
             if fleet_refusing is not None:
                 refusing = fleet_refusing
             elif refusing is not None:
                 assert shared is not None
-                for each in held:  # give the fleet's reservation back
+                for each in ticket.held():  # give the fleet's reservation back
                     shared.settle(each, 0.0, call_id)
-                used = own
+                fleet_counts = None
         if refusing is not None:
-            raise self._refusal(ticket, used, refusing, expected, now)
-        reserve(held)
-        if verdict is not None:
+            counts = fleet_counts or [window.used for window in windows]
+            raise self._refusal(ticket, counts, refusing, expected, now)
+        after = reserve(plan, windows, amounts)
+        if fleet_counts is not None:
             ticket.shared = shared
-        ticket.headers = self._headers(ticket, used, now)
+            after = [count + amount for count, amount in zip(fleet_counts, amounts, strict=True)]
+        ticket.headers = self._headers(ticket, after, now)
         return ticket
 
-    def _ticket(
-        self, limits: tuple[Limit, ...], expected: Estimate, now: float, call_id: str
-    ) -> Ticket:
-        """What the call is expected to use of each limit, in the window it counts in now."""
-        ticket = Ticket(call_id)
-        held = ticket.held
-        counts, periods = self.counts, self.periods
-        minute = periods.minute(now)
-        for limit in limits:
-            kind = limit.kind
-            period: Period | None
-            if kind == REQUESTS:
-                amount, period = 1.0, minute
-                ticket.rates.append(len(held))
-            elif kind == TOKENS:
-                amount, period = expected.tokens, minute
-                ticket.rates.append(len(held))
-                ticket.tokens.append(len(held))
-            elif kind == PARALLEL:
-                amount, period = 1.0, None
-                ticket.slots.append(len(held))
-            elif expected.cost:  # priced and not free: dollars count
-                amount = expected.cost
-                period = periods.day(now) if kind == USD_DAY else periods.month(now)
-                ticket.budgets.append(len(held))
-            else:
-                continue
-            held.append((limit, counts.window(limit.counter, period), amount, period))
-        return ticket
-
-    def _headers(self, ticket: Ticket, used: list[float], now: float) -> dict[str, str]:
-        held = ticket.held
-        headers = _rate_headers(_tightest(ticket, used, after=True), now)
-        warn_at = self.rules.settings.warn_at
+    def _headers(self, ticket: Ticket, after: list[float], now: float) -> dict[str, str]:
+        """x-ratelimit-* and, past a budget's warn_at, the warning; `after`: each counter's
+        count with this call's amount in it."""
+        plan, periods = ticket.plan, ticket.counted.periods if ticket.counted else []
+        headers = _rate_headers(plan, periods, after, now)
         remaining: float | None = None
-        for index in ticket.budgets:
-            limit, _, amount, period = held[index]
-            value = used[index]
-            if limit.value and value + amount >= warn_at * limit.value:
-                left = max(limit.value - value - amount, 0.0)
-                remaining = left if remaining is None else min(remaining, left)
+        for index in plan.budgets:
+            limit, period = plan.limits[index], periods[index]
+            count = after[index]
+            if limit.value and count >= limit.warn_from:
+                left = limit.value - count
+                left = 0.0 if left < 0.0 else left
+                remaining = left if remaining is None or left < remaining else remaining
                 assert period is not None
-                self._warn(limit, period, value + amount)
+                self._warn(limit, period, count)
         if remaining is not None:
             headers[REMAINING_USD_HEADER] = f"{remaining:.6f}"
         return headers
@@ -254,15 +262,18 @@ class Limits:
     def _refusal(
         self, ticket: Ticket, used: list[float], index: int, expected: Estimate, now: float
     ) -> RateLimited | BudgetExceeded:
-        (refusing, _, amount, period), value = ticket.held[index], used[index]
+        refusing, amount, value = ticket.plan.limits[index], ticket.amounts[index], used[index]
+        periods = ticket.counted.periods if ticket.counted else []
+        period = periods[index]
+        input_tokens, output_tokens, _ = expected
         scope, kind, limit = refusing.scope, refusing.kind, refusing.value
         where = f"{scope.path}.{kind}"
         if kind in DOLLARS:
             assert period is not None
             ends = period.ends
             this = (
-                f" This call may cost up to ${amount:.4f} (about {expected.input_tokens} "
-                f"input tokens and up to {expected.output_tokens} output: a lower max_tokens "
+                f" This call may cost up to ${amount:.4f} (about {input_tokens} "
+                f"input tokens and up to {output_tokens} output: a lower max_tokens "
                 "reserves less)."
                 if value < limit
                 else ""
@@ -285,8 +296,8 @@ class Limits:
             wait = max(period.ends - now, 0.001)
             unit = "requests" if kind == REQUESTS else "tokens"
             this = (
-                f" This call may use {amount:g} (about {expected.input_tokens} input "
-                f"tokens and up to {expected.output_tokens} output: a lower max_tokens needs "
+                f" This call may use {amount:g} (about {input_tokens} input "
+                f"tokens and up to {output_tokens} output: a lower max_tokens needs "
                 "fewer)."
                 if kind == TOKENS
                 else ""
@@ -298,7 +309,7 @@ class Limits:
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(math.ceil(wait * 1000)),
-            **_rate_headers(_tightest(ticket, used, after=False), now),
+            **_rate_headers(ticket.plan, periods, used, now),
         }
         error_type = "tokens" if kind == TOKENS else "requests"
         return RateLimited(message, error_type=error_type, headers=headers)
@@ -317,41 +328,36 @@ def _refuse_unpriced(limits: tuple[Limit, ...], resolved: str) -> None:
             )
 
 
-# Of a rate's tightest limit: the limit, what is left of it, its period.
-Tightest = tuple[Limit, float, Period | None]
-
-
-def _tightest(ticket: Ticket, used: list[float], *, after: bool) -> dict[str, Tightest]:
-    """Of each rate (requests, tokens), the limit with the least left (after this call's
-    amount, when admitted)."""
-    found: dict[str, Tightest] = {}
-    held = ticket.held
-    for index in ticket.rates:
-        limit, _, amount, period = held[index]
-        left = limit.value - used[index] - (amount if after else 0.0)
-        tightest = found.get(limit.kind)
-        if tightest is None or left < tightest[1]:
-            found[limit.kind] = limit, left, period
-    return found
-
-
-def _rate_headers(tightest: dict[str, Tightest], now: float) -> dict[str, str]:
+def _rate_headers(
+    plan: Plan, periods: list[Period | None], counts: list[float], now: float
+) -> dict[str, str]:
+    """Of each rate (requests, tokens), its tightest limit's headers: the limit, what is left
+    of it by `counts`, and when the minute ends."""
     headers = {}
     reset = ""
-    for kind, (limit_name, remaining_name, reset_name) in _RATE_HEADERS.items():
-        if (found := tightest.get(kind)) is not None:
-            limit, left, period = found
-            reset = reset or _reset(period, now)  # the rates count in the same minute
-            headers[limit_name] = limit.shown
-            headers[remaining_name] = str(math.floor(left)) if left >= 1 else "0"  # >= 0
-            headers[reset_name] = reset
+    for indices, (limit_name, remaining_name, reset_name) in (
+        (plan.requests, _REQUEST_HEADERS),
+        (plan.tokens, _TOKEN_HEADERS),
+    ):
+        if not indices:
+            continue
+        limits = plan.limits
+        tightest, left = indices[0], limits[indices[0]].value - counts[indices[0]]
+        for index in indices[1:]:
+            if (other := limits[index].value - counts[index]) < left:
+                tightest, left = index, other
+        limit = limits[tightest]
+        reset = reset or _reset(periods[tightest], now)  # the rates count in the same minute
+        headers[limit_name] = limit.shown
+        headers[remaining_name] = str(int(left)) if left >= 1 else "0"  # whole, >= 0
+        headers[reset_name] = reset
     return headers
 
 
 def _reset(period: Period | None, now: float) -> str:
+    """When a rate's window ends, in whole seconds (rounded up)."""
     left = period.ends - now if period is not None else 0.0
-    reset = 0.0 if left < 0.0 else left
-    return f"{reset:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{math.ceil(left) if left > 0.0 else 0}s"
 
 
 def _duration(seconds: float) -> str:

@@ -12,10 +12,9 @@ from aiohttp import web
 
 from localrouter.config.control import Client
 from localrouter.http.bodies import JSON
-from localrouter.limits.counting import REQUESTS, TOKENS, USD_DAY, USD_MONTH
 from localrouter.limits.gate import Limits
 from localrouter.limits.periods import Period
-from localrouter.limits.rules import CallerLimits, Limit
+from localrouter.limits.rules import REQUESTS, TOKENS, USD_DAY, USD_MONTH, CallerLimits, Limit
 from localrouter.usage.ledger import Ledger
 
 _RESETS = {USD_DAY: "daily", USD_MONTH: "monthly"}

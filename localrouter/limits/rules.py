@@ -1,15 +1,25 @@
 """Which limits apply to whom, compiled once per config: each caller's own scope (its
-`limits:`, else the top-level ones) and one scope per `model_limits` glob."""
+`limits:`, else the top-level ones) and one scope per `model_limits` glob; and, worked out
+on a caller's first call to a model, the plan of the limits that call is held to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from localrouter.config.control import Client, Globs
 from localrouter.config.limits import LimitSettings, LimitValues
 from localrouter.config.settings import Settings
 
 NO_CLIENT = ""  # the counters' name for a caller with no client (the admin, or anyone)
+REQUESTS, TOKENS = "requests_per_minute", "tokens_per_minute"
+USD_DAY, USD_MONTH, PARALLEL = "usd_per_day", "usd_per_month", "max_parallel"
+# Each kind's position: what a call's loops index the period and amount it counts by.
+KINDS = (REQUESTS, TOKENS, PARALLEL, USD_DAY, USD_MONTH)
+DOLLARS = (USD_DAY, USD_MONTH)
+# A float sum of prices may exceed a limit it reached by a rounding error; this much is not more.
+SLACK = 1e-9
+# Plans kept per model-scoped caller (one per model it calls): past this, they are made anew.
+_PLANS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -36,6 +46,39 @@ class Limit:
     value: float
     counter: tuple[str, str]
     shown: str  # as answers' headers show it
+    code: int  # the kind's position in KINDS
+    ceiling: float  # the most it may count: value and SLACK
+    warn_from: float  # a budget's count from which answers warn (value * warn_at)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Plan:
+    """The limits a call is held to, in order, and which are which by position: the rates
+    (requests, tokens), those settled from usage (tokens, dollars) and the calls in flight."""
+
+    limits: tuple[Limit, ...]
+    codes: tuple[int, ...]  # each limit's kind, by its position in KINDS
+    requests: tuple[int, ...]
+    tokens: tuple[int, ...]
+    budgets: tuple[int, ...]
+    slots: tuple[int, ...]
+
+    @classmethod
+    def of(cls, limits: tuple[Limit, ...]) -> Plan:
+        def where(*kinds: str) -> tuple[int, ...]:
+            return tuple(index for index, limit in enumerate(limits) if limit.kind in kinds)
+
+        codes = tuple(limit.code for limit in limits)
+        return cls(limits, codes, where(REQUESTS), where(TOKENS), where(*DOLLARS), where(PARALLEL))
+
+
+# A caller's plans for one model: with its dollar limits, and without them (for a call that
+# costs nothing or has no known price, which dollars do not count).
+Plans = tuple[Plan, Plan]
+
+
+def plans_of(limits: tuple[Limit, ...]) -> Plans:
+    return Plan.of(limits), Plan.of(tuple(limit for limit in limits if limit.kind not in DOLLARS))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,7 +87,22 @@ class CallerLimits:
     scopes: tuple[Scope, ...]
     refuses_unpriced: bool
     limits: tuple[Limit, ...]  # every scope's, in order
-    every_model: bool  # whether every scope covers every model
+    every_model: Plans | None  # when every scope covers every model: the one pair of plans
+    _by_model: dict[tuple[str, str, str], Plans] = field(default_factory=dict)
+
+    def plans(self, asked: str, instance: str, upstream_id: str) -> Plans:
+        """The plans of a call asked for as `asked`, going to `instance`/`upstream_id`."""
+        if self.every_model is not None:
+            return self.every_model
+        key = asked, instance, upstream_id
+        found = self._by_model.get(key)
+        if found is None:
+            if len(self._by_model) >= _PLANS_KEPT:
+                self._by_model.clear()
+            found = self._by_model[key] = plans_of(
+                self.applying(asked, f"{instance}/{upstream_id}")
+            )
+        return found
 
     def applying(self, asked: str, resolved: str) -> tuple[Limit, ...]:
         """The limits of the scopes that cover a call asked for as `asked`, going to
@@ -78,8 +136,10 @@ class LimitRules:
             ]
             said = own.usd_limits_unpriced if own is not None else None
             refuses = (said or default.usd_limits_unpriced) == "refuse"
-            by_client[client.name] = _caller(client.name, scopes, refuses)
-        anyone = _caller(NO_CLIENT, [_scope(NO_CLIENT, NO_CLIENT, "limits", default)], False)
+            by_client[client.name] = _caller(client.name, scopes, refuses, default.warn_at)
+        anyone = _caller(
+            NO_CLIENT, [_scope(NO_CLIENT, NO_CLIENT, "limits", default)], False, default.warn_at
+        )
         return cls(default, by_client, anyone)
 
     @property
@@ -103,14 +163,23 @@ def _scope(key: str, client: str, path: str, values: LimitValues, glob: str | No
     return Scope(key, who, path, values.set, Globs([glob]) if glob is not None else None)
 
 
-def _caller(client: str, scopes: list[Scope], refuses: bool) -> CallerLimits | None:
+def _caller(client: str, scopes: list[Scope], refuses: bool, warn_at: float) -> CallerLimits | None:
     kept = tuple(scope for scope in scopes if scope.limits)
     if not kept:
         return None
     limits = tuple(
-        Limit(scope, kind, value, (scope.key, kind), f"{value:g}")
+        Limit(
+            scope,
+            kind,
+            value,
+            (scope.key, kind),
+            f"{value:g}",
+            KINDS.index(kind),
+            value + SLACK,
+            value * warn_at,
+        )
         for scope in kept
         for kind, value in scope.limits.items()
     )
     every_model = all(scope.models is None for scope in kept)
-    return CallerLimits(client, kept, refuses, limits, every_model)
+    return CallerLimits(client, kept, refuses, limits, plans_of(limits) if every_model else None)

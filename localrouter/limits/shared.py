@@ -10,9 +10,9 @@ import functools
 import math
 from typing import Any
 
-from localrouter.limits.counting import PARALLEL, SLACK, Held
+from localrouter.limits.counting import Held
 from localrouter.limits.periods import Period
-from localrouter.limits.rules import Limit
+from localrouter.limits.rules import PARALLEL, SLACK, Limit
 from localrouter.lists.fleet import Fleet
 
 # A slot of max_parallel that a daemon took and never gave back (it died) frees itself

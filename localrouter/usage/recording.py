@@ -41,7 +41,11 @@ CALL: web.RequestKey[Call] = web.RequestKey("call")
 
 class Reservation(Protocol):
     """What a call reserved before it was made (limits/gate.py's Ticket): released when its
-    answer ends, settled once its usage is priced."""
+    answer ends, settled once its usage is priced (when it `settles`: it reserved tokens or
+    dollars)."""
+
+    @property
+    def settles(self) -> bool: ...
 
     def release(self) -> None: ...
 
@@ -108,8 +112,11 @@ class Call:
         kept += chunk
 
     def reserved(self, reservation: Reservation) -> None:
-        """A limit's reservation, settled with this record (so usage is read from now on)."""
-        self.reservation, self.recording = reservation, True
+        """A limit's reservation, released when the answer ends and, when it settles, settled
+        with this record (so usage is read from now on)."""
+        self.reservation = reservation
+        if reservation.settles:
+            self.recording = True
 
     def answered_by(self, instance: Instance, upstream_id: str, key: int | None) -> None:
         record = self.record
