@@ -81,17 +81,18 @@ async def chat(api: openai.AsyncOpenAI, max_tokens: int = 64) -> httpx.Headers:
 async def test_a_rate_limit_refuses_the_request_past_it_and_admits_it_next_minute(
     daemon: DaemonFactory, tmp_path: Path, wires: Wires, clock: FakeClock, sdk: SDK
 ) -> None:
-    """requests_per_minute 2: the answers count down in x-ratelimit-*; the third request is a
-    429 the openai client raises as RateLimitError, with Retry-After until the minute ends;
-    the next minute admits it."""
+    """requests_per_minute 2: the answers count down in x-ratelimit-*, with the rest of the
+    minute in whole seconds rounded up; the third request is a 429 the openai client raises
+    as RateLimitError, with Retry-After until the minute ends; the next minute admits it."""
     clock.now = MINUTE_START + 15
     client = await daemon(limited(tmp_path, wires, {"requests_per_minute": 2}))
     api = sdk(client)
-    for left in ("1", "0"):
+    for left, advance in (("1", 0.75), ("0", 0.0)):
         headers = await chat(api)
         assert headers["x-ratelimit-limit-requests"] == "2"
         assert headers["x-ratelimit-remaining-requests"] == left
-        assert headers["x-ratelimit-reset-requests"] == "45s"
+        assert headers["x-ratelimit-reset-requests"] == "45s"  # 45 s, then 44.25 s
+        clock.advance(advance)
     with pytest.raises(openai.RateLimitError) as refused:
         await chat(api)
     error = refused.value
@@ -100,11 +101,11 @@ async def test_a_rate_limit_refuses_the_request_past_it_and_admits_it_next_minut
     assert "client 'agent'" in error.message
     assert "clients[0].limits.requests_per_minute" in (error.message)
     assert error.response.headers["retry-after"] == "45"
-    assert error.response.headers["retry-after-ms"] == "45000"
+    assert error.response.headers["retry-after-ms"] == "44250"
     assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
     assert "x-should-retry" not in error.response.headers
     assert len(wires.openai.bodies) == 2  # the refused request never went upstream
-    clock.advance(45)
+    clock.advance(44.25)
     headers = await chat(api)
     assert headers["x-ratelimit-remaining-requests"] == "1"
 

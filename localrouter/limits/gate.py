@@ -76,6 +76,11 @@ class Ticket:
         self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
 
     @property
+    def periods(self) -> list[Period | None]:
+        """Each limit's period, by position (None: calls in flight)."""
+        return self.counted.periods if self.counted is not None else []
+
+    @property
     def settles(self) -> bool:
         """Whether it waits for the call's usage: tokens or dollars were reserved."""
         return bool(self.plan.tokens or self.plan.budgets)
@@ -228,7 +233,7 @@ class Limits:
     def _headers(self, ticket: Ticket, after: list[float], now: float) -> dict[str, str]:
         """x-ratelimit-* and, past a budget's warn_at, the warning; `after`: each counter's
         count with this call's amount in it."""
-        plan, periods = ticket.plan, ticket.counted.periods if ticket.counted else []
+        plan, periods = ticket.plan, ticket.periods
         headers = _rate_headers(plan, periods, after, now)
         remaining: float | None = None
         for index in plan.budgets:
@@ -263,7 +268,7 @@ class Limits:
         self, ticket: Ticket, used: list[float], index: int, expected: Estimate, now: float
     ) -> RateLimited | BudgetExceeded:
         refusing, amount, value = ticket.plan.limits[index], ticket.amounts[index], used[index]
-        periods = ticket.counted.periods if ticket.counted else []
+        periods = ticket.periods
         period = periods[index]
         input_tokens, output_tokens, _ = expected
         scope, kind, limit = refusing.scope, refusing.kind, refusing.value

@@ -87,13 +87,15 @@ class CallerLimits:
     scopes: tuple[Scope, ...]
     refuses_unpriced: bool
     limits: tuple[Limit, ...]  # every scope's, in order
-    every_model: Plans | None  # when every scope covers every model: the one pair of plans
-    _by_model: dict[tuple[str, str, str], Plans] = field(default_factory=dict)
+    for_every_model: Plans | None  # when every scope covers every model: its one pair
+    _by_model: dict[tuple[str, str, str], Plans] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def plans(self, asked: str, instance: str, upstream_id: str) -> Plans:
         """The plans of a call asked for as `asked`, going to `instance`/`upstream_id`."""
-        if self.every_model is not None:
-            return self.every_model
+        if self.for_every_model is not None:
+            return self.for_every_model
         key = asked, instance, upstream_id
         found = self._by_model.get(key)
         if found is None:
