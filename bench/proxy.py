@@ -104,8 +104,10 @@ LIMITS_TARGET = 0.95
 LIMITED_TOKEN, FREE_TOKEN = "bench-limited-token-7a41", "bench-free-token-93d0"
 ADMIN_TOKEN = "bench-admin-token-c8f2"  # reads /metrics and /api/limits
 # Every limit there is, far beyond what a run can use (a call reserves some 4,100 tokens and
-# $0.06 of the day's and the month's budgets until it is settled at its real cost).
-HUGE = 10**12
+# $0.06 of the day's and the month's budgets until it is settled at its real cost; a run makes
+# at most a few thousand calls a second), yet one digit of Python's int, as real limits are
+# (what remains of 10**12 costs twice as much to print in each answer's headers).
+HUGE = 10**9
 # The limited client's limits (--limited-by): every kind there is, or the kinds of the issue's
 # example client (`agent`: requests_per_minute, usd_per_day, max_parallel).
 LIMIT_SETS = {

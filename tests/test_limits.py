@@ -164,9 +164,11 @@ async def test_tokens_per_minute_reserve_the_expected_tokens_and_count_the_real_
 ) -> None:
     """tokens_per_minute 3000: a call reserves its input estimate and max_tokens, and counts
     what the upstream reported (1700) once it ends: a second call fits, a third does not, and
-    its refusal says so in OpenAI's tokens shape."""
+    its refusal says so in OpenAI's tokens shape. The refused call is not counted in the
+    requests_per_minute it passed before (counted in all of a caller's limits, or in none)."""
     clock.now = MINUTE_START
-    client = await daemon(limited(tmp_path, wires, {"tokens_per_minute": 3000}))
+    limits = {"requests_per_minute": 10, "tokens_per_minute": 3000}
+    client = await daemon(limited(tmp_path, wires, limits))
     api = sdk(client)
     headers = await chat(api)
     assert headers["x-ratelimit-limit-tokens"] == "3000"
@@ -180,6 +182,11 @@ async def test_tokens_per_minute_reserve_the_expected_tokens_and_count_the_real_
     assert "3400 tokens are used in this minute" in error.message
     assert error.response.headers["x-ratelimit-remaining-tokens"] == "0"
     assert error.response.headers["retry-after"] == "60"
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "8"
+    answer = await client.get("/api/limits", headers={"Authorization": f"Bearer {ADMIN}"})
+    rows = {row["limit"]: row for row in (await answer.json())["data"]}
+    assert rows["requests_per_minute"]["used"] == 2
+    assert rows["tokens_per_minute"]["used"] == 3400
 
 
 async def test_max_parallel_refuses_a_third_stream_while_two_are_in_flight(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from localrouter.limits.periods import Period
+from localrouter.limits.periods import Period, Spans
 from localrouter.limits.rules import REQUESTS, Limit, Plan
 
 _COUNTED_KEPT = 4096  # plans whose windows are kept
@@ -39,32 +39,31 @@ Held = tuple[Limit, Window, float, Period | None]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Counted:
-    """Where a plan's limits count in one minute, day and month: each one's window and
-    period (None: calls in flight), by position."""
+    """Where a plan's limits count in one minute, day and month (`spans`): each one's window
+    and period (None: calls in flight), by position."""
 
-    minute: Period
-    day: Period | None
-    month: Period | None
+    spans: Spans
     windows: list[Window]
     periods: list[Period | None]
 
 
-def over(plan: Plan, windows: list[Window], amounts: list[float]) -> int | None:
-    """The first limit the call would exceed, by position (None: none)."""
+def take(plan: Plan, windows: list[Window], amounts: list[float]) -> tuple[int | None, list[float]]:
+    """The call's amounts counted in every window, or in none: the position of the first
+    limit they would exceed (None: counted), and each counter's count after them."""
     limits = plan.limits
+    after: list[float] = []
     for index, window in enumerate(windows):
-        if window.used + amounts[index] > limits[index].ceiling:
-            return index
-    return None
-
-
-def reserve(plan: Plan, windows: list[Window], amounts: list[float]) -> list[float]:
-    """The call's amounts counted; each counter's count after it."""
-    for limit, window, amount in zip(plan.limits, windows, amounts, strict=True):
-        window.used += amount
+        amount, limit = amounts[index], limits[index]
+        used = window.used + amount
+        if used > limit.ceiling:
+            for earlier in range(index):
+                windows[earlier].settle(amounts[earlier], 0.0)
+            return index, after
+        window.used = used
+        after.append(used)
         if limit.kind != REQUESTS:  # a request is spent when made; the rest settle later
             window.reserved += amount
-    return [window.used for window in windows]
+    return None, after
 
 
 class LocalCounts:
@@ -74,27 +73,21 @@ class LocalCounts:
         self._windows: dict[tuple[str, str], Window] = {}
         self._counted: dict[Plan, Counted] = {}
 
-    def counted(
-        self, plan: Plan, minute: Period, day: Period | None, month: Period | None
-    ) -> Counted:
-        """Where `plan`'s limits count in these periods: worked out once for each plan and
-        periods (a period's window is only replaced when a new period starts)."""
+    def counted(self, plan: Plan, spans: Spans) -> Counted:
+        """Where `plan`'s limits count in `spans`: worked out once for each plan and spans (a
+        period's window is only replaced when a new period starts)."""
         found = self._counted.get(plan)
-        if (
-            found is None
-            or found.minute is not minute
-            or found.day is not day
-            or found.month is not month
-        ):
+        if found is None or found.spans is not spans:
             if found is not None or len(self._counted) >= _COUNTED_KEPT:
                 self._counted.clear()  # a new period: every plan's windows are new
-            spans = (minute, minute, None, day, month)  # by kind, in rules.KINDS's order
-            periods = [spans[code] for code in plan.codes]
+            minute, day, month = spans
+            by_kind = (minute, minute, None, day, month)  # in rules.KINDS's order
+            periods = [by_kind[code] for code in plan.codes]
             windows = [
                 self.window(limit.counter, period)
                 for limit, period in zip(plan.limits, periods, strict=True)
             ]
-            found = self._counted[plan] = Counted(minute, day, month, windows, periods)
+            found = self._counted[plan] = Counted(spans, windows, periods)
         return found
 
     def forget_plans(self) -> None:

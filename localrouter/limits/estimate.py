@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from localrouter.base.jsonload import Json
-from localrouter.usage.cost import plain_cost
+from localrouter.usage.cost import unrounded_cost
 from localrouter.usage.record import CostSource
 from localrouter.usage.tokens import estimated
 
@@ -48,5 +48,5 @@ def estimate(
     elif prices is None:
         cost = None
     else:
-        cost = plain_cost(input_tokens, output_tokens, prices)
+        cost = unrounded_cost(input_tokens, output_tokens, prices)
     return input_tokens, output_tokens, cost

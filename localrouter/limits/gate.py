@@ -5,6 +5,7 @@ checked, the call's expected use reserved, or a refusal raised in the client's p
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -13,7 +14,7 @@ from multidict import istr
 from localrouter.base.errors import BudgetExceeded, RateLimited, UnpricedRefused
 from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
-from localrouter.limits.counting import Counted, Held, LocalCounts, over, reserve
+from localrouter.limits.counting import Held, LocalCounts, Window, take
 from localrouter.limits.estimate import Estimate, estimate
 from localrouter.limits.periods import Period, Periods
 from localrouter.limits.rules import (
@@ -50,35 +51,29 @@ def _rate_header_names(rate: str) -> tuple[str, str, str]:
     return limit, remaining, reset
 
 
-_REQUEST_HEADERS, _TOKEN_HEADERS = _rate_header_names("requests"), _rate_header_names("tokens")
+_RATE_HEADERS = {REQUESTS: _rate_header_names("requests"), TOKENS: _rate_header_names("tokens")}
 NO_PLAN = Plan.of(())
 
 
 class Ticket:
     """A call's reservations, until they are settled: the amount it holds of each limit of
-    its plan (by position), counted where `counted` says, and in the fleet's counts when
-    `shared`."""
+    its plan, in the window and period it counts in (by position), and in the fleet's counts
+    when `shared`."""
 
-    __slots__ = ("amounts", "call_id", "counted", "headers", "plan", "shared")
+    __slots__ = ("amounts", "call_id", "headers", "periods", "plan", "shared", "windows")
 
     def __init__(
         self,
         call_id: str,
-        plan: Plan = NO_PLAN,
-        counted: Counted | None = None,
-        amounts: list[float] | None = None,
+        plan: Plan,
+        windows: list[Window],
+        periods: list[Period | None],
+        amounts: list[float],
     ) -> None:
-        self.call_id = call_id
-        self.plan = plan
-        self.counted = counted
-        self.amounts: list[float] = amounts if amounts is not None else []
+        self.call_id, self.plan, self.amounts = call_id, plan, amounts
+        self.windows, self.periods = windows, periods
         self.shared: SharedCounts | None = None
         self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
-
-    @property
-    def periods(self) -> list[Period | None]:
-        """Each limit's period, by position (None: calls in flight)."""
-        return self.counted.periods if self.counted is not None else []
 
     @property
     def settles(self) -> bool:
@@ -87,51 +82,41 @@ class Ticket:
 
     def held(self) -> list[Held]:
         """Each limit with its window, amount and period (as the fleet's counts take them)."""
-        if self.counted is None:
-            return []
-        return list(
-            zip(
-                self.plan.limits,
-                self.counted.windows,
-                self.amounts,
-                self.counted.periods,
-                strict=True,
-            )
-        )
+        return list(zip(self.plan.limits, self.windows, self.amounts, self.periods, strict=True))
 
     def release(self) -> None:
         """The answer ended: its slots of max_parallel are free."""
-        for index in self.plan.slots:
-            self._settle(index, 0.0)
+        self._settle_all(self.plan.slots, 0.0)
 
     def settle(self, record: CallRecord) -> None:
         """The call's reserved tokens and dollars replaced by its real ones (a call that
         failed before any use reported none, and so gives its reservation back)."""
         plan = self.plan
         if plan.tokens:
-            tokens = float(record.tokens.input_tokens + record.tokens.output_tokens)
-            for index in plan.tokens:
-                self._settle(index, tokens)
+            tokens = record.tokens
+            self._settle_all(plan.tokens, float(tokens.input_tokens + tokens.output_tokens))
         if plan.budgets:
-            cost = record.cost_usd or 0.0
-            for index in plan.budgets:
-                self._settle(index, cost)
+            self._settle_all(plan.budgets, record.cost_usd or 0.0)
 
     def refund(self) -> None:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
-        for index in range(len(self.amounts)):
-            self._settle(index, 0.0)
-        self.plan, self.counted, self.amounts = NO_PLAN, None, []
+        self._settle_all(range(len(self.amounts)), 0.0)
+        self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], []
 
-    def _settle(self, index: int, actual: float) -> None:
-        counted, amount = self.counted, self.amounts[index]
-        assert counted is not None
-        window = counted.windows[index]
-        window.settle(amount, actual)
-        if self.shared is not None:
-            held = (self.plan.limits[index], window, amount, counted.periods[index])
-            self.shared.settle(held, actual, self.call_id)
+    def _settle_all(self, indices: Iterable[int], actual: float) -> None:
+        """The limits at `indices` settled at `actual` each."""
+        windows, amounts, shared = self.windows, self.amounts, self.shared
+        for index in indices:
+            windows[index].settle(amounts[index], actual)
+            if shared is not None:
+                held = (
+                    self.plan.limits[index],
+                    windows[index],
+                    amounts[index],
+                    self.periods[index],
+                )
+                shared.settle(held, actual, self.call_id)
 
 
 @dataclass
@@ -195,38 +180,30 @@ class Limits:
             _refuse_unpriced(priced.limits, f"{instance.name}/{upstream_id}")
         plan = priced if cost else unpriced  # free or unpriced: dollars do not count
         if not plan.limits:
-            return Ticket(call_id)
+            return Ticket(call_id, NO_PLAN, [], [], [])
         now = self.clock()
-        periods = self.periods
-        minute = periods.minute(now)
-        day, month = (periods.day(now), periods.month(now)) if plan.budgets else (None, None)
-        counted = self.counts.counted(plan, minute, day, month)
+        counted = self.counts.counted(plan, self.periods.spans(now))
         dollars = cost or 0.0
         by_kind = (1.0, float(input_tokens + output_tokens), 1.0, dollars, dollars)  # KINDS
         amounts = [by_kind[code] for code in plan.codes]
-        ticket = Ticket(call_id, plan, counted, amounts)
+        ticket = Ticket(call_id, plan, counted.windows, counted.periods, amounts)
         windows = counted.windows
         shared = self.shared
         verdict = await shared.admit(ticket.held(), call_id, now) if shared is not None else None
-        refusing = over(plan, windows, amounts)
-        fleet_counts: list[float] | None = None
-        if verdict is not None:  # the fleet's counts decide, and never count less than ours:
-            # a Redis restarted empty, or one that was unreachable a while, misses some spend
-            fleet_refusing, fleet_counts = verdict
-            if fleet_refusing is not None:
-                refusing = fleet_refusing
-            elif refusing is not None:
+        # The fleet's counts decide, and never count less than ours: a Redis restarted empty,
+        # or one that was unreachable a while, misses some spend.
+        if verdict is not None and verdict[0] is not None:
+            raise self._refusal(ticket, verdict[1], verdict[0], expected, now)
+        refusing, after = take(plan, windows, amounts)
+        if refusing is not None:
+            if verdict is not None:
                 assert shared is not None
                 for each in ticket.held():  # give the fleet's reservation back
                     shared.settle(each, 0.0, call_id)
-                fleet_counts = None
-        if refusing is not None:
-            counts = fleet_counts or [window.used for window in windows]
-            raise self._refusal(ticket, counts, refusing, expected, now)
-        after = reserve(plan, windows, amounts)
-        if fleet_counts is not None:
+            raise self._refusal(ticket, [w.used for w in windows], refusing, expected, now)
+        if verdict is not None:
             ticket.shared = shared
-            after = [count + amount for count, amount in zip(fleet_counts, amounts, strict=True)]
+            after = [count + amount for count, amount in zip(verdict[1], amounts, strict=True)]
         ticket.headers = self._headers(ticket, after, now)
         return ticket
 
@@ -340,20 +317,17 @@ def _rate_headers(
     of it by `counts`, and when the minute ends."""
     headers = {}
     reset = ""
-    for indices, (limit_name, remaining_name, reset_name) in (
-        (plan.requests, _REQUEST_HEADERS),
-        (plan.tokens, _TOKEN_HEADERS),
-    ):
-        if not indices:
-            continue
-        limits = plan.limits
-        tightest, left = indices[0], limits[indices[0]].value - counts[indices[0]]
-        for index in indices[1:]:
-            if (other := limits[index].value - counts[index]) < left:
-                tightest, left = index, other
-        limit = limits[tightest]
+    limits = plan.limits
+    for kind, indices in plan.rates:
+        tightest = indices[0]
+        left = limits[tightest].value - counts[tightest]
+        if len(indices) > 1:
+            for index in indices[1:]:
+                if (other := limits[index].value - counts[index]) < left:
+                    tightest, left = index, other
+        limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
         reset = reset or _reset(periods[tightest], now)  # the rates count in the same minute
-        headers[limit_name] = limit.shown
+        headers[limit_name] = limits[tightest].shown
         headers[remaining_name] = str(int(left)) if left >= 1 else "0"  # whole, >= 0
         headers[reset_name] = reset
     return headers
@@ -361,8 +335,12 @@ def _rate_headers(
 
 def _reset(period: Period | None, now: float) -> str:
     """When a rate's window ends, in whole seconds (rounded up)."""
-    left = period.ends - now if period is not None else 0.0
-    return f"{math.ceil(left) if left > 0.0 else 0}s"
+    left = math.ceil(period.ends - now) if period is not None else 0
+    return _SECONDS[left] if 0 <= left <= MINUTE_SECONDS else f"{max(left, 0)}s"
+
+
+MINUTE_SECONDS = 60
+_SECONDS = [f"{seconds}s" for seconds in range(MINUTE_SECONDS + 1)]  # made once, not per answer
 
 
 def _duration(seconds: float) -> str:

@@ -17,6 +17,12 @@ class Period(NamedTuple):
     ends: float
 
 
+class Spans(NamedTuple):
+    minute: Period
+    day: Period
+    month: Period
+
+
 class Periods:
     """The minute, day and month that a time falls in; each is worked out once and kept until
     it ends."""
@@ -30,6 +36,17 @@ class Periods:
         self._day_starts = 0.0
         self._month = Period("", 0.0)
         self._month_starts = 0.0
+        self._spans = Spans(self._minute, self._day, self._month)
+        self._spans_start = self._spans_end = 0.0
+
+    def spans(self, now: float) -> Spans:
+        """The minute, day and month of `now`: the same tuple until one of them ends."""
+        if not self._spans_start <= now < self._spans_end:
+            minute, day, month = self.minute(now), self.day(now), self.month(now)
+            self._spans = Spans(minute, day, month)
+            self._spans_start = max(self._minute_starts, self._day_starts, self._month_starts)
+            self._spans_end = min(minute.ends, day.ends, month.ends)
+        return self._spans
 
     def minute(self, now: float) -> Period:
         if not self._minute_starts <= now < self._minute.ends:

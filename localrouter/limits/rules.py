@@ -58,7 +58,7 @@ class Plan:
 
     limits: tuple[Limit, ...]
     codes: tuple[int, ...]  # each limit's kind, by its position in KINDS
-    requests: tuple[int, ...]
+    rates: tuple[tuple[str, tuple[int, ...]], ...]  # (REQUESTS or TOKENS, positions), when set
     tokens: tuple[int, ...]
     budgets: tuple[int, ...]
     slots: tuple[int, ...]
@@ -69,7 +69,8 @@ class Plan:
             return tuple(index for index, limit in enumerate(limits) if limit.kind in kinds)
 
         codes = tuple(limit.code for limit in limits)
-        return cls(limits, codes, where(REQUESTS), where(TOKENS), where(*DOLLARS), where(PARALLEL))
+        rates = tuple((kind, where(kind)) for kind in (REQUESTS, TOKENS) if where(kind))
+        return cls(limits, codes, rates, where(TOKENS), where(*DOLLARS), where(PARALLEL))
 
 
 # A caller's plans for one model: with its dollar limits, and without them (for a call that

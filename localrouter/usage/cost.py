@@ -95,17 +95,24 @@ def cost_of(tokens: Tokens, prices: Mapping[str, float]) -> float | None:
 
 
 def plain_cost(input_tokens: int, output_tokens: int, prices: Mapping[str, float]) -> float | None:
-    """cost_of for counts with no cache reads or writes and no reasoning (the common call,
-    and every estimate), whose other terms are all 0."""
+    """cost_of for counts with no cache reads or writes and no reasoning (the common call),
+    whose other terms are all 0."""
+    total = unrounded_cost(input_tokens, output_tokens, prices)
+    return round(total, 12) if total is not None else None
+
+
+def unrounded_cost(
+    input_tokens: int, output_tokens: int, prices: Mapping[str, float]
+) -> float | None:
+    """plain_cost with float noise left in (an estimate's: a round costs more than the sum)."""
     prompt, completion = prices.get("prompt"), prices.get("completion")
     if (input_tokens and prompt is None) or (output_tokens and completion is None):
         return None
-    total = (
+    return (
         input_tokens * (prompt or 0.0)
         + output_tokens * (completion or 0.0)
         + prices.get("request", 0.0)
     )
-    return round(total, 12)
 
 
 def priced(
