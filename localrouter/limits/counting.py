@@ -47,7 +47,9 @@ class Counted:
     periods: list[Period | None]
 
 
-def take(plan: Plan, windows: list[Window], amounts: list[float]) -> tuple[int | None, list[float]]:
+def take(
+    plan: Plan, windows: list[Window], amounts: tuple[float, ...]
+) -> tuple[int | None, list[float]]:
     """The call's amounts counted in every window, or in none: the position of the first
     limit they would exceed (None: counted), and each counter's count after them."""
     limits = plan.limits

@@ -68,7 +68,7 @@ class Ticket:
         plan: Plan,
         windows: list[Window],
         periods: list[Period | None],
-        amounts: list[float],
+        amounts: tuple[float, ...],
     ) -> None:
         self.call_id, self.plan, self.amounts = call_id, plan, amounts
         self.windows, self.periods = windows, periods
@@ -78,7 +78,7 @@ class Ticket:
     @property
     def settles(self) -> bool:
         """Whether it waits for the call's usage: tokens or dollars were reserved."""
-        return bool(self.plan.tokens or self.plan.budgets)
+        return self.plan.settles
 
     def held(self) -> list[Held]:
         """Each limit with its window, amount and period (as the fleet's counts take them)."""
@@ -102,7 +102,7 @@ class Ticket:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
         self._settle_all(range(len(self.amounts)), 0.0)
-        self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], []
+        self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], ()
 
     def _settle_all(self, indices: Iterable[int], actual: float) -> None:
         """The limits at `indices` settled at `actual` each."""
@@ -175,17 +175,16 @@ class Limits:
             source,
         )
         input_tokens, output_tokens, cost = expected
-        priced, unpriced = caller.plans(asked, instance.name, upstream_id)
+        priced, unpriced = caller.plans(asked, instance, upstream_id)
         if cost is None and caller.refuses_unpriced:
             _refuse_unpriced(priced.limits, f"{instance.name}/{upstream_id}")
         plan = priced if cost else unpriced  # free or unpriced: dollars do not count
         if not plan.limits:
-            return Ticket(call_id, NO_PLAN, [], [], [])
+            return Ticket(call_id, NO_PLAN, [], [], ())
         now = self.clock()
         counted = self.counts.counted(plan, self.periods.spans(now))
         dollars = cost or 0.0
-        by_kind = (1.0, float(input_tokens + output_tokens), 1.0, dollars, dollars)  # KINDS
-        amounts = [by_kind[code] for code in plan.codes]
+        amounts = plan.amounts((1.0, float(input_tokens + output_tokens), 1.0, dollars, dollars))
         ticket = Ticket(call_id, plan, counted.windows, counted.periods, amounts)
         windows = counted.windows
         shared = self.shared
@@ -326,17 +325,14 @@ def _rate_headers(
                 if (other := limits[index].value - counts[index]) < left:
                     tightest, left = index, other
         limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
-        reset = reset or _reset(periods[tightest], now)  # the rates count in the same minute
+        if not reset:  # the rest of the minute (every rate counts in it), rounded up
+            period = periods[tightest]
+            seconds = math.ceil(period.ends - now) if period is not None else 0
+            reset = _SECONDS[seconds] if 0 <= seconds <= MINUTE_SECONDS else f"{max(seconds, 0)}s"
         headers[limit_name] = limits[tightest].shown
         headers[remaining_name] = str(int(left)) if left >= 1 else "0"  # whole, >= 0
         headers[reset_name] = reset
     return headers
-
-
-def _reset(period: Period | None, now: float) -> str:
-    """When a rate's window ends, in whole seconds (rounded up)."""
-    left = math.ceil(period.ends - now) if period is not None else 0
-    return _SECONDS[left] if 0 <= left <= MINUTE_SECONDS else f"{max(left, 0)}s"
 
 
 MINUTE_SECONDS = 60

@@ -4,7 +4,10 @@ on a caller's first call to a model, the plan of the limits that call is held to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Protocol
 
 from localrouter.config.control import Client, Globs
 from localrouter.config.limits import LimitSettings, LimitValues
@@ -58,10 +61,13 @@ class Plan:
 
     limits: tuple[Limit, ...]
     codes: tuple[int, ...]  # each limit's kind, by its position in KINDS
+    # Each limit's amount, from the amounts of every kind in KINDS's order (one C call).
+    amounts: Callable[[tuple[float, ...]], tuple[float, ...]]
     rates: tuple[tuple[str, tuple[int, ...]], ...]  # (REQUESTS or TOKENS, positions), when set
     tokens: tuple[int, ...]
     budgets: tuple[int, ...]
     slots: tuple[int, ...]
+    settles: bool  # tokens or dollars: settled from the call's usage
 
     @classmethod
     def of(cls, limits: tuple[Limit, ...]) -> Plan:
@@ -69,8 +75,15 @@ class Plan:
             return tuple(index for index, limit in enumerate(limits) if limit.kind in kinds)
 
         codes = tuple(limit.code for limit in limits)
+        amounts: Callable[[tuple[float, ...]], tuple[float, ...]] = (
+            itemgetter(*codes)
+            if len(codes) > 1  # else it gives the one item, not a tuple
+            else lambda by_kind: tuple(by_kind[code] for code in codes)
+        )
         rates = tuple((kind, where(kind)) for kind in (REQUESTS, TOKENS) if where(kind))
-        return cls(limits, codes, rates, where(TOKENS), where(*DOLLARS), where(PARALLEL))
+        tokens, budgets = where(TOKENS), where(*DOLLARS)
+        settles = bool(tokens or budgets)
+        return cls(limits, codes, amounts, rates, tokens, budgets, where(PARALLEL), settles)
 
 
 # A caller's plans for one model: with its dollar limits, and without them (for a call that
@@ -80,6 +93,13 @@ Plans = tuple[Plan, Plan]
 
 def plans_of(limits: tuple[Limit, ...]) -> Plans:
     return Plan.of(limits), Plan.of(tuple(limit for limit in limits if limit.kind not in DOLLARS))
+
+
+class Named(Protocol):
+    """An instance, as far as the limits care."""
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,17 +113,18 @@ class CallerLimits:
         default_factory=dict, init=False, repr=False
     )
 
-    def plans(self, asked: str, instance: str, upstream_id: str) -> Plans:
-        """The plans of a call asked for as `asked`, going to `instance`/`upstream_id`."""
+    def plans(self, asked: str, instance: Named, upstream_id: str) -> Plans:
+        """The plans of a call asked for as `asked`, going to `instance`/`upstream_id` (whose
+        name is only read when a scope is for some models)."""
         if self.for_every_model is not None:
             return self.for_every_model
-        key = asked, instance, upstream_id
+        key = asked, instance.name, upstream_id
         found = self._by_model.get(key)
         if found is None:
             if len(self._by_model) >= _PLANS_KEPT:
                 self._by_model.clear()
             found = self._by_model[key] = plans_of(
-                self.applying(asked, f"{instance}/{upstream_id}")
+                self.applying(asked, f"{instance.name}/{upstream_id}")
             )
         return found
 
