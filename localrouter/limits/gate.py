@@ -60,7 +60,16 @@ class Ticket:
     its plan, in the window and period it counts in (by position), and in the fleet's counts
     when `shared`."""
 
-    __slots__ = ("amounts", "call_id", "headers", "periods", "plan", "shared", "windows")
+    __slots__ = (
+        "amounts",
+        "call_id",
+        "headers",
+        "periods",
+        "plan",
+        "settles",
+        "shared",
+        "windows",
+    )
 
     def __init__(
         self,
@@ -72,13 +81,9 @@ class Ticket:
     ) -> None:
         self.call_id, self.plan, self.amounts = call_id, plan, amounts
         self.windows, self.periods = windows, periods
+        self.settles = plan.settles  # whether it waits for the call's usage (tokens, dollars)
         self.shared: SharedCounts | None = None
         self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
-
-    @property
-    def settles(self) -> bool:
-        """Whether it waits for the call's usage: tokens or dollars were reserved."""
-        return self.plan.settles
 
     def held(self) -> list[Held]:
         """Each limit with its window, amount and period (as the fleet's counts take them)."""
@@ -103,6 +108,7 @@ class Ticket:
         admitted on its own."""
         self._settle_all(range(len(self.amounts)), 0.0)
         self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], ()
+        self.settles = False
 
     def _settle_all(self, indices: Iterable[int], actual: float) -> None:
         """The limits at `indices` settled at `actual` each."""

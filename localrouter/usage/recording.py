@@ -44,8 +44,7 @@ class Reservation(Protocol):
     answer ends, settled once its usage is priced (when it `settles`: it reserved tokens or
     dollars)."""
 
-    @property
-    def settles(self) -> bool: ...
+    settles: bool
 
     def release(self) -> None: ...
 
