@@ -16,7 +16,7 @@ from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
 from localrouter.limits.counting import Held, LocalCounts, Window, take
 from localrouter.limits.estimate import Estimate, estimate
-from localrouter.limits.periods import Period, Periods
+from localrouter.limits.periods import MINUTE, Period, Periods
 from localrouter.limits.rules import (
     DOLLARS,
     PARALLEL,
@@ -326,23 +326,21 @@ def _rate_headers(
     for kind, indices in plan.rates:
         tightest = indices[0]
         left = limits[tightest].value - counts[tightest]
-        if len(indices) > 1:
-            for index in indices[1:]:
-                if (other := limits[index].value - counts[index]) < left:
-                    tightest, left = index, other
+        for index in indices[1:]:
+            if (other := limits[index].value - counts[index]) < left:
+                tightest, left = index, other
         limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
         if not reset:  # the rest of the minute (every rate counts in it), rounded up
             period = periods[tightest]
             seconds = math.ceil(period.ends - now) if period is not None else 0
-            reset = _SECONDS[seconds] if 0 <= seconds <= MINUTE_SECONDS else f"{max(seconds, 0)}s"
+            reset = _SECONDS[seconds] if 0 <= seconds < len(_SECONDS) else f"{max(seconds, 0)}s"
         headers[limit_name] = limits[tightest].shown
         headers[remaining_name] = str(int(left)) if left >= 1 else "0"  # whole, >= 0
         headers[reset_name] = reset
     return headers
 
 
-MINUTE_SECONDS = 60
-_SECONDS = [f"{seconds}s" for seconds in range(MINUTE_SECONDS + 1)]  # made once, not per answer
+_SECONDS = [f"{seconds}s" for seconds in range(int(MINUTE) + 1)]  # made once, not per answer
 
 
 def _duration(seconds: float) -> str:
