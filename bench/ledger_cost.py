@@ -42,10 +42,10 @@ WORKER = "pythread_wrapper"  # where callgrind counts every Python thread but th
 SQLITE_ONLY = """
 import sys, tempfile
 from pathlib import Path
-from localrouter.usage.ledger import _open
+from localrouter.usage.ledger_file import open_file
 from localrouter.usage.record import CallRecord, Tokens
 from localrouter.usage.schema import ADD_TO_DAILY, INSERT_REQUEST, row_of
-connection = _open(Path(tempfile.mkdtemp()) / "usage.sqlite3")
+connection = open_file(Path(tempfile.mkdtemp()) / "usage.sqlite3")
 rows = [
     row_of(CallRecord(
         id=f"gen-0123456789ab-{n:x}", started_at=1.7e9 + n / 1000, route="/v1/chat/completions",

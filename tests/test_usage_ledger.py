@@ -16,7 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from localrouter.base.errors import BadRequest
-from localrouter.usage.ledger import WARNING_INTERVAL_SECONDS, WARNINGS_PER_INTERVAL, Deltas, Ledger
+from localrouter.usage.ledger import WARNING_INTERVAL_SECONDS, WARNINGS_PER_INTERVAL, Ledger
+from localrouter.usage.ledger_file import Deltas
 from localrouter.usage.record import CallRecord, CostSource, Tokens, UsageSource
 from localrouter.usage.schema import GROUP_KEYS, SUMS, VERSION
 from tests.conftest import PATIENCE_SECONDS, FakeClock

@@ -12,7 +12,7 @@ from typing import Any
 from localrouter.base.errors import BadRequest
 from localrouter.lists.cache import Clock
 from localrouter.lists.fleet import Fleet
-from localrouter.usage.ledger import Deltas, Group
+from localrouter.usage.ledger_file import Deltas, Group
 from localrouter.usage.schema import GROUP_KEYS, SUMS, day_of, totals
 
 DAY = 86400

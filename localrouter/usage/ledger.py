@@ -28,7 +28,7 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -37,27 +37,26 @@ from typing import TypeVar
 import structlog
 
 from localrouter.base.errors import BadRequest
+from localrouter.usage.ledger_file import (
+    Deltas,
+    Group,
+    ModelSpend,
+    Totals,
+    open_file,
+    read_bodies,
+    read_page,
+    read_request,
+    read_spent,
+    read_spent_by_model,
+    read_usage,
+    write,
+)
 from localrouter.usage.record import CallRecord
 from localrouter.usage.schema import (
-    ADD_TO_DAILY,
-    BODY_COLUMNS,
-    DELETE_BODIES_BEFORE,
-    DELETE_DAILY_BEFORE,
-    DELETE_REQUESTS_BEFORE,
     GROUP_KEYS,
-    INSERT_BODIES,
-    INSERT_REQUEST,
-    SELECT_BODIES,
-    SELECT_REQUEST,
-    SELECT_SPENT,
-    SELECT_SPENT_BY_MODEL,
-    Rollup,
     day_of,
-    migrate,
     page_query,
-    request_of,
     totals,
-    usage_query,
 )
 
 log = structlog.get_logger(__name__)
@@ -68,20 +67,6 @@ DAY_SECONDS = 86400.0
 PRUNE_EVERY_SECONDS = 3600.0
 WARNINGS_PER_INTERVAL = 3  # lines of one warning event per interval; the rest are counted
 WARNING_INTERVAL_SECONDS = 60.0
-# How long a write waits for another process's lock on the file (in the worker, not the loop).
-BUSY_TIMEOUT_SECONDS = 5.0
-# The worker gives up the GIL at every SQLite step, but often takes it back before the loop's
-# thread has woken to take it, until the loop has waited a whole switch interval (5 ms) and
-# forces the switch. A short sleep every so many rows lets the loop in at once.
-YIELD_EVERY_ROWS = 64
-YIELD_SECONDS = 0.0002
-
-# Per (day, client, model, instance, route), '' for a missing key: what one flush added.
-Deltas = list[tuple[tuple[str, ...], dict[str, float]]]
-Totals = dict[str, float | None]
-Group = dict[str, str | float | None]
-# client, model asked for, model that answered, USD since a time, USD since a later one
-ModelSpend = tuple[str | None, str | None, str | None, float, float]
 
 _NO_SUMS = totals((0, 0, 0, 0, 0, 0, 0, 0.0, 0))
 _FIRST_DAY, _LAST_DAY = "0000-00-00", "9999-99-99"
@@ -169,7 +154,7 @@ class Ledger:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localrouter-usage")
         try:
-            self._connection = await self._executor_run(_open, self.path)
+            self._connection = await self._executor_run(open_file, self.path)
         except Exception as exc:
             self._unavailable(str(exc) or type(exc).__name__)
             return
@@ -235,22 +220,22 @@ class Ledger:
         keys = _group_keys(group_by)
         first = _FIRST_DAY if since is None else day_of(since)
         last = _LAST_DAY if until is None else day_of(until)
-        return await self._read(_read_usage, [], keys, first, last)
+        return await self._read(read_usage, [], keys, first, last)
 
     async def generation(self, request_id: str) -> dict[str, object] | None:
         """One request's row (every CallRecord field, tokens flattened, enums as strings), or
         None when it is not kept (never written, or past retention)."""
-        return await self._read(_read_request, None, request_id)
+        return await self._read(read_request, None, request_id)
 
     async def spent(self, client: str | None, since: float) -> Totals:
         """SUMS (and `cache_read_share`) of `client`'s requests started at or after `since`,
         from the per-request rows (so within `retention_days`). client None: the requests made
         with no client name (the admin's, or anyone's on an open daemon)."""
-        return await self._read(_read_spent, dict(_NO_SUMS), client, since)
+        return await self._read(read_spent, dict(_NO_SUMS), client, since)
 
     async def bodies(self, request_id: str) -> dict[str, object] | None:
         """The request log's bodies of one request (BODY_COLUMNS, as stored), or None."""
-        return await self._read(_read_bodies, None, request_id)
+        return await self._read(read_bodies, None, request_id)
 
     async def page(
         self,
@@ -267,13 +252,13 @@ class Ledger:
         start, after = before if before is not None else (float("inf"), "")
         cursor: list[object] = [start, start, after if before is not None else "\U0010ffff"]
         arguments = [*cursor, since if since is not None else float("-inf"), *parameters, limit]
-        return await self._read(_read_page, [], sql, arguments)
+        return await self._read(read_page, [], sql, arguments)
 
     async def spent_by_model(self, since: float, later: float) -> list[ModelSpend]:
         """Each client's priced spend (client, model asked for, model that answered, since
         `since`, since `later`), from the per-request rows: what the limits' budgets are
         rebuilt from at start."""
-        return await self._read(_read_spent_by_model, [], later, since)
+        return await self._read(read_spent_by_model, [], later, since)
 
     async def _write_pending(self) -> Deltas:
         connection = self._connection
@@ -287,7 +272,7 @@ class Ledger:
             return []
         try:
             deltas = await self._executor_run(
-                _write, connection, records, cutoffs, self.on_rollup is not None
+                write, connection, records, cutoffs, self.on_rollup is not None
             )
         except Exception as exc:
             self.dropped += count
@@ -356,112 +341,3 @@ def _group_keys(group_by: Sequence[str]) -> tuple[str, ...]:
             param="group_by",
         )
     return keys
-
-
-# What runs in the worker thread, on its connection.
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode, NORMAL loses at most the last transactions on a power cut, never the
-        # file, and spares an fsync per batch.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        migrate(connection)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _write(
-    connection: sqlite3.Connection,
-    records: deque[CallRecord],
-    cutoffs: tuple[float, str, float] | None,
-    with_deltas: bool,
-) -> Deltas:
-    """One transaction: `records` inserted (each taken out of the deque as its row is made,
-    so that they are freed one by one, between SQLite's steps, and not in one long cascade),
-    the daily sums added, and retention applied when `cutoffs` say it is due."""
-    rollup = Rollup()
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(INSERT_REQUEST, _yielding(rollup.rows(records)))
-            connection.executemany(ADD_TO_DAILY, rollup.daily_rows())
-            if rollup.bodies:
-                connection.executemany(INSERT_BODIES, rollup.bodies)
-            if cutoffs is not None:
-                oldest_start, oldest_day, oldest_body = cutoffs
-                connection.execute(DELETE_REQUESTS_BEFORE, (oldest_start,))
-                connection.execute(DELETE_DAILY_BEFORE, (oldest_day,))
-                connection.execute(DELETE_BODIES_BEFORE, (oldest_body,))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-    finally:
-        _let_go(records)
-    return rollup.deltas() if with_deltas else []
-
-
-def _let_go(records: deque[CallRecord]) -> None:
-    """Free what a failed write left, with the GIL given up between slices: one clear() of
-    10,000 records holds it for milliseconds."""
-    while records:
-        for _ in range(min(YIELD_EVERY_ROWS, len(records))):
-            records.pop()
-        time.sleep(YIELD_SECONDS)
-
-
-def _yielding(rows: Iterator[T]) -> Iterator[T]:
-    """`rows`, with a short sleep every YIELD_EVERY_ROWS (see YIELD_EVERY_ROWS)."""
-    for index, row in enumerate(rows, start=1):
-        if not index % YIELD_EVERY_ROWS:
-            time.sleep(YIELD_SECONDS)
-        yield row
-
-
-def _read_usage(
-    connection: sqlite3.Connection, keys: tuple[str, ...], first: str, last: str
-) -> list[Group]:
-    groups: list[Group] = []
-    for row in connection.execute(usage_query(keys), (first, last)):
-        group: Group = {key: value or None for key, value in zip(keys, row, strict=False)}
-        group.update(totals(row[len(keys) :]))
-        groups.append(group)
-    return groups
-
-
-def _read_request(connection: sqlite3.Connection, request_id: str) -> dict[str, object] | None:
-    row = connection.execute(SELECT_REQUEST, (request_id,)).fetchone()
-    return None if row is None else request_of(row)
-
-
-def _read_bodies(connection: sqlite3.Connection, request_id: str) -> dict[str, object] | None:
-    row = connection.execute(SELECT_BODIES, (request_id,)).fetchone()
-    return None if row is None else dict(zip(BODY_COLUMNS, row, strict=True))
-
-
-def _read_page(
-    connection: sqlite3.Connection, sql: str, arguments: list[object]
-) -> list[dict[str, object]]:
-    return [request_of(row) for row in connection.execute(sql, arguments)]
-
-
-def _read_spent_by_model(
-    connection: sqlite3.Connection, later: float, since: float
-) -> list[ModelSpend]:
-    return [
-        (client, asked, model, float(total or 0.0), float(recent or 0.0))
-        for client, asked, model, total, recent in connection.execute(
-            SELECT_SPENT_BY_MODEL, (later, since)
-        )
-    ]
-
-
-def _read_spent(connection: sqlite3.Connection, client: str | None, since: float) -> Totals:
-    return totals(connection.execute(SELECT_SPENT, (since, client)).fetchone())
