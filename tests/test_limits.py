@@ -110,6 +110,24 @@ async def test_a_rate_limit_refuses_the_request_past_it_and_admits_it_next_minut
     assert headers["x-ratelimit-remaining-requests"] == "1"
 
 
+async def test_a_clock_stepping_back_keeps_counting_in_the_current_minute(
+    daemon: DaemonFactory, tmp_path: Path, wires: Wires, clock: FakeClock, sdk: SDK
+) -> None:
+    """A system clock set back a few seconds across the minute's start (an NTP step) does not
+    open the previous minute afresh: the counts stay, and the minute still ends when it did."""
+    clock.now = MINUTE_START + 1
+    client = await daemon(limited(tmp_path, wires, {"requests_per_minute": 1}))
+    api = sdk(client)
+    await chat(api)
+    clock.now = MINUTE_START - 2
+    with pytest.raises(openai.RateLimitError) as refused:
+        await chat(api)
+    assert refused.value.response.headers["retry-after"] == "62"  # the minute ends as before
+    clock.now = MINUTE_START + 60
+    headers = await chat(api)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+
+
 async def test_the_sdk_waits_out_a_rate_refusal_and_its_retry_is_admitted(
     daemon: DaemonFactory, tmp_path: Path, wires: Wires, clock: FakeClock, sdk: SDK
 ) -> None:

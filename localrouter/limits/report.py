@@ -43,12 +43,13 @@ async def standing(limits: Limits, caller: CallerLimits) -> list[dict[str, Any]]
     flight, in this daemon), what remains, when it resets, and where it is configured."""
     now = limits.clock()
     periods = limits.periods
+    minute, day, month = periods.spans(now)  # as admission counts in them
     counters: list[tuple[Limit, Period | None]] = []
     for limit in caller.limits:
         if limit.kind in (REQUESTS, TOKENS):
-            period: Period | None = periods.minute(now)
+            period: Period | None = minute
         elif limit.kind in _RESETS:
-            period = periods.day(now) if limit.kind == USD_DAY else periods.month(now)
+            period = day if limit.kind == USD_DAY else month
         else:
             period = None
         counters.append((limit, period))
