@@ -153,7 +153,7 @@ class _Window:
 def loads_or_none(raw: object) -> Any:
     """JSON text (bytes or str) decoded, or None for anything that is not JSON: for data
     another process wrote, which is ignored, not trusted."""
-    if not isinstance(raw, bytes | str):
+    if not isinstance(raw, (bytes, str)):
         return None
     try:
         return orjson.loads(raw)

@@ -51,7 +51,7 @@ def _words(value: Any) -> tuple[str, ...]:
 
 def _prices(value: Any) -> dict[str, float]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
         for k, v in value.items()
     ):
         raise TypeError("expected prices")

@@ -347,7 +347,7 @@ class Fleet:
             self.foreign.warn("fleet.foreign_key_state_ignored", key=name)
             return
         until, refused = state.get("until"), state.get("refused")
-        if not isinstance(until, int | float) or not (refused is None or refused in REFUSED):
+        if not isinstance(until, (int, float)) or not (refused is None or refused in REFUSED):
             self.foreign.warn("fleet.foreign_key_state_ignored", key=name)
             return
         for pool, names in list(self._key_names.items()):

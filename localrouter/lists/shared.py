@@ -228,7 +228,7 @@ class SharedList:
         if not isinstance(note, dict):
             return None
         at, error = note.get("at"), note.get("error")
-        if isinstance(at, int | float) and at >= started and isinstance(error, str):
+        if isinstance(at, (int, float)) and at >= started and isinstance(error, str):
             return error
         return None
 

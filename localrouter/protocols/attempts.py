@@ -138,7 +138,7 @@ def _answered(call: RecordedCall, response: web.StreamResponse) -> None:
     body = response.body
     if response.status >= 400:
         call.record.error = error_text(body)
-    if call.keep and isinstance(body, bytes | bytearray):
+    if call.keep and isinstance(body, (bytes, bytearray)):
         call.response_body = bytes(body)
 
 

@@ -85,7 +85,7 @@ def positive_int(value: Any, maximum: int = MAX_TOKENS) -> int | None:
         return None
     if isinstance(value, str) and value.isdigit() and len(value) <= 20:
         value = int(value)
-    if isinstance(value, int | float) and 0 < value <= maximum:
+    if isinstance(value, (int, float)) and 0 < value <= maximum:
         return int(value)
     return None
 
@@ -98,7 +98,7 @@ def number(value: Any) -> float | None:
             value = float(value)
         except ValueError:
             return None
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         try:
             number = float(value)
         except OverflowError:

@@ -267,7 +267,7 @@ def error_text(body: object) -> str | None:
     """The message of an error answer's body as the client got it (already redacted): the
     `error.message` of OpenAI's and Anthropic's shapes, Ollama's `error`, else the start of
     the text."""
-    if not isinstance(body, bytes | bytearray) or not body:
+    if not isinstance(body, (bytes, bytearray)) or not body:
         return None
     try:
         parsed = orjson.loads(body)

@@ -131,7 +131,7 @@ class OllamaPlan:
     def _embedding(self, route: Route, upstream_id: str, name: str) -> Call:
         body = self.body.take()
         given = body.get("input") if self.path == "api/embed" else body.get("prompt")
-        if not isinstance(given, str | list) or not given:
+        if not isinstance(given, (str, list)) or not given:
             field = "input" if self.path == "api/embed" else "prompt"
             raise BadRequest(f"'{field}' is required: the text to embed.", param=field)
         wanted: dict[str, Any] = {"model": upstream_id, "input": given}

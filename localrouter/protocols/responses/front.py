@@ -45,7 +45,7 @@ class Responses:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         body, model, raw = await model_request(request)
-        if not isinstance(body.get("input"), str | list):
+        if not isinstance(body.get("input"), (str, list)):
             raise BadRequest("'input' is required: a string or a list of items.", param="input")
         plan = ResponsesPlan(
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store

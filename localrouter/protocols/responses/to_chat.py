@@ -52,7 +52,7 @@ def chat_request(
     if isinstance(limit := request.get("max_output_tokens"), int):
         chat["max_tokens"] = min(limit, max_output_tokens or limit)
     for name in ("temperature", "top_p"):
-        if isinstance(value := request.get(name), int | float):
+        if isinstance(value := request.get(name), (int, float)):
             chat[name] = value
     if (response_format := _response_format(request.get("text"))) is not None:
         chat["response_format"] = response_format
