@@ -19,8 +19,8 @@ from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.guard import add_cors
 from localrouter.upstream.client import UpstreamClient, UpstreamResponse, Where
-from localrouter.usage.recording import CALL, Keep
 from localrouter.usage.recording import Call as RecordedCall
+from localrouter.usage.recording import Keep
 from localrouter.usage.tokens import from_chat_answer
 
 log = structlog.get_logger(__name__)
@@ -54,13 +54,13 @@ class ChunkTranslator(Protocol):
         ...
 
 
-def whole_answer(request: web.Request, body: bytes | bytearray, where: Where) -> Json:
+def whole_answer(call: RecordedCall | None, body: bytes | bytearray, where: Where) -> Json:
     """A whole answer's JSON object (its body read by the caller: no coroutine of its own,
-    on every bridged answer), its usage taken for the request's record."""
+    on every bridged answer), its usage taken for the request's record (`call`)."""
     answer = orjson.loads(body)
     if not isinstance(answer, dict):
         raise UpstreamError(f"{where} answered with something other than an object")
-    if (call := request.get(CALL)) is not None:
+    if call is not None:
         seen(call, answer)
     return answer
 
@@ -127,6 +127,7 @@ async def translate_stream(
     translator: ChunkTranslator,
     where: Where,
     headers: Mapping[str, str],
+    call: RecordedCall | None,
     *,
     encode: Callable[[list[Event]], bytes] = sse,
     content_type: str = "text/event-stream",
@@ -137,7 +138,6 @@ async def translate_stream(
     response = web.StreamResponse(headers={**headers, hdrs.CONTENT_TYPE: content_type})
     response.headers[hdrs.CACHE_CONTROL] = "no-cache"
     add_cors(request, response)
-    call = request.get(CALL)
     try:
         await response.prepare(request)
         try:

@@ -37,8 +37,8 @@ from localrouter.upstream.client import (
     Where,
     upstream_message,
 )
-from localrouter.usage.recording import CALL, Keep
 from localrouter.usage.recording import Call as RecordedCall
+from localrouter.usage.recording import Keep
 from localrouter.usage.scan import CHAT as CHAT_USAGE
 from localrouter.usage.scan import StreamUsage, UsageFormat, whole_tokens
 
@@ -106,14 +106,15 @@ def translated_for(instance: Instance, chat: dict[str, Any], cache_key: str | No
 
 class Exchange(NamedTuple):
     """One upstream call as its reply sees it: the client's request, the upstream's answer,
-    the client that made the call, where it went, and the headers the answer shows (which
-    call answered). A tuple: made once a call."""
+    the client that made the call, where it went, the headers the answer shows (which call
+    answered), and the request's record (None: not recorded). A tuple: made once a call."""
 
     request: web.Request
     upstream: UpstreamResponse
     http: UpstreamClient
     where: Where
     shown: Mapping[str, str]
+    recorded: RecordedCall | None
 
 
 class Reply(Protocol):
@@ -150,9 +151,11 @@ async def send(
     call: Call,
     shown: Mapping[str, str],
     key: int = 0,
+    recorded: RecordedCall | None = None,
 ) -> web.StreamResponse:
     """POST the call to the instance with key `key` of its pool (its one key, without one),
-    and answer through the call's reply, with the `shown` headers. An upstream status >= 400
+    and answer through the call's reply, with the `shown` headers, into the request's record
+    when `recorded`. An upstream status >= 400
     is the reply's error response; a failed call raises GatewayError (502, 504), marked
     `retryable` unless a stream had started. A whole answer is waited for at most the
     instance's chat_timeout_seconds."""
@@ -162,7 +165,6 @@ async def send(
     pool = instance.keys
     streamed = call.streamed
     seconds = instance.settings.chat_timeout_seconds
-    recorded = request.get(CALL)
     extra = call.headers
     trace = None
     if recorded is not None:
@@ -171,7 +173,7 @@ async def send(
         record.upstream_status = None
         if (trace := recorded.trace) is not None and recorded.instance is not None:
             upstream_id = recorded.upstream_id or ""
-            extra = {**(extra or {}), **trace.attempt(instance, upstream_id, target.url)}
+            extra = {**(extra or {}), **trace.attempt(instance, upstream_id, str(target.url))}
     status: int | None = None
     try:
         with GatewayErrors(target, http, seconds) as errors:
@@ -198,7 +200,8 @@ async def send(
                     failed.headers.update(shown)
                     return failed
                 errors.answering = streamed  # from here on, bytes may reach the client
-                return await call.reply.answer(Exchange(request, upstream, http, target, shown))
+                exchange = Exchange(request, upstream, http, target, shown, recorded)
+                return await call.reply.answer(exchange)
     except GatewayError as error:
         if trace is not None:
             trace.attempt_ended(status, error.code)
@@ -264,14 +267,14 @@ class Forwarded:
         return self.frame(self.shape.message(message, 502, "upstream_stream_broken"))
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        request, upstream, http, where, shown = exchange
+        request, upstream, http, where, shown, recorded = exchange
         # The raw header, not aiohttp's parsed content_type (three times the steps).
         kind = upstream.headers.get("Content-Type")
         if kind is not None and _streams(kind):
-            return await self._stream(request, upstream, http, where, shown)
+            return await self._stream(request, upstream, http, where, shown, recorded)
         body = await http.read_body(upstream, where)
-        if (call := request.get(CALL)) is not None and call.recording:
-            call.reported(whole_tokens(self.usage, body))
+        if recorded is not None and recorded.recording:
+            recorded.reported(whole_tokens(self.usage, body))
         answer = redact_bytes(body, http.secrets)
         return web.Response(body=answer, status=upstream.status, headers=_passed(upstream, shown))
 
@@ -282,6 +285,7 @@ class Forwarded:
         http: UpstreamClient,
         where: Where,
         shown: Mapping[str, str],
+        call: RecordedCall | None,
     ) -> web.StreamResponse:
         """Whole events, redacted when the instance has secrets; an error event if the upstream
         dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
@@ -289,7 +293,6 @@ class Forwarded:
         response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
         response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
-        call = request.get(CALL)
         watch = self.usage.stream(self.strip) if call is not None and call.recording else None
         try:
             await response.prepare(request)

@@ -28,6 +28,6 @@ def session_of(request: web.Request, body: dict[str, Any]) -> str | None:
         return named
     for field in ("prompt_cache_key", "session_id", "previous_response_id", "user"):
         value = body.get(field)
-        if isinstance(value, str) and value:
+        if value and isinstance(value, str):  # a failed isinstance() costs a microsecond
             return value[:MAX_SESSION_CHARS]
     return None

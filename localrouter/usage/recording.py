@@ -35,8 +35,6 @@ log = structlog.get_logger(__name__)
 
 # Sent with every proxied answer: the id `GET /api/v1/generation?id=` takes.
 REQUEST_ID_HEADER: str = istr("x-localrouter-request-id")
-# The record of the request being answered, for the replies that fill in its tokens.
-CALL: web.RequestKey[Call] = web.RequestKey("call")
 
 
 class Reservation(Protocol):
@@ -176,7 +174,7 @@ class Recorder:
             client=client,
             requested_model=model,
         )
-        call = request[CALL] = Call(record, perf_counter(), self.enabled)
+        call = Call(record, perf_counter(), self.enabled)
         call.request_bytes = request.content_length or 0
         if self.keep:
             call.keep, call.stream_cap = self.keep, self.stream_cap

@@ -67,7 +67,7 @@ class Counted(TranslatedReply):
     shape = ANTHROPIC
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        _request, upstream, http, where, _shown = exchange
+        _request, upstream, http, where, _shown, _recorded = exchange
         try:
             counted = orjson.loads(await http.read_body(upstream, where))
         except orjson.JSONDecodeError:

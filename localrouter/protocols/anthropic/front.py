@@ -118,11 +118,13 @@ class MessagesReply(proxy.TranslatedReply):
         self.model, self.thinking, self.streamed = model, thinking, streamed
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        request, upstream, http, where, shown = exchange
+        request, upstream, http, where, shown, recorded = exchange
         if self.streamed:
             translator = MessagesStream(self.model, thinking=self.thinking)
-            return await translate_stream(request, upstream, http, translator, where, shown)
-        answer = whole_answer(request, await http.read_body(upstream, where), where)
+            return await translate_stream(
+                request, upstream, http, translator, where, shown, recorded
+            )
+        answer = whole_answer(recorded, await http.read_body(upstream, where), where)
         whole = orjson.dumps(message(answer, self.model, thinking=self.thinking))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown

@@ -165,13 +165,21 @@ class OllamaReply(OllamaErrors):
         self.form, self.streamed = form, streamed
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        request, upstream, http, where, shown = exchange
+        request, upstream, http, where, shown, recorded = exchange
         if self.streamed:
             stream = OllamaStream(self.form)
             return await translate_stream(
-                request, upstream, http, stream, where, shown, encode=ndjson, content_type=NDJSON
+                request,
+                upstream,
+                http,
+                stream,
+                where,
+                shown,
+                recorded,
+                encode=ndjson,
+                content_type=NDJSON,
             )
-        answer = whole_answer(request, await http.read_body(upstream, where), where)
+        answer = whole_answer(recorded, await http.read_body(upstream, where), where)
         whole = orjson.dumps(self.form.whole(answer))
         return web.Response(
             body=redact_bytes(whole, http.secrets), content_type=JSON, headers=shown
@@ -187,8 +195,8 @@ class Embedded(OllamaErrors):
         self.name, self.legacy = name, legacy
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        request, upstream, http, where, shown = exchange
-        answer = whole_answer(request, await http.read_body(upstream, where), where)
+        _request, upstream, http, where, shown, recorded = exchange
+        answer = whole_answer(recorded, await http.read_body(upstream, where), where)
         data = answer.get("data")
         rows = sorted(
             (row for row in data if isinstance(row, dict)) if isinstance(data, list) else (),

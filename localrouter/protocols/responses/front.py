@@ -166,15 +166,17 @@ class ResponsesReply(TranslatedReply):
         )
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
-        request, upstream, http, where, shown = exchange
+        request, upstream, http, where, shown, recorded = exchange
         headers = {**self.headers, **shown} if self.headers else shown
         if self.streamed:
             stream = ResponsesStream(Echo.of(self.echo, self.model))
-            answer = await translate_stream(request, upstream, http, stream, where, headers)
+            answer = await translate_stream(
+                request, upstream, http, stream, where, headers, recorded
+            )
             if self.kept and (final := stream.final_body()) is not None:
                 _keep(self.kept, orjson.loads(final), redact_bytes(final, http.secrets))
             return answer
-        chat = whole_answer(request, await http.read_body(upstream, where), where)
+        chat = whole_answer(recorded, await http.read_body(upstream, where), where)
         made = response(chat, Echo.of(self.echo, self.model, chat))
         whole = redact_bytes(orjson.dumps(made), http.secrets)
         if self.kept:
