@@ -62,11 +62,12 @@ class Instance:
         """The model as this instance's list describes it (fresh or stale), or None. Waits for
         the upstream (at most `wait_seconds`) only while the instance has no list at all; the
         index is built once per list, off the loop when long."""
-        if self.cache.current is None:
-            await self.cache.get(wait_seconds)
         current = self.cache.current
         if current is None:
-            return None
+            await self.cache.get(wait_seconds)
+            current = self.cache.current
+            if current is None:
+                return None
         if self._by_id is None or self._by_id[0] is not current:
             models = current.models
             by_id = await heavy(lambda: {model.id: model for model in models}, len(models))
