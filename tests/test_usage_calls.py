@@ -9,15 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
 from localrouter.app import COMPONENTS
+from localrouter.usage.tokens import estimated
 from tests.conftest import DaemonFactory, eventually, settled
 from tests.usage_wires import (
     CHAT,
@@ -228,6 +230,29 @@ async def test_an_instance_that_refuses_stream_options_is_never_sent_them(
     )
     assert data["tokens_prompt"] > 0
     assert data["tokens_completion"] > 0
+
+
+async def test_a_request_body_sent_in_chunks_counts_toward_the_estimated_input(
+    wires: Wires, daemon: DaemonFactory, tmp_path: Path
+):
+    """A body sent with Transfer-Encoding: chunked has no Content-Length: its size, which an
+    estimate counts input tokens from, is the body the daemon read."""
+    studio = {"name": "studio", "type": "lmstudio", "base_url": wires.openai_url}
+    client = await daemon(ledger_config(tmp_path, [studio]))
+    body = orjson.dumps({"model": "studio/strict", "messages": HELLO, "stream": True})
+
+    async def in_chunks() -> AsyncIterator[bytes]:
+        yield body[:10]
+        yield body[10:]
+
+    response = await client.post(
+        "/v1/chat/completions", data=in_chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 200, await response.text()
+    assert "Hel" in await response.text()
+    data = await recorded(client, response.headers[REQUEST_ID])
+    assert data["usage_source"] == "estimated"
+    assert data["tokens_prompt"] == estimated(len(body))
 
 
 async def test_unknown_prices_are_unpriced_local_instances_free_and_catalog_prices_used(

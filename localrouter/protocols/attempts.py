@@ -102,6 +102,8 @@ async def answer(
     recorder = upstreams.recorder
     call = recorder.start(request, request.path, model, client.name if client else None)
     call.record.stream, call.record.session = stream, session
+    if not call.request_bytes and request.body_exists:  # sent in chunks: no Content-Length
+        call.request_bytes = len(await request.read())  # read by the route already: no I/O
     status, error_type, cancelled = 0, None, False
     caller = upstreams.limits.of(client)
     admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
