@@ -23,7 +23,12 @@ from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from localrouter.app import create_app
+from tests.conftest import settings_from
 from tests.console_site import (
     ADMIN,
     ALICE,
@@ -35,6 +40,7 @@ from tests.console_site import (
     Site,
     running_site,
 )
+from tests.usage_wires import HELLO, openai_sdk
 
 pytestmark = [
     pytest.mark.skipif(
@@ -494,6 +500,41 @@ async def test_a_token_the_browser_cannot_send_and_a_token_refused_later(
             alice_models
         )
         await seen.assert_clean(allowed=(REFUSED, "pasted-with-quotes", "ISO-8859-1"))
+
+
+async def test_with_the_ledger_off_usage_and_requests_say_so(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    """A daemon whose ledger is off answers calls but keeps no record: Usage and Requests say
+    that, instead of showing empty tables that read as no traffic."""
+    config = {
+        "server": {"auth_token": ADMIN},
+        "providers": site.wires.instances(),
+        "model_cache": {"persist": False},
+        "usage": {"enabled": False},
+        "discovery": {"enabled": False},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    app = create_app(settings_from(config), config_path=path, config_origin=str(path))
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        off = Site(client, site.clock, site.wires, path)
+        async with openai_sdk(client, ADMIN) as api:
+            await api.chat.completions.create(model="oa/gpt-4o-mini", messages=HELLO)
+        async with watched(browser, off) as seen:
+            for path_, ready in (("/ui/usage", "usage"), ("/ui/requests", "requests")):
+                await seen.open(path_, ready)
+                shown = await seen.page.text_content("#ledger-off")
+                assert shown is not None
+                assert "usage.enabled: false" in shown
+            await seen.assert_clean()
+        async with watched(browser, site) as seen:  # with the ledger on: no such notice
+            await seen.open("/ui/usage", "usage")
+            assert await seen.page.query_selector("#ledger-off") is None
+    finally:
+        await client.close()
 
 
 async def test_odd_addresses_stay_on_the_console(browser: Browser, site: Site) -> None:

@@ -68,7 +68,11 @@ class RequestLogEndpoints:
         since = moment(query.get("since"), self._clock(), "since")
         limit = _limit(query.get("limit"))
         rows = await self._ledger.page(_cursor(query.get("cursor")), since, filters, failed, limit)
-        shown = {"data": rows, "next_cursor": cursor_of(rows[-1]) if len(rows) == limit else None}
+        shown = {
+            "data": rows,
+            "next_cursor": cursor_of(rows[-1]) if len(rows) == limit else None,
+            "recording": self._ledger.enabled,  # false: usage.enabled is off, nothing is kept
+        }
         return web.Response(body=orjson.dumps(shown), content_type=JSON)
 
     async def one(self, request: web.Request) -> web.Response:

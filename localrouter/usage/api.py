@@ -86,7 +86,13 @@ class UsageEndpoints:
             return web.Response(text=as_csv(rows), content_type="text/csv", charset="utf-8")
         if kind != "json":
             raise BadRequest(f"format: expected json or csv, got {kind[:20]!r}", param="format")
-        shown = {"data": rows, "group_by": group_by, "since": since, "until": until}
+        shown = {
+            "data": rows,
+            "group_by": group_by,
+            "since": since,
+            "until": until,
+            "recording": self._ledger.enabled,  # false: usage.enabled is off, nothing is kept
+        }
         return web.Response(body=orjson.dumps(shown), content_type=JSON)
 
     async def generation(self, request: web.Request) -> web.Response:

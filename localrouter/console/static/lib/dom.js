@@ -80,6 +80,15 @@ export function notice(kind, ...children) {
   return h("div", { class: ["notice", kind], role: kind === "bad" ? "alert" : "status" }, children);
 }
 
+/** What the Usage and Requests pages say when the daemon keeps no ledger (`recording: false`
+ * in /api/usage and /api/requests): empty tables would read as "no traffic". */
+export function ledgerOff() {
+  return notice("warn", h("p", { id: "ledger-off" },
+    h("strong", null, "The usage ledger is off"),
+    " (usage.enabled: false in the config): calls are answered but not recorded, so nothing shows here. ",
+    "Remove that setting (the ledger is on by default) and restart localrouter to record them."));
+}
+
 export function badge(text, kind) {
   return h("span", { class: ["badge", kind || text] }, text);
 }

@@ -3,7 +3,7 @@
 // request that ends while the page is open comes in at the top.
 
 import { api, readEvents, withQuery } from "../lib/api.js";
-import { badge, field, h, int, notice, options, pathOf, replace, usd, when } from "../lib/dom.js";
+import { badge, field, h, int, ledgerOff, notice, options, pathOf, replace, usd, when } from "../lib/dom.js";
 
 const ROUTES = [
   "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses",
@@ -157,6 +157,7 @@ export async function render(ctx) {
   replace(view,
     h("h1", null, "Requests"),
     ctx.admin ? null : notice("", h("p", null, `Signed in as client ${ctx.client}: your own requests.`)),
+    first.recording === false ? ledgerOff() : null,
     form,
     state,
     h("div", { class: "table-wrap" },

@@ -5,7 +5,7 @@
 import { api, apiBlob, withQuery } from "../lib/api.js";
 import { COLOURS, stackedBars } from "../lib/chart.js";
 import {
-  compact, facts, field, h, int, notice, options, pct, replace, table, td, usd,
+  compact, facts, field, h, int, ledgerOff, notice, options, pct, replace, table, td, usd,
 } from "../lib/dom.js";
 
 const DAY_MS = 86400000;
@@ -192,6 +192,7 @@ export async function render(ctx) {
     h("h1", null, "Usage"),
     h("div", { class: "filters" }, presets, custom, field("Group by", by), exporting),
     h("p", { class: "muted", id: "usage-span" }, spanText),
+    totals.recording === false ? ledgerOff() : null,
     unpriced
       ? notice("warn", h("p", { id: "unpriced" }, h("strong", null, `${int(unpriced)} ${unpriced === 1 ? "call" : "calls"} had no known price`),
         ": the spend leaves them out. Price their models in the config (providers[].pricing or model_pricing)."))
