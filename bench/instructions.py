@@ -12,6 +12,12 @@ valgrind); slow (valgrind runs Python some 50 times slower), so keep --requests 
                                  [--fleet REDIS_URL] [--keep DIR] [--loops uvloop,asyncio]
                                  [PATH ...]
                                  # default: /v1/models
+    python bench/instructions.py --proxy [--ledger] [--requests 1000] [--loops ...]
+
+--proxy counts a whole chat call instead (bench/proxy.py's request, 16 in flight): the daemon
+(its ledger off, as bench/proxy.py's plain daemon, unless --ledger) against the minimal aiohttp
+proxy (bench/servers.py minimal_proxy), in front of the same chat upstream. Each is measured in
+two phases: they differ by what the cyclic collector happened to do (up to 40k a call).
 
 --fleet runs the daemon as one of a fleet sharing that Redis: what it does in the background
 (events, counter reports) while the requests run is counted too. The daemon and the ceiling run
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import (
     Server,
     add_loops_argument,
+    chat_instance,
     daemon_command,
     free_port,
     helper_command,
@@ -42,6 +49,7 @@ from harness import (
     start,
 )
 from models import save_answer
+from proxy import BODY, CALL_PATH
 
 TOKEN = "bench-client-token-5d1e"
 
@@ -113,12 +121,90 @@ def main() -> None:
         type=Path,
         help="copy the callgrind files here, a folder for each loop (callgrind_annotate)",
     )
+    parser.add_argument(
+        "--proxy", action="store_true", help="a whole chat call, against the minimal proxy"
+    )
+    parser.add_argument("--ledger", action="store_true", help="with --proxy: the ledger on")
     add_loops_argument(parser)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
     for loop in loops_of(args):
-        count_on(loop, args)
+        (count_proxy_on if args.proxy else count_on)(loop, args)
+
+
+PROXY_IN_FLIGHT = 16
+
+
+async def post(url: str, pid: int, names: list[str], count: int) -> None:
+    """bench/proxy.py's chat call `count` times, PROXY_IN_FLIGHT at a time, after a warm-up,
+    in phases dumped as `names`."""
+    async with aiohttp.ClientSession() as session:
+
+        async def calls(how_many: int) -> None:
+            left = [how_many]
+
+            async def one_at_a_time() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    async with session.post(url, json=BODY) as response:
+                        assert response.status == 200, await response.text()
+                        await response.read()
+
+            await asyncio.gather(*(one_at_a_time() for _ in range(PROXY_IN_FLIGHT)))
+
+        await calls(200)
+        await dump(pid, "warm")
+        for name in names:
+            await calls(count)
+            await dump(pid, name)
+
+
+def count_proxy_on(loop: str, args: argparse.Namespace) -> None:
+    upstream_port, daemon_port, minimal_port = free_port(), free_port(), free_port()
+    phases = ["proxy1", "proxy2"]
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        workdir = Path(folder)
+        if args.keep is not None:
+            stack.callback(keep, workdir, args.keep / loop)
+        config = workdir / "config.yaml"
+        usage = (
+            f"usage: {{path: '{workdir / 'usage.sqlite3'}'}}\n"
+            if args.ledger
+            else ("usage: {enabled: false}\n")
+        )
+        config.write_text(chat_instance(upstream_port) + usage)
+        upstream = helper_command("chat", upstream_port)
+        stack.enter_context(start(upstream, port=upstream_port, loop=loop, core=None))
+        print(
+            f"a whole chat call, {args.requests} in each of {len(phases)} phases, "
+            f"{PROXY_IN_FLIGHT} in flight, ledger {'on' if args.ledger else 'off'}, {loop}",
+            flush=True,
+        )
+        counted: dict[str, list[float]] = {}
+        for what, port, command in (
+            ("localrouter", daemon_port, daemon_command(config, daemon_port)),
+            (
+                "minimal proxy",
+                minimal_port,
+                helper_command(
+                    "minimal_proxy", minimal_port, f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
+                ),
+            ),
+        ):
+            out = workdir / ("daemon" if port == daemon_port else "ceiling-proxy")
+            with ExitStack() as one:
+                server = started(one, under_callgrind(out, command), port, loop)
+                asyncio.run(post(server.url(CALL_PATH), server.pid, phases, args.requests))
+                pid = server.pid
+                counted[what] = [per_request(out, pid, name, args.requests) for name in phases]
+        ours, best = min(counted["localrouter"]), min(counted["minimal proxy"])
+        shown = {what: ", ".join(f"{x / 1000:.1f}k" for x in c) for what, c in counted.items()}
+        print(
+            f"localrouter {shown['localrouter']} instructions/call, minimal proxy "
+            f"{shown['minimal proxy']}; ratio of the lower ones {best / ours:.3f}",
+            flush=True,
+        )
 
 
 def count_on(loop: str, args: argparse.Namespace) -> None:

@@ -511,7 +511,9 @@ async def test_with_the_ledger_off_usage_and_requests_say_so(
         "server": {"auth_token": ADMIN},
         "providers": site.wires.instances(),
         "model_cache": {"persist": False},
-        "usage": {"enabled": False},
+        # A path, so that only `enabled` turns the ledger off (without one, and with no state
+        # folder, it would be off anyway).
+        "usage": {"enabled": False, "path": str(tmp_path / "usage.sqlite3")},
         "discovery": {"enabled": False},
     }
     path = tmp_path / "config.yaml"
@@ -528,7 +530,8 @@ async def test_with_the_ledger_off_usage_and_requests_say_so(
                 await seen.open(path_, ready)
                 shown = await seen.page.text_content("#ledger-off")
                 assert shown is not None
-                assert "usage.enabled: false" in shown
+                assert "The usage ledger is off" in shown
+                assert "usage.enabled" in shown
             await seen.assert_clean()
         async with watched(browser, site) as seen:  # with the ledger on: no such notice
             await seen.open("/ui/usage", "usage")

@@ -114,7 +114,9 @@ async def test_a_clock_stepping_back_keeps_counting_in_the_current_minute(
     daemon: DaemonFactory, tmp_path: Path, wires: Wires, clock: FakeClock, sdk: SDK
 ) -> None:
     """A system clock set back a few seconds across the minute's start (an NTP step) does not
-    open the previous minute afresh: the counts stay, and the minute still ends when it did."""
+    open the previous minute afresh: the counts stay, and the minute still ends when it did.
+    A clock set back by more than a minute counts in the earlier time's windows, anew (kept,
+    it would hold a rate limit's window open for as long as the step)."""
     clock.now = MINUTE_START + 1
     client = await daemon(limited(tmp_path, wires, {"requests_per_minute": 1}))
     api = sdk(client)
@@ -126,6 +128,9 @@ async def test_a_clock_stepping_back_keeps_counting_in_the_current_minute(
     clock.now = MINUTE_START + 60
     headers = await chat(api)
     assert headers["x-ratelimit-remaining-requests"] == "0"
+    clock.now = MINUTE_START - 3600  # an hour back: that hour's minute, not an hour's wait
+    headers = await chat(api)
+    assert headers["x-ratelimit-reset-requests"] == "60s"
 
 
 async def test_the_sdk_waits_out_a_rate_refusal_and_its_retry_is_admitted(

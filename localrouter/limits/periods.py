@@ -8,6 +8,9 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 MINUTE = 60.0
+# How far back a clock may be set (an NTP step) and still count in the current windows; a
+# larger step works them out anew for the earlier time, as a first start would.
+STEP_BACK_KEPT = MINUTE
 
 
 class Period(NamedTuple):
@@ -37,15 +40,16 @@ class Periods:
         self._month = Period("", 0.0)
         self._month_starts = 0.0
         self._spans = Spans(self._minute, self._day, self._month)
-        self._spans_end = 0.0
+        self._spans_start = self._spans_end = 0.0
 
     def spans(self, now: float) -> Spans:
         """The minute, day and month of `now`: the same tuple until one of them ends. A clock
-        set back (an NTP step) stays in the current ones, which keep their counts: going back
-        to an earlier period would open it afresh."""
-        if not now < self._spans_end:
+        set back by up to STEP_BACK_KEPT (an NTP step) stays in the current ones, which keep
+        their counts: going back to an earlier period would open it afresh."""
+        if not self._spans_start - STEP_BACK_KEPT <= now < self._spans_end:
             minute, day, month = self.minute(now), self.day(now), self.month(now)
             self._spans = Spans(minute, day, month)
+            self._spans_start = max(self._minute_starts, self._day_starts, self._month_starts)
             self._spans_end = min(minute.ends, day.ends, month.ends)
         return self._spans
 

@@ -211,7 +211,7 @@ async def _answer(
             if admit is not None:
                 shown.update(await admit(model, instance, upstream_id))
             record.record.attempts = 1
-            return await send(request, instance, call, shown, recorded=record)
+            return await send(request, instance, call, shown, 0, recorded=record)
     names = (model, *(chain or ()))
     return await _in_turn(
         request, names, plan, listed_as, resolver, upstreams.metrics, record, admit
@@ -287,7 +287,7 @@ async def _in_turn(
                 **admitted,
             }
             try:
-                response = await send(request, instance, call, shown, key, record)
+                response = await send(request, instance, call, shown, key, recorded=record)
             except GatewayError as error:
                 if not error.retryable:
                     raise

@@ -153,15 +153,16 @@ async def send(
     instance: Instance,
     call: Call,
     shown: Mapping[str, str],
-    key: int = 0,
-    recorded: RecordedCall | None = None,
+    key: int,
+    *,
+    recorded: RecordedCall | None,
 ) -> web.StreamResponse:
     """POST the call to the instance with key `key` of its pool (its one key, without one),
-    and answer through the call's reply, with the `shown` headers, into the request's record
-    when `recorded`. An upstream status >= 400
-    is the reply's error response; a failed call raises GatewayError (502, 504), marked
-    `retryable` unless a stream had started. A whole answer is waited for at most the
-    instance's chat_timeout_seconds."""
+    and answer through the call's reply, with the `shown` headers, filling in the request's
+    record (`recorded`; None: not recorded). An upstream status >= 400 is the reply's error
+    response; a failed call raises GatewayError (502, 504), marked `retryable` unless a
+    stream had started. A whole answer is waited for at most the instance's
+    chat_timeout_seconds."""
     http = instance.http
     route = call.route
     target = route.target(call.path)

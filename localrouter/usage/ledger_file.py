@@ -49,12 +49,15 @@ Group = dict[str, str | float | None]
 ModelSpend = tuple[str | None, str | None, str | None, float, float]
 
 
+# None binds as NULL either way; without an adapter of its own, sqlite3 (3.11) searches for
+# one, failed attribute lookups included: 2k instructions for each None a row binds, six of
+# them in a row. `{}.get` gives None back, in C. The registry is the process's: any other
+# connection binds None as NULL, as before.
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
+
+
 def open_file(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # None binds as NULL either way; without an adapter of its own, sqlite3 looks for one on
-    # the protocol and on None (two AttributeErrors made and dropped): 2k instructions for
-    # each None a row binds, a dozen of them in a row. `{}.get` gives None back, in C.
-    sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode = WAL")

@@ -98,7 +98,7 @@ async def _native_count(
     data = orjson.dumps({**body, "model": upstream_id})
     call = Call(route, "messages/count_tokens", data, False, COUNT, client_headers)
     try:
-        answered = await send(request, instance, call, {}, key)
+        answered = await send(request, instance, call, {}, key, recorded=None)  # no record
     except GatewayError:
         return None
     return answered if answered.status == COUNTED else None

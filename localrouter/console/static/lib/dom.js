@@ -85,8 +85,8 @@ export function notice(kind, ...children) {
 export function ledgerOff() {
   return notice("warn", h("p", { id: "ledger-off" },
     h("strong", null, "The usage ledger is off"),
-    " (usage.enabled: false in the config): calls are answered but not recorded, so nothing shows here. ",
-    "Remove that setting (the ledger is on by default) and restart localrouter to record them."));
+    ": calls are answered but not recorded, so nothing shows here. ",
+    "It is on by default; check usage.enabled and usage.path in the config, then restart localrouter."));
 }
 
 export function badge(text, kind) {
