@@ -238,6 +238,23 @@ async def test_a_changed_port_needs_a_restart(
     assert health["config"]["restart_needed"] == ["server.port changed to 9999: restart to apply"]
 
 
+async def test_a_changed_usage_ledger_needs_a_restart(
+    tmp_path: Path, upstream: UpstreamFactory, daemon: DaemonFactory
+):
+    """The ledger is opened at start: turning it off (or moving it) says restart to apply,
+    instead of looking applied."""
+    client, path, config = await one_instance_watched(tmp_path, upstream, daemon)
+    write_config(path, {**config, "usage": {"enabled": False}})
+    assert await client.app[COMPONENTS].reloader.reload()
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert health["config"]["restart_needed"] == ["usage changed: restart to apply"]
+    write_config(path, config)
+    assert await client.app[COMPONENTS].reloader.reload()
+    health = await (await client.get("/health")).json()
+    assert health["config"]["restart_needed"] == []
+
+
 @pytest.mark.parametrize("body", [b"not json", b'{"instance": 3}', b'{"instance": "nope"}', b"[]"])
 async def test_cache_clear_rejects_bad_bodies(
     body: bytes, upstream: UpstreamFactory, daemon: DaemonFactory

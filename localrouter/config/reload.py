@@ -51,6 +51,7 @@ class ConfigReloader:
         self._env = env
         self._started_with = live.current.server
         self._fleet_started_with = live.current.fleet
+        self._usage_started_with = live.current.usage  # the ledger is opened at start
         self._lock = asyncio.Lock()
         self.state = ReloadState()
 
@@ -82,6 +83,8 @@ class ConfigReloader:
         ]
         if settings.fleet != self._fleet_started_with:
             self.state.restart_needed.append("fleet changed: restart to apply")
+        if settings.usage != self._usage_started_with:
+            self.state.restart_needed.append("usage changed: restart to apply")
         if settings == previous and origin == self._live.origin:
             return
         if self._redactor is not None:
