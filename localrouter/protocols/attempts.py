@@ -100,17 +100,18 @@ async def answer(
     (usage/recording.py)."""
     client = request[CLIENT]
     recorder = upstreams.recorder
-    call = recorder.start(request, request.path, model, client.name if client else None)
+    # The body as the route read it (no I/O): its size whether it came with a Content-Length,
+    # in chunks or compressed.
+    body = await request.read()
+    call = recorder.start(request.path, model, client.name if client else None, len(body))
     call.record.stream, call.record.session = stream, session
-    if not call.request_bytes and request.body_exists:  # sent in chunks: no Content-Length
-        call.request_bytes = len(await request.read())  # read by the route already: no I/O
     status, error_type, cancelled = 0, None, False
     caller = upstreams.limits.of(client)
     admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
     if (tracing := upstreams.tracing) is not None:
         call.trace = tracing.start(request, call)
     if call.keep:
-        call.request_body = await request.read()  # read by the route already: no I/O
+        call.request_body = body
         call.request_headers = shown_headers(request.headers)
     try:
         response = await _answer(request, model, plan, upstreams, call, admit)

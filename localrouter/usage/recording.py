@@ -20,7 +20,6 @@ from typing import Protocol
 
 import orjson
 import structlog
-from aiohttp import web
 from multidict import istr
 
 from localrouter.lists.cache import Clock
@@ -166,7 +165,7 @@ class Recorder:
     stream_cap: int = 0
     observers: list[Callable[[Call], None]] = field(default_factory=list)
 
-    def start(self, request: web.Request, route: str, model: str, client: str | None) -> Call:
+    def start(self, route: str, model: str, client: str | None, request_bytes: int) -> Call:
         record = CallRecord(
             id=self.new_id(),
             started_at=self.clock(),
@@ -174,8 +173,7 @@ class Recorder:
             client=client,
             requested_model=model,
         )
-        call = Call(record, perf_counter(), self.enabled)
-        call.request_bytes = request.content_length or 0
+        call = Call(record, perf_counter(), self.enabled, request_bytes=request_bytes)
         if self.keep:
             call.keep, call.stream_cap = self.keep, self.stream_cap
         return call
