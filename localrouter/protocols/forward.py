@@ -290,7 +290,7 @@ class Forwarded:
         http: UpstreamClient,
         where: Where,
         shown: Mapping[str, str],
-        call: RecordedCall | None,
+        recorded: RecordedCall | None,
     ) -> web.StreamResponse:
         """Whole events, redacted when the instance has secrets; an error event if the upstream
         dies mid-stream. A client that leaves ends the upstream request with it. Memory stays
@@ -298,11 +298,13 @@ class Forwarded:
         response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
         response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
-        watch = self.usage.stream(self.strip) if call is not None and call.recording else None
+        watch = (
+            self.usage.stream(self.strip) if recorded is not None and recorded.recording else None
+        )
         try:
             await response.prepare(request)
             try:
-                await relay(upstream, response, http.secrets, watch, call, self.usage)
+                await relay(upstream, response, http.secrets, watch, recorded, self.usage)
             except ConnectionResetError:
                 raise  # the client left (aiohttp's is a ClientError too): not the upstream's
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -314,8 +316,8 @@ class Forwarded:
             # The client went away (as the stream began, during it, or as it ended): leaving
             # this block closes the upstream connection too.
             log.info("proxy.client_left", upstream=str(where))
-            if call is not None:
-                call.record.cancelled = True
+            if recorded is not None:
+                recorded.record.cancelled = True
         return response
 
 
