@@ -154,9 +154,11 @@ async def post(url: str, pid: int, names: list[str], count: int) -> None:
             await asyncio.gather(*(one_at_a_time() for _ in range(PROXY_IN_FLIGHT)))
 
         await calls(200)
+        await asyncio.sleep(1.0)  # with --ledger: its writer catches up, counted with its calls
         await dump(pid, "warm")
         for name in names:
             await calls(count)
+            await asyncio.sleep(1.0)
             await dump(pid, name)
 
 
@@ -173,7 +175,8 @@ def count_proxy_on(loop: str, args: argparse.Namespace) -> None:
             if args.ledger
             else ("usage: {enabled: false}\n")
         )
-        config.write_text(chat_instance(upstream_port) + usage)
+        # No discovery: a probe round landing in one phase and not the other is not the proxy.
+        config.write_text(chat_instance(upstream_port) + "discovery: {enabled: false}\n" + usage)
         upstream = helper_command("chat", upstream_port)
         stack.enter_context(start(upstream, port=upstream_port, loop=loop, core=None))
         print(
