@@ -70,12 +70,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
 from localrouter import PRODUCT
+from localrouter.discovery import details
 from localrouter.discovery.asking import (
     Answer,
     Asker,
@@ -98,7 +98,7 @@ from localrouter.discovery.signs import (
     signature,
     tgi_info,
 )
-from localrouter.providers.parsing import positive_int, text
+from localrouter.providers.parsing import text
 
 _JAN_REFUSALS = ("Missing authorization header", "Invalid or missing authorization token")
 _LOCALAI_REFUSAL = "An authentication key is required"
@@ -174,7 +174,7 @@ async def _identify(asker: Asker) -> Finding:
             return await _settle(asker, kind, answer)
         if (listed := lmstudio_models(answer)) is not None:
             asker.note(answer, "LM Studio's model list")
-            return _lmstudio(asker, listed)
+            return details.lmstudio(asker, listed)
         if answer.refused:
             if (found := await _known_refusal(asker, answer)) is not None:
                 return found
@@ -187,7 +187,7 @@ async def _identify(asker: Asker) -> Finding:
         return await _settle(asker, kind, answer)
     if answer.status == 200 and text(object_of(answer).get("build_info")):
         asker.note(answer, "build_info")
-        return await _llamacpp(asker)
+        return await details.llamacpp(asker)
 
     # 4. The OpenAI list, and one question more for the servers it does not name.
     return await _openai_family(asker)
@@ -197,21 +197,21 @@ async def _settle(asker: Asker, kind: ServerKind, answer: Answer) -> Finding:
     """Finish a server that a signature named."""
     asker.note(answer, f"signature of {kind}")
     if kind is ServerKind.LLAMACPP:
-        return await _llamacpp(asker)
+        return await details.llamacpp(asker)
     if kind is ServerKind.LLAMAFILE:
-        return await _llamafile(asker, answer.server)
+        return await details.llamafile(asker, answer.server)
     if kind is ServerKind.KOBOLDCPP:
-        return await _koboldcpp(asker)
-    return await _lmstudio_from_catch_all(asker)
+        return await details.koboldcpp(asker)
+    return await details.lmstudio_from_catch_all(asker)
 
 
 async def _ollama_or_emulator(asker: Asker) -> Finding | None:
     extra = await asker.get("/api/extra/version")
     if signature(extra) is ServerKind.KOBOLDCPP or is_koboldcpp(extra):
-        return await _koboldcpp(asker)
+        return await details.koboldcpp(asker)
     localai = await asker.get("/.well-known/localai.json")
     if is_localai(localai):
-        return await _localai(asker, localai)
+        return await details.localai(asker, localai)
     root = await asker.get("/")
     if root.status != 200 or not root.text().startswith("Ollama is running"):
         asker.note(root, "not Ollama's root")
@@ -247,7 +247,7 @@ async def _known_refusal(asker: Asker, answer: Answer) -> Finding | None:
         asker.note(answer, 'refusal {"error": "Unauthorized"}')
         # vLLM's key guards only /v1 (and /v2, /inference): its /version still answers.
         # SGLang's guards every path, so it stays a generic OpenAI-compatible server.
-        version = await _version_of(asker, "/version", "version")
+        version = await details.version_of(asker, "/version", "version")
         kind = ServerKind.VLLM if version else ServerKind.OPENAI_COMPATIBLE
         return asker.finding(kind, ServerState.AUTH_REQUIRED, version=version)
     return None
@@ -268,7 +268,7 @@ async def _openai_family(asker: Asker) -> Finding:
             extra = await asker.get(path)
             if check(extra):
                 asker.note(extra, f"native API of {kind}")
-                return await _finish_openai(asker, kind, None)
+                return await details.finish_openai(asker, kind, None)
         asker.note(answer, "no model list")
         return asker.finding(None, ServerState.UNKNOWN_SERVER)
 
@@ -282,15 +282,15 @@ async def _openai_family(asker: Asker) -> Finding:
     }
     if len(owners) == 1 and (owner := next(iter(owners))) in named:
         asker.note(answer, f"owned_by {owner!r}")
-        return await _finish_openai(asker, named[owner], items, answer)
+        return await details.finish_openai(asker, named[owner], items, answer)
     if answer.server.startswith("BaseHTTP/"):
         asker.note(answer, "Python http.server: mlx_lm.server")
-        return await _finish_openai(asker, ServerKind.MLX, items)
+        return await details.finish_openai(asker, ServerKind.MLX, items)
     for kind in _candidates(items, owners):
         if await _confirms(asker, kind):
-            return await _finish_openai(asker, kind, items)
+            return await details.finish_openai(asker, kind, items)
     asker.note(answer, "an OpenAI model list")
-    return await _finish_openai(asker, ServerKind.OPENAI_COMPATIBLE, items)
+    return await details.finish_openai(asker, ServerKind.OPENAI_COMPATIBLE, items)
 
 
 def _candidates(items: list[dict[str, Any]], owners: set[Any]) -> list[ServerKind]:
@@ -335,131 +335,3 @@ async def _refused_models(asker: Asker, answer: Answer) -> Finding:
         return asker.finding(ServerKind.OPENAI_COMPATIBLE, ServerState.AUTH_REQUIRED)
     asker.note(answer, "refused, without a JSON error")
     return asker.finding(None, ServerState.UNKNOWN_SERVER)
-
-
-async def _finish_openai(
-    asker: Asker,
-    kind: ServerKind,
-    items: list[dict[str, Any]] | None,
-    listing: Answer | None = None,
-) -> Finding:
-    """A server identified from (or, `items` None, without) its OpenAI list: its version and
-    context window."""
-    if kind is ServerKind.LLAMACPP:
-        return await _llamacpp(asker)
-    if kind is ServerKind.LLAMAFILE:
-        return await _llamafile(asker, listing.server if listing else "")
-    if kind is ServerKind.KOBOLDCPP:
-        return await _koboldcpp(asker)
-    if kind is ServerKind.LOCALAI:
-        return await _localai(asker, await asker.get("/.well-known/localai.json"))
-    models = len(items) if items is not None else None
-    context = positive_int(items[0].get("max_model_len")) if items and len(items) == 1 else None
-    version = None
-    if kind is ServerKind.VLLM:
-        version = await _version_of(asker, "/version", "version")
-    elif kind is ServerKind.SGLANG:
-        version = await _version_of(asker, "/get_server_info", "version")
-    elif kind is ServerKind.TGI:
-        info = object_of(await asker.maybe("/info"))
-        version = text(info.get("version"))
-        context = positive_int(info.get("max_total_tokens")) or context
-        if models is None and text(info.get("model_id")):
-            models = 1  # TGI serves the one model it was started with
-    return asker.finding(
-        kind, ServerState.SERVING, version=version, models=models, context_length=context
-    )
-
-
-async def _llamacpp(asker: Asker) -> Finding:
-    props = await asker.maybe("/props")
-    info = object_of(props) if props is not None and props.status == 200 else {}
-    settings = info.get("default_generation_settings")
-    settings = settings if isinstance(settings, dict) else {}
-    context = positive_int(settings.get("n_ctx")) or positive_int(info.get("n_ctx"))
-    return await _listed(
-        asker, ServerKind.LLAMACPP, version=text(info.get("build_info")), context=context
-    )
-
-
-async def _llamafile(asker: Asker, server: str) -> Finding:
-    version = server.partition("/")[2] or None
-    return await _listed(asker, ServerKind.LLAMAFILE, version=version)
-
-
-async def _koboldcpp(asker: Asker) -> Finding:
-    extra = await asker.maybe("/api/extra/version")
-    capabilities = object_of(extra) if extra is not None and extra.status == 200 else {}
-    protected = capabilities.get("protected") is True
-    ctx = await asker.maybe("/api/extra/true_max_context_length")
-    context = positive_int(object_of(ctx).get("value")) if ctx is not None else None
-    found = await _listed(
-        asker,
-        ServerKind.KOBOLDCPP,
-        version=text(capabilities.get("version")),
-        context=context,
-    )
-    if protected:  # its generation endpoints want the password
-        return replace(found, state=ServerState.AUTH_REQUIRED)
-    return found
-
-
-async def _localai(asker: Asker, described: Answer) -> Finding:
-    asker.note(described, "LocalAI's discovery document")
-    version = text(object_of(described).get("version"))
-    return await _listed(asker, ServerKind.LOCALAI, version=version)
-
-
-async def _listed(
-    asker: Asker, kind: ServerKind, *, version: str | None = None, context: int | None = None
-) -> Finding:
-    """A finding whose model count comes from `/v1/models` (refused there: auth_required)."""
-    listing = await asker.maybe("/v1/models")
-    if listing is not None and listing.refused:
-        return asker.finding(kind, ServerState.AUTH_REQUIRED, version=version)
-    items = openai_items(listing) if listing is not None else None
-    models = len(items) if items is not None else None
-    return asker.finding(
-        kind, ServerState.SERVING, version=version, models=models, context_length=context
-    )
-
-
-async def _lmstudio_from_catch_all(asker: Asker) -> Finding:
-    for path in ("/api/v1/models", "/api/v0/models"):
-        answer = await asker.maybe(path)
-        if answer is None:
-            break
-        if (listed := lmstudio_models(answer)) is not None:
-            return _lmstudio(asker, listed)
-        if answer.refused:
-            return asker.finding(ServerKind.LMSTUDIO, ServerState.AUTH_REQUIRED)
-    # Before 0.3.6 LM Studio had only the OpenAI endpoints.
-    listing = await asker.maybe("/v1/models")
-    items = openai_items(listing) if listing is not None else None
-    return asker.finding(
-        ServerKind.LMSTUDIO, ServerState.SERVING, models=len(items) if items is not None else None
-    )
-
-
-def _lmstudio(asker: Asker, listed: list[dict[str, Any]]) -> Finding:
-    context = None
-    if len(listed) == 1:
-        model = listed[0]
-        loaded = model.get("loaded_instances")
-        if isinstance(loaded, list) and loaded and isinstance(loaded[0], dict):
-            config = loaded[0].get("config")
-            context = (
-                positive_int(config.get("context_length")) if isinstance(config, dict) else None
-            )
-        context = context or positive_int(model.get("loaded_context_length"))
-        context = context or positive_int(model.get("max_context_length"))
-    return asker.finding(
-        ServerKind.LMSTUDIO, ServerState.SERVING, models=len(listed), context_length=context
-    )
-
-
-async def _version_of(asker: Asker, path: str, key: str) -> str | None:
-    answer = await asker.maybe(path)
-    if answer is None or answer.status != 200:
-        return None
-    return text(object_of(answer).get(key))
