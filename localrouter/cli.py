@@ -34,7 +34,7 @@ from localrouter.config.loading import (
     load_server_config,
     watch_path,
 )
-from localrouter.config.settings import WILDCARD_HOSTS
+from localrouter.config.server import WILDCARD_HOSTS
 from localrouter.daemon_client import run_client
 from localrouter.providers import PROVIDERS
 from localrouter.systemd import install_unit, private_tmp_warning

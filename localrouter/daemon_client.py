@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from localrouter.base.errors import DaemonError
-from localrouter.config.settings import WILDCARD_HOSTS, ServerSettings
+from localrouter.config.server import WILDCARD_HOSTS, ServerSettings
 
 PER_MILLION = 1_000_000
 

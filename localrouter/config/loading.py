@@ -16,10 +16,8 @@ from pydantic import ValidationError
 
 from localrouter.base.errors import ConfigError
 from localrouter.base.secrets import redact
-from localrouter.config.settings import (
-    ServerSettings,
-    Settings,
-)
+from localrouter.config.server import ServerSettings
+from localrouter.config.settings import Settings
 from localrouter.providers import PROVIDERS
 from localrouter.providers.base import DefaultInclusion, ProviderKind
 

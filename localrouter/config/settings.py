@@ -3,7 +3,6 @@ finds, reads and expands the file these validate)."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any, Literal, Self
@@ -25,6 +24,7 @@ from localrouter.config.discovery import DiscoverySettings
 from localrouter.config.fleet import FleetSettings
 from localrouter.config.limits import LimitSettings, LimitValues, limit_notes
 from localrouter.config.request_log import RequestLogSettings
+from localrouter.config.server import WILDCARD_HOSTS, ServerSettings, is_loopback
 from localrouter.config.telemetry import TelemetrySettings
 from localrouter.config.usage import PriceSettings, UsageSettings
 from localrouter.providers import PROVIDERS
@@ -40,35 +40,6 @@ KIND_TTL_SECONDS = {ProviderKind.LOCAL: 300.0, ProviderKind.STATIC: 86400.0}
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerSettings(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8741, ge=0, le=65535)
-    auth_token: SecretStr | None = None
-    models_deadline_seconds: float = Field(default=2.5, gt=0)
-    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call
-    # Host names clients may use besides loopback, server.host and (on a wildcard bind) this
-    # machine's own name and addresses: e.g. the name a reverse proxy or a LAN uses.
-    allowed_hosts: list[str] = Field(default_factory=list)
-    # A second listener serving the same API, for Ollama clients that cannot change the port
-    # (11434); tokenless requests on it act as the client named by ollama_client.
-    ollama_port: int | None = Field(default=None, ge=1, le=65535)
-    ollama_client: str | None = None
-
-    @property
-    def binds_beyond_loopback(self) -> bool:
-        return self.host.strip("[]").lower() not in ("localhost", "127.0.0.1", "::1")
-
-    def exposure_warning(self) -> str | None:
-        """A warning when other machines can connect and nothing asks them for a token."""
-        if not self.binds_beyond_loopback or self.auth_token is not None:
-            return None
-        return (
-            f"server.host {self.host or '(all addresses)'} accepts connections from other "
-            "machines and server.auth_token is not set: anyone who can reach this port can use "
-            "every configured key; set server.auth_token, or bind 127.0.0.1"
-        )
 
 
 class ProviderSettings(_Strict):
@@ -343,8 +314,8 @@ class Settings(_Strict):
             return False
         host = (url.hostname or "").lower()
         bound = server.host.strip("[]").lower()
-        ours = bound in WILDCARD_HOSTS or _is_loopback(bound)
-        return host == bound or (ours and _is_loopback(host))
+        ours = bound in WILDCARD_HOSTS or is_loopback(bound)
+        return host == bound or (ours and is_loopback(host))
 
     def with_server(self, overrides: Mapping[str, Any]) -> Settings:
         """These settings with `server` fields set from the command line (`serve --host`,
@@ -460,15 +431,3 @@ def _duplicate(names: list[str]) -> tuple[int, int, str] | None:
 def shareable(value: str) -> bool:
     """Whether a rejected value may be quoted in a message: short, and not shaped like a key."""
     return len(value) <= 32 and not _SECRET_SHAPE.search(value)
-
-
-WILDCARD_HOSTS = ("", "0.0.0.0", "::")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -13,7 +13,7 @@ from aiohttp import hdrs, web
 
 from localrouter.base.errors import AdminOnly, MisdirectedRequest, TwoCredentials, Unauthorized
 from localrouter.config.control import Client, token_digest
-from localrouter.config.settings import WILDCARD_HOSTS, ServerSettings
+from localrouter.config.server import WILDCARD_HOSTS, ServerSettings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _HOST, _AUTHORIZATION = hdrs.HOST, hdrs.AUTHORIZATION

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from aiohttp import web
 
 from localrouter.base.jsonload import Json
-from localrouter.config.settings import ServerSettings
+from localrouter.config.server import ServerSettings
 from localrouter.http.guard import CLIENT
 
 MAX_RESPONSES = 1000
