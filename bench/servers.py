@@ -12,7 +12,9 @@ python bench/servers.py collector PORT SECONDS  an OTLP/HTTP collector that answ
 
 Each serves on the event loop LOCALROUTER_EVENT_LOOP names ("uvloop" or "asyncio"), unset:
 uvloop where it is installed, as the daemon does; bench/harness.py sets it for both sides of a
-comparison. Each also answers GET /health, for the harness to see it is up.
+comparison, and collects garbage as the daemon does (its young-generation threshold), so that a
+comparison counts what our code does and not a collector setting. Each also answers GET
+/health, for the harness to see it is up.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import orjson
 from aiohttp import web
 from harness import default_loop, loop_factory
 from multidict import CIMultiDict, istr
+
+from localrouter.base.offload import collect_young_less_often
 
 
 def fake_models(count: int) -> bytes:
@@ -199,6 +203,7 @@ def main() -> None:
     else:
         app = ceiling_app(Path(sys.argv[3]))
     app.router.add_get("/health", health)
+    collect_young_less_often()
     loop = loop_factory(default_loop())()
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 

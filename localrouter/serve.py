@@ -18,6 +18,7 @@ from aiohttp import web
 from localrouter.app import COMPONENTS, create_app
 from localrouter.base.errors import ConfigError
 from localrouter.base.log import configure_logging
+from localrouter.base.offload import collect_young_less_often
 from localrouter.config.settings import Settings
 from localrouter.systemd import Notifier
 
@@ -159,6 +160,7 @@ async def serve(
     # hundred requests under load, a fifth of the CPU time of proxied requests (measured with
     # bench/bridges.py). Frozen, the collector walks only what requests leave behind.
     gc.freeze()
+    collect_young_less_often()
     url = f"http://{host}:{port}/v1"
     instances = [p.name for p in settings.enabled_providers]
     log.info("server.listening", url=url, config=config_origin, instances=instances)

@@ -63,6 +63,19 @@ class _CollectorPause:
 
 _PAUSE = _CollectorPause()
 
+# A request allocates a few hundred container objects, all but a handful freed by reference
+# counting as it ends. The count of those alive still wanders past CPython's young-generation
+# threshold of 700 every few dozen calls under load, and each collection then walks the calls
+# in flight to find next to nothing: 7 us of CPU a proxied call with 16 in flight, 32 us with
+# 64. At 5,000 it runs once in a few thousand calls, walking at most that many objects (about
+# 3 ms; measured with gc.callbacks in the daemon).
+YOUNG_GENERATION_THRESHOLD = 5000
+
+
+def collect_young_less_often() -> None:
+    """Raise the collector's young-generation threshold (the older ones stay as they are)."""
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+
 
 async def heavy(build: Callable[[], V], size: int) -> V:
     """`build()`: inline for up to INLINE_ITEMS items, else in a worker thread."""
