@@ -40,7 +40,7 @@ class KeyedUpstream:
 
 
 async def started(
-    aiohttp_server: Any, daemon: DaemonFactory, tmp_path: Path
+    aiohttp_server: Any, daemon: DaemonFactory, tmp_path: Path, *, ledger: bool = True
 ) -> tuple[Any, KeyedUpstream]:
     upstream = KeyedUpstream()
     app = web.Application()
@@ -53,7 +53,8 @@ async def started(
         "base_url": str(server.make_url("/v1")),
         "api_keys": KEYS,
     }
-    client = await daemon({"providers": [pool], "usage": {"path": str(tmp_path / "u.sqlite3")}})
+    usage = {"path": str(tmp_path / "u.sqlite3")} if ledger else {"enabled": False}
+    client = await daemon({"providers": [pool], "usage": usage})
     return client, upstream
 
 
@@ -125,3 +126,24 @@ async def test_a_429_on_a_sessions_key_moves_the_session_once(
     row = await client.app[COMPONENTS].ledger.generation(moved_id)
     assert row is not None
     assert (row["key_position"], row["attempts"]) == (other, 2)
+
+
+async def test_without_the_ledger_a_session_keeps_its_key_and_every_answer_its_own_id(
+    aiohttp_server: Any, daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """With nothing reading a call's record (no ledger, limits or tracing) none is made: the
+    session still sticks to one key, and every answer and refusal still has a request id of
+    its own."""
+    client, upstream = await started(aiohttp_server, daemon, tmp_path, ledger=False)
+    async with sdk(client, "session-a") as a, sdk(client, None) as anyone:
+        ids = []
+        for _ in range(5):
+            ids.append(await turn(a))
+            ids.append(await turn(anyone))
+    assert len(set(upstream.keys[0::2])) == 1
+    assert set(upstream.keys[1::2]) == {0, 1}
+    refused = await client.post("/v1/chat/completions", json={"model": "nowhere/m", "messages": []})
+    assert refused.status == 404
+    ids.append(refused.headers["x-localrouter-request-id"])
+    assert len(set(ids)) == 11
+    assert all(request_id.startswith("gen-") for request_id in ids)

@@ -75,9 +75,12 @@ class Upstreams:
         """Whether the usage of `client`'s answers is wanted (a stream is asked for it): for
         the ledger, the spans, or its own limits. Only then is a call recorded, and only a
         recorded call takes out again the usage its client did not ask for."""
-        return (
-            self.recorder.enabled or self.tracing is not None or self.limits.of(client) is not None
-        )
+        return self.records(self.limits.of(client))
+
+    def records(self, caller: CallerLimits | None) -> bool:
+        """Whether a call is recorded: for the ledger, the spans, or its caller's limits
+        (`caller`). Otherwise nothing would read its record, and only its id is made."""
+        return self.recorder.enabled or self.tracing is not None or caller is not None
 
 
 # A limit refusing a model: its fallbacks are tried, as for a model the allowlist refuses.
@@ -97,32 +100,39 @@ async def answer(
     """The client's answer for `model` (an id or an alias): one call in the common case,
     more with a key pool or fallbacks; admitted by the client's limits (`asked_output`: the
     most output tokens the request asks for), and recorded however it ends
-    (usage/recording.py)."""
+    (usage/recording.py) when anything reads its record: the ledger, the client's limits or
+    the tracer. Every answer carries its request id."""
     client = request[CLIENT]
     recorder = upstreams.recorder
-    # The body as the route read it (no I/O): its size whether it came with a Content-Length,
-    # in chunks or compressed.
-    body = await request.read()
-    call = recorder.start(request.path, model, client.name if client else None, len(body))
-    call.record.stream, call.record.session = stream, session
-    status, error_type, cancelled = 0, None, False
     caller = upstreams.limits.of(client)
-    admit = Admission(upstreams, caller, call, asked_output) if caller is not None else None
-    if (tracing := upstreams.tracing) is not None:
-        call.trace = tracing.start(request, call)
-    if call.keep:
-        call.request_body = body
-        call.request_headers = shown_headers(request.headers)
+    request_id = recorder.new_id()
+    call, admit = None, None
+    if upstreams.records(caller):
+        # The body as the route read it (no I/O): its size whether it came with a
+        # Content-Length, in chunks or compressed.
+        body = await request.read()
+        name = client.name if client else None
+        call = recorder.start(request_id, request.path, model, name, len(body))
+        call.record.stream, call.record.session = stream, session
+        if upstreams.tracing is not None:
+            call.trace = upstreams.tracing.start(request, call)
+        if call.keep:
+            call.request_body = body
+            call.request_headers = shown_headers(request.headers)
+        if caller is not None:
+            admit = Admission(upstreams, caller, call, asked_output)
+    status, error_type, cancelled = 0, None, False
     try:
-        response = await _answer(request, model, plan, upstreams, call, admit)
+        response = await _answer(request, model, plan, upstreams, request_id, session, call, admit)
         status = response.status
-        if status >= 400 or call.keep:
+        if call is not None and (status >= 400 or call.keep):
             _answered(call, response)
         return response
     except ApiError as error:
         status, error_type = error.status, error.code
-        error.headers[REQUEST_ID_HEADER] = call.record.id
-        call.record.error = error.message
+        error.headers[REQUEST_ID_HEADER] = request_id
+        if call is not None:
+            call.record.error = error.message
         raise
     except asyncio.CancelledError:
         cancelled = True  # the client left: the handler was cancelled
@@ -131,7 +141,8 @@ async def answer(
         status, error_type = 500, "internal"
         raise
     finally:
-        recorder.finish(call, status, error_type=error_type, cancelled=cancelled)
+        if call is not None:
+            recorder.finish(call, status, error_type=error_type, cancelled=cancelled)
 
 
 def _answered(call: RecordedCall, response: web.StreamResponse) -> None:
@@ -189,7 +200,9 @@ async def _answer(
     model: str,
     plan: Plan,
     upstreams: Upstreams,
-    record: RecordedCall,
+    request_id: str,
+    session: str | None,
+    record: RecordedCall | None,
     admit: Admission | None,
 ) -> web.StreamResponse:
     rules = upstreams.live.rules
@@ -203,19 +216,16 @@ async def _answer(
             chain, listed_as = fallbacks.get(full_id), full_id
         if chain is None and instance.keys is None:
             call = await plan(instance, upstream_id, model)
-            record.answered_by(instance, upstream_id, None)
-            shown = {
-                MODEL_HEADER: full_id,
-                ATTEMPTS_HEADER: "1",
-                REQUEST_ID_HEADER: record.record.id,
-            }
+            shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1", REQUEST_ID_HEADER: request_id}
+            if record is not None:
+                record.answered_by(instance, upstream_id, None)
+                record.record.attempts = 1
             if admit is not None:
                 shown.update(await admit(model, instance, upstream_id))
-            record.record.attempts = 1
             return await send(request, instance, call, shown, 0, recorded=record)
     names = (model, *(chain or ()))
     return await _in_turn(
-        request, names, plan, listed_as, resolver, upstreams.metrics, record, admit
+        request, names, plan, listed_as, upstreams, request_id, session, record, admit
     )
 
 
@@ -224,13 +234,15 @@ async def _in_turn(
     names: tuple[str, ...],
     plan: Plan,
     listed_as: str,
-    resolver: Resolver,
-    metrics: Metrics,
-    record: RecordedCall,
+    upstreams: Upstreams,
+    request_id: str,
+    session: str | None,
+    record: RecordedCall | None,
     admit: Admission | None,
 ) -> web.StreamResponse:
     """Each name in turn (the model, then its fallbacks) until a call answers. `listed_as`
     is the model's name in models.fallbacks (metrics count by config names only)."""
+    resolver, metrics = upstreams.resolver, upstreams.metrics
     attempts = 0
     failure: web.StreamResponse | ApiError | None = None
     failed_name = listed_as
@@ -272,19 +284,21 @@ async def _in_turn(
             key = 0
             if pool is not None:
                 try:
-                    key = pool.pick(turned_away, record.record.session)
+                    key = pool.pick(turned_away, session)
                 except NoKeyFree as none:
                     failure = _no_key(none, pool)
                     failure.headers.update({MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)})
-                    record.answered_by(instance, upstream_id, None)
+                    if record is not None:
+                        record.answered_by(instance, upstream_id, None)
                     break
             attempts += 1
-            record.answered_by(instance, upstream_id, key if pool is not None else None)
-            record.record.attempts = attempts
+            if record is not None:
+                record.answered_by(instance, upstream_id, key if pool is not None else None)
+                record.record.attempts = attempts
             shown = {
                 MODEL_HEADER: full_id,
                 ATTEMPTS_HEADER: str(attempts),
-                REQUEST_ID_HEADER: record.record.id,
+                REQUEST_ID_HEADER: request_id,
                 **admitted,
             }
             try:

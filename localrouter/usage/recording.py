@@ -165,9 +165,12 @@ class Recorder:
     stream_cap: int = 0
     observers: list[Callable[[Call], None]] = field(default_factory=list)
 
-    def start(self, route: str, model: str, client: str | None, request_bytes: int) -> Call:
+    def start(
+        self, request_id: str, route: str, model: str, client: str | None, request_bytes: int
+    ) -> Call:
+        """A call's record begins (`request_id`: from `new_id`, made for every request)."""
         record = CallRecord(
-            id=self.new_id(),
+            id=request_id,
             started_at=self.clock(),
             route=route,
             client=client,
