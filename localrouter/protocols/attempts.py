@@ -30,16 +30,19 @@ from localrouter.base.errors import (
     RateLimited,
     UnpricedRefused,
 )
+from localrouter.base.jsonload import Json
 from localrouter.base.secrets import shown_headers
 from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
+from localrouter.limits.estimate import output_cap
 from localrouter.limits.gate import Limits, Ticket
 from localrouter.limits.rules import CallerLimits
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols.forward import Call, send
+from localrouter.protocols.session import session_of
 from localrouter.telemetry.tracing import Tracing
 from localrouter.upstream.key_pool import RATE_LIMITED, REFUSED, KeyPool
 from localrouter.usage.recording import REQUEST_ID_HEADER, Recorder, error_text
@@ -76,6 +79,13 @@ class Upstreams:
         the ledger, the spans, or its own limits. Only then is a call recorded, and only a
         recorded call takes out again the usage its client did not ask for."""
         return self.records(self.limits.of(client))
+
+    def asked(self, request: web.Request, body: Json) -> tuple[str | None, int | None]:
+        """What the call path needs of a parsed request before its route lets it go: its
+        session (a key pool keeps it on one key, the ledger records it), and the most output
+        tokens it asks for when its caller has limits to reserve them against."""
+        limited = self.limits.of(request[CLIENT]) is not None
+        return session_of(request, body), output_cap(body) if limited else None
 
     def records(self, caller: CallerLimits | None) -> bool:
         """Whether a call is recorded: for the ledger, the spans, or its caller's limits

@@ -12,12 +12,11 @@ from aiohttp.typedefs import Handler
 from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
 from localrouter.http.bodies import JSON, model_request
 from localrouter.http.guard import CLIENT
-from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
 from localrouter.protocols.forward import FORWARDED, Call, Forwarded, RequestBody, rewritten
-from localrouter.protocols.session import header_session, session_of
+from localrouter.protocols.session import header_session
 from localrouter.providers.base import Wire
 
 
@@ -96,8 +95,8 @@ class Forward:
             ask_usage=ask_usage,
             cache_key=header_session(request),
         )
-        stream, session = body.get("stream") is True, session_of(request, body)
-        asked_output = output_cap(body)
+        stream = body.get("stream") is True
+        session, asked_output = upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,

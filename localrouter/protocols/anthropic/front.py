@@ -15,7 +15,6 @@ from localrouter.base.errors import (
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, model_request
-from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.lists.resolve import Resolver
 from localrouter.protocols import attempts
@@ -31,7 +30,7 @@ from localrouter.protocols.forward import (
     rewritten,
     translated_for,
 )
-from localrouter.protocols.session import header_session, session_of
+from localrouter.protocols.session import header_session
 from localrouter.providers.base import Wire
 from localrouter.usage.scan import ANTHROPIC as ANTHROPIC_USAGE
 
@@ -47,8 +46,8 @@ class Messages:
         if not isinstance(body.get("messages"), list):
             raise BadRequest("'messages' is required: a list of messages.", param="messages")
         plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
-        stream, session = body.get("stream") is True, session_of(request, body)
-        asked_output = output_cap(body)
+        stream = body.get("stream") is True
+        session, asked_output = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,

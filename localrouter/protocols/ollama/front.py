@@ -18,7 +18,6 @@ from localrouter.base.errors import OLLAMA, BadRequest, NotServedHere
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, request_json
-from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance, Route
 from localrouter.lists.resolve import Resolver, ollama_name
 from localrouter.protocols import attempts
@@ -35,7 +34,6 @@ from localrouter.protocols.forward import (
 )
 from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
-from localrouter.protocols.session import session_of
 from localrouter.providers.base import Wire
 from localrouter.usage.scan import OLLAMA as OLLAMA_USAGE
 
@@ -80,8 +78,7 @@ class OllamaCall:
             RequestBody(body, await request.read()), name, model, self._path, resolver
         )
         stream = streams(body) and self._path in ("api/chat", "api/generate")
-        session = session_of(request, body)
-        asked_output = output_cap(body)
+        session, asked_output = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,

@@ -13,7 +13,6 @@ from aiohttp import web
 from localrouter.base.errors import BadRequest, NotFound
 from localrouter.base.secrets import redact_bytes
 from localrouter.http.bodies import JSON, model_request
-from localrouter.limits.estimate import output_cap
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.bridge import translate_stream, whole_answer
@@ -30,7 +29,7 @@ from localrouter.protocols.forward import (
 from localrouter.protocols.responses.from_chat import Echo, ResponsesStream, echoed, response
 from localrouter.protocols.responses.store import MAX_RESPONSES, ResponseStore, caller_of
 from localrouter.protocols.responses.to_chat import chat_request
-from localrouter.protocols.session import header_session, session_of
+from localrouter.protocols.session import header_session
 from localrouter.providers.base import Wire
 from localrouter.usage.scan import RESPONSES as RESPONSES_USAGE
 
@@ -50,8 +49,8 @@ class Responses:
         plan = ResponsesPlan(
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
         )
-        stream, session = body.get("stream") is True, session_of(request, body)
-        asked_output = output_cap(body)
+        stream = body.get("stream") is True
+        session, asked_output = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,
