@@ -67,14 +67,20 @@ _PAUSE = _CollectorPause()
 # counting as it ends. The count of those alive still wanders past CPython's young-generation
 # threshold of 700 every few dozen calls under load, and each collection then walks the calls
 # in flight to find next to nothing: 7 us of CPU a proxied call with 16 in flight, 32 us with
-# 64. At 5,000 it runs once in a few thousand calls, walking at most that many objects (about
-# 3 ms; measured with gc.callbacks in the daemon).
-YOUNG_GENERATION_THRESHOLD = 5000
+# 64 (measured with gc.callbacks in the daemon). At 2,000 none ran in 3,000 calls with 16 in
+# flight, and they took 13 us a call with 64. What survives a young collection is walked
+# again by the middle generation's, after every YOUNG_COLLECTIONS_PER_MIDDLE of them: 2, not
+# CPython's 10, so that one walks at most about 6,000 objects, as before (10,000 usage records
+# waiting for the ledger's writer made a 28 ms stall with 5,000 and 10; bench/loop_stall.py
+# --phases ledger).
+YOUNG_GENERATION_THRESHOLD = 2000
+YOUNG_COLLECTIONS_PER_MIDDLE = 2
 
 
 def collect_young_less_often() -> None:
-    """Raise the collector's young-generation threshold (the older ones stay as they are)."""
-    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+    """The collector's thresholds for the daemon (the oldest generation's stays as it is)."""
+    oldest = gc.get_threshold()[2]
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, YOUNG_COLLECTIONS_PER_MIDDLE, oldest)
 
 
 async def heavy(build: Callable[[], V], size: int) -> V:
