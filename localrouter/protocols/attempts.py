@@ -32,7 +32,6 @@ from localrouter.base.errors import (
 )
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import shown_headers
-from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
@@ -61,6 +60,12 @@ TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 Plan = Callable[[Instance, str, str], Awaitable[Call]]
 
 
+# What a request asks, as its route read it from the parsed body (Upstreams.asked): the
+# limits its client is held to (None: none), its session, and its output cap (read only when
+# there are limits). A plain tuple: one is made per call.
+Asked = tuple[CallerLimits | None, str | None, int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Upstreams:
     """What the routes that call models need, handed to their handlers when app.py builds
@@ -74,22 +79,19 @@ class Upstreams:
     limits: Limits
     tracing: Tracing | None = None  # telemetry.otlp_endpoint set
 
-    def reads_usage(self, client: Client | None) -> bool:
-        """Whether the usage of `client`'s answers is wanted (a stream is asked for it): for
-        the ledger, the spans, or its own limits. Only then is a call recorded, and only a
-        recorded call takes out again the usage its client did not ask for."""
-        return self.records(self.limits.of(client))
-
-    def asked(self, request: web.Request, body: Json) -> tuple[str | None, int | None]:
-        """What the call path needs of a parsed request before its route lets it go: its
-        session (a key pool keeps it on one key, the ledger records it), and the most output
-        tokens it asks for when its caller has limits to reserve them against."""
-        limited = self.limits.of(request[CLIENT]) is not None
-        return session_of(request, body), output_cap(body) if limited else None
+    def asked(self, request: web.Request, body: Json) -> Asked:
+        """What the call path needs of a parsed request before its route lets it go: the
+        limits its client is held to, its session (a key pool keeps it on one key, the ledger
+        records it), and the most output tokens it asks for when there are limits to reserve
+        them against."""
+        caller = self.limits.of(request[CLIENT])
+        return caller, session_of(request, body), output_cap(body) if caller is not None else None
 
     def records(self, caller: CallerLimits | None) -> bool:
         """Whether a call is recorded: for the ledger, the spans, or its caller's limits
-        (`caller`). Otherwise nothing would read its record, and only its id is made."""
+        (`caller`). Otherwise nothing would read its record, and only its id is made; nor its
+        usage (a stream is asked for it only when recorded, and a recorded call takes out
+        again the usage its client did not ask for)."""
         return self.recorder.enabled or self.tracing is not None or caller is not None
 
 
@@ -102,19 +104,17 @@ async def answer(
     model: str,
     plan: Plan,
     upstreams: Upstreams,
+    asked: Asked,
     *,
     stream: bool = False,
-    session: str | None = None,
-    asked_output: int | None = None,
 ) -> web.StreamResponse:
     """The client's answer for `model` (an id or an alias): one call in the common case,
-    more with a key pool or fallbacks; admitted by the client's limits (`asked_output`: the
-    most output tokens the request asks for), and recorded however it ends
-    (usage/recording.py) when anything reads its record: the ledger, the client's limits or
-    the tracer. Every answer carries its request id."""
+    more with a key pool or fallbacks; admitted by the client's limits (`asked`), and
+    recorded however it ends (usage/recording.py) when anything reads its record: the
+    ledger, the client's limits or the tracer. Every answer carries its request id."""
+    caller, session, asked_output = asked
     client = request[CLIENT]
     recorder = upstreams.recorder
-    caller = upstreams.limits.of(client)
     request_id = recorder.new_id()
     call, admit = None, None
     if upstreams.records(caller):

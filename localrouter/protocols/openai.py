@@ -11,7 +11,6 @@ from aiohttp.typedefs import Handler
 
 from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
 from localrouter.http.bodies import JSON, model_request
-from localrouter.http.guard import CLIENT
 from localrouter.lists.instance import Instance
 from localrouter.protocols import attempts
 from localrouter.protocols.attempts import Upstreams
@@ -85,27 +84,25 @@ class Forward:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
         upstreams = self._upstreams
-        ask_usage = upstreams.reads_usage(request[CLIENT])
+        asked = upstreams.asked(request, body)
         plan = Forwarding(
             RequestBody(body, raw),
             model,
             self._path,
             accept,
             self._reply,
-            ask_usage=ask_usage,
+            ask_usage=upstreams.records(asked[0]),
             cache_key=header_session(request),
         )
         stream = body.get("stream") is True
-        session, asked_output = upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,
             model,
             plan,
             upstreams,
+            asked,
             stream=stream,
-            session=session,
-            asked_output=asked_output,
         )
 
 

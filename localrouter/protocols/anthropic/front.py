@@ -47,16 +47,15 @@ class Messages:
             raise BadRequest("'messages' is required: a list of messages.", param="messages")
         plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
         stream = body.get("stream") is True
-        session, asked_output = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,
             model,
             plan,
             self._upstreams,
+            asked,
             stream=stream,
-            session=session,
-            asked_output=asked_output,
         )
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:

@@ -78,16 +78,15 @@ class OllamaCall:
             RequestBody(body, await request.read()), name, model, self._path, resolver
         )
         stream = streams(body) and self._path in ("api/chat", "api/generate")
-        session, asked_output = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,
             model,
             plan,
             self._upstreams,
+            asked,
             stream=stream,
-            session=session,
-            asked_output=asked_output,
         )
 
 

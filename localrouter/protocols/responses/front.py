@@ -50,16 +50,15 @@ class Responses:
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
         )
         stream = body.get("stream") is True
-        session, asked_output = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body)
         del body  # see RequestBody
         return await attempts.answer(
             request,
             model,
             plan,
             self._upstreams,
+            asked,
             stream=stream,
-            session=session,
-            asked_output=asked_output,
         )
 
     async def retrieve(self, request: web.Request) -> web.Response:
