@@ -343,13 +343,23 @@ async def test_a_client_without_limits_is_not_held_by_another_clients(
     assert "x-ratelimit-limit-requests" not in headers
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"tokens_per_minute": 100_000}, {"requests_per_minute": 1000}],
+    ids=["tokens-settle", "requests-only"],
+)
 async def test_with_the_ledger_off_no_client_gets_usage_it_did_not_ask_for(
-    daemon: DaemonFactory, tmp_path: Path, wires: Wires, sdk: SDK
+    daemon: DaemonFactory,
+    tmp_path: Path,
+    wires: Wires,
+    sdk: SDK,
+    limits: dict[str, int],
 ) -> None:
-    """The ledger off, a limited client's streams are asked for their usage (its budgets
-    need it) and that usage is taken out again; a client without limits is not asked at all.
-    Neither sees a usage chunk it did not ask for."""
-    config = limited(tmp_path, wires, {"tokens_per_minute": 100_000})
+    """The ledger off, a limited client's streams are asked for their usage (a tokens limit
+    needs it) and that usage is taken out again, also when its limits turn out to need none
+    (requests only); a client without limits is not asked at all. Neither sees a usage chunk
+    it did not ask for."""
+    config = limited(tmp_path, wires, limits)
     config["usage"] = {"enabled": False}
     config["clients"].append({"name": "other", "token": "other-limits-token-77"})
     client = await daemon(config)

@@ -298,9 +298,10 @@ class Forwarded:
         response = web.StreamResponse(status=upstream.status, headers=_passed(upstream, shown))
         response.headers[hdrs.CACHE_CONTROL] = "no-cache"
         add_cors(request, response)
-        watch = (
-            self.usage.stream(self.strip) if recorded is not None and recorded.recording else None
-        )
+        # Usage the gateway asked for is taken out again whether or not the record is kept:
+        # a caller's limits may turn out to need none (requests only) once it is resolved.
+        reading = recorded is not None and recorded.recording
+        watch = self.usage.stream(self.strip) if reading or self.strip else None
         try:
             await response.prepare(request)
             try:
