@@ -111,7 +111,8 @@ async def answer(
     """The client's answer for `model` (an id or an alias): one call in the common case,
     more with a key pool or fallbacks; admitted by the client's limits (`asked`), and
     recorded however it ends (usage/recording.py) when anything reads its record: the
-    ledger, the client's limits or the tracer. Every answer carries its request id."""
+    ledger, the client's limits or the tracer. Every answer and refusal from here on carries
+    its request id."""
     caller, session, asked_output = asked
     client = request[CLIENT]
     recorder = upstreams.recorder

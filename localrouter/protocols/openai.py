@@ -91,7 +91,7 @@ class Forward:
             self._path,
             accept,
             self._reply,
-            ask_usage=upstreams.records(asked[0]),
+            ask_usage=upstreams.records(asked[0]),  # asked[0]: the caller's limits
             cache_key=header_session(request),
         )
         stream = body.get("stream") is True

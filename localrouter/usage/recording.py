@@ -1,10 +1,12 @@
 """Each client request's record, from its start to the ledger.
 
-The call path starts a record (`start`), fills it as it goes (which instance and key answered,
-the tokens the upstream reported, the first byte of a stream) and finishes it when the answer
-has ended, however it ended (`finish`, synchronous, in a `finally`). What remains is done off
-the request's path, in batches: the cost at the answering model's prices, the metrics, and
-the ledger's write (which is batched again, in its own thread)."""
+The call path starts a record (`start`) when something reads it (the ledger, the caller's
+limits, the tracer; else it makes only the request id, `new_id`), fills it as it goes (which
+instance and key answered, the tokens the upstream reported, the first byte of a stream) and
+finishes it when the answer has ended, however it ended (`finish`, synchronous, in a
+`finally`). What remains is done off the request's path, in batches: the cost at the
+answering model's prices, the metrics, and the ledger's write (which is batched again, in its
+own thread)."""
 
 from __future__ import annotations
 
