@@ -292,6 +292,13 @@ class ModelCache:
                         return
                 for _ in range(FOLLOW_ROUNDS):
                     if leading := await fleet.lead():
+                        # The lock may have been let go by a daemon that published a list
+                        # just after the look above: that list, not another upstream call.
+                        found = await fleet.newer(self._fetched_at())
+                        if found is not None:
+                            self._install(found, from_fleet=True)
+                            if self._clock() < found.expires_at:
+                                return  # the lock is let go below
                         break
                     followed = await fleet.follow(self._fetched_at())
                     if isinstance(followed, ModelList):
