@@ -29,7 +29,7 @@ from localrouter.base.secrets import StreamRedactor, redact_bytes, redact_json, 
 from localrouter.http.bodies import JSON, json_response
 from localrouter.http.guard import add_cors
 from localrouter.lists.instance import Instance, Route
-from localrouter.protocols.gateway_errors import GatewayErrors
+from localrouter.protocols.gateway_errors import gateway_error
 from localrouter.providers.base import Wire
 from localrouter.upstream.client import (
     ERROR_SNIPPET_BYTES,
@@ -179,8 +179,9 @@ async def send(
             upstream_id = recorded.upstream_id or ""
             extra = {**(extra or {}), **trace.attempt(instance, upstream_id, str(target.url))}
     status: int | None = None
+    answering = False  # from when bytes may have reached the client: a failure is not retried
     try:
-        with GatewayErrors(target, http, seconds) as errors:
+        try:
             # A whole answer has a deadline (the 504); a stream's pace is bounded by its limits.
             deadline = _NO_DEADLINE if streamed else asyncio.timeout(seconds)
             async with (
@@ -204,9 +205,14 @@ async def send(
                     failed = await call.reply.failed(upstream, http, target)
                     failed.headers.update(shown)
                     return failed
-                errors.answering = streamed  # from here on, bytes may reach the client
+                answering = streamed
                 exchange = Exchange(request, upstream, http, target, shown, recorded)
                 return await call.reply.answer(exchange)
+        except Exception as exc:
+            error = gateway_error(exc, target, http, seconds, answering=answering)
+            if error is None:
+                raise
+            raise error from None
     except GatewayError as error:
         if trace is not None:
             trace.attempt_ended(status, error.code)
