@@ -5,7 +5,7 @@ checked, the call's expected use reserved, or a refusal raised in the client's p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -133,6 +133,11 @@ class Limits:
     fleet: Fleet | None = None
     counts: LocalCounts = field(default_factory=LocalCounts)
     rules: LimitRules = field(init=False)
+    # The limits a client is held to (None: none, the common case): the current rules' own
+    # method, asked once a call.
+    of: Callable[[Client | None], CallerLimits | None] = field(
+        init=False, repr=False, compare=False
+    )
     periods: Periods = field(init=False)
     shared: SharedCounts | None = field(init=False)
     _warned: set[tuple[str, str, str]] = field(default_factory=set)
@@ -148,13 +153,10 @@ class Limits:
         forget_configured_prices()  # the old config's, never asked for again
         self.counts.forget_plans()
         self.rules = LimitRules.of(self.live.current)
+        self.of = self.rules.of_client
         timezone = self.rules.settings.timezone
         if getattr(self, "periods", None) is None or self.periods.timezone != timezone:
             self.periods = Periods(timezone)
-
-    def of(self, client: Client | None) -> CallerLimits | None:
-        """The limits `client` is held to (None: none, the common case)."""
-        return self.rules.of_client(client)
 
     async def admit(
         self,

@@ -5,7 +5,7 @@ only what its allowlist admits (control.may_call)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from localrouter.base.errors import ModelNotAllowed, ModelNotFound
@@ -137,9 +137,10 @@ class Resolver:
 
         return full_id
 
-    async def listing(self, instance: Instance, upstream_id: str) -> ModelInfo | None:
-        """The model as its instance lists it (its limits, whether it reasons)."""
-        return await instance.listed(upstream_id, self.live.models_deadline_seconds)
+    def listing(self, instance: Instance, upstream_id: str) -> Awaitable[ModelInfo | None]:
+        """The model as its instance lists it (its limits, whether it reasons). Its instance's
+        own coroutine, handed on: no coroutine of ours to make and await around it."""
+        return instance.listed(upstream_id, self.live.models_deadline_seconds)
 
     async def our_id(self, name: str) -> str:
         """The id (or alias) an Ollama name stands for: itself if something lists it so, else

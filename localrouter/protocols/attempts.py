@@ -32,6 +32,7 @@ from localrouter.base.errors import (
 )
 from localrouter.base.jsonload import Json
 from localrouter.base.secrets import shown_headers
+from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
 from localrouter.http.guard import CLIENT
 from localrouter.http.metrics import Metrics
@@ -60,10 +61,10 @@ TRIED_ELSEWHERE = frozenset({401, 403, 404, 408, 429})  # and every 5xx
 Plan = Callable[[Instance, str, str], Awaitable[Call]]
 
 
-# What a request asks, as its route read it from the parsed body (Upstreams.asked): the
-# limits its client is held to (None: none), its session, and its output cap (read only when
-# there are limits). A plain tuple: one is made per call.
-Asked = tuple[CallerLimits | None, str | None, int | None]
+# What a request asks, as its route read it (Upstreams.asked): its client (None: the admin,
+# or anyone when no token is set), the limits the client is held to (None: none), its session,
+# and its output cap (read only when there are limits). A plain tuple: one is made per call.
+Asked = tuple[Client | None, CallerLimits | None, str | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +80,15 @@ class Upstreams:
     limits: Limits
     tracing: Tracing | None = None  # telemetry.otlp_endpoint set
 
-    def asked(self, request: web.Request, body: Json) -> Asked:
-        """What the call path needs of a parsed request before its route lets it go: the
-        limits its client is held to, its session (a key pool keeps it on one key, the ledger
-        records it), and the most output tokens it asks for when there are limits to reserve
-        them against."""
-        caller = self.limits.of(request[CLIENT])
-        return caller, session_of(request, body), output_cap(body) if caller is not None else None
+    def asked(self, request: web.Request, body: Json, named: str | None) -> Asked:
+        """What the call path needs of a parsed request before its route lets it go: its
+        client and the limits the client is held to, its session (a key pool keeps it on one
+        key, the ledger records it; `named`: the one a header names, header_session), and the
+        most output tokens it asks for when there are limits to reserve them against."""
+        client = request[CLIENT]
+        caller = self.limits.of(client)
+        cap = output_cap(body) if caller is not None else None
+        return client, caller, session_of(named, body), cap
 
     def records(self, caller: CallerLimits | None) -> bool:
         """Whether a call is recorded: for the ledger, the spans, or its caller's limits
@@ -113,8 +116,7 @@ async def answer(
     recorded however it ends (usage/recording.py) when anything reads its record: the
     ledger, the client's limits or the tracer. Every answer and refusal from here on carries
     its request id."""
-    caller, session, asked_output = asked
-    client = request[CLIENT]
+    client, caller, session, asked_output = asked
     recorder = upstreams.recorder
     request_id = recorder.new_id()
     call, admit = None, None
@@ -134,7 +136,9 @@ async def answer(
             admit = Admission(upstreams, caller, call, asked_output)
     status, error_type, cancelled = 0, None, False
     try:
-        response = await _answer(request, model, plan, upstreams, request_id, session, call, admit)
+        response = await _answer(
+            request, model, plan, upstreams, request_id, client, session, call, admit
+        )
         status = response.status
         if call is not None and (status >= 400 or call.keep):
             _answered(call, response)
@@ -212,6 +216,7 @@ async def _answer(
     plan: Plan,
     upstreams: Upstreams,
     request_id: str,
+    client: Client | None,
     session: str | None,
     record: RecordedCall | None,
     admit: Admission | None,
@@ -221,7 +226,7 @@ async def _answer(
     fallbacks = rules.fallbacks
     chain, listed_as = (fallbacks.get(model), model) if fallbacks else (None, model)
     if chain is None:
-        instance, upstream_id = await resolver.resolve(model, request[CLIENT])
+        instance, upstream_id = await resolver.resolve(model, client)
         full_id = f"{instance.name}/{upstream_id}"
         if fallbacks:
             chain, listed_as = fallbacks.get(full_id), full_id
@@ -236,7 +241,7 @@ async def _answer(
             return await send(request, instance, call, shown, 0, recorded=record)
     names = (model, *(chain or ()))
     return await _in_turn(
-        request, names, plan, listed_as, upstreams, request_id, session, record, admit
+        request, names, plan, listed_as, upstreams, request_id, client, session, record, admit
     )
 
 
@@ -247,6 +252,7 @@ async def _in_turn(
     listed_as: str,
     upstreams: Upstreams,
     request_id: str,
+    client: Client | None,
     session: str | None,
     record: RecordedCall | None,
     admit: Admission | None,
@@ -257,7 +263,6 @@ async def _in_turn(
     attempts = 0
     failure: web.StreamResponse | ApiError | None = None
     failed_name = listed_as
-    client = request[CLIENT]
     spent: dict[KeyPool, set[int]] = {}  # the keys that turned this request away, per pool
     for position, name in enumerate(names):
         admitted: dict[str, str] = {}

@@ -84,15 +84,16 @@ class Forward:
         body, model, raw = await model_request(request)
         accept = request.headers.get("Accept", JSON)
         upstreams = self._upstreams
-        asked = upstreams.asked(request, body)
+        named = header_session(request)
+        asked = upstreams.asked(request, body, named)
         plan = Forwarding(
             RequestBody(body, raw),
             model,
             self._path,
             accept,
             self._reply,
-            ask_usage=upstreams.records(asked[0]),  # asked[0]: the caller's limits
-            cache_key=header_session(request),
+            ask_usage=upstreams.records(asked[1]),  # asked[1]: the caller's limits
+            cache_key=named,
         )
         stream = body.get("stream") is True
         del body  # see RequestBody

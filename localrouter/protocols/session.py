@@ -22,9 +22,10 @@ def header_session(request: web.Request) -> str | None:
     return found[:MAX_SESSION_CHARS] if found else None
 
 
-def session_of(request: web.Request, body: dict[str, Any]) -> str | None:
-    """The request's session, or None; capped in length (a client chooses it)."""
-    if (named := header_session(request)) is not None:
+def session_of(named: str | None, body: dict[str, Any]) -> str | None:
+    """The request's session, or None: `named`, the one a header names (header_session),
+    else its body's; capped in length (a client chooses it)."""
+    if named is not None:
         return named
     for field in ("prompt_cache_key", "session_id", "previous_response_id", "user"):
         value = body.get(field)

@@ -45,9 +45,10 @@ class Messages:
         body, model, raw = await model_request(request)
         if not isinstance(body.get("messages"), list):
             raise BadRequest("'messages' is required: a list of messages.", param="messages")
-        plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver)
+        named = header_session(request)  # Claude Code's session
+        plan = MessagesPlan(request, RequestBody(body, raw), model, self._upstreams.resolver, named)
         stream = body.get("stream") is True
-        asked = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body, named)
         del body  # see RequestBody
         return await attempts.answer(
             request,
@@ -66,12 +67,18 @@ class MessagesPlan:
     """A Messages request as it is for an instance that speaks Messages, else translated to
     Chat Completions."""
 
-    __slots__ = ("body", "model", "request", "resolver")
+    __slots__ = ("body", "model", "named", "request", "resolver")
 
     def __init__(
-        self, request: web.Request, body: RequestBody, model: str, resolver: Resolver
+        self,
+        request: web.Request,
+        body: RequestBody,
+        model: str,
+        resolver: Resolver,
+        named: str | None,
     ) -> None:
         self.request, self.body, self.model, self.resolver = request, body, model, resolver
+        self.named = named  # the session a header names (header_session)
 
     async def __call__(self, instance: Instance, upstream_id: str, name: str) -> proxy.Call:
         request = self.request
@@ -101,7 +108,7 @@ class MessagesPlan:
                 max_output_tokens=listed.max_output_tokens if listed else None,
                 cache_markers=instance.settings.keeps_cache_markers,
             ),
-            header_session(request),  # Claude Code's session, as prompt_cache_key
+            self.named,  # Claude Code's session, as prompt_cache_key
         )
         return proxy.Call(route, "chat/completions", chat, streamed, reply)
 

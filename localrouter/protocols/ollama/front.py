@@ -34,6 +34,7 @@ from localrouter.protocols.forward import (
 )
 from localrouter.protocols.ollama.from_chat import OllamaAnswer, OllamaStream, ndjson
 from localrouter.protocols.ollama.to_chat import chat_request, generate_request, streams
+from localrouter.protocols.session import header_session
 from localrouter.providers.base import Wire
 from localrouter.usage.scan import OLLAMA as OLLAMA_USAGE
 
@@ -78,7 +79,7 @@ class OllamaCall:
             RequestBody(body, await request.read()), name, model, self._path, resolver
         )
         stream = streams(body) and self._path in ("api/chat", "api/generate")
-        asked = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body, header_session(request))
         del body  # see RequestBody
         return await attempts.answer(
             request,

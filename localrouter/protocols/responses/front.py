@@ -50,7 +50,7 @@ class Responses:
             request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
         )
         stream = body.get("stream") is True
-        asked = self._upstreams.asked(request, body)
+        asked = self._upstreams.asked(request, body, header_session(request))
         del body  # see RequestBody
         return await attempts.answer(
             request,
