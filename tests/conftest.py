@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import pytest
+import redis.asyncio as redis
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -20,6 +21,9 @@ from localrouter.app import create_app
 from localrouter.config.loading import parse_settings
 from localrouter.config.settings import Settings
 from localrouter.serve import bind, listen
+
+if TYPE_CHECKING:
+    from tests.fleet_processes import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T = TypeVar("T")
@@ -194,3 +198,23 @@ async def served_on_a_port(
         yield Served(path, app, f"http://127.0.0.1:{config['server']['port']}")
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the fleet's tests."""
+    from tests.fleet_processes import RedisServer  # which imports this module's helpers
+
+    server = RedisServer(tmp_path / "redis-data")
+    server.directory.mkdir()
+    await server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def neighbour(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
+    """Another program on the same Redis (writing under the fleet's prefix, or reading it)."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()

@@ -6,7 +6,7 @@ with the test's clock, against a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -34,23 +34,6 @@ from tests.test_control import sdk
 from tests.test_hardening_pool import HI, KEYS, Storming, storming  # noqa: F401 (a fixture)
 
 Logs = list[dict[str, Any]]
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Any) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-data")
-    server.directory.mkdir()
-    await server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-async def neighbour(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
-    """Another program on the same Redis, writing under our prefix."""
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 def fleet_config(redis_server: RedisServer, *providers: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ redis-server, one fake upstream (issue 34)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,6 @@ from tests.test_fleet_foreign_data import connected
 from tests.test_proxy import FakeOpenAI, fake
 
 __all__ = ["fake"]  # the upstream fixture, shared with test_proxy.py
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-data")
-    server.directory.mkdir()
-    await server.start()
-    yield server
-    server.kill()
 
 
 def config(redis_server: RedisServer, upstream: FakeOpenAI, ledger: Path) -> dict[str, Any]:
