@@ -234,8 +234,7 @@ async def _answer(
             call = await plan(instance, upstream_id, model)
             shown = {MODEL_HEADER: full_id, ATTEMPTS_HEADER: "1", REQUEST_ID_HEADER: request_id}
             if record is not None:
-                record.answered_by(instance, upstream_id, None)
-                record.record.attempts = 1
+                record.answered_by(instance, upstream_id, None, 1)
             if admit is not None:
                 shown.update(await admit(model, instance, upstream_id))
             return await send(request, instance, call, shown, 0, recorded=record)
@@ -305,12 +304,13 @@ async def _in_turn(
                     failure = _no_key(none, pool)
                     failure.headers.update({MODEL_HEADER: full_id, ATTEMPTS_HEADER: str(attempts)})
                     if record is not None:
-                        record.answered_by(instance, upstream_id, None)
+                        record.answered_by(instance, upstream_id, None, attempts)
                     break
             attempts += 1
             if record is not None:
-                record.answered_by(instance, upstream_id, key if pool is not None else None)
-                record.record.attempts = attempts
+                record.answered_by(
+                    instance, upstream_id, key if pool is not None else None, attempts
+                )
             shown = {
                 MODEL_HEADER: full_id,
                 ATTEMPTS_HEADER: str(attempts),

@@ -116,8 +116,13 @@ class Call:
         if reservation.settles:
             self.recording = True
 
-    def answered_by(self, instance: Instance, upstream_id: str, key: int | None) -> None:
+    def answered_by(
+        self, instance: Instance, upstream_id: str, key: int | None, attempts: int
+    ) -> None:
+        """The call that answered, or was tried last: its instance, model and key (None:
+        the instance's one), after `attempts` upstream calls for the request."""
         record = self.record
+        record.attempts = attempts
         record.model = f"{instance.name}/{upstream_id}"
         record.instance = instance.name
         record.provider_type = instance.settings.type
