@@ -139,9 +139,10 @@ async def answer(
         response = await _answer(
             request, model, plan, upstreams, request_id, client, session, call, admit
         )
-        status = response.status
-        if call is not None and (status >= 400 or call.keep):
-            _answered(call, response)
+        if call is not None:
+            status = response.status
+            if status >= 400 or call.keep:
+                _answered(call, response)
         return response
     except ApiError as error:
         status, error_type = error.status, error.code

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -107,17 +107,13 @@ def translated_for(instance: Instance, chat: dict[str, Any], cache_key: str | No
     return orjson.dumps(chat)
 
 
-class Exchange(NamedTuple):
-    """One upstream call as its reply sees it: the client's request, the upstream's answer,
-    the client that made the call, where it went, the headers the answer shows (which call
-    answered), and the request's record (None: not recorded). A tuple: made once a call."""
-
-    request: web.Request
-    upstream: UpstreamResponse
-    http: UpstreamClient
-    where: Where
-    shown: Mapping[str, str]
-    recorded: RecordedCall | None
+# One upstream call as its reply sees it: the client's request, the upstream's answer, the
+# client that made the call, where it went, the headers the answer shows (which call answered),
+# and the request's record (None: not recorded). A plain tuple, unpacked by each reply: one is
+# made per call, and a NamedTuple's constructor is a Python function.
+Exchange = tuple[
+    web.Request, UpstreamResponse, UpstreamClient, Where, Mapping[str, str], RecordedCall | None
+]
 
 
 class Reply(Protocol):
@@ -200,13 +196,13 @@ async def send(
                 if recorded is not None:
                     recorded.record.upstream_status = status
                 if pool is not None:
-                    pool.answered(key, status, upstream.headers.get("Retry-After"))
+                    pool.answered(key, status, upstream.headers.get(hdrs.RETRY_AFTER))
                 if status >= 400:
                     failed = await call.reply.failed(upstream, http, target)
                     failed.headers.update(shown)
                     return failed
                 answering = streamed
-                exchange = Exchange(request, upstream, http, target, shown, recorded)
+                exchange: Exchange = (request, upstream, http, target, shown, recorded)
                 return await call.reply.answer(exchange)
         except Exception as exc:
             error = gateway_error(exc, target, http, seconds, answering=answering)
@@ -279,8 +275,9 @@ class Forwarded:
 
     async def answer(self, exchange: Exchange) -> web.StreamResponse:
         request, upstream, http, where, shown, recorded = exchange
-        # The raw header, not aiohttp's parsed content_type (three times the steps).
-        kind = upstream.headers.get("Content-Type")
+        # The raw header, not aiohttp's parsed content_type (three times the steps); named
+        # by aiohttp's istr, whose case-folded form is made once (a str's, on every lookup).
+        kind = upstream.headers.get(hdrs.CONTENT_TYPE)
         if kind is not None and _streams(kind):
             return await self._stream(request, upstream, http, where, shown, recorded)
         body = await http.read_body(upstream, where)

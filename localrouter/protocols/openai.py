@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from localrouter.base.errors import OPENAI, ErrorShape, NotAChatModel
@@ -82,20 +82,20 @@ class Forward:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         body, model, raw = await model_request(request)
-        accept = request.headers.get("Accept", JSON)
+        accept = request.headers.get(hdrs.ACCEPT, JSON)
         upstreams = self._upstreams
         named = header_session(request)
         asked = upstreams.asked(request, body, named)
+        stream = body.get("stream") is True
         plan = Forwarding(
             RequestBody(body, raw),
             model,
             self._path,
             accept,
             self._reply,
-            ask_usage=upstreams.records(asked[1]),  # asked[1]: the caller's limits
+            ask_usage=stream and upstreams.records(asked[1]),  # asked[1]: the caller's limits
             cache_key=named,
         )
-        stream = body.get("stream") is True
         del body  # see RequestBody
         return await attempts.answer(
             request,

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from yarl import URL
 
 from localrouter import PRODUCT
@@ -320,11 +321,11 @@ class UpstreamClient:
         if response.status >= 400:
             snippet = await response.content.read(ERROR_SNIPPET_BYTES)
             error = self._status_error(response.status, str(where), snippet)
-            error.retry_after = response.headers.get("Retry-After")
+            error.retry_after = response.headers.get(hdrs.RETRY_AFTER)
             raise error
         headers = response.headers
-        declared = headers.get("Content-Length")
-        if declared is not None and declared.isdecimal() and not headers.get("Content-Encoding"):
+        declared = headers.get(hdrs.CONTENT_LENGTH)
+        if declared is not None and declared.isdecimal() and not headers.get(hdrs.CONTENT_ENCODING):
             length = int(declared)
             if length > self.max_bytes:
                 raise self._too_big(where)
