@@ -35,8 +35,9 @@ from localrouter.config.loading import (
     watch_path,
 )
 from localrouter.config.server import WILDCARD_HOSTS
-from localrouter.daemon_client import run_client
+from localrouter.daemon_client import client_command, run_command
 from localrouter.providers import PROVIDERS
+from localrouter.request_log_client import requests_command
 from localrouter.systemd import install_unit, private_tmp_warning
 
 
@@ -58,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         if args.command in ("models", "cache", "usage", "limits", "requests", "discover"):
-            return run_client(args, load_server_config(args.config))
+            command = requests_command if args.command == "requests" else client_command
+            return run_command(command, args, load_server_config(args.config))
         loaded = load_config(args.config)
     except ConfigError as exc:
         print(f"localrouter: invalid config\n{exc}", file=sys.stderr)

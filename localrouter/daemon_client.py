@@ -7,7 +7,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -18,34 +18,40 @@ from localrouter.config.server import WILDCARD_HOSTS, ServerSettings
 PER_MILLION = 1_000_000
 
 
-def run_client(args: argparse.Namespace, server: ServerSettings) -> int:
+# A command that asks the daemon at `base` (with `token`, if the config sets one).
+Command = Callable[[str, str | None, argparse.Namespace], int]
+
+
+def run_command(command: Command, args: argparse.Namespace, server: ServerSettings) -> int:
+    """`command` against the daemon `server` describes; its failure said in one line."""
     host = "127.0.0.1" if server.host in WILDCARD_HOSTS else server.host
     base = f"http://{host}:{server.port}"
     token = server.auth_token.get_secret_value() if server.auth_token else None
     try:
-        if args.command == "models":
-            return _models(base, token, args.provider, as_json=args.json)
-        if args.command == "usage":
-            return _usage(base, token, since=args.since, by=args.by, as_csv=args.csv)
-        if args.command == "requests":
-            from localrouter.request_log_client import requests_command  # imports this module
-
-            return requests_command(base, token, args)
-        if args.command == "discover":
-            return _discover(base, token, snippet=args.config_snippet)
-        if args.command == "limits":
-            print(_table_of_limits(call_daemon(base, token, "GET", "/api/limits")))
-            return 0
-        if args.cache_command == "stats":
-            print(_table_of_stats(call_daemon(base, token, "GET", "/api/cache/stats")))
-            return 0
-        body = {"instance": args.instance} if args.instance else {}
-        answer = call_daemon(base, token, "POST", "/api/cache/clear", body)
-        print(f"marked expired (kept until refreshed): {', '.join(answer['cleared']) or 'nothing'}")
-        return 0
+        return command(base, token, args)
     except DaemonError as exc:
         print(f"localrouter: {exc}", file=sys.stderr)
         return 1
+
+
+def client_command(base: str, token: str | None, args: argparse.Namespace) -> int:
+    """`models`, `usage`, `discover`, `limits` and `cache ...`."""
+    if args.command == "models":
+        return _models(base, token, args.provider, as_json=args.json)
+    if args.command == "usage":
+        return _usage(base, token, since=args.since, by=args.by, as_csv=args.csv)
+    if args.command == "discover":
+        return _discover(base, token, snippet=args.config_snippet)
+    if args.command == "limits":
+        print(_table_of_limits(call_daemon(base, token, "GET", "/api/limits")))
+        return 0
+    if args.cache_command == "stats":
+        print(_table_of_stats(call_daemon(base, token, "GET", "/api/cache/stats")))
+        return 0
+    body = {"instance": args.instance} if args.instance else {}
+    answer = call_daemon(base, token, "POST", "/api/cache/clear", body)
+    print(f"marked expired (kept until refreshed): {', '.join(answer['cleared']) or 'nothing'}")
+    return 0
 
 
 def call_daemon(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
