@@ -285,20 +285,14 @@ class ModelCache:
         fleet, leading = self._fleet, False
         try:
             if fleet is not None:
-                found = await fleet.newer(self._fetched_at())
-                if found is not None:
-                    self._install(found, from_fleet=True)
-                    if self._clock() < found.expires_at:
-                        return
+                if await self._took_published(fleet):
+                    return
                 for _ in range(FOLLOW_ROUNDS):
                     if leading := await fleet.lead():
                         # The lock may have been let go by a daemon that published a list
                         # just after the look above: that list, not another upstream call.
-                        found = await fleet.newer(self._fetched_at())
-                        if found is not None:
-                            self._install(found, from_fleet=True)
-                            if self._clock() < found.expires_at:
-                                return  # the lock is let go below
+                        if await self._took_published(fleet):
+                            return  # the lock is let go below
                         break
                     followed = await fleet.follow(self._fetched_at())
                     if isinstance(followed, ModelList):
@@ -319,6 +313,15 @@ class ModelCache:
             self._task = None
             if fleet is not None and leading:  # cancelled before the answer: let others try
                 await asyncio.shield(fleet.release())
+
+    async def _took_published(self, fleet: FleetList) -> bool:
+        """Install a list the fleet has that is newer than ours; whether it is still fresh
+        (then no call is needed)."""
+        found = await fleet.newer(self._fetched_at())
+        if found is None:
+            return False
+        self._install(found, from_fleet=True)
+        return self._clock() < found.expires_at
 
     async def _announce(self, fleet: FleetList, error: str | None) -> None:
         """Tell the fleet what this daemon's call brought, then let go of its lock."""
