@@ -46,11 +46,12 @@ class Responses:
         body, model, raw = await model_request(request)
         if not isinstance(body.get("input"), (str, list)):
             raise BadRequest("'input' is required: a string or a list of items.", param="input")
+        named = header_session(request)
         plan = ResponsesPlan(
-            request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store
+            request, RequestBody(body, raw), len(raw), model, self._upstreams, self._store, named
         )
         stream = body.get("stream") is True
-        asked = self._upstreams.asked(request, body, header_session(request))
+        asked = self._upstreams.asked(request, body, named)
         del body  # see RequestBody
         return await attempts.answer(
             request,
@@ -84,7 +85,7 @@ class ResponsesPlan:
     """A Responses request as it is for an instance that speaks Responses, else translated
     to Chat Completions (with the conversation a `previous_response_id` continues)."""
 
-    __slots__ = ("body", "model", "request", "size", "store", "upstreams")
+    __slots__ = ("body", "model", "named", "request", "size", "store", "upstreams")
 
     def __init__(
         self,
@@ -94,9 +95,10 @@ class ResponsesPlan:
         model: str,
         upstreams: attempts.Upstreams,
         store: ResponseStore,
+        named: str | None,  # the session a header names (header_session)
     ) -> None:
         self.request, self.body, self.size, self.model = request, body, size, model
-        self.upstreams, self.store = upstreams, store
+        self.upstreams, self.store, self.named = upstreams, store, named
 
     async def __call__(self, instance: Instance, upstream_id: str, name: str) -> Call:
         request = self.request
@@ -130,7 +132,7 @@ class ResponsesPlan:
             else None,
         )
         key = body.get("prompt_cache_key")  # the client's, kept; else its session header's
-        cache_key = key if isinstance(key, str) and key else header_session(request)
+        cache_key = key if isinstance(key, str) and key else self.named
         chat = translated_for(instance, translated.body, cache_key)
         return Call(route, "chat/completions", chat, streamed, reply)
 
