@@ -10,7 +10,7 @@
    median of the per-round req/s ratios, and each proxy's own CPU time per request (from
    /proc) with the median of the per-round ratios (minimal CPU / localrouter CPU), which is
    what caps throughput and moves far less with the neighbours on a shared machine: the
-   verdict, target >= 0.9. Use --rounds 12 or more.
+   verdict, floor >= 0.85 (issue 32). Use --rounds 12 or more.
 3. With --control, a third server in the same rounds: a daemon whose config has aliases,
    hidden models and clients with allowlists, called through an alias (itself an alias) with
    a client's token. Prints its own ratio, and its CPU per request against the plain
@@ -80,7 +80,7 @@ from harness import (
 )
 from models import CLIENT_HEADERS, CLIENT_TOKEN
 
-TARGET_RATIO = 0.9
+TARGET_RATIO = 0.85  # issue 32's floor (0.9 was the target before the restructuring)
 # With --control: the controlled daemon's CPU per request may differ from the plain one's by
 # this much and still count as no measurable cost (the rounds of one run spread wider).
 CONTROL_TOLERANCE = 0.03
@@ -303,7 +303,7 @@ def against_ceiling(
                 f"ratio {statistics.median(rate_ratios):.2f} (rounds: {listed(rate_ratios)})\n"
                 f"  CPU per request: {kind} {rounds.cpu_us(name):6.1f} us, "
                 f"minimal proxy {rounds.cpu_us(ceiling):6.1f} us, ratio "
-                f"{cpu_ratio:.3f} ({verdict}, target >= {TARGET_RATIO}; rounds: "
+                f"{cpu_ratio:.3f} ({verdict}, floor >= {TARGET_RATIO}; rounds: "
                 f"{listed(cpu_ratios)})",
                 flush=True,
             )
