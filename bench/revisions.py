@@ -6,17 +6,21 @@ this checkout's interpreter and packages, in front of the same chat upstream, as
 starts the plain daemon (ledger off where the revision has one). wrk loads every daemon and the
 minimal proxy (bench/servers.py minimal_proxy) in the same rounds, their order turning; each
 prints its CPU per request, its ratio to the minimal proxy (minimal / daemon, as
-bench/proxy.py's verdict), and this checkout's CPU per request over it (above 1: this checkout
-costs less).
+bench/proxy.py's verdict), and its CPU per request over this checkout's (above 1: this
+checkout costs less).
 
-So that only the code of the call path differs, every revision runs with what this checkout's
-serve sets around it: the collector's thresholds (base/offload.py; the bench servers use them
-too, and revisions before them ran with CPython's), and uvloop's policy when the loop is uvloop
-(revisions before uvloop support otherwise run on the standard loop).
+Every revision runs with what this checkout's serve sets around it: the collector's thresholds
+(base/offload.py, which the bench servers use too; a revision cannot change them), and uvloop's
+policy when the loop is uvloop (revisions before uvloop support otherwise run on the standard
+loop). What a revision's own serve did or did not do stays as it was: revisions before 7c32883
+do not freeze their start-up objects (gc.freeze, a fifth of a proxied call's CPU then), nor
+those before 2b99343 set the switch interval, so compare revisions from there on for the call
+path alone.
 
     python bench/revisions.py [--rounds 12] [--seconds 2] [--loops uvloop,asyncio] REV [REV ...]
 
-Keep the revisions few: every daemon shares one core, and rounds grow with each.
+Keep the revisions few, and --rounds at least the number of servers: they all share one core,
+each round grows with each, and the order turns by one a round.
 """
 
 from __future__ import annotations
@@ -63,9 +67,11 @@ tree, young, middle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 del sys.argv[1:4]
 sys.path.insert(0, tree)
 if os.environ.get("LOCALROUTER_EVENT_LOOP") == "uvloop":
-    import uvloop
-    uvloop.install()
-gc.set_threshold(young, middle, gc.get_threshold()[2])
+    import asyncio, uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+if young:
+    gc.set_threshold(young, middle, gc.get_threshold()[2])
+gc.set_threshold = lambda *thresholds: None  # the revision's serve keeps ours
 import localrouter
 assert localrouter.__file__.startswith(tree), localrouter.__file__
 from localrouter.cli import main
@@ -75,7 +81,13 @@ sys.exit(main())
 
 def serve_command(tree: Path, config: Path, port: int) -> list[str]:
     launcher = [sys.executable, "-c", LAUNCHER, str(tree)]
-    thresholds = [str(YOUNG_GENERATION_THRESHOLD), str(YOUNG_COLLECTIONS_PER_MIDDLE)]
+    # As collect_young_less_often: CPython's own thresholds (0: left alone) from 3.14 on.
+    young, middle = (
+        (YOUNG_GENERATION_THRESHOLD, YOUNG_COLLECTIONS_PER_MIDDLE)
+        if sys.version_info < (3, 14)
+        else (0, 0)
+    )
+    thresholds = [str(young), str(middle)]
     serve = ["serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
     return [*launcher, *thresholds, *serve]
 
@@ -86,16 +98,32 @@ def config_for(tree: Path, upstream_port: int) -> str:
     return chat_instance(upstream_port) + ("usage: {enabled: false}\n" if ledger else "")
 
 
+GIT = ("git", "-C", str(CHECKOUT))
+
+
+def commit_of(revision: str) -> str:
+    """The short hash `revision` names now (a name like HEAD~3 moves on), or exit."""
+    found = subprocess.run(
+        [*GIT, "rev-parse", "--short", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode:
+        raise SystemExit(f"{revision!r} names no commit in {CHECKOUT}")
+    return found.stdout.strip()
+
+
 @contextmanager
-def worktree(revision: str, folder: Path) -> Iterator[Path]:
-    """`revision` checked out under `folder`, removed again on the way out."""
-    tree = folder / revision.replace("/", "_")
-    git = ["git", "-C", str(CHECKOUT)]
-    subprocess.run([*git, "worktree", "add", "--detach", "-q", str(tree), revision], check=True)
+def worktree(commit: str, folder: Path) -> Iterator[Path]:
+    """`commit` checked out under `folder`, removed again on the way out."""
+    tree = folder / f"tree-{commit}"
+    subprocess.run([*GIT, "worktree", "add", "--detach", "-q", str(tree), commit], check=True)
     try:
         yield tree
     finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+        removed = subprocess.run([*GIT, "worktree", "remove", "--force", str(tree)], check=False)
+        if removed.returncode:
+            subprocess.run([*GIT, "worktree", "prune"], check=False)
 
 
 def main() -> None:
@@ -113,7 +141,10 @@ def main() -> None:
     upstream_port = free_port()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         workdir = Path(folder)
-        trees = {rev: stack.enter_context(worktree(rev, workdir)) for rev in args.revisions}
+        commits = {f"{rev} ({commit_of(rev)})": commit_of(rev) for rev in args.revisions}
+        if len(set(commits.values())) < len(args.revisions):
+            raise SystemExit("two of the revisions name the same commit: give each once")
+        trees = {name: stack.enter_context(worktree(c, workdir)) for name, c in commits.items()}
         stack.enter_context(
             start(
                 helper_command("chat", upstream_port),
@@ -126,17 +157,17 @@ def main() -> None:
         targets: list[Target] = []
         for loop in loops:
             daemons = {THIS: CHECKOUT, **trees}
-            for name, tree in daemons.items():
-                config = workdir / f"{name.replace(' ', '-')}-{loop}.yaml"
+            for number, (name, tree) in enumerate(daemons.items()):
+                file = f"daemon-{number}-{loop}"  # names and labels may hold any character
+                config = workdir / f"{file}.yaml"
                 config.write_text(config_for(tree, upstream_port))
                 port = free_port()
                 server = stack.enter_context(
                     start(serve_command(tree, config, port), port=port, ready=None, loop=loop)
                 )
                 server.wait_until_answering("/v1/models")
-                label = f"{name} {loop}"
-                load = post_load(workdir, label, server.url(CALL_PATH), "bench/bench-model")
-                targets.append(Target(label, server.pid, load))
+                load = post_load(workdir, file, server.url(CALL_PATH), "bench/bench-model")
+                targets.append(Target(f"{name} {loop}", server.pid, load))
             port = free_port()
             minimal = stack.enter_context(
                 start(helper_command("minimal_proxy", port, direct), port=port, loop=loop)
@@ -155,7 +186,7 @@ def main() -> None:
                 label = f"{name} {loop}"
                 against = rounds.cpu_ratios(ceiling, label)
                 line = (
-                    f"  {name:>14}: {rounds.cpu_us(label):6.1f} us, minimal / it "
+                    f"  {name:>20}: {rounds.cpu_us(label):6.1f} us, minimal / it "
                     f"{rounds.cpu_ratio(ceiling, label):.3f} (rounds {min(against):.3f}-"
                     f"{max(against):.3f})"
                 )
