@@ -122,6 +122,14 @@ LIMIT_SETS = {
 }
 
 
+def limits_daemon_config(providers: str, usage: str, kinds: tuple[str, ...]) -> str:
+    """The --limits daemon's config: `providers` (chat_instance) priced, the `usage` line, and
+    a client held to `kinds` beside a free one."""
+    priced = providers.replace("/v1'}", "/v1', pricing: {input: 3, output: 15}}")
+    assert priced != providers, "--limits: the instance's line has changed; price it anew"
+    return priced + usage + limits_config_of(kinds)
+
+
 def limits_config_of(kinds: tuple[str, ...]) -> str:
     limits = ", ".join(f"{kind}: {HUGE}" for kind in kinds)
     return f"""server: {{auth_token: {ADMIN_TOKEN}}}
@@ -446,10 +454,8 @@ def main() -> None:
             if args.limits_ledger
             else "usage: {enabled: false}\n"
         )
-        priced = providers.replace("/v1'}", "/v1', pricing: {input: 3, output: 15}}")
-        assert priced != providers, "--limits: the instance's line has changed; price it anew"
         limit_kinds = LIMIT_SETS[args.limited_by]
-        limits_config.write_text(priced + limits_usage + limits_config_of(limit_kinds))
+        limits_config.write_text(limits_daemon_config(providers, limits_usage, limit_kinds))
         chat = helper_command("chat", upstream_port)
         stack.enter_context(start(chat, port=upstream_port, loop=loops[0], core=LOAD_CORE))
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"

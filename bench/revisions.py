@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import (
     LOAD_CORE,
     Rounds,
+    Server,
     Target,
     add_loops_argument,
     chat_instance,
@@ -98,6 +99,20 @@ def config_for(tree: Path, upstream_port: int) -> str:
     return chat_instance(upstream_port) + ("usage: {enabled: false}\n" if ledger else "")
 
 
+def start_daemon(
+    stack: ExitStack, tree: Path, config: Path, upstream_port: int, loop: str
+) -> Server:
+    """The daemon of `tree` (a revision's worktree, or this checkout) on `loop`, its config
+    written to `config`, answering; stopped when `stack` closes."""
+    config.write_text(config_for(tree, upstream_port))
+    port = free_port()
+    server = stack.enter_context(
+        start(serve_command(tree, config, port), port=port, ready=None, loop=loop)
+    )
+    server.wait_until_answering("/v1/models")
+    return server
+
+
 GIT = ("git", "-C", str(CHECKOUT))
 
 
@@ -141,7 +156,10 @@ def main() -> None:
     upstream_port = free_port()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         workdir = Path(folder)
-        commits = {f"{rev} ({commit_of(rev)})": commit_of(rev) for rev in args.revisions}
+        commits: dict[str, str] = {}  # label: commit
+        for rev in args.revisions:
+            commit = commit_of(rev)
+            commits[f"{rev} ({commit})"] = commit
         if len(set(commits.values())) < len(args.revisions):
             raise SystemExit("two of the revisions name the same commit: give each once")
         trees = {name: stack.enter_context(worktree(c, workdir)) for name, c in commits.items()}
@@ -159,13 +177,7 @@ def main() -> None:
             daemons = {THIS: CHECKOUT, **trees}
             for number, (name, tree) in enumerate(daemons.items()):
                 file = f"daemon-{number}-{loop}"  # names and labels may hold any character
-                config = workdir / f"{file}.yaml"
-                config.write_text(config_for(tree, upstream_port))
-                port = free_port()
-                server = stack.enter_context(
-                    start(serve_command(tree, config, port), port=port, ready=None, loop=loop)
-                )
-                server.wait_until_answering("/v1/models")
+                server = start_daemon(stack, tree, workdir / f"{file}.yaml", upstream_port, loop)
                 load = post_load(workdir, file, server.url(CALL_PATH), "bench/bench-model")
                 targets.append(Target(f"{name} {loop}", server.pid, load))
             port = free_port()

@@ -5,7 +5,7 @@ in turn, each sampled by py-spy, and the difference per call.
     python bench/where.py limits       # one daemon: the limited client against the free one
                                        # (the example limits, ledger on)
     python bench/where.py REV          # this checkout's daemon against the one at git REV
-                                       # (started as bench/revisions.py starts it)
+                                       # (both started as bench/revisions.py starts them)
     options: [--seconds 20] [--rate 997] [--top 30] [--inclusive] [--loop uvloop|asyncio]
 
 Each side is warmed, then loaded by wrk (16 connections, bench/proxy.py's POST) for --seconds
@@ -54,10 +54,10 @@ from proxy import (
     FREE_TOKEN,
     LIMIT_SETS,
     LIMITED_TOKEN,
-    limits_config_of,
+    limits_daemon_config,
     post_load,
 )
-from revisions import commit_of, config_for, serve_command, worktree
+from revisions import CHECKOUT, commit_of, start_daemon, worktree
 
 MODEL = "bench/bench-model"
 # A frame as py-spy's raw format writes it: "function (path:line)", the line optional.
@@ -125,14 +125,11 @@ def sides(what: str, loop: str, workdir: Path, stack: ExitStack) -> Iterator[Sid
     chat = helper_command("chat", upstream_port)
     stack.enter_context(start(chat, port=upstream_port, loop=loop, core=LOAD_CORE))
     direct = f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
-    plain = chat_instance(upstream_port) + "usage: {enabled: false}\n"
     if what == "limits":
-        priced = chat_instance(upstream_port).replace(
-            "/v1'}", "/v1', pricing: {input: 3, output: 15}}"
-        )
         ledger = f"usage: {{path: '{workdir / 'usage.sqlite3'}'}}\n"
         config = workdir / "limits.yaml"
-        config.write_text(priced + ledger + limits_config_of(LIMIT_SETS["example"]))
+        providers = chat_instance(upstream_port)
+        config.write_text(limits_daemon_config(providers, ledger, LIMIT_SETS["example"]))
         port = free_port()
         daemon = stack.enter_context(start(daemon_command(config, port), port=port, loop=loop))
         daemon.wait_until_answering("/v1/models", headers=ADMIN_HEADERS)
@@ -140,11 +137,7 @@ def sides(what: str, loop: str, workdir: Path, stack: ExitStack) -> Iterator[Sid
             load = post_load(workdir, client, daemon.url(CALL_PATH), MODEL, token)
             yield Side(f"{client} client", daemon, load)
         return
-    config = workdir / "plain.yaml"
-    config.write_text(plain)
-    port = free_port()
-    ours = stack.enter_context(start(daemon_command(config, port), port=port, loop=loop))
-    ours.wait_until_answering("/v1/models")
+    ours = start_daemon(stack, CHECKOUT, workdir / "plain.yaml", upstream_port, loop)
     yield Side("localrouter", ours, post_load(workdir, "ours", ours.url(CALL_PATH), MODEL))
     if what == "proxy":
         port = free_port()
@@ -156,13 +149,7 @@ def sides(what: str, loop: str, workdir: Path, stack: ExitStack) -> Iterator[Sid
         return
     commit = commit_of(what)
     tree = stack.enter_context(worktree(commit, workdir))
-    config = workdir / "revision.yaml"
-    config.write_text(config_for(tree, upstream_port))
-    port = free_port()
-    server = stack.enter_context(
-        start(serve_command(tree, config, port), port=port, ready=None, loop=loop)
-    )
-    server.wait_until_answering("/v1/models")
+    server = start_daemon(stack, tree, workdir / "revision.yaml", upstream_port, loop)
     name = f"{what} ({commit})"
     yield Side(name, server, post_load(workdir, "revision", server.url(CALL_PATH), MODEL))
 
