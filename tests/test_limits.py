@@ -212,6 +212,41 @@ async def test_tokens_per_minute_reserve_the_expected_tokens_and_count_the_real_
     assert rows["tokens_per_minute"]["used"] == 3400
 
 
+async def test_a_call_without_max_tokens_reserves_the_listed_output_limit_of_the_list_now(
+    daemon: DaemonFactory, tmp_path: Path, wires: Wires, clock: FakeClock, sdk: SDK
+) -> None:
+    """A call that does not say how much it may answer reserves the model's output limit as
+    its instance lists it, and from the list it has now: refused while the list says 5000
+    (past tokens_per_minute 3000), admitted once a refreshed list says 500 (with the 1700
+    tokens a call with its own max_tokens used); a call's own max_tokens wins over either.
+    Limits of 10^9 show whole in the headers."""
+    clock.now = MINUTE_START
+    wires.openai.output_limit = 5000
+    limits = {"requests_per_minute": 1_000_000_000, "tokens_per_minute": 3000}
+    client = await daemon(limited(tmp_path, wires, limits))
+    api = sdk(client)
+    model = "lab/gpt-4o-mini"  # openai_compatible: reads max_completion_tokens
+    with pytest.raises(openai.RateLimitError) as refused:
+        await api.chat.completions.create(model=model, messages=HELLO)
+    assert "up to 5000 output" in refused.value.message
+    headers = await chat(api, max_tokens=64)  # its own cap wins: not refused
+    assert headers["x-ratelimit-limit-requests"] == "1000000000"
+    await client.app[COMPONENTS].recorder.flush()
+    with pytest.raises(openai.RateLimitError):  # the list the call was first priced by
+        await api.chat.completions.create(model=model, messages=HELLO)
+    wires.openai.output_limit = 500
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    listed = await client.get("/api/models", params={"refresh": "true"}, headers=admin)
+    assert listed.status == 200, await listed.text()
+    raw = await api.chat.completions.with_raw_response.create(model=model, messages=HELLO)
+    assert raw.parse().choices[0].message.content == TEXT
+    await client.app[COMPONENTS].recorder.flush()
+    answer = await client.get("/api/limits", headers=admin)
+    rows = {row["limit"]: row for row in (await answer.json())["data"]}
+    assert rows["requests_per_minute"]["used"] == 2  # the refused calls counted in none
+    assert rows["tokens_per_minute"]["used"] == 3400
+
+
 async def test_max_parallel_refuses_a_third_stream_while_two_are_in_flight(
     daemon: DaemonFactory, tmp_path: Path, wires: Wires, sdk: SDK
 ) -> None:

@@ -146,6 +146,8 @@ class OpenAIWire:
     left: asyncio.Event = field(default_factory=asyncio.Event)
     # When given, chat answers wait until it is set (calls in flight, for the limits' tests).
     gate: asyncio.Event | None = None
+    # When given, /v1/models lists it as gpt-4o-mini's output limit (max_completion_tokens).
+    output_limit: int | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -159,6 +161,8 @@ class OpenAIWire:
     async def models(self, _: web.Request) -> web.Response:
         ids = ("gpt-4o-mini", "qwen3-coder", "text-embedding-3-small", "zz-private-finetune-7")
         data = [{"id": i, "object": "model", "created": CREATED, "owned_by": "system"} for i in ids]
+        if self.output_limit is not None:
+            data[0]["max_completion_tokens"] = self.output_limit
         return web.json_response({"object": "list", "data": data})
 
     async def _take(self, request: web.Request) -> dict[str, Any]:

@@ -3,10 +3,11 @@ daemon keeps (and decides by when Redis cannot be reached), however a fleet coun
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from localrouter.limits.periods import Period, Spans
-from localrouter.limits.rules import REQUESTS, Limit, Plan
+from localrouter.limits.rules import Limit, Plan
 
 _COUNTED_KEPT = 4096  # plans whose windows are kept
 
@@ -23,13 +24,18 @@ class Window:
         self.used = 0.0  # settled and reserved together: what admission compares
         self.reserved = 0.0
 
-    def settle(self, amount: float, actual: float) -> None:
-        """A reservation of `amount` replaced by what the call used (0 when it failed before
-        any use)."""
-        used, reserved = self.used + actual - amount, self.reserved - amount
+
+def settle(
+    windows: list[Window], amounts: tuple[float, ...], indices: Iterable[int], actual: float
+) -> None:
+    """The reservations at `indices` (of `amounts`, in `windows`) each replaced by what the
+    call used: `actual` (0 when it failed before any use, or was refused)."""
+    for index in indices:
+        window, amount = windows[index], amounts[index]
+        used, reserved = window.used + actual - amount, window.reserved - amount
         # max(x, 0.0) spelt out, here and on the call path: the builtin costs several times more
-        self.used = 0.0 if used < 0.0 else used
-        self.reserved = 0.0 if reserved < 0.0 else reserved
+        window.used = 0.0 if used < 0.0 else used
+        window.reserved = 0.0 if reserved < 0.0 else reserved
 
 
 # What a call holds of one limit: the window it is counted in, the amount it reserved there,
@@ -50,20 +56,17 @@ class Counted:
 def take(
     plan: Plan, windows: list[Window], amounts: tuple[float, ...]
 ) -> tuple[int | None, list[float]]:
-    """The call's amounts counted in every window, or in none: the position of the first
-    limit they would exceed (None: counted), and each counter's count after them."""
-    limits = plan.limits
+    """The call's amounts counted in every window up to the first limit they would exceed:
+    its position (None: counted in every one; else the caller settles those before it at 0),
+    and each counter's count after them."""
     after: list[float] = []
-    for index, window in enumerate(windows):
-        amount, limit = amounts[index], limits[index]
+    for window, limit, amount in zip(windows, plan.limits, amounts, strict=True):
         used = window.used + amount
         if used > limit.ceiling:
-            for earlier in range(index):
-                windows[earlier].settle(amounts[earlier], 0.0)
-            return index, after
+            return len(after), after
         window.used = used
         after.append(used)
-        if limit.kind != REQUESTS:  # a request is spent when made; the rest settle later
+        if limit.reserves:  # a request is spent when made; the rest settle later
             window.reserved += amount
     return None, after
 

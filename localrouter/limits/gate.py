@@ -5,7 +5,7 @@ checked, the call's expected use reserved, or a refusal raised in the client's p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -14,9 +14,9 @@ from multidict import istr
 from localrouter.base.errors import BudgetExceeded, RateLimited, UnpricedRefused
 from localrouter.config.control import Client
 from localrouter.config.live import LiveSettings
-from localrouter.limits.counting import Held, LocalCounts, Window, take
-from localrouter.limits.estimate import Estimate, estimate
-from localrouter.limits.periods import MINUTE, Period, Periods
+from localrouter.limits.counting import Held, LocalCounts, Window, settle, take
+from localrouter.limits.estimate import Estimate, Rates
+from localrouter.limits.periods import MINUTE, STEP_BACK_KEPT, Period, Periods
 from localrouter.limits.rules import (
     DOLLARS,
     PARALLEL,
@@ -28,7 +28,7 @@ from localrouter.limits.rules import (
     Plan,
 )
 from localrouter.limits.shared import SharedCounts
-from localrouter.lists.cache import Clock
+from localrouter.lists.cache import Clock, ModelList
 from localrouter.lists.fleet import Fleet
 from localrouter.lists.instance import Instance
 from localrouter.providers.base import ModelInfo
@@ -53,6 +53,8 @@ def _rate_header_names(rate: str) -> tuple[str, str, str]:
 
 _RATE_HEADERS = {REQUESTS: _rate_header_names("requests"), TOKENS: _rate_header_names("tokens")}
 NO_PLAN = Plan.of(())
+_NO_HEADERS: dict[str, str] = {}  # never written to: a ticket admitted gets its own
+_TERMS_KEPT = 4096  # terms kept (one per client and model called): past this, made anew
 
 
 class Ticket:
@@ -83,7 +85,7 @@ class Ticket:
         self.windows, self.periods = windows, periods
         self.settles = plan.settles  # whether it waits for the call's usage (tokens, dollars)
         self.shared: SharedCounts | None = None
-        self.headers: dict[str, str] = {}  # put on the answer: x-ratelimit-*, the warning
+        self.headers = _NO_HEADERS  # put on the answer: x-ratelimit-*, the warning
 
     def held(self) -> list[Held]:
         """Each limit with its window, amount and period (as the fleet's counts take them)."""
@@ -91,7 +93,11 @@ class Ticket:
 
     def release(self) -> None:
         """The answer ended: its slots of max_parallel are free."""
-        self._settle_all(self.plan.slots, 0.0)
+        slots = self.plan.slots
+        if slots:
+            settle(self.windows, self.amounts, slots, 0.0)
+            if self.shared is not None:
+                self._share(slots, 0.0)
 
     def settle(self, record: CallRecord) -> None:
         """The call's reserved tokens and dollars replaced by its real ones (a call that
@@ -99,30 +105,65 @@ class Ticket:
         plan = self.plan
         if plan.tokens:
             tokens = record.tokens
-            self._settle_all(plan.tokens, float(tokens.input_tokens + tokens.output_tokens))
-        if plan.budgets:
-            self._settle_all(plan.budgets, record.cost_usd or 0.0)
+            used = float(tokens.input_tokens + tokens.output_tokens)
+            settle(self.windows, self.amounts, plan.tokens, used)
+            if self.shared is not None:
+                self._share(plan.tokens, used)
+        if budgets := plan.budgets:
+            cost = record.cost_usd or 0.0
+            settle(self.windows, self.amounts, budgets, cost)
+            if self.shared is not None:
+                self._share(budgets, cost)
 
     def refund(self) -> None:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
-        self._settle_all(range(len(self.amounts)), 0.0)
+        every = range(len(self.amounts))
+        settle(self.windows, self.amounts, every, 0.0)
+        if self.shared is not None:
+            self._share(every, 0.0)
         self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], ()
         self.settles = False
 
-    def _settle_all(self, indices: Iterable[int], actual: float) -> None:
-        """The limits at `indices` settled at `actual` each."""
-        windows, amounts, shared = self.windows, self.amounts, self.shared
+    def _share(self, indices: Sequence[int], actual: float) -> None:
+        """The limits at `indices` settled at `actual` each in the fleet's counts too."""
+        assert self.shared is not None
+        held = self.held()
         for index in indices:
-            windows[index].settle(amounts[index], actual)
-            if shared is not None:
-                held = (
-                    self.plan.limits[index],
-                    windows[index],
-                    amounts[index],
-                    self.periods[index],
-                )
-                shared.settle(held, actual, self.call_id)
+            self.shared.settle(held[index], actual, self.call_id)
+
+
+class Terms:
+    """A caller's calls to one model, asked for as some name and going to `instance`: the
+    plans they are held to (`priced`; `unpriced`, without dollars, for a call that costs
+    nothing or has no known price) and the model's rates. Worked out at the first such call
+    from the config and the instance's list (`current`), and used while both are the same."""
+
+    __slots__ = (
+        "current",
+        "instance",
+        "priced",
+        "rates",
+        "refuses_unpriced",
+        "resolved",
+        "unpriced",
+        "upstream_id",
+    )
+
+    def __init__(
+        self,
+        caller: CallerLimits,
+        asked: str,
+        instance: Instance,
+        upstream_id: str,
+        current: ModelList | None,
+        rates: Rates,
+    ) -> None:
+        self.instance, self.upstream_id, self.current = instance, upstream_id, current
+        self.resolved = f"{instance.name}/{upstream_id}"
+        self.priced, self.unpriced = caller.plans(asked, instance, upstream_id)
+        self.refuses_unpriced = caller.refuses_unpriced
+        self.rates = rates
 
 
 @dataclass
@@ -141,6 +182,8 @@ class Limits:
     periods: Periods = field(init=False)
     shared: SharedCounts | None = field(init=False)
     _warned: set[tuple[str, str, str]] = field(default_factory=set)
+    # By caller and the name it asked for: the terms of its last call so.
+    _terms: dict[tuple[CallerLimits, str], Terms] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.shared = SharedCounts(self.fleet) if self.fleet is not None else None
@@ -152,81 +195,116 @@ class Limits:
         stay."""
         forget_configured_prices()  # the old config's, never asked for again
         self.counts.forget_plans()
+        self._terms.clear()
         self.rules = LimitRules.of(self.live.current)
         self.of = self.rules.of_client
         timezone = self.rules.settings.timezone
         if getattr(self, "periods", None) is None or self.periods.timezone != timezone:
             self.periods = Periods(timezone)
 
-    async def admit(
+    def terms(
+        self, caller: CallerLimits, asked: str, instance: Instance, upstream_id: str
+    ) -> Terms | None:
+        """The terms of `caller`'s call to `instance`/`upstream_id` (asked for as `asked`)
+        while they hold, else None (new_terms works them out)."""
+        found = self._terms.get((caller, asked))
+        if (
+            found is None
+            or found.instance is not instance
+            or found.upstream_id != upstream_id
+            or found.current is not instance.cache.current
+        ):
+            return None
+        return found
+
+    async def new_terms(
         self,
         caller: CallerLimits,
         asked: str,
         instance: Instance,
         upstream_id: str,
-        listed: ModelInfo | None,
-        request_bytes: int,
-        asked_output: int | None,
-        call_id: str,
-    ) -> Ticket:
-        """Reserve what the call to `instance`/`upstream_id` (asked for as `asked`) is
-        expected to use against every limit of `caller` that applies, or raise the refusal
-        of the first that it would exceed."""
+        listing: Awaitable[ModelInfo | None],
+    ) -> Terms:
+        """The terms of a call whose terms do not hold, from the model's `listing` (its
+        prices and output limit)."""
+        current = instance.cache.current  # before the wait: a list landing during it is new
+        listed = await listing
         prices, source = prices_for(
             instance.settings, upstream_id, listed.pricing if listed else None
         )
-        expected = estimate(
-            request_bytes,
-            asked_output,
-            listed.max_output_tokens if listed else None,
-            prices,
-            source,
-        )
-        input_tokens, output_tokens, cost = expected
-        priced, unpriced = caller.plans(asked, instance, upstream_id)
-        if cost is None and caller.refuses_unpriced:
-            _refuse_unpriced(priced.limits, f"{instance.name}/{upstream_id}")
-        plan = priced if cost else unpriced  # free or unpriced: dollars do not count
+        rates = Rates(prices, source, listed.max_output_tokens if listed else None)
+        terms = Terms(caller, asked, instance, upstream_id, current, rates)
+        if len(self._terms) >= _TERMS_KEPT:
+            self._terms.clear()
+        self._terms[caller, asked] = terms
+        return terms
+
+    def admit(
+        self, terms: Terms, request_bytes: int, asked_output: int | None, call_id: str
+    ) -> Ticket:
+        """Reserve what a call on `terms` is expected to use against every limit that
+        applies, or raise the refusal of the first that it would exceed: by this daemon's
+        counts (admit_in_fleet asks the fleet's after them)."""
+        expected = terms.rates.estimate(request_bytes, asked_output)
+        cost = expected[2]
+        if cost is None and terms.refuses_unpriced:
+            _refuse_unpriced(terms.priced.limits, terms.resolved)
+        plan = terms.priced if cost else terms.unpriced  # free or unpriced: dollars do not count
         if not plan.limits:
             return Ticket(call_id, NO_PLAN, [], [], ())
         now = self.clock()
-        counted = self.counts.counted(plan, self.periods.spans(now))
-        dollars = cost or 0.0
-        amounts = plan.amounts((1.0, float(input_tokens + output_tokens), 1.0, dollars, dollars))
-        ticket = Ticket(call_id, plan, counted.windows, counted.periods, amounts)
+        spans = self.periods.spans(now)
+        counted = self.counts.counted(plan, spans)
         windows = counted.windows
-        shared = self.shared
-        verdict = await shared.admit(ticket.held(), call_id, now) if shared is not None else None
-        # The fleet's counts decide, and never count less than ours: a Redis restarted empty,
-        # or one that was unreachable a while, misses some spend.
-        if verdict is not None and verdict[0] is not None:
-            raise self._refusal(ticket, verdict[1], verdict[0], expected, now)
+        dollars = cost or 0.0
+        amounts = plan.amounts((1.0, expected[0] + expected[1], 1.0, dollars, dollars))
+        ticket = Ticket(call_id, plan, windows, counted.periods, amounts)
         refusing, after = take(plan, windows, amounts)
         if refusing is not None:
-            if verdict is not None:
-                assert shared is not None
-                for each in ticket.held():  # give the fleet's reservation back
-                    shared.settle(each, 0.0, call_id)
+            settle(windows, amounts, range(refusing), 0.0)  # those counted before it
             raise self._refusal(ticket, [w.used for w in windows], refusing, expected, now)
-        if verdict is not None:
-            ticket.shared = shared
-            after = [count + amount for count, amount in zip(verdict[1], amounts, strict=True)]
-        ticket.headers = self._headers(ticket, after, now)
+        ticket.headers = self._headers(ticket, after, spans.minute.ends - now)
         return ticket
 
-    def _headers(self, ticket: Ticket, after: list[float], now: float) -> dict[str, str]:
+    async def admit_in_fleet(
+        self, terms: Terms, request_bytes: int, asked_output: int | None, call_id: str
+    ) -> Ticket:
+        """admit, then the fleet's counts asked while Redis answers: they decide, and never
+        count less than ours (a Redis restarted empty, or one that was unreachable a while,
+        misses some spend)."""
+        shared = self.shared
+        assert shared is not None
+        ticket = self.admit(terms, request_bytes, asked_output, call_id)
+        if not ticket.windows:
+            return ticket
+        now = self.clock()
+        verdict = await shared.admit(ticket.held(), call_id, now)
+        if verdict is None:  # Redis cannot answer: our counts decide
+            return ticket
+        refusing, counts = verdict
+        if refusing is not None:
+            settle(ticket.windows, ticket.amounts, range(len(ticket.amounts)), 0.0)
+            expected = terms.rates.estimate(request_bytes, asked_output)
+            raise self._refusal(ticket, counts, refusing, expected, now)
+        ticket.shared = shared
+        after = [count + amount for count, amount in zip(counts, ticket.amounts, strict=True)]
+        ticket.headers = self._headers(ticket, after, self.periods.spans(now).minute.ends - now)
+        return ticket
+
+    def _headers(self, ticket: Ticket, after: list[float], minute_left: float) -> dict[str, str]:
         """x-ratelimit-* and, past a budget's warn_at, the warning; `after`: each counter's
-        count with this call's amount in it."""
-        plan, periods = ticket.plan, ticket.periods
-        headers = _rate_headers(plan, periods, after, now)
+        count with this call's amount in it; `minute_left`: seconds until the minute ends."""
+        plan = ticket.plan
+        headers = _rate_headers(plan, after, minute_left) if plan.rates else {}
         remaining: float | None = None
+        limits = plan.limits
         for index in plan.budgets:
-            limit, period = plan.limits[index], periods[index]
-            count = after[index]
-            if limit.value and count >= limit.warn_from:
+            limit, count = limits[index], after[index]
+            if count >= limit.warn_from:
                 left = limit.value - count
                 left = 0.0 if left < 0.0 else left
                 remaining = left if remaining is None or left < remaining else remaining
+                period = ticket.periods[index]
                 assert period is not None
                 self._warn(limit, period, count)
         if remaining is not None:
@@ -298,7 +376,7 @@ class Limits:
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(math.ceil(wait * 1000)),
-            **_rate_headers(ticket.plan, periods, used, now),
+            **_rate_headers(ticket.plan, used, self.periods.spans(now).minute.ends - now),
         }
         error_type = "tokens" if kind == TOKENS else "requests"
         return RateLimited(message, error_type=error_type, headers=headers)
@@ -317,32 +395,30 @@ def _refuse_unpriced(limits: tuple[Limit, ...], resolved: str) -> None:
             )
 
 
-def _rate_headers(
-    plan: Plan, periods: list[Period | None], counts: list[float], now: float
-) -> dict[str, str]:
+def _rate_headers(plan: Plan, counts: list[float], minute_left: float) -> dict[str, str]:
     """Of each rate (requests, tokens), its tightest limit's headers: the limit, what is left
-    of it by `counts`, and when the minute ends."""
+    of it by `counts`, and when the minute ends (every rate counts in it): in `minute_left`
+    seconds, rounded up."""
     headers = {}
-    reset = ""
     limits = plan.limits
+    reset = _SECONDS[math.ceil(minute_left)]
     for kind, indices in plan.rates:
         tightest = indices[0]
         left = limits[tightest].value - counts[tightest]
-        for index in indices[1:]:
-            if (other := limits[index].value - counts[index]) < left:
-                tightest, left = index, other
+        if len(indices) > 1:
+            for index in indices[1:]:
+                if (other := limits[index].value - counts[index]) < left:
+                    tightest, left = index, other
         limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
-        if not reset:  # the rest of the minute (every rate counts in it), rounded up
-            period = periods[tightest]
-            seconds = math.ceil(period.ends - now) if period is not None else 0
-            reset = _SECONDS[seconds] if 0 <= seconds < len(_SECONDS) else f"{max(seconds, 0)}s"
         headers[limit_name] = limits[tightest].shown
         headers[remaining_name] = str(int(left)) if left >= 1 else "0"  # whole, >= 0
         headers[reset_name] = reset
     return headers
 
 
-_SECONDS = [f"{seconds}s" for seconds in range(int(MINUTE) + 1)]  # made once, not per answer
+# Made once, not per answer: up to a minute, and one more for a clock set back by up to
+# STEP_BACK_KEPT (its minute does not end sooner).
+_SECONDS = [f"{seconds}s" for seconds in range(int(MINUTE + STEP_BACK_KEPT) + 1)]
 
 
 def _duration(seconds: float) -> str:

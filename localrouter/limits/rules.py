@@ -4,6 +4,7 @@ on a caller's first call to a model, the plan of the limits that call is held to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -51,7 +52,8 @@ class Limit:
     shown: str  # as answers' headers show it
     code: int  # the kind's position in KINDS
     ceiling: float  # the most it may count: value and SLACK
-    warn_from: float  # a budget's count from which answers warn (value * warn_at)
+    warn_from: float  # a budget's count from which answers warn (value * warn_at; inf: never)
+    reserves: bool  # held until the call settles or ends (a request is spent when made)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -187,6 +189,11 @@ def _scope(key: str, client: str, path: str, values: LimitValues, glob: str | No
     return Scope(key, who, path, values.set, Globs([glob]) if glob is not None else None)
 
 
+def _shown(value: float) -> str:
+    """A limit as a header shows it: whole (30, 1000000000; never 1e+09), else as given."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
 def _caller(client: str, scopes: list[Scope], refuses: bool, warn_at: float) -> CallerLimits | None:
     kept = tuple(scope for scope in scopes if scope.limits)
     if not kept:
@@ -197,10 +204,11 @@ def _caller(client: str, scopes: list[Scope], refuses: bool, warn_at: float) -> 
             kind,
             value,
             (scope.key, kind),
-            f"{value:g}",
+            _shown(value),
             KINDS.index(kind),
             value + SLACK,
-            value * warn_at,
+            value * warn_at if value else math.inf,
+            kind != REQUESTS,
         )
         for scope in kept
         for kind, value in scope.limits.items()

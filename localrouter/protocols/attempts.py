@@ -191,21 +191,19 @@ class Admission:
     async def __call__(self, name: str, instance: Instance, upstream_id: str) -> dict[str, str]:
         """Reserve the call to `instance`/`upstream_id` (asked for as `name`), giving back
         what a model tried before reserved; the headers the answer carries."""
-        record = self.record
         if self.ticket is not None:
             self.ticket.refund()
-        upstreams = self.upstreams
-        listed = await upstreams.resolver.listing(instance, upstream_id)
-        ticket = await upstreams.limits.admit(
-            self.caller,
-            name,
-            instance,
-            upstream_id,
-            listed,
-            record.request_bytes,
-            self.asked_output,
-            record.record.id,
-        )
+        upstreams, caller, record = self.upstreams, self.caller, self.record
+        limits = upstreams.limits
+        terms = limits.terms(caller, name, instance, upstream_id)
+        if terms is None:
+            listing = upstreams.resolver.listing(instance, upstream_id)
+            terms = await limits.new_terms(caller, name, instance, upstream_id, listing)
+        request_bytes, call_id = record.request_bytes, record.record.id
+        if limits.shared is None:
+            ticket = limits.admit(terms, request_bytes, self.asked_output, call_id)
+        else:
+            ticket = await limits.admit_in_fleet(terms, request_bytes, self.asked_output, call_id)
         self.ticket = ticket
         record.reserved(ticket)
         return ticket.headers
