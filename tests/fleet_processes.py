@@ -54,9 +54,10 @@ class RedisServer:
         self.process = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        await eventually(self._answers, "redis-server answering")
+        await eventually(self.answers, "redis-server answering")
 
-    async def _answers(self) -> bool:
+    async def answers(self) -> bool:
+        """Whether it answers PING (once any CLIENT PAUSE is over)."""
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except OSError:

@@ -319,3 +319,71 @@ async def test_one_budget_across_three_daemons_then_each_alone_without_redis(
         await eventually(partial(_connected, session, daemon), "the fleet reconnected")
         assert_budget_refusal(await chat(session, daemon))
     assert upstream.chats == before + sum(admitted)
+
+
+async def pause_redis(redis_server: RedisServer, milliseconds: int) -> None:
+    """Redis holds every client's commands for `milliseconds` (CLIENT PAUSE), then runs
+    them: as a Redis busy or stalled a moment would."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+    writer.write(f"CLIENT PAUSE {milliseconds} ALL\r\n".encode())
+    await writer.drain()
+    assert await reader.readline() == b"+OK\r\n"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_client_leaving_while_redis_is_asked_holds_no_slot(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    upstream: PricedUpstream,
+    session: aiohttp.ClientSession,
+) -> None:
+    """max_parallel 1 in a fleet: a client that leaves while its admission waits on Redis
+    (paused) holds no slot, neither in this daemon's counts nor in Redis's, whether Redis
+    drops the admission with the closed connection (a pause longer than a Redis call may
+    take) or runs it once the pause ends (a shorter one): the next call is admitted."""
+    config = {
+        "server": {"models_deadline_seconds": 60, "auth_token": ADMIN_TOKEN},
+        "providers": [
+            {
+                "name": "up",
+                "type": "openai_compatible",
+                "base_url": upstream.url,
+                "pricing": {"input": PRICE, "output": PRICE},
+            }
+        ],
+        "fleet": {"redis_url": redis_server.url, "key_prefix": "leave-test:"},
+        "clients": [{"name": "agent", "token": CLIENT_TOKEN, "limits": {"max_parallel": 1}}],
+    }
+    daemon = DaemonProcess(tmp_path / "daemon", config, {})
+    daemon.start()
+    try:
+        await daemon.ready(session)
+        await eventually(partial(_connected, session, daemon), "the daemon on Redis")
+        assert (await chat(session, daemon)).status == 200  # the list is fetched, the slot free
+
+        async def admitted() -> bool:
+            answer = await chat(session, daemon)
+            assert answer.status in (200, 429), answer
+            return answer.status == 200
+
+        async def nothing_held_in_redis() -> bool:
+            async with session.get(f"{daemon.url}/api/limits", headers=ADMIN) as reply:
+                shown = await reply.json()
+            [row] = [r for r in shown["data"] if r["limit"] == "max_parallel"]
+            return bool(row["counted"] == "fleet" and row["used"] == 0)
+
+        for pause, leave_after in ((1500, 0.3), (350, 0.1)):
+            await pause_redis(redis_server, pause)
+            leaving = aiohttp.ClientTimeout(total=leave_after)
+            with pytest.raises(TimeoutError):
+                await session.post(
+                    f"{daemon.url}/v1/chat/completions", data=BODY, headers=CLIENT, timeout=leaving
+                )
+            assert await redis_server.answers(), "Redis after its pause"
+            await eventually(partial(_connected, session, daemon), "the fleet answering")
+            await eventually(nothing_held_in_redis, f"no slot held in Redis after {pause} ms")
+            await eventually(admitted, f"a call admitted after a {pause} ms pause")
+    finally:
+        daemon.stop()
+    assert "Traceback" not in daemon.log(), daemon.log()

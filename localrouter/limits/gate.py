@@ -244,14 +244,54 @@ class Limits:
     ) -> Ticket:
         """Reserve what a call on `terms` is expected to use against every limit that
         applies, or raise the refusal of the first that it would exceed: by this daemon's
-        counts (admit_in_fleet asks the fleet's after them)."""
+        counts (admit_in_fleet when there is a fleet)."""
+        ticket, after, minute_left = self._reserve(terms, request_bytes, asked_output, call_id)
+        if after:
+            ticket.headers = self._headers(ticket, after, minute_left)
+        return ticket
+
+    async def admit_in_fleet(
+        self, terms: Terms, request_bytes: int, asked_output: int | None, call_id: str
+    ) -> Ticket:
+        """admit, by our counts and then the fleet's while Redis answers: they decide, and
+        never count less than ours (a Redis restarted empty, or one that was unreachable a
+        while, misses some spend). A call our counts refuse never reaches Redis."""
+        shared = self.shared
+        assert shared is not None
+        ticket, after, minute_left = self._reserve(terms, request_bytes, asked_output, call_id)
+        if not after:
+            return ticket
+        every = range(len(ticket.amounts))
+        now = self.clock()
+        try:
+            verdict = await shared.admit(ticket.held(), call_id, now)
+        except BaseException:  # the client left while Redis was asked: nobody will settle it
+            settle(ticket.windows, ticket.amounts, every, 0.0)
+            raise
+        if verdict is not None:  # else Redis cannot answer: our counts decide
+            refusing, counts = verdict
+            if refusing is not None:
+                settle(ticket.windows, ticket.amounts, every, 0.0)
+                expected = terms.rates.estimate(request_bytes, asked_output)
+                raise self._refusal(ticket, counts, refusing, expected, now)
+            ticket.shared = shared
+            after = [count + amount for count, amount in zip(counts, ticket.amounts, strict=True)]
+        ticket.headers = self._headers(ticket, after, minute_left)
+        return ticket
+
+    def _reserve(
+        self, terms: Terms, request_bytes: int, asked_output: int | None, call_id: str
+    ) -> tuple[Ticket, list[float], float]:
+        """The call's expected use taken from this daemon's counts, as a ticket, with each
+        counter's count after it (empty: no limit applies) and the seconds left in the
+        minute; or the refusal of the first limit it would exceed raised."""
         expected = terms.rates.estimate(request_bytes, asked_output)
         cost = expected[2]
         if cost is None and terms.refuses_unpriced:
             _refuse_unpriced(terms.priced.limits, terms.resolved)
         plan = terms.priced if cost else terms.unpriced  # free or unpriced: dollars do not count
         if not plan.limits:
-            return Ticket(call_id, NO_PLAN, [], [], ())
+            return Ticket(call_id, NO_PLAN, [], [], ()), [], 0.0
         now = self.clock()
         spans = self.periods.spans(now)
         counted = self.counts.counted(plan, spans)
@@ -263,33 +303,7 @@ class Limits:
         if refusing is not None:
             settle(windows, amounts, range(refusing), 0.0)  # those counted before it
             raise self._refusal(ticket, [w.used for w in windows], refusing, expected, now)
-        ticket.headers = self._headers(ticket, after, spans.minute.ends - now)
-        return ticket
-
-    async def admit_in_fleet(
-        self, terms: Terms, request_bytes: int, asked_output: int | None, call_id: str
-    ) -> Ticket:
-        """admit, then the fleet's counts asked while Redis answers: they decide, and never
-        count less than ours (a Redis restarted empty, or one that was unreachable a while,
-        misses some spend)."""
-        shared = self.shared
-        assert shared is not None
-        ticket = self.admit(terms, request_bytes, asked_output, call_id)
-        if not ticket.windows:
-            return ticket
-        now = self.clock()
-        verdict = await shared.admit(ticket.held(), call_id, now)
-        if verdict is None:  # Redis cannot answer: our counts decide
-            return ticket
-        refusing, counts = verdict
-        if refusing is not None:
-            settle(ticket.windows, ticket.amounts, range(len(ticket.amounts)), 0.0)
-            expected = terms.rates.estimate(request_bytes, asked_output)
-            raise self._refusal(ticket, counts, refusing, expected, now)
-        ticket.shared = shared
-        after = [count + amount for count, amount in zip(counts, ticket.amounts, strict=True)]
-        ticket.headers = self._headers(ticket, after, self.periods.spans(now).minute.ends - now)
-        return ticket
+        return ticket, after, spans.minute.ends - now
 
     def _headers(self, ticket: Ticket, after: list[float], minute_left: float) -> dict[str, str]:
         """x-ratelimit-* and, past a budget's warn_at, the warning; `after`: each counter's

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 from localrouter.limits.counting import Held
@@ -65,6 +66,7 @@ class SharedCounts:
         self._adjust: dict[str, tuple[float, float]] = {}
         self._leave: list[tuple[str, str]] = []
         self._sending: asyncio.Task[None] | None = None
+        self._unheard: set[asyncio.Task[Any]] = set()  # admissions their caller left
 
     @property
     def up(self) -> bool:
@@ -89,8 +91,22 @@ class SharedCounts:
                 ttl = max(period.ends - now, 1.0) + _AFTER_PERIOD
                 args += [repr(limit.value), repr(amount), repr(ttl), "n"]
         args.append(repr(SLACK))
-        found = await self._fleet.call(lambda: self._admit(keys=keys, args=args))
+        sent: asyncio.Task[Any] | None = None
+
+        def send() -> Awaitable[Any]:
+            nonlocal sent
+            sent = asyncio.ensure_future(self._admit(keys=keys, args=args))
+            return asyncio.shield(sent)  # a caller that leaves does not cancel what Redis does
+
+        try:
+            found = await self._fleet.call(send)
+        except BaseException:  # the caller left (its client did)
+            if sent is not None:
+                self._give_back_if_admitted(sent, held, call_id)
+            raise
         if found is None:
+            if sent is not None:  # it timed out: Redis may still run it
+                self._give_back_if_admitted(sent, held, call_id)
             return None
         first, *used = (float(_text(value)) for value in found)
         if first:
@@ -99,6 +115,24 @@ class SharedCounts:
             counts[index] = used[0]
             return index, counts
         return None, used
+
+    def _give_back_if_admitted(
+        self, sent: asyncio.Task[Any], held: list[Held], call_id: str
+    ) -> None:
+        """An admission whose caller stopped waiting: if Redis admits it all the same, what it
+        reserved is given back (else a slot of max_parallel would be held until it expires,
+        and dollars until their period ends)."""
+
+        def heard(task: asyncio.Task[Any]) -> None:
+            self._unheard.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                return  # not sent, or its connection closed: Redis drops what it had not run
+            if float(_text(task.result()[0])) == 0:
+                for each in held:
+                    self.settle(each, 0.0, call_id)
+
+        self._unheard.add(sent)
+        sent.add_done_callback(heard)
 
     def settle(self, held: Held, actual: float, call_id: str) -> None:
         """A reservation (made in Redis) replaced by what the call used, sent with others
@@ -134,6 +168,7 @@ class SharedCounts:
             await pipe.execute()
 
     async def close(self) -> None:
+        await asyncio.gather(*self._unheard, return_exceptions=True)
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
 
