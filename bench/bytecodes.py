@@ -29,7 +29,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import chat_instance, daemon_command, free_port, helper_command, start
+from harness import (
+    chat_instance,
+    daemon_command,
+    free_port,
+    helper_command,
+    post_in_flight,
+    start,
+)
 from proxy import (
     ADMIN_HEADERS,
     BODY,
@@ -79,17 +86,8 @@ async def calls(url: str, token: str, count: int) -> None:
     after their answers."""
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        left = [count]
-
-        async def one_at_a_time() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                async with session.post(url, json=BODY) as response:
-                    assert response.status == 200, await response.text()
-                    await response.read()
-
-        await asyncio.gather(*(one_at_a_time() for _ in range(IN_FLIGHT)))
-        await asyncio.sleep(1.5)
+        await post_in_flight(session, url, BODY, count, IN_FLIGHT)
+    await asyncio.sleep(1.5)
 
 
 async def phases(url: str, pid: int, count: int) -> None:

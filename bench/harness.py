@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 
@@ -341,3 +341,19 @@ class Rounds:
 
 def listed(values: Sequence[float]) -> str:
     return ", ".join(f"{value:.3f}" for value in values)
+
+
+async def post_in_flight(
+    session: aiohttp.ClientSession, url: str, body: Any, count: int, in_flight: int
+) -> None:
+    """POST `body` as JSON to `url` `count` times, `in_flight` at a time, each answered 200."""
+    left = [count]
+
+    async def one_at_a_time() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            async with session.post(url, json=body) as response:
+                assert response.status == 200, await response.text()
+                await response.read()
+
+    await asyncio.gather(*(one_at_a_time() for _ in range(in_flight)))

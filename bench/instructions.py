@@ -46,6 +46,7 @@ from harness import (
     free_port,
     helper_command,
     loops_of,
+    post_in_flight,
     start,
 )
 from models import save_answer
@@ -142,16 +143,7 @@ async def post(url: str, pid: int, names: list[str], count: int) -> None:
     async with aiohttp.ClientSession() as session:
 
         async def calls(how_many: int) -> None:
-            left = [how_many]
-
-            async def one_at_a_time() -> None:
-                while left[0] > 0:
-                    left[0] -= 1
-                    async with session.post(url, json=BODY) as response:
-                        assert response.status == 200, await response.text()
-                        await response.read()
-
-            await asyncio.gather(*(one_at_a_time() for _ in range(PROXY_IN_FLIGHT)))
+            await post_in_flight(session, url, BODY, how_many, PROXY_IN_FLIGHT)
 
         await calls(200)
         await asyncio.sleep(1.0)  # with --ledger: its writer catches up, counted with its calls

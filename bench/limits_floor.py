@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import (
     LOAD_CORE,
     LOOPS,
-    Rounds,
     chat_instance,
     daemon_command,
     free_port,
@@ -45,9 +44,9 @@ from proxy import (
     LIMIT_SETS,
     LIMITED_TOKEN,
     LimitsDaemon,
-    limits_apply,
     limits_daemon_config,
     limits_held,
+    limits_rounds,
     limits_verdict,
 )
 
@@ -101,15 +100,12 @@ def main() -> None:
             server = stack.enter_context(start(command, port=port, loop=args.loop, env=env))
             server.wait_until_answering("/v1/models", headers=ADMIN_HEADERS)
             daemons.append(LimitsDaemon(server, f"{args.loop}, {label}", kinds))
-        targets = []
-        for daemon in daemons:
-            asyncio.run(limits_apply(daemon))
-            targets.append(daemon.target(workdir, "limited", LIMITED_TOKEN))
-            targets.append(daemon.target(workdir, "free", FREE_TOKEN))
-        for target in targets:
-            target.measure(1)  # warm
-        rounds = Rounds()
-        rounds.run(targets, args.rounds, args.seconds)
+        targets = [
+            daemon.target(workdir, client, token)
+            for daemon in daemons
+            for client, token in (("limited", LIMITED_TOKEN), ("free", FREE_TOKEN))
+        ]
+        rounds = limits_rounds(targets, daemons, args.rounds, args.seconds)
         for daemon in daemons:
             print(limits_verdict(rounds, daemon.loop), flush=True)
         print(f"  as built: {asyncio.run(limits_held(daemons[0]))}", flush=True)

@@ -272,6 +272,20 @@ def limits_verdict(rounds: Rounds, loop: str) -> str:
     )
 
 
+def limits_rounds(
+    targets: list[Target], limited: list[LimitsDaemon], rounds: int, seconds: float
+) -> Rounds:
+    """The limits daemons checked (limits_apply), every target warmed, then `rounds` rounds
+    of them all."""
+    for daemon in limited:
+        asyncio.run(limits_apply(daemon))
+    for target in targets:
+        target.measure(1)  # warm
+    measured = Rounds()
+    measured.run(targets, rounds, seconds)
+    return measured
+
+
 def against_ceiling(
     targets: list[Target],
     loops: list[str],
@@ -284,12 +298,7 @@ def against_ceiling(
     if not shutil.which("wrk"):
         print("throughput: skipped (wrk is not installed: apt-get install wrk)")
         return
-    for daemon in limited:
-        asyncio.run(limits_apply(daemon))
-    for target in targets:
-        target.measure(1)  # warm
-    rounds = Rounds()
-    rounds.run(targets, args.rounds, args.seconds)
+    rounds = limits_rounds(targets, limited, args.rounds, args.seconds)
     for daemon in limited:
         print(limits_verdict(rounds, daemon.loop), flush=True)
         print(f"  {asyncio.run(limits_held(daemon))}", flush=True)
