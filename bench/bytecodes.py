@@ -48,7 +48,8 @@ from proxy import (
 )
 
 IN_FLIGHT = 16
-# Counts every bytecode each code object runs (and its calls) from start; on SIGUSR1 writes
+# Counts every bytecode each code object runs (and the frames it enters: its calls, and a
+# coroutine's resumptions) from start; on SIGUSR1 writes
 # them, by "path:line:name", to the next numbered file, and starts again from zero.
 SITECUSTOMIZE = """
 import collections, json, os, signal, sys
@@ -66,10 +67,12 @@ def _called(frame, event, arg):
     return _each
 
 def _dump(signum, frame):
-    rows = {
-        f"{code.co_filename}:{code.co_firstlineno}:{code.co_qualname}": [_ops[code], _calls[code]]
-        for code in set(_ops) | set(_calls)
-    }
+    rows = {}  # code objects made alike (dataclasses' methods, namedtuples') share a name
+    for code in set(_ops) | set(_calls):
+        where = f"{code.co_filename}:{code.co_firstlineno}:{code.co_qualname}"
+        row = rows.setdefault(where, [0, 0])
+        row[0] += _ops[code]
+        row[1] += _calls[code]
     with open(f"{os.environ['BYTECODES_OUT']}.{_dumps[0]}", "w") as out:
         json.dump(rows, out)
     _dumps[0] += 1
@@ -82,12 +85,20 @@ sys.settrace(_called)
 
 
 async def calls(url: str, token: str, count: int) -> None:
-    """`count` calls with `token`, IN_FLIGHT at a time, then a pause for the ones settled
-    after their answers."""
+    """`count` calls with `token`, IN_FLIGHT at a time, then until the limited client's calls
+    are settled (off their requests' path, and slowly under the tracer)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         await post_in_flight(session, url, BODY, count, IN_FLIGHT)
-    await asyncio.sleep(1.5)
+    limits = url.replace(CALL_PATH, "/api/limits")
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        for _ in range(300):
+            async with session.get(limits) as response:
+                rows = (await response.json())["data"]
+            if all(row["reserved"] == 0 for row in rows if row["client"] == "limited"):
+                break
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and the ledger's batch written
 
 
 async def phases(url: str, pid: int, count: int) -> None:
@@ -141,7 +152,7 @@ def main() -> None:
         f"limited client {totals[0]:.0f}, free client {totals[1]:.0f}, "
         f"difference {totals[0] - totals[1]:.0f}"
     )
-    print(f"{'difference':>10} {'calls':>6} {'limited':>8} {'free':>8}  function")
+    print(f"{'difference':>10} {'frames':>6} {'limited':>8} {'free':>8}  function")
 
     def difference(where: str) -> float:
         return (limited.get(where, [0, 0])[0] - free.get(where, [0, 0])[0]) / n
