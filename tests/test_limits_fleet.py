@@ -123,15 +123,12 @@ async def upstream(
     return priced
 
 
-@pytest.fixture
-async def daemons(
-    tmp_path: Path,
-    redis_server: RedisServer,
-    upstream: PricedUpstream,
-    session: aiohttp.ClientSession,
-) -> AsyncIterator[list[DaemonProcess]]:
-    """Three daemons with one config: the agent's budget, the priced instance, the fleet."""
-    config = {
+def fleet_config(
+    redis_server: RedisServer, upstream: PricedUpstream, limits: dict[str, Any]
+) -> dict[str, Any]:
+    """A daemon's config: the priced instance, the fleet on `redis_server`, the admin token,
+    and the client `agent` held to `limits`."""
+    return {
         "server": {"models_deadline_seconds": 60, "auth_token": ADMIN_TOKEN},
         "providers": [
             {
@@ -142,9 +139,20 @@ async def daemons(
             }
         ],
         "fleet": {"redis_url": redis_server.url, "key_prefix": "limits-test:"},
-        "limits": {"usd_per_day": None, "timezone": "UTC"},
-        "clients": [{"name": "agent", "token": CLIENT_TOKEN, "limits": {"usd_per_day": BUDGET}}],
+        "clients": [{"name": "agent", "token": CLIENT_TOKEN, "limits": limits}],
     }
+
+
+@pytest.fixture
+async def daemons(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    upstream: PricedUpstream,
+    session: aiohttp.ClientSession,
+) -> AsyncIterator[list[DaemonProcess]]:
+    """Three daemons with one config: the agent's budget, the priced instance, the fleet."""
+    config = fleet_config(redis_server, upstream, {"usd_per_day": BUDGET})
+    config["limits"] = {"usd_per_day": None, "timezone": "UTC"}
     started = [DaemonProcess(tmp_path / f"daemon-{i}", config, {}) for i in range(3)]
     try:
         for daemon in started:
@@ -342,19 +350,7 @@ async def test_a_client_leaving_while_redis_is_asked_holds_no_slot(
     (paused) holds no slot, neither in this daemon's counts nor in Redis's, whether Redis
     drops the admission with the closed connection (a pause longer than a Redis call may
     take) or runs it once the pause ends (a shorter one): the next call is admitted."""
-    config = {
-        "server": {"models_deadline_seconds": 60, "auth_token": ADMIN_TOKEN},
-        "providers": [
-            {
-                "name": "up",
-                "type": "openai_compatible",
-                "base_url": upstream.url,
-                "pricing": {"input": PRICE, "output": PRICE},
-            }
-        ],
-        "fleet": {"redis_url": redis_server.url, "key_prefix": "leave-test:"},
-        "clients": [{"name": "agent", "token": CLIENT_TOKEN, "limits": {"max_parallel": 1}}],
-    }
+    config = fleet_config(redis_server, upstream, {"max_parallel": 1})
     daemon = DaemonProcess(tmp_path / "daemon", config, {})
     daemon.start()
     try:
