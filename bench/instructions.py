@@ -13,11 +13,17 @@ valgrind); slow (valgrind runs Python some 50 times slower), so keep --requests 
                                  [PATH ...]
                                  # default: /v1/models
     python bench/instructions.py --proxy [--ledger] [--requests 1000] [--loops ...]
+    python bench/instructions.py --limits [--requests 600] [--loops ...]
 
 --proxy counts a whole chat call instead (bench/proxy.py's request, 16 in flight): the daemon
 (its ledger off, as bench/proxy.py's plain daemon, unless --ledger) against the minimal aiohttp
 proxy (bench/servers.py minimal_proxy), in front of the same chat upstream. Each is measured in
 two phases: they differ by what the cyclic collector happened to do (up to 40k a call).
+
+--limits counts one daemon (ledger on) with bench/proxy.py's limited client (the issue's
+example limits) and free one: each sends --requests whole chat calls, 16 in flight, in turn and
+twice; printed, each client's instructions a call (the lower of its two phases) and free /
+limited.
 
 --fleet runs the daemon as one of a fleet sharing that Redis: what it does in the background
 (events, counter reports) while the requests run is counted too. The daemon and the ceiling run
@@ -50,7 +56,7 @@ from harness import (
     start,
 )
 from models import save_answer
-from proxy import BODY, CALL_PATH
+from proxy import BODY, CALL_PATH, FREE_TOKEN, LIMIT_SETS, LIMITED_TOKEN, limits_daemon_config
 
 TOKEN = "bench-client-token-5d1e"
 
@@ -126,21 +132,25 @@ def main() -> None:
         "--proxy", action="store_true", help="a whole chat call, against the minimal proxy"
     )
     parser.add_argument("--ledger", action="store_true", help="with --proxy: the ledger on")
+    parser.add_argument(
+        "--limits", action="store_true", help="a limited client's chat call against a free one's"
+    )
     add_loops_argument(parser)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
     for loop in loops_of(args):
-        (count_proxy_on if args.proxy else count_on)(loop, args)
+        (count_limits_on if args.limits else count_proxy_on if args.proxy else count_on)(loop, args)
 
 
 PROXY_IN_FLIGHT = 16
 
 
-async def post(url: str, pid: int, names: list[str], count: int) -> None:
+async def post(url: str, pid: int, names: list[str], count: int, token: str | None = None) -> None:
     """bench/proxy.py's chat call `count` times, PROXY_IN_FLIGHT at a time, after a warm-up,
-    in phases dumped as `names`."""
-    async with aiohttp.ClientSession() as session:
+    in phases dumped as `names` (with `token` as the bearer token, when given)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(headers=headers) as session:
 
         async def calls(how_many: int) -> None:
             await post_in_flight(session, url, BODY, how_many, PROXY_IN_FLIGHT)
@@ -200,6 +210,42 @@ def count_proxy_on(loop: str, args: argparse.Namespace) -> None:
             f"{shown['minimal proxy']}; ratio of the lower ones {best / ours:.3f}",
             flush=True,
         )
+
+
+def count_limits_on(loop: str, args: argparse.Namespace) -> None:
+    upstream_port, port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        workdir = Path(folder)
+        if args.keep is not None:
+            stack.callback(keep, workdir, args.keep / loop)
+        config = workdir / "config.yaml"
+        usage = f"usage: {{path: '{workdir / 'usage.sqlite3'}'}}\n"
+        # No discovery: a probe round landing in one phase and not the other is not the call.
+        providers = chat_instance(upstream_port) + "discovery: {enabled: false}\n"
+        config.write_text(limits_daemon_config(providers, usage, LIMIT_SETS["example"]))
+        upstream = helper_command("chat", upstream_port)
+        stack.enter_context(start(upstream, port=upstream_port, loop=loop, core=None))
+        out = workdir / "daemon"
+        server = started(stack, under_callgrind(out, daemon_command(config, port)), port, loop)
+        print(
+            f"a whole chat call, {args.requests} in each of 2 phases per client, "
+            f"{PROXY_IN_FLIGHT} in flight, ledger on, the example limits, {loop}",
+            flush=True,
+        )
+        counted: dict[str, list[float]] = {}
+        for phase in (1, 2):
+            for client, token in (("limited", LIMITED_TOKEN), ("free", FREE_TOKEN)):
+                name = f"{client}{phase}"
+                asyncio.run(post(server.url(CALL_PATH), server.pid, [name], args.requests, token))
+                count = per_request(out, server.pid, name, args.requests)
+                counted.setdefault(client, []).append(count)
+    limited, free = min(counted["limited"]), min(counted["free"])
+    shown = {client: ", ".join(f"{x / 1000:.1f}k" for x in c) for client, c in counted.items()}
+    print(
+        f"limited client {shown['limited']} instructions/call, free client {shown['free']}; "
+        f"{(limited - free) / 1000:.1f}k more; free / limited {free / limited:.3f}",
+        flush=True,
+    )
 
 
 def count_on(loop: str, args: argparse.Namespace) -> None:
