@@ -93,11 +93,8 @@ class Ticket:
 
     def release(self) -> None:
         """The answer ended: its slots of max_parallel are free."""
-        slots = self.plan.slots
-        if slots:
-            settle(self.windows, self.amounts, slots, 0.0)
-            if self.shared is not None:
-                self._share(slots, 0.0)
+        if slots := self.plan.slots:
+            self._settle_all(slots, 0.0)
 
     def settle(self, record: CallRecord) -> None:
         """The call's reserved tokens and dollars replaced by its real ones (a call that
@@ -105,32 +102,26 @@ class Ticket:
         plan = self.plan
         if plan.tokens:
             tokens = record.tokens
-            used = float(tokens.input_tokens + tokens.output_tokens)
-            settle(self.windows, self.amounts, plan.tokens, used)
-            if self.shared is not None:
-                self._share(plan.tokens, used)
-        if budgets := plan.budgets:
-            cost = record.cost_usd or 0.0
-            settle(self.windows, self.amounts, budgets, cost)
-            if self.shared is not None:
-                self._share(budgets, cost)
+            self._settle_all(plan.tokens, float(tokens.input_tokens + tokens.output_tokens))
+        if plan.budgets:
+            self._settle_all(plan.budgets, record.cost_usd or 0.0)
 
     def refund(self) -> None:
         """Everything given back: the call goes to another model (a fallback), which is
         admitted on its own."""
-        every = range(len(self.amounts))
-        settle(self.windows, self.amounts, every, 0.0)
-        if self.shared is not None:
-            self._share(every, 0.0)
+        self._settle_all(range(len(self.amounts)), 0.0)
         self.plan, self.windows, self.periods, self.amounts = NO_PLAN, [], [], ()
         self.settles = False
 
-    def _share(self, indices: Sequence[int], actual: float) -> None:
-        """The limits at `indices` settled at `actual` each in the fleet's counts too."""
-        assert self.shared is not None
-        held = self.held()
-        for index in indices:
-            self.shared.settle(held[index], actual, self.call_id)
+    def _settle_all(self, indices: Sequence[int], actual: float) -> None:
+        """The limits at `indices` settled at `actual` each, here and in the fleet's counts
+        when it holds them."""
+        settle(self.windows, self.amounts, indices, actual)
+        shared = self.shared
+        if shared is not None:
+            held = self.held()
+            for index in indices:
+                shared.settle(held[index], actual, self.call_id)
 
 
 class Terms:
